@@ -1,0 +1,184 @@
+//! The envelope every SKYNET event travels in: a CloudEvents 1.0 event whose data
+//! is JSON. [`Envelope`] is the plain-Rust view; [`Envelope::to_cloudevent`] and
+//! [`Envelope::from_cloudevent`] convert to and from the `cloudevents-sdk` type,
+//! which owns validation of the CloudEvents attributes themselves.
+
+use chrono::{DateTime, Utc};
+use cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::ids::JobId;
+use crate::job::JobEvent;
+
+/// Content type of a structured-mode CloudEvent.
+pub const SPEC_CONTENT_TYPE: &str = "application/cloudevents+json";
+
+/// One event, decoupled from any transport.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// Unique per `source`; also the `Nats-Msg-Id` when stored.
+    pub id: String,
+    /// The service (or client) that produced the event: `skynet/<service>`.
+    pub source: String,
+    /// Versioned, past-tense type: `skynet.job.planned.v1`.
+    pub ty: String,
+    /// The aggregate id (the job id for job events).
+    pub subject: Option<String>,
+    /// When the fact happened.
+    pub time: DateTime<Utc>,
+    /// The event's data.
+    pub data: serde_json::Value,
+}
+
+/// Why bytes or a CloudEvent could not become a SKYNET event.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not a valid CloudEvent (missing attributes, bad specversion, bad JSON...).
+    #[error("not a valid CloudEvent: {0}")]
+    CloudEvent(String),
+    /// The CloudEvent has no data, or data that is not JSON.
+    #[error("event {id} carries no JSON data")]
+    NoData { id: String },
+    /// A type this contract does not define (or a version it does not know).
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    /// The data does not match the type's schema.
+    #[error("data of {ty} does not match its schema")]
+    Data {
+        ty: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A job event whose subject is not a job id.
+    #[error("job event {id} has no job id in its subject")]
+    NoJobId { id: String },
+}
+
+impl Envelope {
+    /// An envelope around a job event. `id` should be deterministic (see
+    /// [`crate::ids::event_id`]) so that re-running a decision re-publishes the same id.
+    pub fn job(job: JobId, event: &JobEvent, id: String, source: &str, time: DateTime<Utc>) -> Self {
+        Envelope {
+            id,
+            source: source.to_owned(),
+            ty: event.kind().cloud_type().to_owned(),
+            subject: Some(job.to_string()),
+            time,
+            data: event.data_json(),
+        }
+    }
+
+    /// An envelope around any serialisable data.
+    pub fn new<T: Serialize>(
+        ty: &str,
+        id: String,
+        source: &str,
+        subject: Option<String>,
+        time: DateTime<Utc>,
+        data: &T,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Envelope {
+            id,
+            source: source.to_owned(),
+            ty: ty.to_owned(),
+            subject,
+            time,
+            data: serde_json::to_value(data)?,
+        })
+    }
+
+    /// The job id and typed job event, for envelopes carrying one.
+    pub fn job_event(&self) -> Result<(JobId, JobEvent), DecodeError> {
+        let job = self
+            .subject
+            .as_deref()
+            .and_then(|s| s.parse::<JobId>().ok())
+            .ok_or_else(|| DecodeError::NoJobId { id: self.id.clone() })?;
+        Ok((job, JobEvent::decode(&self.ty, self.data.clone())?))
+    }
+
+    /// The data as `T`.
+    pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
+        serde_json::from_value(self.data.clone())
+            .map_err(|source| DecodeError::Data { ty: self.ty.clone(), source })
+    }
+
+    /// The `cloudevents-sdk` event (structured JSON is its `serde` form).
+    pub fn to_cloudevent(&self) -> Event {
+        let mut b = EventBuilderV10::new()
+            .id(self.id.clone())
+            .source(self.source.clone())
+            .ty(self.ty.clone())
+            .time(self.time)
+            .data("application/json", self.data.clone());
+        if let Some(s) = &self.subject {
+            b = b.subject(s.clone());
+        }
+        // Every required attribute is set above and `source` is validated by the
+        // builder as a URI-reference, which any string without spaces is.
+        b.build().unwrap_or_else(|_| {
+            EventBuilderV10::new()
+                .id(self.id.clone())
+                .source("skynet/invalid-source")
+                .ty(self.ty.clone())
+                .time(self.time)
+                .data("application/json", self.data.clone())
+                .build()
+                .unwrap_or_default()
+        })
+    }
+
+    /// The structured-mode JSON bytes of this event.
+    pub fn to_structured_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.to_cloudevent()).unwrap_or_default()
+    }
+
+    /// Reads an envelope from a `cloudevents-sdk` event. Data must be JSON.
+    pub fn from_cloudevent(mut ev: Event) -> Result<Self, DecodeError> {
+        let id = ev.id().to_owned();
+        let source = ev.source().to_string();
+        let ty = ev.ty().to_owned();
+        let subject = ev.subject().map(str::to_owned);
+        let time = ev.time().copied().unwrap_or_else(Utc::now);
+        let (_, _, data) = ev.take_data();
+        let data = data
+            .and_then(|d| serde_json::Value::try_from(d).ok())
+            .ok_or_else(|| DecodeError::NoData { id: id.clone() })?;
+        Ok(Envelope { id, source, ty, subject, time, data })
+    }
+
+    /// Parses structured-mode JSON bytes.
+    pub fn from_structured_json(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let ev: Event =
+            serde_json::from_slice(bytes).map_err(|e| DecodeError::CloudEvent(e.to_string()))?;
+        Envelope::from_cloudevent(ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{Denied, JobEvent};
+
+    #[test]
+    fn structured_json_round_trips() {
+        let job = JobId::for_request("t", "1");
+        let ev = JobEvent::Denied(Denied { by: "alice".into(), reason: "no".into() });
+        let env = Envelope::job(job, &ev, "e1".into(), "skynet/policy", Utc::now());
+        let bytes = env.to_structured_json();
+        let back = Envelope::from_structured_json(&bytes).expect("parse");
+        assert_eq!(back.job_event().expect("job event"), (job, ev));
+        let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(v["specversion"], "1.0");
+        assert_eq!(v["type"], "skynet.job.denied.v1");
+        assert_eq!(v["subject"], job.to_string());
+    }
+
+    #[test]
+    fn missing_attributes_are_rejected() {
+        let err = Envelope::from_structured_json(br#"{"specversion":"1.0","id":"x"}"#)
+            .expect_err("no source/type");
+        assert!(matches!(err, DecodeError::CloudEvent(_)));
+    }
+}

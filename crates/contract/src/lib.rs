@@ -1,0 +1,24 @@
+//! The SKYNET event contract.
+//!
+//! Every message that crosses a service boundary is defined here and nowhere else:
+//! the CloudEvent types ([`types`]), the data each one carries ([`job`], [`task`],
+//! [`plan`]), how ids are derived ([`ids`]), and the subjects they travel on
+//! ([`subjects`]). Only types in this crate derive `Serialize`/`Deserialize` for the
+//! wire; services convert to their own types at the edge.
+//!
+//! A published event type is never edited. A breaking change adds a `.v2` type and
+//! an upcaster next to the v1 decoder in [`job::JobEvent::decode`].
+
+pub mod envelope;
+pub mod ids;
+pub mod job;
+pub mod plan;
+pub mod schema;
+pub mod subjects;
+pub mod task;
+
+pub use envelope::{DecodeError, Envelope, SPEC_CONTENT_TYPE};
+pub use ids::JobId;
+pub use job::{JobEvent, JobEventKind};
+pub use plan::{ExecSpec, ExecStep, Plan, PlanStep, Risk};
+pub use task::{TaskRejected, TaskRequested};
