@@ -1,1 +1,19 @@
-//! placeholder
+//! SKYNET's binding to NATS JetStream.
+//!
+//! * [`codec`]: CloudEvents structured/binary mode over NATS messages.
+//! * [`definitions`]: the streams and consumers in `nats/`, and `bootstrap`.
+//! * [`store`]: the event store, with per-job optimistic concurrency.
+//! * [`repo`]: load → decide → append with bounded conflict retries.
+//! * [`dlq`]: dead letters with reasons.
+//! * [`consumer`]: the durable-consumer loop services run.
+
+pub mod codec;
+pub mod consumer;
+pub mod definitions;
+pub mod dlq;
+pub mod repo;
+pub mod store;
+
+pub use definitions::bootstrap;
+pub use repo::{Jobs, Outcome};
+pub use store::{AppendError, EventStore, History};

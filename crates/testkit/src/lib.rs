@@ -1,1 +1,14 @@
-//! placeholder
+//! Test support shared by every crate's tests: a real `nats-server` started per
+//! test on a random port with a temporary store ([`NatsServer`]), a fresh Postgres
+//! database ([`TestDb`]), and [`eventually`], which polls a condition until a
+//! deadline instead of sleeping.
+//!
+//! Nothing here mocks the broker or the database.
+
+mod nats;
+mod pg;
+mod poll;
+
+pub use nats::{NatsServer, find_nats_server, workspace_root};
+pub use pg::TestDb;
+pub use poll::eventually;

@@ -1,0 +1,161 @@
+//! The CloudEvents ↔ NATS binding, written against async-nats (the SDK's own
+//! `nats` feature pins an old client).
+//!
+//! * Publishing always uses **structured mode**: the payload is the event as
+//!   `application/cloudevents+json`, and `Nats-Msg-Id` is the event id so that a
+//!   retried publish inside the stream's duplicate window stores one message.
+//! * Receiving accepts **structured mode** (by content type, or any payload that
+//!   is a JSON CloudEvent) and **binary mode** (`ce-*` headers and the data as the
+//!   payload), per the CloudEvents NATS protocol binding. The SDK's message
+//!   deserializer traits do the attribute validation.
+
+use async_nats::HeaderMap;
+use async_nats::header::NATS_MESSAGE_ID;
+use bytes::Bytes;
+use cloudevents::event::SpecVersion;
+use cloudevents::message::{
+    BinaryDeserializer, BinarySerializer, Encoding, MessageAttributeValue, MessageDeserializer,
+    StructuredDeserializer, StructuredSerializer,
+};
+use skynet_contract::{DecodeError, Envelope, SPEC_CONTENT_TYPE};
+
+/// Prefix of binary-mode attribute headers.
+const CE_PREFIX: &str = "ce-";
+
+/// Headers and payload of a structured-mode message for `env`.
+pub fn encode(env: &Envelope) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    headers.insert("Content-Type", SPEC_CONTENT_TYPE);
+    headers.insert(NATS_MESSAGE_ID, env.id.as_str());
+    (headers, Bytes::from(env.to_structured_json()))
+}
+
+/// Reads a SKYNET envelope from a NATS message in either content mode.
+pub fn decode(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Envelope, DecodeError> {
+    let msg = NatsMessage { headers, body: payload };
+    let event = match msg.encoding() {
+        Encoding::BINARY | Encoding::STRUCTURED => MessageDeserializer::into_event(msg),
+        // No content type and no ce- headers: structured JSON is the only reading left.
+        _ => StructuredDeserializer::into_event(msg),
+    }
+    .map_err(|e| DecodeError::CloudEvent(e.to_string()))?;
+    Envelope::from_cloudevent(event)
+}
+
+/// Whether the message's payload claims to be JSON at all: structured mode, or
+/// binary mode with a JSON (or absent) content type. Used to tell "not JSON" from
+/// "not a CloudEvent" when rejecting input.
+pub fn is_binary_mode(headers: Option<&HeaderMap>) -> bool {
+    header(headers, "ce-specversion").is_some()
+}
+
+/// A header value, looked up case-insensitively (NATS header names are
+/// case-sensitive on the wire, clients are not consistent).
+pub fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    let h = headers?;
+    h.iter()
+        .find(|(k, _)| AsRef::<str>::as_ref(k).eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.first())
+        .map(|v| v.as_str())
+}
+
+struct NatsMessage<'a> {
+    headers: Option<&'a HeaderMap>,
+    body: &'a [u8],
+}
+
+impl MessageDeserializer for NatsMessage<'_> {
+    fn encoding(&self) -> Encoding {
+        if header(self.headers, "content-type").is_some_and(|v| v.starts_with(SPEC_CONTENT_TYPE)) {
+            Encoding::STRUCTURED
+        } else if header(self.headers, "ce-specversion").is_some() {
+            Encoding::BINARY
+        } else {
+            Encoding::UNKNOWN
+        }
+    }
+}
+
+impl StructuredDeserializer for NatsMessage<'_> {
+    fn deserialize_structured<R: Sized, V: StructuredSerializer<R>>(self, visitor: V) -> cloudevents::message::Result<R> {
+        visitor.set_structured_event(self.body.to_vec())
+    }
+}
+
+impl BinaryDeserializer for NatsMessage<'_> {
+    fn deserialize_binary<R: Sized, V: BinarySerializer<R>>(self, mut visitor: V) -> cloudevents::message::Result<R> {
+        let version = header(self.headers, "ce-specversion").unwrap_or_default();
+        let spec = SpecVersion::try_from(version)?;
+        let known = spec.attribute_names();
+        visitor = visitor.set_spec_version(spec)?;
+        if let Some(h) = self.headers {
+            for (name, values) in h.iter() {
+                let lower = AsRef::<str>::as_ref(name).to_ascii_lowercase();
+                let Some(attr) = lower.strip_prefix(CE_PREFIX) else { continue };
+                if attr == "specversion" {
+                    continue;
+                }
+                let Some(value) = values.first() else { continue };
+                let value = MessageAttributeValue::String(value.as_str().to_owned());
+                visitor = if known.contains(&attr) {
+                    visitor.set_attribute(attr, value)?
+                } else {
+                    visitor.set_extension(attr, value)?
+                };
+            }
+        }
+        if let Some(ct) = header(self.headers, "content-type") {
+            visitor = visitor.set_attribute("datacontenttype", MessageAttributeValue::String(ct.to_owned()))?;
+        }
+        if self.body.is_empty() { visitor.end() } else { visitor.end_with_data(self.body.to_vec()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skynet_contract::task::{TASK_REQUESTED, TaskRequested};
+
+    #[test]
+    fn structured_round_trip_sets_msg_id() {
+        let env = Envelope::new(
+            TASK_REQUESTED,
+            "id-1".into(),
+            "cli",
+            None,
+            chrono::Utc::now(),
+            &serde_json::json!({"intent": "x"}),
+        )
+        .expect("env");
+        let (h, p) = encode(&env);
+        assert_eq!(header(Some(&h), "nats-msg-id"), Some("id-1"));
+        let back = decode(Some(&h), &p).expect("decode");
+        assert_eq!(back.id, "id-1");
+        assert_eq!(back.data["intent"], "x");
+        let _: TaskRequested = back.data_as().expect("typed");
+    }
+
+    #[test]
+    fn binary_mode_is_accepted() {
+        let mut h = HeaderMap::new();
+        h.insert("ce-specversion", "1.0");
+        h.insert("ce-id", "b-1");
+        h.insert("ce-source", "some/client");
+        h.insert("ce-type", TASK_REQUESTED);
+        h.insert("ce-traceid", "abc");
+        h.insert("content-type", "application/json");
+        let env = decode(Some(&h), br#"{"intent":"run the tests"}"#).expect("binary");
+        assert_eq!((env.id.as_str(), env.source.as_str(), env.ty.as_str()), ("b-1", "some/client", TASK_REQUESTED));
+        assert_eq!(env.data["intent"], "run the tests");
+    }
+
+    #[test]
+    fn structured_without_content_type_is_accepted_and_garbage_is_not() {
+        let body = br#"{"specversion":"1.0","id":"s","source":"x","type":"t","data":{"a":1}}"#;
+        assert_eq!(decode(None, body).expect("plain JSON CloudEvent").data["a"], 1);
+        assert!(matches!(decode(None, b"not json"), Err(DecodeError::CloudEvent(_))));
+        let mut h = HeaderMap::new();
+        h.insert("ce-specversion", "0.1");
+        assert!(decode(Some(&h), b"{}").is_err(), "unknown spec version");
+    }
+}

@@ -1,0 +1,136 @@
+//! The loop every service runs around a durable pull consumer: fetch, hand each
+//! message to the service's handler (several at a time), then ack, or nak with
+//! backoff for a retry. A message that keeps failing is dead-lettered with the
+//! last error after [`MAX_DELIVERIES`] attempts instead of blocking the stream.
+//!
+//! Handlers must be idempotent: JetStream delivers at least once, and a crash
+//! between the handler's effect and the ack redelivers the message.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, Message};
+use futures::StreamExt;
+use tracing::{Instrument, debug, error, info_span, warn};
+
+use crate::dlq::{self, DeadLetter};
+
+/// Deliveries after which a failing message is dead-lettered.
+pub const MAX_DELIVERIES: i64 = 10;
+
+/// What the handler made of a message.
+#[derive(Debug)]
+pub enum Disposition {
+    /// Done (including: refused and dead-lettered by the handler itself).
+    Ack,
+    /// A transient failure (NATS, database): deliver again later.
+    Retry(String),
+}
+
+/// Where and how to consume.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub stream: &'static str,
+    pub durable: &'static str,
+    /// Service name, for logs and dead letters.
+    pub service: &'static str,
+    /// Messages handled at once.
+    pub concurrency: usize,
+}
+
+/// Runs until `shutdown` resolves. In-flight messages finish before it returns.
+pub async fn run<H, Fut, S>(js: jetstream::Context, spec: ConsumerSpec, handler: H, shutdown: S) -> Result<(), async_nats::Error>
+where
+    H: Fn(Message) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Disposition> + Send,
+    S: Future<Output = ()> + Send,
+{
+    let consumer: jetstream::consumer::PullConsumer =
+        js.get_stream(spec.stream).await?.get_consumer(spec.durable).await?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(spec.concurrency.max(1) * 4)
+        .messages()
+        .await?
+        .take_until(shutdown);
+    messages
+        .for_each_concurrent(spec.concurrency.max(1), |msg| {
+            let (js, spec, handler) = (js.clone(), spec.clone(), handler.clone());
+            async move {
+                match msg {
+                    Ok(msg) => handle_one(&js, &spec, handler, msg).await,
+                    Err(e) => {
+                        warn!(service = spec.service, error = %e, "consumer stream error; continuing");
+                        // Avoid a hot loop while the server is unreachable.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        })
+        .await;
+    Ok(())
+}
+
+async fn handle_one<H, Fut>(js: &jetstream::Context, spec: &ConsumerSpec, handler: H, msg: Message)
+where
+    H: Fn(Message) -> Fut,
+    Fut: Future<Output = Disposition>,
+{
+    let (seq, delivered) = msg.info().map(|i| (i.stream_sequence, i.delivered)).unwrap_or((0, 1));
+    let span = info_span!("message", service = spec.service, subject = %msg.subject, seq, delivered);
+    async {
+        let disposition = handler(msg.clone()).await;
+        let result = match disposition {
+            Disposition::Ack => msg.ack().await,
+            Disposition::Retry(reason) if delivered >= MAX_DELIVERIES => {
+                error!(%reason, "giving up on message; dead-lettering it");
+                let dl = DeadLetter {
+                    origin: spec.service,
+                    service: spec.service,
+                    subject: msg.subject.as_str(),
+                    headers: msg.headers.as_ref(),
+                    payload: msg.payload.clone(),
+                    code: "gave_up",
+                    reason: &format!("failed {delivered} times; last error: {reason}"),
+                    deliveries: delivered,
+                    dedupe_key: format!("{}:{seq}", spec.stream),
+                };
+                match dlq::dead_letter(js, dl).await {
+                    Ok(_) => msg.ack().await,
+                    Err(e) => {
+                        error!(error = %e, "dead-lettering failed; will retry the message");
+                        msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await
+                    }
+                }
+            }
+            Disposition::Retry(reason) => {
+                let delay = backoff(delivered);
+                warn!(%reason, ?delay, "handler failed; message will be redelivered");
+                msg.ack_with(AckKind::Nak(Some(delay))).await
+            }
+        };
+        if let Err(e) = result {
+            // The message will be redelivered after ack_wait; handlers are idempotent.
+            debug!(error = %e, "ack failed");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Redelivery delay: 100 ms doubling per delivery, at most 30 s.
+fn backoff(delivered: i64) -> Duration {
+    let exp = u32::try_from(delivered.clamp(1, 20) - 1).unwrap_or(0);
+    Duration::from_millis(100u64.saturating_mul(1 << exp)).min(Duration::from_secs(30))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_doubles_and_caps() {
+        use std::time::Duration;
+        assert_eq!(super::backoff(1), Duration::from_millis(100));
+        assert_eq!(super::backoff(3), Duration::from_millis(400));
+        assert_eq!(super::backoff(50), Duration::from_secs(30));
+    }
+}

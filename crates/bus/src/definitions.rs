@@ -1,0 +1,137 @@
+//! Stream and consumer definitions, loaded from the JSON files in `nats/` (the
+//! same files the `nats` CLI accepts: `nats stream add --config
+//! nats/streams/SKYNET_EVENTS.json`). They are compiled into the binary so that
+//! `skynet` needs no checkout at run time; `bootstrap` creates what is missing and
+//! brings what exists up to date.
+
+use async_nats::jetstream::{self, consumer, stream};
+
+/// Name of the event log stream.
+pub const EVENTS_STREAM: &str = "SKYNET_EVENTS";
+/// Name of the submissions stream.
+pub const INTAKE_STREAM: &str = "SKYNET_INTAKE";
+/// Name of the dead-letter stream.
+pub const DLQ_STREAM: &str = "SKYNET_DLQ";
+
+const STREAMS: &[(&str, &str)] = &[
+    ("nats/streams/SKYNET_INTAKE.json", include_str!("../../../nats/streams/SKYNET_INTAKE.json")),
+    ("nats/streams/SKYNET_EVENTS.json", include_str!("../../../nats/streams/SKYNET_EVENTS.json")),
+    ("nats/streams/SKYNET_DLQ.json", include_str!("../../../nats/streams/SKYNET_DLQ.json")),
+];
+
+/// (stream, file, JSON) of every durable consumer.
+const CONSUMERS: &[(&str, &str, &str)] = &[(
+    INTAKE_STREAM,
+    "nats/consumers/SKYNET_INTAKE/intake.json",
+    include_str!("../../../nats/consumers/SKYNET_INTAKE/intake.json"),
+)];
+
+/// Oldest server version SKYNET runs on (2.11 added
+/// `Nats-Expected-Last-Subject-Sequence-Subject`).
+pub const MIN_SERVER_VERSION: (u32, u32) = (2, 11);
+
+/// Why bootstrap failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("{file} is not a valid definition")]
+    Definition {
+        file: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "nats-server {found} is too old: SKYNET needs >= {}.{} (per-aggregate optimistic concurrency). \
+         The Debian nats-server on port 4222 is 2.9; run `./dev setup` and point SKYNET_NATS_URL at ours",
+        MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1
+    )]
+    ServerTooOld { found: String },
+    #[error("the server at the given URL has JetStream disabled or unreachable")]
+    NoJetStream(#[source] async_nats::Error),
+    #[error("creating or updating stream {name}")]
+    Stream {
+        name: String,
+        #[source]
+        source: async_nats::Error,
+    },
+    #[error("creating or updating consumer {stream}/{name}")]
+    Consumer {
+        stream: String,
+        name: String,
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+/// Every stream definition.
+pub fn streams() -> Result<Vec<stream::Config>, BootstrapError> {
+    STREAMS
+        .iter()
+        .map(|(file, json)| serde_json::from_str(json).map_err(|source| BootstrapError::Definition { file, source }))
+        .collect()
+}
+
+/// Every durable consumer definition, with its stream.
+pub fn consumers() -> Result<Vec<(&'static str, consumer::pull::Config)>, BootstrapError> {
+    CONSUMERS
+        .iter()
+        .map(|(stream, file, json)| {
+            serde_json::from_str(json)
+                .map(|c| (*stream, c))
+                .map_err(|source| BootstrapError::Definition { file, source })
+        })
+        .collect()
+}
+
+/// Refuses servers older than [`MIN_SERVER_VERSION`].
+pub fn check_server_version(client: &async_nats::Client) -> Result<(), BootstrapError> {
+    let found = client.server_info().version;
+    let mut parts = found.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let v = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if v < MIN_SERVER_VERSION { Err(BootstrapError::ServerTooOld { found }) } else { Ok(()) }
+}
+
+/// Creates every stream and consumer, or updates it to match its definition.
+/// Safe to run from every process at start-up, concurrently.
+pub async fn bootstrap(client: &async_nats::Client) -> Result<jetstream::Context, BootstrapError> {
+    check_server_version(client)?;
+    let js = jetstream::new(client.clone());
+    js.query_account().await.map_err(|e| BootstrapError::NoJetStream(e.into()))?;
+    for cfg in streams()? {
+        let name = cfg.name.clone();
+        let res = match js.get_stream(&name).await {
+            Ok(mut s) => {
+                let current = s.info().await.map_err(|e| BootstrapError::Stream { name: name.clone(), source: e.into() })?;
+                if current.config == cfg { Ok(()) } else { js.update_stream(&cfg).await.map(|_| ()).map_err(Into::into) }
+            }
+            Err(_) => js.create_stream(cfg).await.map(|_| ()).map_err(Into::into),
+        };
+        res.map_err(|source| BootstrapError::Stream { name, source })?;
+    }
+    for (stream_name, cfg) in consumers()? {
+        let name = cfg.durable_name.clone().unwrap_or_default();
+        let err = |source: async_nats::Error| BootstrapError::Consumer { stream: stream_name.into(), name: name.clone(), source };
+        let stream = js.get_stream(stream_name).await.map_err(|e| err(e.into()))?;
+        // create_consumer is create-or-update for an existing durable.
+        stream.create_consumer(cfg.clone()).await.map_err(|e| err(e.into()))?;
+    }
+    Ok(js)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_definition_parses_and_names_match_files() {
+        let streams = streams().expect("streams parse");
+        for ((file, _), s) in STREAMS.iter().zip(&streams) {
+            assert!(file.ends_with(&format!("{}.json", s.name)), "{file} defines {}", s.name);
+        }
+        let names: Vec<_> = streams.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, [INTAKE_STREAM, EVENTS_STREAM, DLQ_STREAM]);
+        for (stream, c) in consumers().expect("consumers parse") {
+            assert!(names.contains(&stream));
+            assert!(c.durable_name.is_some(), "consumers in nats/ are durable");
+        }
+    }
+}

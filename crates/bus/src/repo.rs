@@ -1,0 +1,130 @@
+//! Load, decide, append, retry: the one way services change a job.
+//!
+//! [`Jobs::execute`] replays the job, lets the caller's `decide` closure choose
+//! the events, and appends them under optimistic concurrency. On `Conflict` it
+//! reloads and decides again, a bounded number of times with jittered backoff
+//! (`backon`). Event ids are derived from the job, the event kind and the
+//! caller's *cause* (the id of the message being handled), so handling the same
+//! message twice publishes the same ids and the log stores each event once.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, Utc};
+use skynet_contract::ids::event_id;
+use skynet_contract::job::JobEvent;
+use skynet_contract::{Envelope, JobId};
+use skynet_job::{Job, Rejection};
+
+use crate::store::{AppendError, EventStore, History, LoadError};
+
+/// How many times a conflicting append is retried before giving up.
+pub const MAX_CONFLICT_RETRIES: usize = 8;
+
+/// What came of a command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The events were stored; `seq` is the last one's sequence.
+    Appended { seq: u64, events: Vec<JobEvent> },
+    /// The job refused the command (the state was already past it, or a rule said no).
+    Rejected(Rejection),
+}
+
+/// Why a command could not be carried out (as opposed to being refused).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error("job {job}: stored events do not replay")]
+    Corrupt {
+        job: JobId,
+        #[source]
+        source: skynet_job::IllegalTransition,
+    },
+    #[error("job {job}: stored event is not a job event")]
+    Decode {
+        job: JobId,
+        #[source]
+        source: skynet_contract::DecodeError,
+    },
+}
+
+impl ExecuteError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, ExecuteError::Append(e) if e.is_conflict())
+    }
+}
+
+/// The job repository of one service.
+#[derive(Clone)]
+pub struct Jobs {
+    store: EventStore,
+    /// CloudEvent `source` of everything this service records (`skynet/<service>`).
+    source: String,
+}
+
+impl Jobs {
+    pub fn new(store: EventStore, service: &str) -> Jobs {
+        Jobs { store, source: format!("skynet/{service}") }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// Replays `job` into its state and the sequence to append after.
+    pub async fn load(&self, job: JobId) -> Result<(Option<Job>, u64), ExecuteError> {
+        let History { events, last_seq } = self.store.load(job).await?;
+        let mut state = None;
+        for (_, env) in &events {
+            let (_, event) = env.job_event().map_err(|source| ExecuteError::Decode { job, source })?;
+            state = Some(skynet_job::evolve(state, &event).map_err(|source| ExecuteError::Corrupt { job, source })?);
+        }
+        Ok((state, last_seq))
+    }
+
+    /// Runs `decide` against the current state of `job` and stores its events.
+    /// `cause` identifies what triggered the command (for deterministic event ids);
+    /// `now` is the events' time.
+    pub async fn execute<F>(&self, job: JobId, cause: &str, now: DateTime<Utc>, decide: F) -> Result<Outcome, ExecuteError>
+    where
+        F: Fn(Option<&Job>) -> Result<Vec<JobEvent>, Rejection>,
+    {
+        let attempt = || async {
+            let (state, last_seq) = self.load(job).await?;
+            let events = match decide(state.as_ref()) {
+                Ok(events) => events,
+                Err(rejection) => return Ok(Outcome::Rejected(rejection)),
+            };
+            let envelopes = self.envelopes(job, cause, now, &events);
+            let seq = self.store.append(job, last_seq, &envelopes).await?;
+            Ok(Outcome::Appended { seq, events })
+        };
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(2))
+                    .with_max_delay(Duration::from_millis(100))
+                    .with_max_times(MAX_CONFLICT_RETRIES)
+                    .with_jitter(),
+            )
+            .when(ExecuteError::is_conflict)
+            .await
+    }
+
+    /// Envelopes with deterministic ids for `events` caused by `cause`.
+    pub fn envelopes(&self, job: JobId, cause: &str, now: DateTime<Utc>, events: &[JobEvent]) -> Vec<Envelope> {
+        let job_s = job.to_string();
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let id = event_id(&[&job_s, e.kind().token(), cause, &i.to_string()]);
+                Envelope::job(job, e, id, &self.source, now)
+            })
+            .collect()
+    }
+}
