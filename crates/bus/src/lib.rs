@@ -5,15 +5,20 @@
 //! * [`store`]: the event store, with per-job optimistic concurrency.
 //! * [`repo`]: load → decide → append with bounded conflict retries.
 //! * [`dlq`]: dead letters with reasons.
+//! * [`publish`](mod@publish): publishing events outside job aggregates.
 //! * [`consumer`]: the durable-consumer loop services run.
+//! * [`server`]: a nats-server child process when none is configured.
 
 pub mod codec;
 pub mod consumer;
 pub mod definitions;
 pub mod dlq;
+pub mod publish;
 pub mod repo;
+pub mod server;
 pub mod store;
 
 pub use definitions::bootstrap;
+pub use publish::publish;
 pub use repo::{Jobs, Outcome};
 pub use store::{AppendError, EventStore, History};

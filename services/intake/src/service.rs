@@ -1,0 +1,123 @@
+//! The intake's consumer: one submission in, one job or one dead letter out.
+
+use std::future::Future;
+
+use async_nats::jetstream::{self, Message};
+use chrono::Utc;
+use skynet_bus::consumer::{self, ConsumerSpec, Disposition};
+use skynet_bus::definitions::INTAKE_STREAM;
+use skynet_bus::dlq::{self, DeadLetter};
+use skynet_bus::{Jobs, Outcome};
+use skynet_contract::ids::event_id;
+use skynet_contract::task::{TASK_REJECTED, TaskRejected};
+use skynet_contract::{Envelope, JobId, subjects};
+use skynet_job::{Command, Rejection, decide};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::Config;
+use crate::validate::{Refusal, validate};
+
+const SERVICE: &str = "intake";
+
+/// What the intake needs from the outside world.
+#[derive(Clone)]
+pub struct Deps {
+    /// For dead letters and rejection events.
+    pub js: jetstream::Context,
+    /// The job repository; the intake only ever opens jobs.
+    pub jobs: Jobs,
+}
+
+/// Runs the intake until `shutdown` resolves.
+pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> + Send) -> Result<(), async_nats::Error> {
+    let spec = ConsumerSpec { stream: INTAKE_STREAM, durable: "intake", service: SERVICE, concurrency: config.concurrency };
+    info!(service = SERVICE, concurrency = config.concurrency, "intake running");
+    let js = deps.js.clone();
+    let handler = move |msg: Message| {
+        let deps = deps.clone();
+        async move { handle(&deps, msg).await }
+    };
+    consumer::run(js, spec, handler, shutdown).await
+}
+
+/// Handles one submission. Public so tests can deliver the same message twice.
+pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
+    let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
+    match validate(msg.headers.as_ref(), &msg.payload) {
+        Ok(accepted) => {
+            let span = info_span!("open", service = SERVICE, job_id = %accepted.job, event_id = %accepted.request_event_id);
+            async {
+                let requested = accepted.requested.clone();
+                let outcome = deps
+                    .jobs
+                    .execute(accepted.job, &accepted.request_event_id, Utc::now(), |s| {
+                        decide(s, Command::Open(requested.clone()))
+                    })
+                    .await;
+                match outcome {
+                    Ok(Outcome::Appended { .. }) => {
+                        info!("job opened");
+                        Disposition::Ack
+                    }
+                    // The same submission again (a client retry, a redelivery): one job.
+                    Ok(Outcome::Rejected(Rejection::AlreadyExists | Rejection::AlreadyFinished(_))) => {
+                        info!("duplicate submission; job already exists");
+                        Disposition::Ack
+                    }
+                    Ok(Outcome::Rejected(other)) => {
+                        let refusal = Refusal {
+                            code: skynet_contract::task::RejectionCode::InvalidData,
+                            reason: other.to_string(),
+                            request: Some((accepted.requested.request_source.clone(), accepted.request_event_id.clone())),
+                        };
+                        reject(deps, &msg, seq, refusal).await
+                    }
+                    Err(e) => Disposition::Retry(format!("opening job {}: {e}", accepted.job)),
+                }
+            }
+            .instrument(span)
+            .await
+        }
+        Err(refusal) => reject(deps, &msg, seq, refusal).await,
+    }
+}
+
+/// Dead-letters the original message and records a `task.rejected` event.
+/// Both are deduplicated by the submission's stream sequence, so a redelivery
+/// after a crash stores neither twice.
+async fn reject(deps: &Deps, msg: &Message, seq: u64, refusal: Refusal) -> Disposition {
+    let job = refusal.request.as_ref().map(|(source, id)| JobId::for_request(source, id));
+    warn!(service = SERVICE, code = refusal.code.as_str(), reason = %refusal.reason, job_id = ?job, "submission rejected");
+    let dl = DeadLetter {
+        origin: SERVICE,
+        service: SERVICE,
+        subject: msg.subject.as_str(),
+        headers: msg.headers.as_ref(),
+        payload: msg.payload.clone(),
+        code: refusal.code.as_str(),
+        reason: &refusal.reason,
+        deliveries: msg.info().map(|i| i.delivered).unwrap_or(1),
+        dedupe_key: format!("{INTAKE_STREAM}:{seq}"),
+    };
+    let dlq_seq = match dlq::dead_letter(&deps.js, dl).await {
+        Ok(s) => s,
+        Err(e) => return Disposition::Retry(format!("dead-lettering: {e}")),
+    };
+    let data = TaskRejected {
+        code: refusal.code,
+        reason: refusal.reason,
+        job_id: job,
+        request_source: refusal.request.as_ref().map(|r| r.0.clone()),
+        request_id: refusal.request.as_ref().map(|r| r.1.clone()),
+        dead_letter_seq: Some(dlq_seq),
+    };
+    let id = event_id(&["task.rejected", INTAKE_STREAM, &seq.to_string()]);
+    let env = match Envelope::new(TASK_REJECTED, id, "skynet/intake", job.map(|j| j.to_string()), Utc::now(), &data) {
+        Ok(env) => env,
+        Err(e) => return Disposition::Retry(format!("encoding rejection: {e}")),
+    };
+    match skynet_bus::publish(&deps.js, subjects::TASK_REJECTED, &env).await {
+        Ok(_) => Disposition::Ack,
+        Err(e) => Disposition::Retry(format!("recording rejection: {e}")),
+    }
+}

@@ -1,0 +1,127 @@
+//! The projection loop: ordered replay from the checkpoint, batched transactions.
+
+use std::future::Future;
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use skynet_bus::codec;
+use skynet_bus::definitions::EVENTS_STREAM;
+use sqlx::PgPool;
+use tracing::{error, info, warn};
+
+use crate::audit::{self, Row};
+use crate::config::Config;
+
+/// Name of this projection in `projection_checkpoint`.
+const PROJECTION: &str = "read_models";
+const SERVICE: &str = "projector";
+
+/// What the projector needs.
+#[derive(Clone)]
+pub struct Deps {
+    pub js: jetstream::Context,
+    /// The read-model database; this service is the only writer of its tables.
+    pub db: PgPool,
+}
+
+/// Why the projector stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error("applying migrations")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("read-model database")]
+    Db(#[from] sqlx::Error),
+    #[error("reading the event log")]
+    Nats(#[source] async_nats::Error),
+    #[error(
+        "the event log ends at sequence {log_last} but the read models have applied up to {checkpoint}: \
+         the log was lost or replaced. Refusing to serve a wrong view; run `skynet rebuild` once the log is right"
+    )]
+    LogBehind { log_last: u64, checkpoint: u64 },
+}
+
+/// Applies the migrations in `migrations/` (idempotent).
+pub async fn migrate(db: &PgPool) -> Result<(), ProjectorError> {
+    sqlx::migrate!("../../migrations").run(db).await?;
+    Ok(())
+}
+
+/// The last applied stream sequence (0 when nothing was applied).
+pub async fn checkpoint(db: &PgPool) -> Result<u64, sqlx::Error> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoint WHERE projection = $1")
+        .bind(PROJECTION)
+        .fetch_optional(db)
+        .await?;
+    Ok(seq.map_or(0, |s| u64::try_from(s).unwrap_or(0)))
+}
+
+/// Drops every read model's rows and the checkpoint, so the next `run` replays
+/// the whole log.
+pub async fn rebuild(db: &PgPool) -> Result<(), ProjectorError> {
+    migrate(db).await?;
+    let mut tx = db.begin().await?;
+    sqlx::query("TRUNCATE audit_events").execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM projection_checkpoint WHERE projection = $1").bind(PROJECTION).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Projects the log into the read models until `shutdown` resolves.
+pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> + Send) -> Result<(), ProjectorError> {
+    migrate(&deps.db).await?;
+    let from = checkpoint(&deps.db).await?;
+    let nats = |e: async_nats::Error| ProjectorError::Nats(e);
+    let mut stream = deps.js.get_stream(EVENTS_STREAM).await.map_err(|e| nats(e.into()))?;
+    let log_last = stream.info().await.map_err(|e| nats(e.into()))?.state.last_sequence;
+    if log_last < from {
+        error!(service = SERVICE, log_last, checkpoint = from, "event log is behind the read models");
+        return Err(ProjectorError::LogBehind { log_last, checkpoint: from });
+    }
+    info!(service = SERVICE, from, log_last, "projector running");
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from + 1 },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats(e.into()))?;
+    let messages = consumer.messages().await.map_err(|e| nats(e.into()))?;
+    // ready_chunks: take whatever has arrived (up to max_batch) without waiting,
+    // so batches grow under load and latency stays low when idle.
+    let mut batches = std::pin::pin!(messages.ready_chunks(config.max_batch.max(1)).take_until(shutdown));
+    let mut applied = from;
+    while let Some(batch) = batches.next().await {
+        let mut rows = Vec::with_capacity(batch.len());
+        for msg in batch {
+            let msg = msg.map_err(|e| nats(e.into()))?;
+            let seq = msg.info().map_err(nats)?.stream_sequence;
+            match codec::decode(msg.headers.as_ref(), &msg.payload) {
+                Ok(env) => rows.push(Row { seq, nats_subject: msg.subject.to_string(), env }),
+                // Only SKYNET's own services write this stream, through the
+                // contract; an undecodable event is a bug worth shouting about,
+                // but it must not stop every read model.
+                Err(e) => warn!(service = SERVICE, seq, error = %e, "undecodable event skipped in read models"),
+            }
+            applied = applied.max(seq);
+        }
+        write_batch(&deps.db, &rows, applied).await?;
+    }
+    info!(service = SERVICE, applied, "projector stopped");
+    Ok(())
+}
+
+async fn write_batch(db: &PgPool, rows: &[Row], last_seq: u64) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    if !rows.is_empty() {
+        audit::insert(&mut tx, rows).await?;
+    }
+    sqlx::query(
+        "INSERT INTO projection_checkpoint (projection, last_seq, updated_at) VALUES ($1, $2, now())
+         ON CONFLICT (projection) DO UPDATE SET last_seq = EXCLUDED.last_seq, updated_at = now()",
+    )
+    .bind(PROJECTION)
+    .bind(i64::try_from(last_seq).unwrap_or(i64::MAX))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
