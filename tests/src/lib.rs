@@ -40,7 +40,14 @@ impl System {
         let task = tokio::spawn(async move { up::run(&infra, Service::ALL, token).await });
         let client = nats.connect().await?;
         let js = async_nats::jetstream::new(client.clone());
-        Ok(System { nats, db, client, js, stop, task: Some(task) })
+        Ok(System {
+            nats,
+            db,
+            client,
+            js,
+            stop,
+            task: Some(task),
+        })
     }
 
     /// Stops the services and returns how they ended.

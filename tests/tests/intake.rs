@@ -32,13 +32,20 @@ fn task(id: &str, intent: &str) -> Vec<u8> {
 }
 
 /// Every message stored under `filter` in `stream`, as (subject, headers, payload).
-async fn read_all(sys: &System, stream: &str, filter: &str) -> anyhow::Result<Vec<(String, Option<HeaderMap>, bytes::Bytes)>> {
+async fn read_all(
+    sys: &System,
+    stream: &str,
+    filter: &str,
+) -> anyhow::Result<Vec<(String, Option<HeaderMap>, bytes::Bytes)>> {
     let n = count_messages(&sys.js, stream, filter).await?;
     let c = sys
         .js
         .get_stream(stream)
         .await?
-        .create_consumer(consumer::pull::OrderedConfig { filter_subject: filter.into(), ..Default::default() })
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter.into(),
+            ..Default::default()
+        })
         .await?;
     let mut msgs = c.messages().await?.take(n as usize);
     let mut out = Vec::new();
@@ -51,11 +58,14 @@ async fn read_all(sys: &System, stream: &str, filter: &str) -> anyhow::Result<Ve
 
 async fn job_events(sys: &System, job: uuid::Uuid) -> anyhow::Result<Vec<serde_json::Value>> {
     let msgs = read_all(sys, "SKYNET_EVENTS", &format!("skynet.job.{job}.>")).await?;
-    msgs.iter().map(|(_, _, p)| Ok(serde_json::from_slice(p)?)).collect()
+    msgs.iter()
+        .map(|(_, _, p)| Ok(serde_json::from_slice(p)?))
+        .collect()
 }
 
 #[tokio::test]
-async fn a_task_published_by_any_client_opens_a_job_under_the_derived_id_once() -> anyhow::Result<()> {
+async fn a_task_published_by_any_client_opens_a_job_under_the_derived_id_once() -> anyhow::Result<()>
+{
     let sys = System::start().await?;
     let body = task("t-1", "check git status in /tmp and run the tests");
     // Published twice, as a client retrying would (no Nats-Msg-Id: two stored submissions).
@@ -74,16 +84,30 @@ async fn a_task_published_by_any_client_opens_a_job_under_the_derived_id_once() 
     assert_eq!(first["specversion"], "1.0");
     assert_eq!(first["subject"], job.to_string());
     assert_eq!(first["source"], "skynet/intake");
-    assert_eq!(first["data"]["intent"], "check git status in /tmp and run the tests");
+    assert_eq!(
+        first["data"]["intent"],
+        "check git status in /tmp and run the tests"
+    );
     assert_eq!(first["data"]["requested_by"], "alice");
 
     // Both submissions consumed, still one job with one requested event.
     eventually(WAIT, "the intake to drain", || async {
-        let info = sys.js.get_stream("SKYNET_INTAKE").await.ok()?.get_info().await.ok()?;
+        let info = sys
+            .js
+            .get_stream("SKYNET_INTAKE")
+            .await
+            .ok()?
+            .get_info()
+            .await
+            .ok()?;
         (info.state.messages == 0).then_some(())
     })
     .await?;
-    let requested = job_events(&sys, job).await?.into_iter().filter(|e| e["type"] == "skynet.job.requested.v1").count();
+    let requested = job_events(&sys, job)
+        .await?
+        .into_iter()
+        .filter(|e| e["type"] == "skynet.job.requested.v1")
+        .count();
     assert_eq!(requested, 1, "the same CloudEvent twice opens one job");
 
     // And the projector recorded it in the audit read model.
@@ -109,7 +133,13 @@ async fn binary_mode_submissions_are_accepted() -> anyhow::Result<()> {
     h.insert("ce-source", "tests/system");
     h.insert("ce-type", "skynet.task.requested.v1");
     h.insert("content-type", "application/json");
-    sys.client.publish_with_headers(INTAKE, h, br#"{"intent":"show disk usage"}"#.as_slice().into()).await?;
+    sys.client
+        .publish_with_headers(
+            INTAKE,
+            h,
+            br#"{"intent":"show disk usage"}"#.as_slice().into(),
+        )
+        .await?;
     let job = job_id("tests/system", "bin-1");
     let events = eventually(WAIT, "the binary-mode job", || async {
         let ev = job_events(&sys, job).await.ok()?;
@@ -121,7 +151,8 @@ async fn binary_mode_submissions_are_accepted() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_good_tasks_still_flow() -> anyhow::Result<()> {
+async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_good_tasks_still_flow()
+-> anyhow::Result<()> {
     let sys = System::start().await?;
     let ce = |ty: &str, data: serde_json::Value| {
         serde_json::to_vec(&serde_json::json!({"specversion":"1.0","id":"bad","source":"tests/system","type":ty,"data":data}))
@@ -130,16 +161,48 @@ async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_good_tasks
     let bad: Vec<(&str, Vec<u8>)> = vec![
         ("not_json", b"{ this is not json".to_vec()),
         ("not_cloudevent", br#"{"intent":"run the tests"}"#.to_vec()),
-        ("invalid_data", ce("skynet.task.requested.v1", serde_json::json!({"working_dir": "/tmp"}))),
-        ("invalid_data", ce("skynet.task.requested.v1", serde_json::json!({"intent": ""}))),
-        ("too_large", ce("skynet.task.requested.v1", serde_json::json!({"intent": "x".repeat(1024 * 1024 + 1)}))),
-        ("unknown_type", ce("com.example.something.v1", serde_json::json!({"intent": "x"}))),
-        ("unknown_type", ce("skynet.task.requested.v3", serde_json::json!({"intent": "x"}))),
+        (
+            "invalid_data",
+            ce(
+                "skynet.task.requested.v1",
+                serde_json::json!({"working_dir": "/tmp"}),
+            ),
+        ),
+        (
+            "invalid_data",
+            ce(
+                "skynet.task.requested.v1",
+                serde_json::json!({"intent": ""}),
+            ),
+        ),
+        (
+            "too_large",
+            ce(
+                "skynet.task.requested.v1",
+                serde_json::json!({"intent": "x".repeat(1024 * 1024 + 1)}),
+            ),
+        ),
+        (
+            "unknown_type",
+            ce(
+                "com.example.something.v1",
+                serde_json::json!({"intent": "x"}),
+            ),
+        ),
+        (
+            "unknown_type",
+            ce(
+                "skynet.task.requested.v3",
+                serde_json::json!({"intent": "x"}),
+            ),
+        ),
     ];
     for (_, payload) in &bad {
         sys.client.publish(INTAKE, payload.clone().into()).await?;
     }
-    sys.client.publish(INTAKE, task("good-after-bad", "list files").into()).await?;
+    sys.client
+        .publish(INTAKE, task("good-after-bad", "list files").into())
+        .await?;
     sys.client.flush().await?;
 
     let letters = eventually(WAIT, "every bad input in the DLQ", || async {
@@ -147,18 +210,39 @@ async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_good_tasks
         (l.len() >= bad.len()).then_some(l)
     })
     .await?;
-    assert_eq!(letters.len(), bad.len(), "one dead letter per bad input, nothing else");
+    assert_eq!(
+        letters.len(),
+        bad.len(),
+        "one dead letter per bad input, nothing else"
+    );
     for ((want_code, payload), (subject, headers, stored)) in bad.iter().zip(&letters) {
         assert_eq!(subject, "skynet.dlq.intake");
         let h = headers.as_ref().expect("dead letters carry headers");
-        assert_eq!(h.get("Skynet-Dlq-Code").map(|v| v.as_str()), Some(*want_code));
-        let reason = h.get("Skynet-Dlq-Reason").map(|v| v.as_str().to_string()).unwrap_or_default();
+        assert_eq!(
+            h.get("Skynet-Dlq-Code").map(|v| v.as_str()),
+            Some(*want_code)
+        );
+        let reason = h
+            .get("Skynet-Dlq-Reason")
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
         assert!(!reason.is_empty(), "{want_code} has a reason");
-        assert_eq!(h.get("Skynet-Dlq-Subject").map(|v| v.as_str()), Some(INTAKE));
-        assert_eq!(stored.as_ref(), payload.as_slice(), "the original message is kept unchanged");
+        assert_eq!(
+            h.get("Skynet-Dlq-Subject").map(|v| v.as_str()),
+            Some(INTAKE)
+        );
+        assert_eq!(
+            stored.as_ref(),
+            payload.as_slice(),
+            "the original message is kept unchanged"
+        );
     }
     let rejections = read_all(&sys, "SKYNET_EVENTS", "skynet.task.rejected").await?;
-    assert_eq!(rejections.len(), bad.len(), "a rejection event per bad input");
+    assert_eq!(
+        rejections.len(),
+        bad.len(),
+        "a rejection event per bad input"
+    );
     let r: serde_json::Value = serde_json::from_slice(&rejections[0].2)?;
     assert_eq!(r["type"], "skynet.task.rejected.v1");
     assert_eq!(r["data"]["code"], "not_json");

@@ -32,7 +32,10 @@ pub fn encode(env: &Envelope) -> (HeaderMap, Bytes) {
 
 /// Reads a SKYNET envelope from a NATS message in either content mode.
 pub fn decode(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Envelope, DecodeError> {
-    let msg = NatsMessage { headers, body: payload };
+    let msg = NatsMessage {
+        headers,
+        body: payload,
+    };
     let event = match msg.encoding() {
         Encoding::BINARY | Encoding::STRUCTURED => MessageDeserializer::into_event(msg),
         // No content type and no ce- headers: structured JSON is the only reading left.
@@ -77,13 +80,19 @@ impl MessageDeserializer for NatsMessage<'_> {
 }
 
 impl StructuredDeserializer for NatsMessage<'_> {
-    fn deserialize_structured<R: Sized, V: StructuredSerializer<R>>(self, visitor: V) -> cloudevents::message::Result<R> {
+    fn deserialize_structured<R: Sized, V: StructuredSerializer<R>>(
+        self,
+        visitor: V,
+    ) -> cloudevents::message::Result<R> {
         visitor.set_structured_event(self.body.to_vec())
     }
 }
 
 impl BinaryDeserializer for NatsMessage<'_> {
-    fn deserialize_binary<R: Sized, V: BinarySerializer<R>>(self, mut visitor: V) -> cloudevents::message::Result<R> {
+    fn deserialize_binary<R: Sized, V: BinarySerializer<R>>(
+        self,
+        mut visitor: V,
+    ) -> cloudevents::message::Result<R> {
         let version = header(self.headers, "ce-specversion").unwrap_or_default();
         let spec = SpecVersion::try_from(version)?;
         let known = spec.attribute_names();
@@ -91,11 +100,15 @@ impl BinaryDeserializer for NatsMessage<'_> {
         if let Some(h) = self.headers {
             for (name, values) in h.iter() {
                 let lower = AsRef::<str>::as_ref(name).to_ascii_lowercase();
-                let Some(attr) = lower.strip_prefix(CE_PREFIX) else { continue };
+                let Some(attr) = lower.strip_prefix(CE_PREFIX) else {
+                    continue;
+                };
                 if attr == "specversion" {
                     continue;
                 }
-                let Some(value) = values.first() else { continue };
+                let Some(value) = values.first() else {
+                    continue;
+                };
                 let value = MessageAttributeValue::String(value.as_str().to_owned());
                 visitor = if known.contains(&attr) {
                     visitor.set_attribute(attr, value)?
@@ -105,9 +118,16 @@ impl BinaryDeserializer for NatsMessage<'_> {
             }
         }
         if let Some(ct) = header(self.headers, "content-type") {
-            visitor = visitor.set_attribute("datacontenttype", MessageAttributeValue::String(ct.to_owned()))?;
+            visitor = visitor.set_attribute(
+                "datacontenttype",
+                MessageAttributeValue::String(ct.to_owned()),
+            )?;
         }
-        if self.body.is_empty() { visitor.end() } else { visitor.end_with_data(self.body.to_vec()) }
+        if self.body.is_empty() {
+            visitor.end()
+        } else {
+            visitor.end_with_data(self.body.to_vec())
+        }
     }
 }
 
@@ -145,15 +165,24 @@ mod tests {
         h.insert("ce-traceid", "abc");
         h.insert("content-type", "application/json");
         let env = decode(Some(&h), br#"{"intent":"run the tests"}"#).expect("binary");
-        assert_eq!((env.id.as_str(), env.source.as_str(), env.ty.as_str()), ("b-1", "some/client", TASK_REQUESTED));
+        assert_eq!(
+            (env.id.as_str(), env.source.as_str(), env.ty.as_str()),
+            ("b-1", "some/client", TASK_REQUESTED)
+        );
         assert_eq!(env.data["intent"], "run the tests");
     }
 
     #[test]
     fn structured_without_content_type_is_accepted_and_garbage_is_not() {
         let body = br#"{"specversion":"1.0","id":"s","source":"x","type":"t","data":{"a":1}}"#;
-        assert_eq!(decode(None, body).expect("plain JSON CloudEvent").data["a"], 1);
-        assert!(matches!(decode(None, b"not json"), Err(DecodeError::CloudEvent(_))));
+        assert_eq!(
+            decode(None, body).expect("plain JSON CloudEvent").data["a"],
+            1
+        );
+        assert!(matches!(
+            decode(None, b"not json"),
+            Err(DecodeError::CloudEvent(_))
+        ));
         let mut h = HeaderMap::new();
         h.insert("ce-specversion", "0.1");
         assert!(decode(Some(&h), b"{}").is_err(), "unknown spec version");

@@ -39,14 +39,22 @@ pub struct ConsumerSpec {
 }
 
 /// Runs until `shutdown` resolves. In-flight messages finish before it returns.
-pub async fn run<H, Fut, S>(js: jetstream::Context, spec: ConsumerSpec, handler: H, shutdown: S) -> Result<(), async_nats::Error>
+pub async fn run<H, Fut, S>(
+    js: jetstream::Context,
+    spec: ConsumerSpec,
+    handler: H,
+    shutdown: S,
+) -> Result<(), async_nats::Error>
 where
     H: Fn(Message) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Disposition> + Send,
     S: Future<Output = ()> + Send,
 {
-    let consumer: jetstream::consumer::PullConsumer =
-        js.get_stream(spec.stream).await?.get_consumer(spec.durable).await?;
+    let consumer: jetstream::consumer::PullConsumer = js
+        .get_stream(spec.stream)
+        .await?
+        .get_consumer(spec.durable)
+        .await?;
     let messages = consumer
         .stream()
         .max_messages_per_batch(spec.concurrency.max(1) * 4)
@@ -76,8 +84,12 @@ where
     H: Fn(Message) -> Fut,
     Fut: Future<Output = Disposition>,
 {
-    let (seq, delivered) = msg.info().map(|i| (i.stream_sequence, i.delivered)).unwrap_or((0, 1));
-    let span = info_span!("message", service = spec.service, subject = %msg.subject, seq, delivered);
+    let (seq, delivered) = msg
+        .info()
+        .map(|i| (i.stream_sequence, i.delivered))
+        .unwrap_or((0, 1));
+    let span =
+        info_span!("message", service = spec.service, subject = %msg.subject, seq, delivered);
     async {
         let disposition = handler(msg.clone()).await;
         let result = match disposition {
@@ -99,7 +111,8 @@ where
                     Ok(_) => msg.ack().await,
                     Err(e) => {
                         error!(error = %e, "dead-lettering failed; will retry the message");
-                        msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await
+                        msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                            .await
                     }
                 }
             }

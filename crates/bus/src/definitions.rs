@@ -14,9 +14,18 @@ pub const INTAKE_STREAM: &str = "SKYNET_INTAKE";
 pub const DLQ_STREAM: &str = "SKYNET_DLQ";
 
 const STREAMS: &[(&str, &str)] = &[
-    ("nats/streams/SKYNET_INTAKE.json", include_str!("../../../nats/streams/SKYNET_INTAKE.json")),
-    ("nats/streams/SKYNET_EVENTS.json", include_str!("../../../nats/streams/SKYNET_EVENTS.json")),
-    ("nats/streams/SKYNET_DLQ.json", include_str!("../../../nats/streams/SKYNET_DLQ.json")),
+    (
+        "nats/streams/SKYNET_INTAKE.json",
+        include_str!("../../../nats/streams/SKYNET_INTAKE.json"),
+    ),
+    (
+        "nats/streams/SKYNET_EVENTS.json",
+        include_str!("../../../nats/streams/SKYNET_EVENTS.json"),
+    ),
+    (
+        "nats/streams/SKYNET_DLQ.json",
+        include_str!("../../../nats/streams/SKYNET_DLQ.json"),
+    ),
 ];
 
 /// (stream, file, JSON) of every durable consumer.
@@ -66,7 +75,9 @@ pub enum BootstrapError {
 pub fn streams() -> Result<Vec<stream::Config>, BootstrapError> {
     STREAMS
         .iter()
-        .map(|(file, json)| serde_json::from_str(json).map_err(|source| BootstrapError::Definition { file, source }))
+        .map(|(file, json)| {
+            serde_json::from_str(json).map_err(|source| BootstrapError::Definition { file, source })
+        })
         .collect()
 }
 
@@ -87,7 +98,11 @@ pub fn check_server_version(client: &async_nats::Client) -> Result<(), Bootstrap
     let found = client.server_info().version;
     let mut parts = found.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let v = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if v < MIN_SERVER_VERSION { Err(BootstrapError::ServerTooOld { found }) } else { Ok(()) }
+    if v < MIN_SERVER_VERSION {
+        Err(BootstrapError::ServerTooOld { found })
+    } else {
+        Ok(())
+    }
 }
 
 /// Creates every stream and consumer, or updates it to match its definition.
@@ -95,13 +110,22 @@ pub fn check_server_version(client: &async_nats::Client) -> Result<(), Bootstrap
 pub async fn bootstrap(client: &async_nats::Client) -> Result<jetstream::Context, BootstrapError> {
     check_server_version(client)?;
     let js = jetstream::new(client.clone());
-    js.query_account().await.map_err(|e| BootstrapError::NoJetStream(e.into()))?;
+    js.query_account()
+        .await
+        .map_err(|e| BootstrapError::NoJetStream(e.into()))?;
     for cfg in streams()? {
         let name = cfg.name.clone();
         let res = match js.get_stream(&name).await {
             Ok(mut s) => {
-                let current = s.info().await.map_err(|e| BootstrapError::Stream { name: name.clone(), source: e.into() })?;
-                if current.config == cfg { Ok(()) } else { js.update_stream(&cfg).await.map(|_| ()).map_err(Into::into) }
+                let current = s.info().await.map_err(|e| BootstrapError::Stream {
+                    name: name.clone(),
+                    source: e.into(),
+                })?;
+                if current.config == cfg {
+                    Ok(())
+                } else {
+                    js.update_stream(&cfg).await.map(|_| ()).map_err(Into::into)
+                }
             }
             Err(_) => js.create_stream(cfg).await.map(|_| ()).map_err(Into::into),
         };
@@ -109,10 +133,20 @@ pub async fn bootstrap(client: &async_nats::Client) -> Result<jetstream::Context
     }
     for (stream_name, cfg) in consumers()? {
         let name = cfg.durable_name.clone().unwrap_or_default();
-        let err = |source: async_nats::Error| BootstrapError::Consumer { stream: stream_name.into(), name: name.clone(), source };
-        let stream = js.get_stream(stream_name).await.map_err(|e| err(e.into()))?;
+        let err = |source: async_nats::Error| BootstrapError::Consumer {
+            stream: stream_name.into(),
+            name: name.clone(),
+            source,
+        };
+        let stream = js
+            .get_stream(stream_name)
+            .await
+            .map_err(|e| err(e.into()))?;
         // create_consumer is create-or-update for an existing durable.
-        stream.create_consumer(cfg.clone()).await.map_err(|e| err(e.into()))?;
+        stream
+            .create_consumer(cfg.clone())
+            .await
+            .map_err(|e| err(e.into()))?;
     }
     Ok(js)
 }
@@ -125,7 +159,11 @@ mod tests {
     fn every_definition_parses_and_names_match_files() {
         let streams = streams().expect("streams parse");
         for ((file, _), s) in STREAMS.iter().zip(&streams) {
-            assert!(file.ends_with(&format!("{}.json", s.name)), "{file} defines {}", s.name);
+            assert!(
+                file.ends_with(&format!("{}.json", s.name)),
+                "{file} defines {}",
+                s.name
+            );
         }
         let names: Vec<_> = streams.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, [INTAKE_STREAM, EVENTS_STREAM, DLQ_STREAM]);

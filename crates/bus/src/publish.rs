@@ -8,10 +8,17 @@ use skynet_contract::Envelope;
 use crate::codec;
 
 /// Publishes `env` on `subject` and returns its stream sequence.
-pub async fn publish(js: &jetstream::Context, subject: &str, env: &Envelope) -> Result<u64, jetstream::context::PublishError> {
+pub async fn publish(
+    js: &jetstream::Context,
+    subject: &str,
+    env: &Envelope,
+) -> Result<u64, jetstream::context::PublishError> {
     let (headers, payload) = codec::encode(env);
     let ack = js
-        .send_publish(subject.to_owned(), PublishMessage::build().headers(headers).payload(payload))
+        .send_publish(
+            subject.to_owned(),
+            PublishMessage::build().headers(headers).payload(payload),
+        )
         .await?
         .await?;
     Ok(ack.sequence)

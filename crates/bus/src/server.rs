@@ -61,16 +61,33 @@ pub struct ManagedServer {
 
 impl ManagedServer {
     /// Starts a server with JetStream storing in `store_dir`. Port 0 picks a free port.
-    pub fn start(store_dir: &Path, port: u16, durability: Durability) -> Result<ManagedServer, ServerError> {
+    pub fn start(
+        store_dir: &Path,
+        port: u16,
+        durability: Durability,
+    ) -> Result<ManagedServer, ServerError> {
         let bin = find_nats_server()?;
-        std::fs::create_dir_all(store_dir).map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?;
+        std::fs::create_dir_all(store_dir).map_err(|source| ServerError::Dir {
+            dir: store_dir.into(),
+            source,
+        })?;
         let conf = store_dir.join("skynet-nats.conf");
         let text = match durability {
             Durability::Durable => DURABLE_CONF,
             Durability::Fast => FAST_CONF,
         };
-        std::fs::write(&conf, text).map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?;
-        let port = if port == 0 { free_port().map_err(|source| ServerError::Dir { dir: store_dir.into(), source })? } else { port };
+        std::fs::write(&conf, text).map_err(|source| ServerError::Dir {
+            dir: store_dir.into(),
+            source,
+        })?;
+        let port = if port == 0 {
+            free_port().map_err(|source| ServerError::Dir {
+                dir: store_dir.into(),
+                source,
+            })?
+        } else {
+            port
+        };
         let log = store_dir.join("nats-server.log");
         let child = Command::new(&bin)
             .arg("-c")
@@ -83,8 +100,15 @@ impl ManagedServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|source| ServerError::Spawn { bin: bin.clone(), source })?;
-        let mut server = ManagedServer { url: format!("nats://127.0.0.1:{port}"), port, child };
+            .map_err(|source| ServerError::Spawn {
+                bin: bin.clone(),
+                source,
+            })?;
+        let mut server = ManagedServer {
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             let exited = server.child.try_wait().ok().flatten();
@@ -93,6 +117,8 @@ impl ManagedServer {
                 let detail = detail.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
                 return Err(ServerError::NotListening { port, detail });
             }
+            // Start-up is synchronous (called before or outside any runtime).
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(server)
@@ -119,7 +145,11 @@ pub fn find_nats_server() -> Result<PathBuf, ServerError> {
     if let Some(p) = std::env::var_os("SKYNET_NATS_SERVER") {
         candidates.push(PathBuf::from(p));
     }
-    let roots = std::env::current_dir().into_iter().chain(std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)));
+    let roots = std::env::current_dir().into_iter().chain(
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf)),
+    );
     for root in roots {
         for dir in root.ancestors() {
             candidates.push(dir.join(".tools/venv/bin/nats-server"));
@@ -128,14 +158,22 @@ pub fn find_nats_server() -> Result<PathBuf, ServerError> {
     candidates.push(PathBuf::from("nats-server"));
     let mut tried = Vec::new();
     for c in candidates {
-        let Ok(out) = Command::new(&c).arg("--version").output() else { continue };
+        let Ok(out) = Command::new(&c).arg("--version").output() else {
+            continue;
+        };
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
         match parse_version(&text) {
             Some(v) if v >= MIN_SERVER_VERSION => return Ok(c),
             _ => tried.push(format!("{} ({text})", c.display())),
         }
     }
-    Err(ServerError::NotFound { tried: if tried.is_empty() { "none on PATH".into() } else { tried.join(", ") } })
+    Err(ServerError::NotFound {
+        tried: if tried.is_empty() {
+            "none on PATH".into()
+        } else {
+            tried.join(", ")
+        },
+    })
 }
 
 /// `(major, minor)` from `nats-server: v2.15.1`.

@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::ids::JobId;
 use crate::job::JobEvent;
@@ -58,7 +58,13 @@ pub enum DecodeError {
 impl Envelope {
     /// An envelope around a job event. `id` should be deterministic (see
     /// [`crate::ids::event_id`]) so that re-running a decision re-publishes the same id.
-    pub fn job(job: JobId, event: &JobEvent, id: String, source: &str, time: DateTime<Utc>) -> Self {
+    pub fn job(
+        job: JobId,
+        event: &JobEvent,
+        id: String,
+        source: &str,
+        time: DateTime<Utc>,
+    ) -> Self {
         Envelope {
             id,
             source: source.to_owned(),
@@ -94,14 +100,18 @@ impl Envelope {
             .subject
             .as_deref()
             .and_then(|s| s.parse::<JobId>().ok())
-            .ok_or_else(|| DecodeError::NoJobId { id: self.id.clone() })?;
+            .ok_or_else(|| DecodeError::NoJobId {
+                id: self.id.clone(),
+            })?;
         Ok((job, JobEvent::decode(&self.ty, self.data.clone())?))
     }
 
     /// The data as `T`.
     pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
-        serde_json::from_value(self.data.clone())
-            .map_err(|source| DecodeError::Data { ty: self.ty.clone(), source })
+        serde_json::from_value(self.data.clone()).map_err(|source| DecodeError::Data {
+            ty: self.ty.clone(),
+            source,
+        })
     }
 
     /// The `cloudevents-sdk` event (structured JSON is its `serde` form).
@@ -145,7 +155,14 @@ impl Envelope {
         let data = data
             .and_then(|d| serde_json::Value::try_from(d).ok())
             .ok_or_else(|| DecodeError::NoData { id: id.clone() })?;
-        Ok(Envelope { id, source, ty, subject, time, data })
+        Ok(Envelope {
+            id,
+            source,
+            ty,
+            subject,
+            time,
+            data,
+        })
     }
 
     /// Parses structured-mode JSON bytes.
@@ -164,7 +181,10 @@ mod tests {
     #[test]
     fn structured_json_round_trips() {
         let job = JobId::for_request("t", "1");
-        let ev = JobEvent::Denied(Denied { by: "alice".into(), reason: "no".into() });
+        let ev = JobEvent::Denied(Denied {
+            by: "alice".into(),
+            reason: "no".into(),
+        });
         let env = Envelope::job(job, &ev, "e1".into(), "skynet/policy", Utc::now());
         let bytes = env.to_structured_json();
         let back = Envelope::from_structured_json(&bytes).expect("parse");

@@ -4,9 +4,9 @@
 //! `decide` can never emit an event the state machine would refuse.
 
 use skynet_contract::job::{
-    Approved, CancelRequested, Cancelled, Denied, Dispatched, Failed, JobEvent, PlanningFailed, Planned,
-    PolicyDecided, Requested, Scheduled, Stage, Started, StepFailed, StepOutput, StepStarted, StepSucceeded,
-    Succeeded, TimedOut,
+    Approved, CancelRequested, Cancelled, Denied, Dispatched, Failed, JobEvent, Planned,
+    PlanningFailed, PolicyDecided, Requested, Scheduled, Stage, Started, StepFailed, StepOutput,
+    StepStarted, StepSucceeded, Succeeded, TimedOut,
 };
 use skynet_contract::{ExecSpec, Risk};
 
@@ -26,19 +26,32 @@ pub enum Command {
     DecidePolicy(PolicyDecided),
     /// A person approves. `phrase_required` is the ADMIN confirmation phrase from
     /// the policy's configuration; `confirmation` is what the approver typed.
-    Approve { approver: String, comment: Option<String>, confirmation: Option<String>, phrase_required: Option<String> },
+    Approve {
+        approver: String,
+        comment: Option<String>,
+        confirmation: Option<String>,
+        phrase_required: Option<String>,
+    },
     /// A person denies.
     Deny { by: String, reason: String },
     /// Record the execution spec (dispatcher).
     Dispatch(ExecSpec),
     /// Dispatch or scheduling failed.
-    Fail { stage: Stage, reason: String, step: Option<u32> },
+    Fail {
+        stage: Stage,
+        reason: String,
+        step: Option<u32>,
+    },
     /// Record the chosen provider (scheduler).
     Schedule(Scheduled),
     /// An executor takes the job under a new lease.
     Start { executor: String, lease: u64 },
     /// An executor begins a step.
-    StartStep { step: u32, executor: String, lease: u64 },
+    StartStep {
+        step: u32,
+        executor: String,
+        lease: u64,
+    },
     /// A chunk of live output.
     RecordOutput(StepOutput),
     /// A step ended well.
@@ -110,7 +123,15 @@ pub fn decide(state: Option<&Job>, cmd: Command) -> Result<Vec<JobEvent>, Reject
             vec![JobEvent::PlanningFailed(PlanningFailed { reason })]
         }
         (Some(_), C::DecidePolicy(d)) => vec![JobEvent::PolicyDecided(d)],
-        (Some(job), C::Approve { approver, comment, confirmation, phrase_required }) => {
+        (
+            Some(job),
+            C::Approve {
+                approver,
+                comment,
+                confirmation,
+                phrase_required,
+            },
+        ) => {
             if job.status != Status::AwaitingApproval {
                 return Err(Rejection::NotAwaitingApproval(job.status));
             }
@@ -131,11 +152,35 @@ pub fn decide(state: Option<&Job>, cmd: Command) -> Result<Vec<JobEvent>, Reject
             vec![JobEvent::Denied(Denied { by, reason })]
         }
         (Some(_), C::Dispatch(spec)) => vec![JobEvent::Dispatched(Dispatched { spec })],
-        (Some(_), C::Fail { stage, reason, step }) => vec![JobEvent::Failed(Failed { stage, reason, step })],
+        (
+            Some(_),
+            C::Fail {
+                stage,
+                reason,
+                step,
+            },
+        ) => vec![JobEvent::Failed(Failed {
+            stage,
+            reason,
+            step,
+        })],
         (Some(_), C::Schedule(s)) => vec![JobEvent::Scheduled(s)],
-        (Some(_), C::Start { executor, lease }) => vec![JobEvent::Started(Started { executor, lease })],
-        (Some(_), C::StartStep { step, executor, lease }) => {
-            vec![JobEvent::StepStarted(StepStarted { step, executor, lease })]
+        (Some(_), C::Start { executor, lease }) => {
+            vec![JobEvent::Started(Started { executor, lease })]
+        }
+        (
+            Some(_),
+            C::StartStep {
+                step,
+                executor,
+                lease,
+            },
+        ) => {
+            vec![JobEvent::StepStarted(StepStarted {
+                step,
+                executor,
+                lease,
+            })]
         }
         (Some(_), C::RecordOutput(o)) => vec![JobEvent::StepOutput(o)],
         (Some(_), C::StepSucceeded(s)) => vec![JobEvent::StepSucceeded(s)],
@@ -154,7 +199,9 @@ pub fn decide(state: Option<&Job>, cmd: Command) -> Result<Vec<JobEvent>, Reject
             Status::Cancelling => return Err(Rejection::AlreadyCancelling),
             _ => vec![JobEvent::Cancelled(Cancelled { by, reason })],
         },
-        (Some(_), C::ConfirmCancel { by, reason }) => vec![JobEvent::Cancelled(Cancelled { by, reason })],
+        (Some(_), C::ConfirmCancel { by, reason }) => {
+            vec![JobEvent::Cancelled(Cancelled { by, reason })]
+        }
         (Some(_), C::TimeOut(t)) => vec![JobEvent::TimedOut(t)],
     };
     // Whatever was decided must be a legal continuation of the state.
@@ -166,7 +213,11 @@ pub fn decide(state: Option<&Job>, cmd: Command) -> Result<Vec<JobEvent>, Reject
 }
 
 fn not_planned(job: &Job) -> Result<(), Rejection> {
-    if job.status == Status::Requested { Ok(()) } else { Err(Rejection::AlreadyPlanned(job.status)) }
+    if job.status == Status::Requested {
+        Ok(())
+    } else {
+        Err(Rejection::AlreadyPlanned(job.status))
+    }
 }
 
 /// The outcome of a job whose executor has run every step it will run.
@@ -193,5 +244,7 @@ fn finish(job: &Job) -> Result<Vec<JobEvent>, Rejection> {
         .filter(|(_, s)| s.status == StepStatus::Failed)
         .map(|(i, _)| i as u32)
         .collect();
-    Ok(vec![JobEvent::Succeeded(Succeeded { tolerated_failures: tolerated })])
+    Ok(vec![JobEvent::Succeeded(Succeeded {
+        tolerated_failures: tolerated,
+    })])
 }

@@ -2,8 +2,8 @@
 //! lifecycle's shape: every (status, event) pair is either a transition listed in
 //! the `match` below or an [`IllegalTransition`].
 
-use skynet_contract::job::{JobEvent, JobEventKind};
 use skynet_contract::JobId;
+use skynet_contract::job::{JobEvent, JobEventKind};
 
 use crate::state::{Job, Status, StepState, StepStatus};
 
@@ -15,20 +15,30 @@ pub enum IllegalTransition {
     NotOpened { event: JobEventKind },
     /// The event cannot follow the job's status.
     #[error("`{event:?}` cannot follow status `{}` of job {job}", status.as_str())]
-    Illegal { job: JobId, status: Status, event: JobEventKind },
+    Illegal {
+        job: JobId,
+        status: Status,
+        event: JobEventKind,
+    },
     /// A step event names a step the spec does not have.
     #[error("job {job} has no step {step} (it has {steps})")]
     NoSuchStep { job: JobId, step: u32, steps: usize },
     /// A step event from an executor whose lease is not the current one (fencing).
     #[error("job {job}: lease {got} is not the current lease {current:?}")]
-    StaleLease { job: JobId, got: u64, current: Option<u64> },
+    StaleLease {
+        job: JobId,
+        got: u64,
+        current: Option<u64>,
+    },
     /// The same approver approved twice.
     #[error("job {job}: {approver} already approved")]
     DuplicateApprover { job: JobId, approver: String },
 }
 
 /// Replays a job's events from the beginning. `None` for an empty history.
-pub fn replay<'a>(events: impl IntoIterator<Item = &'a JobEvent>) -> Result<Option<Job>, IllegalTransition> {
+pub fn replay<'a>(
+    events: impl IntoIterator<Item = &'a JobEvent>,
+) -> Result<Option<Job>, IllegalTransition> {
     let mut state = None;
     for e in events {
         state = Some(evolve(state, e)?);
@@ -43,12 +53,18 @@ pub fn evolve(state: Option<Job>, event: &JobEvent) -> Result<Job, IllegalTransi
     let Some(mut job) = state else {
         return match event {
             JobEvent::Requested(r) => Ok(open(r.clone())),
-            other => Err(IllegalTransition::NotOpened { event: other.kind() }),
+            other => Err(IllegalTransition::NotOpened {
+                event: other.kind(),
+            }),
         };
     };
     use JobEvent as E;
     use Status as S;
-    let illegal = |job: &Job| IllegalTransition::Illegal { job: job.id, status: job.status, event: event.kind() };
+    let illegal = |job: &Job| IllegalTransition::Illegal {
+        job: job.id,
+        status: job.status,
+        event: event.kind(),
+    };
     let next = match (job.status, event) {
         (s, _) if s.is_terminal() => return Err(illegal(&job)),
         (S::Requested, E::Planned(p)) => {
@@ -68,11 +84,21 @@ pub fn evolve(state: Option<Job>, event: &JobEvent) -> Result<Job, IllegalTransi
         }
         (S::AwaitingApproval, E::Approved(a)) => {
             if job.approvers.contains(&a.approver) {
-                return Err(IllegalTransition::DuplicateApprover { job: job.id, approver: a.approver.clone() });
+                return Err(IllegalTransition::DuplicateApprover {
+                    job: job.id,
+                    approver: a.approver.clone(),
+                });
             }
             job.approvers.push(a.approver.clone());
-            let needed = job.policy.as_ref().map_or(1, |p| p.approvals_required.max(1));
-            if job.approvers.len() >= usize::from(needed) { S::Approved } else { S::AwaitingApproval }
+            let needed = job
+                .policy
+                .as_ref()
+                .map_or(1, |p| p.approvals_required.max(1));
+            if job.approvers.len() >= usize::from(needed) {
+                S::Approved
+            } else {
+                S::AwaitingApproval
+            }
         }
         (S::AwaitingApproval, E::Denied(_)) => S::Denied,
         (S::Approved, E::Dispatched(d)) => {
@@ -80,7 +106,11 @@ pub fn evolve(state: Option<Job>, event: &JobEvent) -> Result<Job, IllegalTransi
                 .spec
                 .steps
                 .iter()
-                .map(|s| StepState { status: StepStatus::Pending, continue_on_error: s.continue_on_error, output_chunks: 0 })
+                .map(|s| StepState {
+                    status: StepStatus::Pending,
+                    continue_on_error: s.continue_on_error,
+                    output_chunks: 0,
+                })
                 .collect();
             job.spec = Some(d.spec.clone());
             S::Dispatched
@@ -92,10 +122,12 @@ pub fn evolve(state: Option<Job>, event: &JobEvent) -> Result<Job, IllegalTransi
         (S::Approved | S::Dispatched, E::Failed(_)) => S::Failed,
         // A second `started` is a new executor taking over after the old lease expired.
         (S::Scheduled | S::Running, E::Started(s)) => {
-            if let Some(cur) = job.lease_token() {
-                if s.lease <= cur {
-                    return Err(IllegalTransition::StaleLease { job: job.id, got: s.lease, current: Some(cur) });
-                }
+            if let Some(cur) = job.lease_token().filter(|cur| s.lease <= *cur) {
+                return Err(IllegalTransition::StaleLease {
+                    job: job.id,
+                    got: s.lease,
+                    current: Some(cur),
+                });
             }
             job.lease = Some((s.executor.clone(), s.lease));
             S::Running
@@ -127,7 +159,13 @@ pub fn evolve(state: Option<Job>, event: &JobEvent) -> Result<Job, IllegalTransi
         // Nothing runs yet: a cancel ends the job at once. Running jobs go through
         // `Cancelling` so the executor can stop the process first.
         (
-            S::Requested | S::Planned | S::AwaitingApproval | S::Approved | S::Dispatched | S::Scheduled | S::Cancelling,
+            S::Requested
+            | S::Planned
+            | S::AwaitingApproval
+            | S::Approved
+            | S::Dispatched
+            | S::Scheduled
+            | S::Cancelling,
             E::Cancelled(_),
         ) => S::Cancelled,
         (S::Dispatched | S::Scheduled | S::Running | S::Cancelling, E::TimedOut(_)) => S::TimedOut,
@@ -158,7 +196,11 @@ fn open(r: skynet_contract::job::Requested) -> Job {
 fn check_lease(job: &Job, lease: u64) -> Result<(), IllegalTransition> {
     match job.lease_token() {
         Some(cur) if cur == lease => Ok(()),
-        current => Err(IllegalTransition::StaleLease { job: job.id, got: lease, current }),
+        current => Err(IllegalTransition::StaleLease {
+            job: job.id,
+            got: lease,
+            current,
+        }),
     }
 }
 
@@ -166,5 +208,9 @@ fn step_mut(job: &mut Job, step: u32) -> Result<&mut StepState, IllegalTransitio
     let (id, steps) = (job.id, job.steps.len());
     job.steps
         .get_mut(step as usize)
-        .ok_or(IllegalTransition::NoSuchStep { job: id, step, steps })
+        .ok_or(IllegalTransition::NoSuchStep {
+            job: id,
+            step,
+            steps,
+        })
 }

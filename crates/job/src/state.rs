@@ -56,7 +56,11 @@ impl Status {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Status::Succeeded | Status::Failed | Status::Denied | Status::Cancelled | Status::TimedOut
+            Status::Succeeded
+                | Status::Failed
+                | Status::Denied
+                | Status::Cancelled
+                | Status::TimedOut
         )
     }
 
@@ -121,7 +125,8 @@ impl Job {
     /// Whether every step has finished and none failed untolerated.
     pub fn all_steps_done(&self) -> bool {
         self.steps.iter().all(|s| {
-            s.status == StepStatus::Succeeded || (s.status == StepStatus::Failed && s.continue_on_error)
+            s.status == StepStatus::Succeeded
+                || (s.status == StepStatus::Failed && s.continue_on_error)
         })
     }
 

@@ -39,7 +39,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SKYNET_LOG").unwrap_or_else(|_| "info,async_nats=warn,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SKYNET_LOG")
+                .unwrap_or_else(|_| "info,async_nats=warn,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -48,10 +49,13 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Run { service, settings } => serve(&settings, &[service]).await,
         Cmd::Rebuild(settings) => {
             let infra = Infra::up(&settings).await?;
-            skynet_projector::rebuild(&infra.db).await.context("dropping the read models")?;
+            skynet_projector::rebuild(&infra.db)
+                .await
+                .context("dropping the read models")?;
             let stop = CancellationToken::new();
             let done = skynet_cli::bench::wait_projected(&infra, stop.clone());
-            let (run, caught_up) = tokio::join!(up::run(&infra, &[Service::Projector], stop.clone()), done);
+            let (run, caught_up) =
+                tokio::join!(up::run(&infra, &[Service::Projector], stop.clone()), done);
             run?;
             eprintln!("rebuilt read models up to sequence {}", caught_up?);
             Ok(())
@@ -62,7 +66,11 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(settings: &Settings, services: &[Service]) -> anyhow::Result<()> {
     let infra = Infra::up(settings).await?;
-    eprintln!("skynet is up: NATS {} — submit tasks on `{}`", infra.nats_url, skynet_contract::subjects::INTAKE_TASK);
+    eprintln!(
+        "skynet is up: NATS {} — submit tasks on `{}`",
+        infra.nats_url,
+        skynet_contract::subjects::INTAKE_TASK
+    );
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {

@@ -34,7 +34,11 @@ impl Service {
 
 /// Runs `services` until `shutdown` is cancelled or one of them fails (which
 /// stops the others and returns its error).
-pub async fn run(infra: &Infra, services: &[Service], shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    infra: &Infra,
+    services: &[Service],
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut set = JoinSet::new();
     for &service in services {
         let token = shutdown.clone();
@@ -42,17 +46,28 @@ pub async fn run(infra: &Infra, services: &[Service], shutdown: CancellationToke
         let db = infra.db.clone();
         set.spawn(async move {
             let stop = token.clone().cancelled_owned();
-            let result = async move { match service {
-                Service::Intake => {
-                    let store = EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?;
-                    let deps = skynet_intake::Deps { js, jobs: Jobs::new(store, "intake") };
-                    skynet_intake::run(skynet_intake::Config::default(), deps, stop).await.map_err(|e| anyhow::anyhow!(e))
+            let result = async move {
+                match service {
+                    Service::Intake => {
+                        let store = EventStore::open(js.clone())
+                            .await
+                            .map_err(|e| anyhow::anyhow!(e))?;
+                        let deps = skynet_intake::Deps {
+                            js,
+                            jobs: Jobs::new(store, "intake"),
+                        };
+                        skynet_intake::run(skynet_intake::Config::default(), deps, stop)
+                            .await
+                            .map_err(|e| anyhow::anyhow!(e))
+                    }
+                    Service::Projector => {
+                        let deps = skynet_projector::Deps { js, db };
+                        skynet_projector::run(skynet_projector::Config::default(), deps, stop)
+                            .await
+                            .map_err(anyhow::Error::from)
+                    }
                 }
-                Service::Projector => {
-                    let deps = skynet_projector::Deps { js, db };
-                    skynet_projector::run(skynet_projector::Config::default(), deps, stop).await.map_err(anyhow::Error::from)
-                }
-            } }
+            }
             .await;
             (service, result)
         });
@@ -62,7 +77,11 @@ pub async fn run(infra: &Infra, services: &[Service], shutdown: CancellationToke
     while let Some(joined) = set.join_next().await {
         let (service, result) = joined.context("service task panicked")?;
         if let Err(e) = result {
-            error!(service = service.name(), error = format!("{e:#}"), "service failed; stopping the others");
+            error!(
+                service = service.name(),
+                error = format!("{e:#}"),
+                "service failed; stopping the others"
+            );
             shutdown.cancel();
             first_error.get_or_insert(e.context(format!("service {} failed", service.name())));
         }

@@ -29,9 +29,22 @@ pub struct Deps {
 }
 
 /// Runs the intake until `shutdown` resolves.
-pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> + Send) -> Result<(), async_nats::Error> {
-    let spec = ConsumerSpec { stream: INTAKE_STREAM, durable: "intake", service: SERVICE, concurrency: config.concurrency };
-    info!(service = SERVICE, concurrency = config.concurrency, "intake running");
+pub async fn run(
+    config: Config,
+    deps: Deps,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), async_nats::Error> {
+    let spec = ConsumerSpec {
+        stream: INTAKE_STREAM,
+        durable: "intake",
+        service: SERVICE,
+        concurrency: config.concurrency,
+    };
+    info!(
+        service = SERVICE,
+        concurrency = config.concurrency,
+        "intake running"
+    );
     let js = deps.js.clone();
     let handler = move |msg: Message| {
         let deps = deps.clone();
@@ -60,7 +73,9 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
                         Disposition::Ack
                     }
                     // The same submission again (a client retry, a redelivery): one job.
-                    Ok(Outcome::Rejected(Rejection::AlreadyExists | Rejection::AlreadyFinished(_))) => {
+                    Ok(Outcome::Rejected(
+                        Rejection::AlreadyExists | Rejection::AlreadyFinished(_),
+                    )) => {
                         info!("duplicate submission; job already exists");
                         Disposition::Ack
                     }
@@ -68,7 +83,10 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
                         let refusal = Refusal {
                             code: skynet_contract::task::RejectionCode::InvalidData,
                             reason: other.to_string(),
-                            request: Some((accepted.requested.request_source.clone(), accepted.request_event_id.clone())),
+                            request: Some((
+                                accepted.requested.request_source.clone(),
+                                accepted.request_event_id.clone(),
+                            )),
                         };
                         reject(deps, &msg, seq, refusal).await
                     }
@@ -86,7 +104,10 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
 /// Both are deduplicated by the submission's stream sequence, so a redelivery
 /// after a crash stores neither twice.
 async fn reject(deps: &Deps, msg: &Message, seq: u64, refusal: Refusal) -> Disposition {
-    let job = refusal.request.as_ref().map(|(source, id)| JobId::for_request(source, id));
+    let job = refusal
+        .request
+        .as_ref()
+        .map(|(source, id)| JobId::for_request(source, id));
     warn!(service = SERVICE, code = refusal.code.as_str(), reason = %refusal.reason, job_id = ?job, "submission rejected");
     let dl = DeadLetter {
         origin: SERVICE,
@@ -112,7 +133,14 @@ async fn reject(deps: &Deps, msg: &Message, seq: u64, refusal: Refusal) -> Dispo
         dead_letter_seq: Some(dlq_seq),
     };
     let id = event_id(&["task.rejected", INTAKE_STREAM, &seq.to_string()]);
-    let env = match Envelope::new(TASK_REJECTED, id, "skynet/intake", job.map(|j| j.to_string()), Utc::now(), &data) {
+    let env = match Envelope::new(
+        TASK_REJECTED,
+        id,
+        "skynet/intake",
+        job.map(|j| j.to_string()),
+        Utc::now(),
+        &data,
+    ) {
         Ok(env) => env,
         Err(e) => return Disposition::Retry(format!("encoding rejection: {e}")),
     };

@@ -12,24 +12,46 @@ use skynet_contract::{JobId, subjects};
 use skynet_intake::{Deps, handle};
 use skynet_testkit::{NatsServer, count_messages};
 
+// Submissions come from outside SKYNET; publishing them raw is the point.
+#[allow(clippy::disallowed_methods)]
 #[tokio::test]
 async fn handling_the_same_delivery_twice_has_one_effect() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let client = server.connect().await?;
     let js = bootstrap(&client).await?;
-    let store = EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?;
-    let deps = Deps { js: js.clone(), jobs: Jobs::new(store.clone(), "intake") };
+    let store = EventStore::open(js.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let deps = Deps {
+        js: js.clone(),
+        jobs: Jobs::new(store.clone(), "intake"),
+    };
 
     let valid = serde_json::json!({
         "specversion": "1.0", "id": "redeliver-1", "source": "tests/redelivery",
         "type": "skynet.task.requested.v1", "data": {"intent": "list files"}
     });
-    js.publish(subjects::INTAKE_TASK, serde_json::to_vec(&valid)?.into()).await?.await?;
-    js.publish(subjects::INTAKE_TASK, "definitely not json".into()).await?.await?;
+    js.publish(subjects::INTAKE_TASK, serde_json::to_vec(&valid)?.into())
+        .await?
+        .await?;
+    js.publish(subjects::INTAKE_TASK, "definitely not json".into())
+        .await?
+        .await?;
 
     // The service is not running: take the two messages from its durable consumer.
-    let consumer: PullConsumer = js.get_stream(INTAKE_STREAM).await?.get_consumer("intake").await.map_err(|e| anyhow::anyhow!(e))?;
-    let mut batch = consumer.fetch().max_messages(2).expires(Duration::from_secs(2)).messages().await.map_err(|e| anyhow::anyhow!(e))?;
+    let consumer: PullConsumer = js
+        .get_stream(INTAKE_STREAM)
+        .await?
+        .get_consumer("intake")
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let mut batch = consumer
+        .fetch()
+        .max_messages(2)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     let mut handled = 0;
     while let Some(msg) = batch.next().await {
         let msg = msg.map_err(|e| anyhow::anyhow!(e))?;
@@ -42,7 +64,11 @@ async fn handling_the_same_delivery_twice_has_one_effect() -> anyhow::Result<()>
     assert_eq!(handled, 2);
 
     let job = JobId::for_request("tests/redelivery", "redeliver-1");
-    assert_eq!(store.load(job).await?.events.len(), 1, "one job, one requested event");
+    assert_eq!(
+        store.load(job).await?.events.len(),
+        1,
+        "one job, one requested event"
+    );
     let dlq = js.get_stream(DLQ_STREAM).await?.get_info().await?;
     assert_eq!(dlq.state.messages, 1, "one dead letter");
     let rejected = count_messages(&js, EVENTS_STREAM, subjects::TASK_REJECTED).await?;
