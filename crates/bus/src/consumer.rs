@@ -25,6 +25,9 @@ pub enum Disposition {
     Ack,
     /// A transient failure (NATS, database): deliver again later.
     Retry(String),
+    /// The message can never be handled (undecodable, wrong type): store it in
+    /// the dead-letter stream with this code and reason, then ack.
+    DeadLetter { code: &'static str, reason: String },
 }
 
 /// Where and how to consume.
@@ -91,39 +94,49 @@ where
     let span =
         info_span!("message", service = spec.service, subject = %msg.subject, seq, delivered);
     async {
-        let disposition = handler(msg.clone()).await;
-        let result = match disposition {
-            Disposition::Ack => msg.ack().await,
-            Disposition::Retry(reason) if delivered >= MAX_DELIVERIES => {
-                error!(%reason, "giving up on message; dead-lettering it");
-                let dl = DeadLetter {
-                    origin: spec.service,
-                    service: spec.service,
-                    subject: msg.subject.as_str(),
-                    headers: msg.headers.as_ref(),
-                    payload: msg.payload.clone(),
-                    code: "gave_up",
-                    reason: &format!("failed {delivered} times; last error: {reason}"),
-                    deliveries: delivered,
-                    dedupe_key: format!("{}:{seq}", spec.stream),
-                };
-                match dlq::dead_letter(js, dl).await {
-                    Ok(_) => msg.ack().await,
-                    Err(e) => {
-                        error!(error = %e, "dead-lettering failed; will retry the message");
-                        msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                            .await
-                    }
+        let (code, reason) = match handler(msg.clone()).await {
+            Disposition::Ack => {
+                if let Err(e) = msg.ack().await {
+                    // Redelivered after ack_wait; handlers are idempotent.
+                    debug!(error = %e, "ack failed");
                 }
+                return;
             }
-            Disposition::Retry(reason) => {
+            Disposition::Retry(reason) if delivered < MAX_DELIVERIES => {
                 let delay = backoff(delivered);
                 warn!(%reason, ?delay, "handler failed; message will be redelivered");
-                msg.ack_with(AckKind::Nak(Some(delay))).await
+                if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
+                    debug!(error = %e, "nak failed");
+                }
+                return;
+            }
+            Disposition::Retry(reason) => (
+                "gave_up",
+                format!("failed {delivered} times; last error: {reason}"),
+            ),
+            Disposition::DeadLetter { code, reason } => (code, reason),
+        };
+        error!(%reason, code, "dead-lettering message");
+        let dl = DeadLetter {
+            origin: spec.service,
+            service: spec.service,
+            subject: msg.subject.as_str(),
+            headers: msg.headers.as_ref(),
+            payload: msg.payload.clone(),
+            code,
+            reason: &reason,
+            deliveries: delivered,
+            dedupe_key: format!("{}:{}:{seq}", spec.stream, spec.durable),
+        };
+        let result = match dlq::dead_letter(js, dl).await {
+            Ok(_) => msg.ack().await,
+            Err(e) => {
+                error!(error = %e, "dead-lettering failed; will retry the message");
+                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                    .await
             }
         };
         if let Err(e) = result {
-            // The message will be redelivered after ack_wait; handlers are idempotent.
             debug!(error = %e, "ack failed");
         }
     }

@@ -29,11 +29,28 @@ const STREAMS: &[(&str, &str)] = &[
 ];
 
 /// (stream, file, JSON) of every durable consumer.
-const CONSUMERS: &[(&str, &str, &str)] = &[(
-    INTAKE_STREAM,
-    "nats/consumers/SKYNET_INTAKE/intake.json",
-    include_str!("../../../nats/consumers/SKYNET_INTAKE/intake.json"),
-)];
+const CONSUMERS: &[(&str, &str, &str)] = &[
+    (
+        INTAKE_STREAM,
+        "nats/consumers/SKYNET_INTAKE/intake.json",
+        include_str!("../../../nats/consumers/SKYNET_INTAKE/intake.json"),
+    ),
+    (
+        EVENTS_STREAM,
+        "nats/consumers/SKYNET_EVENTS/planner.json",
+        include_str!("../../../nats/consumers/SKYNET_EVENTS/planner.json"),
+    ),
+    (
+        EVENTS_STREAM,
+        "nats/consumers/SKYNET_EVENTS/policy.json",
+        include_str!("../../../nats/consumers/SKYNET_EVENTS/policy.json"),
+    ),
+    (
+        EVENTS_STREAM,
+        "nats/consumers/SKYNET_EVENTS/dispatcher.json",
+        include_str!("../../../nats/consumers/SKYNET_EVENTS/dispatcher.json"),
+    ),
+];
 
 /// Oldest server version SKYNET runs on (2.11 added
 /// `Nats-Expected-Last-Subject-Sequence-Subject`).

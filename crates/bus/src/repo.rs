@@ -107,8 +107,31 @@ impl Jobs {
     where
         F: Fn(Option<&Job>) -> Result<Vec<JobEvent>, Rejection>,
     {
+        self.execute_from(job, None, cause, now, decide).await
+    }
+
+    /// Like [`execute`](Self::execute), but the first attempt decides on
+    /// `known` (state and last sequence) instead of replaying — for a service
+    /// that can tell the state from the event it consumed. If `known` is stale
+    /// the append conflicts, and the retries replay as usual.
+    pub async fn execute_from<F>(
+        &self,
+        job: JobId,
+        known: Option<(Option<Job>, u64)>,
+        cause: &str,
+        now: DateTime<Utc>,
+        decide: F,
+    ) -> Result<Outcome, ExecuteError>
+    where
+        F: Fn(Option<&Job>) -> Result<Vec<JobEvent>, Rejection>,
+    {
+        let known = std::sync::Mutex::new(known);
         let attempt = || async {
-            let (state, last_seq) = self.load(job).await?;
+            let first = known.lock().map(|mut k| k.take()).unwrap_or(None);
+            let (state, last_seq) = match first {
+                Some(k) => k,
+                None => self.load(job).await?,
+            };
             let events = match decide(state.as_ref()) {
                 Ok(events) => events,
                 Err(rejection) => return Ok(Outcome::Rejected(rejection)),

@@ -194,8 +194,12 @@ impl EventStore {
         let mut from = 1u64;
         loop {
             let inbox = client.new_inbox();
-            let mut sub = client.subscribe(inbox.clone()).await.map_err(|e| nats(e.into()))?;
-            let req = serde_json::json!({ "seq": from, "next_by_subj": filter, "batch": LOAD_BATCH });
+            let mut sub = client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| nats(e.into()))?;
+            let req =
+                serde_json::json!({ "seq": from, "next_by_subj": filter, "batch": LOAD_BATCH });
             client
                 .publish_with_reply(api.clone(), inbox, req.to_string().into())
                 .await
@@ -204,7 +208,9 @@ impl EventStore {
             loop {
                 let msg = tokio::time::timeout(LOAD_TIMEOUT, sub.next())
                     .await
-                    .map_err(|_| nats(format!("no answer to direct get within {LOAD_TIMEOUT:?}").into()))?
+                    .map_err(|_| {
+                        nats(format!("no answer to direct get within {LOAD_TIMEOUT:?}").into())
+                    })?
                     .ok_or_else(|| nats("direct get subscription closed".into()))?;
                 if let Some(status) = msg.status {
                     match status.as_u16() {

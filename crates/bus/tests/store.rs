@@ -211,16 +211,36 @@ async fn replay_pages_through_long_histories_in_order() -> anyhow::Result<()> {
             seq: i,
             chunk: format!("line {i}"),
         });
-        seq = jobs.store().append(job, seq, &jobs.envelopes(job, &format!("o{i}"), Utc::now(), &[out.clone()])).await?;
+        seq = jobs
+            .store()
+            .append(
+                job,
+                seq,
+                &jobs.envelopes(job, &format!("o{i}"), Utc::now(), &[out.clone()]),
+            )
+            .await?;
         if i % 100 == 0 {
-            other_seq = jobs.store().append(other, other_seq, &jobs.envelopes(other, &format!("x{i}"), Utc::now(), &[out])).await?;
+            other_seq = jobs
+                .store()
+                .append(
+                    other,
+                    other_seq,
+                    &jobs.envelopes(other, &format!("x{i}"), Utc::now(), &[out]),
+                )
+                .await?;
         }
     }
     let history = jobs.store().load(job).await?;
     assert_eq!(history.events.len(), 1101);
     assert_eq!(history.last_seq, seq);
-    assert!(history.events.windows(2).all(|w| w[0].0 < w[1].0), "in stream order");
-    let chunks: Vec<_> = history.events[1..].iter().map(|(_, e)| e.data["seq"].as_u64().unwrap_or(u64::MAX)).collect();
+    assert!(
+        history.events.windows(2).all(|w| w[0].0 < w[1].0),
+        "in stream order"
+    );
+    let chunks: Vec<_> = history.events[1..]
+        .iter()
+        .map(|(_, e)| e.data["seq"].as_u64().unwrap_or(u64::MAX))
+        .collect();
     assert_eq!(chunks, (0..1100).collect::<Vec<u64>>());
     assert_eq!(jobs.store().load(other).await?.events.len(), 11);
     Ok(())

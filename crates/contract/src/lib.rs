@@ -12,6 +12,7 @@
 pub mod envelope;
 pub mod ids;
 pub mod job;
+pub mod memory;
 pub mod plan;
 pub mod schema;
 pub mod subjects;

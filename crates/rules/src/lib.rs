@@ -1,0 +1,16 @@
+//! What SKYNET knows about actions and risk, shared by the planner, the policy
+//! service and the dispatcher (and later the executors). Pure: no I/O except
+//! reading the rules file and canonicalising paths.
+//!
+//! * [`catalog`]: every action, its required parameters and timeouts.
+//! * [`mapping`]: plan-step text → action, by whole words.
+//! * [`policy`]: the rules file (risk table, blocked actions, sandbox, approvals,
+//!   rate limits), its validation, and the checks built on it.
+//! * [`sandbox`]: path containment after canonicalisation.
+
+pub mod catalog;
+pub mod mapping;
+pub mod policy;
+pub mod sandbox;
+
+pub use policy::{PolicyRules, RulesError};

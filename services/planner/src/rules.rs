@@ -1,0 +1,211 @@
+//! The rule-based planner: offline, deterministic, and conservative. It splits
+//! the intent into clauses ("check git status, run the tests and build"), maps
+//! each clause to a catalog action by whole words, and refuses to plan when any
+//! clause means nothing it knows — a plan that silently drops part of what was
+//! asked is worse than no plan.
+
+use std::collections::BTreeMap;
+
+use skynet_contract::{Plan, PlanStep};
+use skynet_rules::PolicyRules;
+use skynet_rules::mapping::map_step;
+
+/// Plans `intent`. `working_dir` is the request's directory, if it named one; a
+/// path written in the intent ("in ~/proj") is used otherwise.
+pub fn plan(intent: &str, working_dir: Option<&str>, rules: &PolicyRules) -> Result<Plan, String> {
+    let dir = working_dir.map(str::to_owned).or_else(|| path_in(intent));
+    let clauses = clauses(intent);
+    if clauses.is_empty() {
+        return Err("the intent is empty".into());
+    }
+    let mut steps = Vec::new();
+    let mut unknown = Vec::new();
+    for clause in &clauses {
+        match map_step(clause, "") {
+            Some(action) => steps.push(step(action, clause, dir.as_deref(), rules)),
+            None => unknown.push(format!("{clause:?}")),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(format!(
+            "the rule planner understands no action in {}; it knows git status/diff/log/pull, tests, lint, build, \
+             install dependencies, docker build, deploy, list files, read a file, disk and memory checks",
+            unknown.join(", ")
+        ));
+    }
+    let summary = steps
+        .iter()
+        .map(|s| s.title.to_lowercase())
+        .collect::<Vec<_>>()
+        .join(", then ");
+    Ok(Plan {
+        summary: capitalise(&summary),
+        steps,
+        artifacts: Vec::new(),
+    })
+}
+
+fn step(action: &'static str, clause: &str, dir: Option<&str>, rules: &PolicyRules) -> PlanStep {
+    let (title, minutes) = match action {
+        "git_status" => ("Check git status", 1),
+        "git_diff" => ("Show the git diff", 1),
+        "git_log" => ("Show recent git history", 1),
+        "git_pull" => ("Pull from the remote", 2),
+        "git_push" => ("Push to the remote", 2),
+        "run_tests" => ("Run the tests", 3),
+        "lint_project" => ("Lint the project", 2),
+        "build_project" => ("Build the project", 5),
+        "install_dependencies" => ("Install dependencies", 5),
+        "docker_build" => ("Build the Docker image", 10),
+        "docker_compose_up" => ("Deploy with docker compose", 10),
+        "list_directory" => ("List files", 1),
+        "file_read" => ("Read a file", 1),
+        "check_disk_space" => ("Check disk space", 1),
+        "check_memory" => ("Check memory", 1),
+        _ => (action, 5),
+    };
+    let mut params = BTreeMap::new();
+    if let Some(d) = dir {
+        let key = if action == "list_directory" {
+            "directory"
+        } else {
+            "working_dir"
+        };
+        params.insert(key.to_owned(), serde_json::Value::String(d.to_owned()));
+    }
+    if action == "file_read" {
+        if let Some(file) = clause
+            .split_whitespace()
+            .find(|w| w.contains('.') || w.contains('/'))
+        {
+            params.insert(
+                "file".to_owned(),
+                serde_json::Value::String(file.trim_matches(['"', '\'']).to_owned()),
+            );
+        }
+    }
+    PlanStep {
+        title: title.to_owned(),
+        description: clause.to_owned(),
+        action: Some(action.to_owned()),
+        params,
+        risk: rules.classify(action),
+        estimated_minutes: minutes,
+        continue_on_error: false,
+    }
+}
+
+/// Splits on `,`, `;`, `then`, `and` (whole words), dropping filler words.
+fn clauses(intent: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Vec<&str> = Vec::new();
+    for raw in intent.split_whitespace() {
+        let word = raw.trim_end_matches([',', ';', '.']);
+        let ends_clause = raw.ends_with(',') || raw.ends_with(';');
+        match word.to_lowercase().as_str() {
+            "and" | "then" | "&&" => flush(&mut current, &mut out),
+            "please" | "also" | "finally" | "first" | "afterwards" => {}
+            _ if !word.is_empty() => current.push(word),
+            _ => {}
+        }
+        if ends_clause {
+            flush(&mut current, &mut out);
+        }
+    }
+    flush(&mut current, &mut out);
+    out
+}
+
+fn flush(current: &mut Vec<&str>, out: &mut Vec<String>) {
+    if !current.is_empty() {
+        out.push(current.join(" "));
+        current.clear();
+    }
+}
+
+/// A directory named in the intent: the word after "in" that looks like a path.
+fn path_in(intent: &str) -> Option<String> {
+    let words: Vec<&str> = intent.split_whitespace().collect();
+    words.windows(2).find_map(|w| {
+        let candidate = w[1].trim_end_matches([',', ';', '.']);
+        (w[0].eq_ignore_ascii_case("in")
+            && (candidate.starts_with(['/', '~']) || candidate.starts_with("./")))
+        .then(|| candidate.to_owned())
+    })
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skynet_contract::Risk;
+
+    fn actions(intent: &str) -> Result<Vec<String>, String> {
+        plan(intent, None, &PolicyRules::defaults())
+            .map(|p| p.steps.into_iter().filter_map(|s| s.action).collect())
+    }
+
+    #[test]
+    fn every_intent_the_predecessor_could_map() {
+        let cases: &[(&str, &[&str])] = &[
+            ("check git status", &["git_status"]),
+            ("show the git diff", &["git_diff"]),
+            ("show the git log", &["git_log"]),
+            ("git pull", &["git_pull"]),
+            ("run the tests", &["run_tests"]),
+            ("lint the code", &["lint_project"]),
+            ("build the project", &["build_project"]),
+            ("install dependencies", &["install_dependencies"]),
+            ("docker build the image", &["docker_build"]),
+            ("deploy to production", &["docker_compose_up"]),
+            ("list files", &["list_directory"]),
+            ("read the file README.md", &["file_read"]),
+            ("check disk space", &["check_disk_space"]),
+            ("check memory", &["check_memory"]),
+            (
+                "check git status, run the tests and build",
+                &["git_status", "run_tests", "build_project"],
+            ),
+            (
+                "Please check git status in ~/proj and then run the tests",
+                &["git_status", "run_tests"],
+            ),
+        ];
+        for (intent, want) in cases {
+            let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            assert_eq!(actions(intent), Ok(want), "{intent}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_understand_naming_it() {
+        let err = actions("check git status and bake a cake").expect_err("cake");
+        assert!(err.contains("\"bake a cake\""), "{err}");
+        assert!(actions("   ").is_err());
+    }
+
+    #[test]
+    fn carries_paths_risks_and_file_names() {
+        let rules = PolicyRules::defaults();
+        let p = plan(
+            "check git status in ~/proj and read the file notes/todo.txt",
+            None,
+            &rules,
+        )
+        .expect("plan");
+        assert_eq!(p.steps[0].params["working_dir"], "~/proj");
+        assert_eq!(p.steps[1].params["file"], "notes/todo.txt");
+        assert_eq!(p.steps[0].risk, Risk::ReadOnly);
+        let p = plan("deploy", Some("/srv/app"), &rules).expect("plan");
+        assert_eq!(
+            (p.steps[0].risk, p.steps[0].params["working_dir"].as_str()),
+            (Risk::Admin, Some("/srv/app"))
+        );
+    }
+}
