@@ -3,10 +3,8 @@
 //! Postgres database. The tests then talk to it only through public surfaces:
 //! NATS subjects with a plain async-nats client, and the read-model database.
 
-use std::path::PathBuf;
-
 use skynet_cli::infra::Infra;
-use skynet_cli::settings::{DurabilityArg, Settings};
+use skynet_cli::settings::Settings;
 use skynet_cli::up::{self, Service};
 use skynet_testkit::{NatsServer, TestDb};
 use tokio_util::sync::CancellationToken;
@@ -18,50 +16,144 @@ pub struct System {
     /// A plain client, as any user would have.
     pub client: async_nats::Client,
     pub js: async_nats::jetstream::Context,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    stop: StopOnDrop,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Cancels the services when the system is dropped (a failing test included).
+struct StopOnDrop(CancellationToken);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 impl System {
     /// Starts every service.
     pub async fn start() -> anyhow::Result<System> {
-        let nats = NatsServer::start()?;
-        let db = TestDb::create().await?;
-        let settings = Settings {
-            nats_url: Some(nats.url.clone()),
-            nats_port: 0,
-            durability: DurabilityArg::Fast,
-            database_url: Some(db.url.clone()),
-            data_dir: PathBuf::from("unused"),
-        };
+        Self::start_with(NatsServer::start()?, TestDb::create().await?, |_| {}).await
+    }
+
+    /// Starts every service on the given server and database, with settings
+    /// adjusted by `tune` (policy file, planner backend, timeouts).
+    pub async fn start_with(nats: NatsServer, db: TestDb, tune: impl FnOnce(&mut Settings)) -> anyhow::Result<System> {
+        let mut settings = Settings::new(Some(nats.url.clone()), Some(db.url.clone()));
+        tune(&mut settings);
         let infra = Infra::up(&settings).await?;
         let stop = CancellationToken::new();
         let token = stop.clone();
-        let task = tokio::spawn(async move { up::run(&infra, Service::ALL, token).await });
+        let task = tokio::spawn(async move { up::run(&infra, &settings, Service::ALL, token).await });
         let client = nats.connect().await?;
         let js = async_nats::jetstream::new(client.clone());
-        Ok(System {
-            nats,
-            db,
-            client,
-            js,
-            stop,
-            task: Some(task),
-        })
+        Ok(System { nats, db, client, js, stop: StopOnDrop(stop), task })
     }
 
     /// Stops the services and returns how they ended.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        match self.task.take() {
-            Some(task) => task.await?,
-            None => Ok(()),
-        }
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop_services().await.map(|_| ())
+    }
+
+    /// Stops the services but keeps the server and the database, for a restart.
+    pub async fn stop_services(self) -> anyhow::Result<(NatsServer, TestDb)> {
+        self.stop.0.cancel();
+        self.task.await??;
+        Ok((self.nats, self.db))
     }
 }
 
-impl Drop for System {
-    fn drop(&mut self) {
-        self.stop.cancel();
+/// Where tasks are submitted.
+pub const INTAKE: &str = "skynet.intake.task";
+/// The `source` of tasks submitted by these tests.
+pub const SOURCE: &str = "tests/system";
+/// How long any one expected effect may take.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The documented job-id derivation (README): UUIDv5 in SKYNET's namespace over
+/// `source + "\0" + id`, computed without SKYNET code.
+pub fn job_id(source: &str, id: &str) -> uuid::Uuid {
+    let ns = uuid::Uuid::from_u128(0x6b1f_0d4e_93a2_4c57_8f0e_5d2a_c3b1_7e90);
+    uuid::Uuid::new_v5(&ns, format!("{source}\0{id}").as_bytes())
+}
+
+/// A structured-mode task CloudEvent.
+pub fn task(id: &str, data: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "specversion": "1.0", "id": id, "source": SOURCE,
+        "type": "skynet.task.requested.v1", "datacontenttype": "application/json", "data": data
+    }))
+    .unwrap_or_default()
+}
+
+/// A stored message: subject, headers, payload.
+pub type Stored = (String, Option<async_nats::HeaderMap>, bytes::Bytes);
+
+impl System {
+    /// Submits a task with a plain client; returns its job id.
+    pub async fn submit(&self, id: &str, data: serde_json::Value) -> anyhow::Result<uuid::Uuid> {
+        self.client.publish(INTAKE, task(id, data).into()).await?;
+        self.client.flush().await?;
+        Ok(job_id(SOURCE, id))
+    }
+
+    /// Every message stored under `filter` in `stream`, oldest first.
+    pub async fn read_all(&self, stream: &str, filter: &str) -> anyhow::Result<Vec<Stored>> {
+        use futures::StreamExt;
+        let n = skynet_testkit::count_messages(&self.js, stream, filter).await?;
+        let c = self
+            .js
+            .get_stream(stream)
+            .await?
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: filter.into(),
+                ..Default::default()
+            })
+            .await?;
+        let mut msgs = c.messages().await?.take(usize::try_from(n)?);
+        let mut out = Vec::new();
+        while let Some(m) = msgs.next().await {
+            let m = m?;
+            out.push((m.subject.to_string(), m.headers.clone(), m.payload.clone()));
+        }
+        Ok(out)
+    }
+
+    /// A job's events as CloudEvent JSON, oldest first.
+    pub async fn job_events(&self, job: uuid::Uuid) -> anyhow::Result<Vec<serde_json::Value>> {
+        let msgs = self.read_all("SKYNET_EVENTS", &format!("skynet.job.{job}.>")).await?;
+        msgs.iter().map(|(_, _, p)| Ok(serde_json::from_slice(p)?)).collect()
+    }
+
+    /// Waits for the job's first event of `ty` (e.g. `skynet.job.dispatched.v1`).
+    pub async fn wait_for(&self, job: uuid::Uuid, ty: &str) -> anyhow::Result<serde_json::Value> {
+        skynet_testkit::eventually(WAIT, &format!("{ty} of job {job}"), || async {
+            self.job_events(job).await.ok()?.into_iter().find(|e| e["type"] == ty)
+        })
+        .await
+    }
+
+    /// Waits until submission number `n` (0-based) of this test has been handled
+    /// by the intake: its job exists, or `n` rejections were recorded before it.
+    pub async fn wait_for_any(&self, job: uuid::Uuid, n: usize) -> anyhow::Result<()> {
+        skynet_testkit::eventually(WAIT, &format!("submission {n} to be handled"), || async {
+            let opened = !self.job_events(job).await.ok()?.is_empty();
+            let rejected =
+                self.read_all("SKYNET_EVENTS", "skynet.task.rejected").await.ok()?.iter().any(|(_, _, p)| {
+                    serde_json::from_slice::<serde_json::Value>(p).is_ok_and(|v| v["data"]["job_id"] == job.to_string())
+                });
+            (opened || rejected).then_some(())
+        })
+        .await
+    }
+
+    /// The types of the job's events, in order.
+    pub async fn types(&self, job: uuid::Uuid) -> anyhow::Result<Vec<String>> {
+        Ok(self.job_events(job).await?.iter().map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect())
+    }
+
+    /// Sends a command (or any request) and returns the JSON reply.
+    pub async fn request(&self, subject: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let reply = self.client.request(subject.to_owned(), serde_json::to_vec(&body)?.into()).await?;
+        Ok(serde_json::from_slice(&reply.payload)?)
     }
 }

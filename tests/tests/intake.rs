@@ -1,81 +1,25 @@
 //! Submitting tasks as any NATS client would: structured and binary CloudEvents
 //! published with a plain async-nats client, no SKYNET code on the sending side.
 
-use std::time::Duration;
-
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer;
-use futures::StreamExt;
-use skynet_system_tests::System;
-use skynet_testkit::{count_messages, eventually};
-
-const INTAKE: &str = "skynet.intake.task";
-const WAIT: Duration = Duration::from_secs(15);
-
-/// The documented job-id derivation (README): UUIDv5 in SKYNET's namespace over
-/// `source + "\0" + id`, computed here without SKYNET code.
-fn job_id(source: &str, id: &str) -> uuid::Uuid {
-    let ns = uuid::Uuid::parse_str("6b1f0d4e-93a2-4c57-8f0e-5d2ac3b17e90").expect("namespace");
-    uuid::Uuid::new_v5(&ns, format!("{source}\0{id}").as_bytes())
-}
-
-fn task(id: &str, intent: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "specversion": "1.0",
-        "id": id,
-        "source": "tests/system",
-        "type": "skynet.task.requested.v1",
-        "datacontenttype": "application/json",
-        "data": {"intent": intent, "requested_by": "alice", "project": "demo"}
-    }))
-    .expect("json")
-}
-
-/// Every message stored under `filter` in `stream`, as (subject, headers, payload).
-async fn read_all(
-    sys: &System,
-    stream: &str,
-    filter: &str,
-) -> anyhow::Result<Vec<(String, Option<HeaderMap>, bytes::Bytes)>> {
-    let n = count_messages(&sys.js, stream, filter).await?;
-    let c = sys
-        .js
-        .get_stream(stream)
-        .await?
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: filter.into(),
-            ..Default::default()
-        })
-        .await?;
-    let mut msgs = c.messages().await?.take(n as usize);
-    let mut out = Vec::new();
-    while let Some(m) = msgs.next().await {
-        let m = m?;
-        out.push((m.subject.to_string(), m.headers.clone(), m.payload.clone()));
-    }
-    Ok(out)
-}
-
-async fn job_events(sys: &System, job: uuid::Uuid) -> anyhow::Result<Vec<serde_json::Value>> {
-    let msgs = read_all(sys, "SKYNET_EVENTS", &format!("skynet.job.{job}.>")).await?;
-    msgs.iter()
-        .map(|(_, _, p)| Ok(serde_json::from_slice(p)?))
-        .collect()
-}
+use skynet_system_tests::{INTAKE, System, WAIT, job_id, task};
+use skynet_testkit::eventually;
 
 #[tokio::test]
-async fn a_task_published_by_any_client_opens_a_job_under_the_derived_id_once() -> anyhow::Result<()>
-{
+async fn a_task_published_by_any_client_opens_a_job_under_the_derived_id_once() -> anyhow::Result<()> {
     let sys = System::start().await?;
-    let body = task("t-1", "check git status in /tmp and run the tests");
+    let body = task(
+        "t-1",
+        serde_json::json!({"intent": "check git status in /tmp and run the tests", "requested_by": "alice", "project": "demo"}),
+    );
     // Published twice, as a client retrying would (no Nats-Msg-Id: two stored submissions).
     sys.client.publish(INTAKE, body.clone().into()).await?;
     sys.client.publish(INTAKE, body.into()).await?;
     sys.client.flush().await?;
 
-    let job = job_id("tests/system", "t-1");
+    let job = job_id(skynet_system_tests::SOURCE, "t-1");
     let events = eventually(WAIT, "the job's requested event", || async {
-        let ev = job_events(&sys, job).await.ok()?;
+        let ev = sys.job_events(job).await.ok()?;
         (!ev.is_empty()).then_some(ev)
     })
     .await?;
@@ -84,30 +28,16 @@ async fn a_task_published_by_any_client_opens_a_job_under_the_derived_id_once() 
     assert_eq!(first["specversion"], "1.0");
     assert_eq!(first["subject"], job.to_string());
     assert_eq!(first["source"], "skynet/intake");
-    assert_eq!(
-        first["data"]["intent"],
-        "check git status in /tmp and run the tests"
-    );
+    assert_eq!(first["data"]["intent"], "check git status in /tmp and run the tests");
     assert_eq!(first["data"]["requested_by"], "alice");
 
     // Both submissions consumed, still one job with one requested event.
     eventually(WAIT, "the intake to drain", || async {
-        let info = sys
-            .js
-            .get_stream("SKYNET_INTAKE")
-            .await
-            .ok()?
-            .get_info()
-            .await
-            .ok()?;
+        let info = sys.js.get_stream("SKYNET_INTAKE").await.ok()?.get_info().await.ok()?;
         (info.state.messages == 0).then_some(())
     })
     .await?;
-    let requested = job_events(&sys, job)
-        .await?
-        .into_iter()
-        .filter(|e| e["type"] == "skynet.job.requested.v1")
-        .count();
+    let requested = sys.job_events(job).await?.into_iter().filter(|e| e["type"] == "skynet.job.requested.v1").count();
     assert_eq!(requested, 1, "the same CloudEvent twice opens one job");
 
     // And the projector recorded it in the audit read model.
@@ -133,16 +63,10 @@ async fn binary_mode_submissions_are_accepted() -> anyhow::Result<()> {
     h.insert("ce-source", "tests/system");
     h.insert("ce-type", "skynet.task.requested.v1");
     h.insert("content-type", "application/json");
-    sys.client
-        .publish_with_headers(
-            INTAKE,
-            h,
-            br#"{"intent":"show disk usage"}"#.as_slice().into(),
-        )
-        .await?;
-    let job = job_id("tests/system", "bin-1");
+    sys.client.publish_with_headers(INTAKE, h, br#"{"intent":"show disk usage"}"#.as_slice().into()).await?;
+    let job = job_id(skynet_system_tests::SOURCE, "bin-1");
     let events = eventually(WAIT, "the binary-mode job", || async {
-        let ev = job_events(&sys, job).await.ok()?;
+        let ev = sys.job_events(job).await.ok()?;
         (!ev.is_empty()).then_some(ev)
     })
     .await?;
@@ -151,105 +75,53 @@ async fn binary_mode_submissions_are_accepted() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_good_tasks_still_flow()
--> anyhow::Result<()> {
+async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_good_tasks_still_flow() -> anyhow::Result<()> {
     let sys = System::start().await?;
     let ce = |ty: &str, data: serde_json::Value| {
-        serde_json::to_vec(&serde_json::json!({"specversion":"1.0","id":"bad","source":"tests/system","type":ty,"data":data}))
-            .expect("json")
+        serde_json::to_vec(
+            &serde_json::json!({"specversion":"1.0","id":"bad","source":"tests/system","type":ty,"data":data}),
+        )
+        .expect("json")
     };
     let bad: Vec<(&str, Vec<u8>)> = vec![
         ("not_json", b"{ this is not json".to_vec()),
         ("not_cloudevent", br#"{"intent":"run the tests"}"#.to_vec()),
-        (
-            "invalid_data",
-            ce(
-                "skynet.task.requested.v1",
-                serde_json::json!({"working_dir": "/tmp"}),
-            ),
-        ),
-        (
-            "invalid_data",
-            ce(
-                "skynet.task.requested.v1",
-                serde_json::json!({"intent": ""}),
-            ),
-        ),
-        (
-            "too_large",
-            ce(
-                "skynet.task.requested.v1",
-                serde_json::json!({"intent": "x".repeat(1024 * 1024 + 1)}),
-            ),
-        ),
-        (
-            "unknown_type",
-            ce(
-                "com.example.something.v1",
-                serde_json::json!({"intent": "x"}),
-            ),
-        ),
-        (
-            "unknown_type",
-            ce(
-                "skynet.task.requested.v3",
-                serde_json::json!({"intent": "x"}),
-            ),
-        ),
+        ("invalid_data", ce("skynet.task.requested.v1", serde_json::json!({"working_dir": "/tmp"}))),
+        ("invalid_data", ce("skynet.task.requested.v1", serde_json::json!({"intent": ""}))),
+        ("too_large", ce("skynet.task.requested.v1", serde_json::json!({"intent": "x".repeat(1024 * 1024 + 1)}))),
+        ("unknown_type", ce("com.example.something.v1", serde_json::json!({"intent": "x"}))),
+        ("unknown_type", ce("skynet.task.requested.v3", serde_json::json!({"intent": "x"}))),
     ];
     for (_, payload) in &bad {
         sys.client.publish(INTAKE, payload.clone().into()).await?;
     }
-    sys.client
-        .publish(INTAKE, task("good-after-bad", "list files").into())
-        .await?;
+    sys.client.publish(INTAKE, task("good-after-bad", serde_json::json!({"intent": "list files"})).into()).await?;
     sys.client.flush().await?;
 
     let letters = eventually(WAIT, "every bad input in the DLQ", || async {
-        let l = read_all(&sys, "SKYNET_DLQ", "skynet.dlq.>").await.ok()?;
+        let l = sys.read_all("SKYNET_DLQ", "skynet.dlq.>").await.ok()?;
         (l.len() >= bad.len()).then_some(l)
     })
     .await?;
-    assert_eq!(
-        letters.len(),
-        bad.len(),
-        "one dead letter per bad input, nothing else"
-    );
+    assert_eq!(letters.len(), bad.len(), "one dead letter per bad input, nothing else");
     for ((want_code, payload), (subject, headers, stored)) in bad.iter().zip(&letters) {
         assert_eq!(subject, "skynet.dlq.intake");
         let h = headers.as_ref().expect("dead letters carry headers");
-        assert_eq!(
-            h.get("Skynet-Dlq-Code").map(|v| v.as_str()),
-            Some(*want_code)
-        );
-        let reason = h
-            .get("Skynet-Dlq-Reason")
-            .map(|v| v.as_str().to_string())
-            .unwrap_or_default();
+        assert_eq!(h.get("Skynet-Dlq-Code").map(|v| v.as_str()), Some(*want_code));
+        let reason = h.get("Skynet-Dlq-Reason").map(|v| v.as_str().to_string()).unwrap_or_default();
         assert!(!reason.is_empty(), "{want_code} has a reason");
-        assert_eq!(
-            h.get("Skynet-Dlq-Subject").map(|v| v.as_str()),
-            Some(INTAKE)
-        );
-        assert_eq!(
-            stored.as_ref(),
-            payload.as_slice(),
-            "the original message is kept unchanged"
-        );
+        assert_eq!(h.get("Skynet-Dlq-Subject").map(|v| v.as_str()), Some(INTAKE));
+        assert_eq!(stored.as_ref(), payload.as_slice(), "the original message is kept unchanged");
     }
-    let rejections = read_all(&sys, "SKYNET_EVENTS", "skynet.task.rejected").await?;
-    assert_eq!(
-        rejections.len(),
-        bad.len(),
-        "a rejection event per bad input"
-    );
+    let rejections = sys.read_all("SKYNET_EVENTS", "skynet.task.rejected").await?;
+    assert_eq!(rejections.len(), bad.len(), "a rejection event per bad input");
     let r: serde_json::Value = serde_json::from_slice(&rejections[0].2)?;
     assert_eq!(r["type"], "skynet.task.rejected.v1");
     assert_eq!(r["data"]["code"], "not_json");
 
-    let job = job_id("tests/system", "good-after-bad");
+    let job = job_id(skynet_system_tests::SOURCE, "good-after-bad");
     eventually(WAIT, "the valid task after the bad ones", || async {
-        (!job_events(&sys, job).await.ok()?.is_empty()).then_some(())
+        (!sys.job_events(job).await.ok()?.is_empty()).then_some(())
     })
     .await?;
     sys.shutdown().await

@@ -14,8 +14,8 @@ use async_nats::header::NATS_MESSAGE_ID;
 use bytes::Bytes;
 use cloudevents::event::SpecVersion;
 use cloudevents::message::{
-    BinaryDeserializer, BinarySerializer, Encoding, MessageAttributeValue, MessageDeserializer,
-    StructuredDeserializer, StructuredSerializer,
+    BinaryDeserializer, BinarySerializer, Encoding, MessageAttributeValue, MessageDeserializer, StructuredDeserializer,
+    StructuredSerializer,
 };
 use skynet_contract::{DecodeError, Envelope, SPEC_CONTENT_TYPE};
 
@@ -32,10 +32,7 @@ pub fn encode(env: &Envelope) -> (HeaderMap, Bytes) {
 
 /// Reads a SKYNET envelope from a NATS message in either content mode.
 pub fn decode(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Envelope, DecodeError> {
-    let msg = NatsMessage {
-        headers,
-        body: payload,
-    };
+    let msg = NatsMessage { headers, body: payload };
     let event = match msg.encoding() {
         Encoding::BINARY | Encoding::STRUCTURED => MessageDeserializer::into_event(msg),
         // No content type and no ce- headers: structured JSON is the only reading left.
@@ -89,10 +86,7 @@ impl StructuredDeserializer for NatsMessage<'_> {
 }
 
 impl BinaryDeserializer for NatsMessage<'_> {
-    fn deserialize_binary<R: Sized, V: BinarySerializer<R>>(
-        self,
-        mut visitor: V,
-    ) -> cloudevents::message::Result<R> {
+    fn deserialize_binary<R: Sized, V: BinarySerializer<R>>(self, mut visitor: V) -> cloudevents::message::Result<R> {
         let version = header(self.headers, "ce-specversion").unwrap_or_default();
         let spec = SpecVersion::try_from(version)?;
         let known = spec.attribute_names();
@@ -118,16 +112,9 @@ impl BinaryDeserializer for NatsMessage<'_> {
             }
         }
         if let Some(ct) = header(self.headers, "content-type") {
-            visitor = visitor.set_attribute(
-                "datacontenttype",
-                MessageAttributeValue::String(ct.to_owned()),
-            )?;
+            visitor = visitor.set_attribute("datacontenttype", MessageAttributeValue::String(ct.to_owned()))?;
         }
-        if self.body.is_empty() {
-            visitor.end()
-        } else {
-            visitor.end_with_data(self.body.to_vec())
-        }
+        if self.body.is_empty() { visitor.end() } else { visitor.end_with_data(self.body.to_vec()) }
     }
 }
 
@@ -165,24 +152,15 @@ mod tests {
         h.insert("ce-traceid", "abc");
         h.insert("content-type", "application/json");
         let env = decode(Some(&h), br#"{"intent":"run the tests"}"#).expect("binary");
-        assert_eq!(
-            (env.id.as_str(), env.source.as_str(), env.ty.as_str()),
-            ("b-1", "some/client", TASK_REQUESTED)
-        );
+        assert_eq!((env.id.as_str(), env.source.as_str(), env.ty.as_str()), ("b-1", "some/client", TASK_REQUESTED));
         assert_eq!(env.data["intent"], "run the tests");
     }
 
     #[test]
     fn structured_without_content_type_is_accepted_and_garbage_is_not() {
         let body = br#"{"specversion":"1.0","id":"s","source":"x","type":"t","data":{"a":1}}"#;
-        assert_eq!(
-            decode(None, body).expect("plain JSON CloudEvent").data["a"],
-            1
-        );
-        assert!(matches!(
-            decode(None, b"not json"),
-            Err(DecodeError::CloudEvent(_))
-        ));
+        assert_eq!(decode(None, body).expect("plain JSON CloudEvent").data["a"], 1);
+        assert!(matches!(decode(None, b"not json"), Err(DecodeError::CloudEvent(_))));
         let mut h = HeaderMap::new();
         h.insert("ce-specversion", "0.1");
         assert!(decode(Some(&h), b"{}").is_err(), "unknown spec version");

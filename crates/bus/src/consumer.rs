@@ -53,17 +53,10 @@ where
     Fut: Future<Output = Disposition> + Send,
     S: Future<Output = ()> + Send,
 {
-    let consumer: jetstream::consumer::PullConsumer = js
-        .get_stream(spec.stream)
-        .await?
-        .get_consumer(spec.durable)
-        .await?;
-    let messages = consumer
-        .stream()
-        .max_messages_per_batch(spec.concurrency.max(1) * 4)
-        .messages()
-        .await?
-        .take_until(shutdown);
+    let consumer: jetstream::consumer::PullConsumer =
+        js.get_stream(spec.stream).await?.get_consumer(spec.durable).await?;
+    let messages =
+        consumer.stream().max_messages_per_batch(spec.concurrency.max(1) * 4).messages().await?.take_until(shutdown);
     messages
         .for_each_concurrent(spec.concurrency.max(1), |msg| {
             let (js, spec, handler) = (js.clone(), spec.clone(), handler.clone());
@@ -87,12 +80,8 @@ where
     H: Fn(Message) -> Fut,
     Fut: Future<Output = Disposition>,
 {
-    let (seq, delivered) = msg
-        .info()
-        .map(|i| (i.stream_sequence, i.delivered))
-        .unwrap_or((0, 1));
-    let span =
-        info_span!("message", service = spec.service, subject = %msg.subject, seq, delivered);
+    let (seq, delivered) = msg.info().map(|i| (i.stream_sequence, i.delivered)).unwrap_or((0, 1));
+    let span = info_span!("message", service = spec.service, subject = %msg.subject, seq, delivered);
     async {
         let (code, reason) = match handler(msg.clone()).await {
             Disposition::Ack => {
@@ -110,10 +99,7 @@ where
                 }
                 return;
             }
-            Disposition::Retry(reason) => (
-                "gave_up",
-                format!("failed {delivered} times; last error: {reason}"),
-            ),
+            Disposition::Retry(reason) => ("gave_up", format!("failed {delivered} times; last error: {reason}")),
             Disposition::DeadLetter { code, reason } => (code, reason),
         };
         error!(%reason, code, "dead-lettering message");
@@ -132,8 +118,7 @@ where
             Ok(_) => msg.ack().await,
             Err(e) => {
                 error!(error = %e, "dead-lettering failed; will retry the message");
-                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                    .await
+                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await
             }
         };
         if let Err(e) = result {

@@ -12,20 +12,17 @@ pub const EVENTS_STREAM: &str = "SKYNET_EVENTS";
 pub const INTAKE_STREAM: &str = "SKYNET_INTAKE";
 /// Name of the dead-letter stream.
 pub const DLQ_STREAM: &str = "SKYNET_DLQ";
+/// Key-value bucket of approval deadlines.
+pub const APPROVALS_BUCKET: &str = "SKYNET_APPROVALS";
+/// Key-value bucket of rate-limit counters.
+pub const RATE_BUCKET: &str = "SKYNET_RATE";
 
 const STREAMS: &[(&str, &str)] = &[
-    (
-        "nats/streams/SKYNET_INTAKE.json",
-        include_str!("../../../nats/streams/SKYNET_INTAKE.json"),
-    ),
-    (
-        "nats/streams/SKYNET_EVENTS.json",
-        include_str!("../../../nats/streams/SKYNET_EVENTS.json"),
-    ),
-    (
-        "nats/streams/SKYNET_DLQ.json",
-        include_str!("../../../nats/streams/SKYNET_DLQ.json"),
-    ),
+    ("nats/streams/SKYNET_INTAKE.json", include_str!("../../../nats/streams/SKYNET_INTAKE.json")),
+    ("nats/streams/SKYNET_EVENTS.json", include_str!("../../../nats/streams/SKYNET_EVENTS.json")),
+    ("nats/streams/SKYNET_DLQ.json", include_str!("../../../nats/streams/SKYNET_DLQ.json")),
+    ("nats/streams/KV_SKYNET_APPROVALS.json", include_str!("../../../nats/streams/KV_SKYNET_APPROVALS.json")),
+    ("nats/streams/KV_SKYNET_RATE.json", include_str!("../../../nats/streams/KV_SKYNET_RATE.json")),
 ];
 
 /// (stream, file, JSON) of every durable consumer.
@@ -92,9 +89,7 @@ pub enum BootstrapError {
 pub fn streams() -> Result<Vec<stream::Config>, BootstrapError> {
     STREAMS
         .iter()
-        .map(|(file, json)| {
-            serde_json::from_str(json).map_err(|source| BootstrapError::Definition { file, source })
-        })
+        .map(|(file, json)| serde_json::from_str(json).map_err(|source| BootstrapError::Definition { file, source }))
         .collect()
 }
 
@@ -115,11 +110,7 @@ pub fn check_server_version(client: &async_nats::Client) -> Result<(), Bootstrap
     let found = client.server_info().version;
     let mut parts = found.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let v = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if v < MIN_SERVER_VERSION {
-        Err(BootstrapError::ServerTooOld { found })
-    } else {
-        Ok(())
-    }
+    if v < MIN_SERVER_VERSION { Err(BootstrapError::ServerTooOld { found }) } else { Ok(()) }
 }
 
 /// Creates every stream and consumer, or updates it to match its definition.
@@ -127,17 +118,13 @@ pub fn check_server_version(client: &async_nats::Client) -> Result<(), Bootstrap
 pub async fn bootstrap(client: &async_nats::Client) -> Result<jetstream::Context, BootstrapError> {
     check_server_version(client)?;
     let js = jetstream::new(client.clone());
-    js.query_account()
-        .await
-        .map_err(|e| BootstrapError::NoJetStream(e.into()))?;
+    js.query_account().await.map_err(|e| BootstrapError::NoJetStream(e.into()))?;
     for cfg in streams()? {
         let name = cfg.name.clone();
         let res = match js.get_stream(&name).await {
             Ok(mut s) => {
-                let current = s.info().await.map_err(|e| BootstrapError::Stream {
-                    name: name.clone(),
-                    source: e.into(),
-                })?;
+                let current =
+                    s.info().await.map_err(|e| BootstrapError::Stream { name: name.clone(), source: e.into() })?;
                 if current.config == cfg {
                     Ok(())
                 } else {
@@ -155,15 +142,9 @@ pub async fn bootstrap(client: &async_nats::Client) -> Result<jetstream::Context
             name: name.clone(),
             source,
         };
-        let stream = js
-            .get_stream(stream_name)
-            .await
-            .map_err(|e| err(e.into()))?;
+        let stream = js.get_stream(stream_name).await.map_err(|e| err(e.into()))?;
         // create_consumer is create-or-update for an existing durable.
-        stream
-            .create_consumer(cfg.clone())
-            .await
-            .map_err(|e| err(e.into()))?;
+        stream.create_consumer(cfg.clone()).await.map_err(|e| err(e.into()))?;
     }
     Ok(js)
 }
@@ -176,14 +157,10 @@ mod tests {
     fn every_definition_parses_and_names_match_files() {
         let streams = streams().expect("streams parse");
         for ((file, _), s) in STREAMS.iter().zip(&streams) {
-            assert!(
-                file.ends_with(&format!("{}.json", s.name)),
-                "{file} defines {}",
-                s.name
-            );
+            assert!(file.ends_with(&format!("{}.json", s.name)), "{file} defines {}", s.name);
         }
         let names: Vec<_> = streams.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, [INTAKE_STREAM, EVENTS_STREAM, DLQ_STREAM]);
+        assert_eq!(names, [INTAKE_STREAM, EVENTS_STREAM, DLQ_STREAM, "KV_SKYNET_APPROVALS", "KV_SKYNET_RATE"]);
         for (stream, c) in consumers().expect("consumers parse") {
             assert!(names.contains(&stream));
             assert!(c.durable_name.is_some(), "consumers in nats/ are durable");

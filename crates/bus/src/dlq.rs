@@ -35,19 +35,13 @@ pub struct DeadLetter<'a> {
 }
 
 /// Stores the dead letter; returns its sequence in `SKYNET_DLQ`.
-pub async fn dead_letter(
-    js: &jetstream::Context,
-    dl: DeadLetter<'_>,
-) -> Result<u64, jetstream::context::PublishError> {
+pub async fn dead_letter(js: &jetstream::Context, dl: DeadLetter<'_>) -> Result<u64, jetstream::context::PublishError> {
     let mut headers = HeaderMap::new();
     if let Some(orig) = dl.headers {
         for (name, values) in orig.iter() {
             // NATS control headers would make the DLQ publish be deduplicated or
             // refused as if it were the original.
-            if AsRef::<str>::as_ref(name)
-                .to_ascii_lowercase()
-                .starts_with("nats-")
-            {
+            if AsRef::<str>::as_ref(name).to_ascii_lowercase().starts_with("nats-") {
                 continue;
             }
             for v in values {
@@ -60,27 +54,15 @@ pub async fn dead_letter(
     headers.insert(SUBJECT_HEADER, dl.subject);
     headers.insert(SERVICE_HEADER, dl.service);
     headers.insert(DELIVERIES_HEADER, dl.deliveries.to_string());
-    headers.insert(
-        async_nats::header::NATS_MESSAGE_ID,
-        format!("dlq:{}", dl.dedupe_key),
-    );
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("dlq:{}", dl.dedupe_key));
     let subject = format!("{}.{}", skynet_contract::subjects::DLQ_PREFIX, dl.origin);
-    let ack = js
-        .send_publish(
-            subject,
-            PublishMessage::build().headers(headers).payload(dl.payload),
-        )
-        .await?
-        .await?;
+    let ack = js.send_publish(subject, PublishMessage::build().headers(headers).payload(dl.payload)).await?.await?;
     Ok(ack.sequence)
 }
 
 /// Header values cannot hold line breaks; long reasons are cut.
 fn header_safe(s: &str) -> String {
-    let one_line: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let one_line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     one_line.chars().take(1024).collect()
 }
 

@@ -14,12 +14,7 @@ pub async fn publish(
     env: &Envelope,
 ) -> Result<u64, jetstream::context::PublishError> {
     let (headers, payload) = codec::encode(env);
-    let ack = js
-        .send_publish(
-            subject.to_owned(),
-            PublishMessage::build().headers(headers).payload(payload),
-        )
-        .await?
-        .await?;
+    let ack =
+        js.send_publish(subject.to_owned(), PublishMessage::build().headers(headers).payload(payload)).await?.await?;
     Ok(ack.sequence)
 }

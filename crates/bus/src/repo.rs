@@ -67,10 +67,7 @@ pub struct Jobs {
 
 impl Jobs {
     pub fn new(store: EventStore, service: &str) -> Jobs {
-        Jobs {
-            store,
-            source: format!("skynet/{service}"),
-        }
+        Jobs { store, source: format!("skynet/{service}") }
     }
 
     /// The underlying store.
@@ -83,13 +80,8 @@ impl Jobs {
         let History { events, last_seq } = self.store.load(job).await?;
         let mut state = None;
         for (_, env) in &events {
-            let (_, event) = env
-                .job_event()
-                .map_err(|source| ExecuteError::Decode { job, source })?;
-            state = Some(
-                skynet_job::evolve(state, &event)
-                    .map_err(|source| ExecuteError::Corrupt { job, source })?,
-            );
+            let (_, event) = env.job_event().map_err(|source| ExecuteError::Decode { job, source })?;
+            state = Some(skynet_job::evolve(state, &event).map_err(|source| ExecuteError::Corrupt { job, source })?);
         }
         Ok((state, last_seq))
     }
@@ -153,13 +145,7 @@ impl Jobs {
     }
 
     /// Envelopes with deterministic ids for `events` caused by `cause`.
-    pub fn envelopes(
-        &self,
-        job: JobId,
-        cause: &str,
-        now: DateTime<Utc>,
-        events: &[JobEvent],
-    ) -> Vec<Envelope> {
+    pub fn envelopes(&self, job: JobId, cause: &str, now: DateTime<Utc>, events: &[JobEvent]) -> Vec<Envelope> {
         let job_s = job.to_string();
         events
             .iter()

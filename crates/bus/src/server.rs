@@ -61,30 +61,17 @@ pub struct ManagedServer {
 
 impl ManagedServer {
     /// Starts a server with JetStream storing in `store_dir`. Port 0 picks a free port.
-    pub fn start(
-        store_dir: &Path,
-        port: u16,
-        durability: Durability,
-    ) -> Result<ManagedServer, ServerError> {
+    pub fn start(store_dir: &Path, port: u16, durability: Durability) -> Result<ManagedServer, ServerError> {
         let bin = find_nats_server()?;
-        std::fs::create_dir_all(store_dir).map_err(|source| ServerError::Dir {
-            dir: store_dir.into(),
-            source,
-        })?;
+        std::fs::create_dir_all(store_dir).map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?;
         let conf = store_dir.join("skynet-nats.conf");
         let text = match durability {
             Durability::Durable => DURABLE_CONF,
             Durability::Fast => FAST_CONF,
         };
-        std::fs::write(&conf, text).map_err(|source| ServerError::Dir {
-            dir: store_dir.into(),
-            source,
-        })?;
+        std::fs::write(&conf, text).map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?;
         let port = if port == 0 {
-            free_port().map_err(|source| ServerError::Dir {
-                dir: store_dir.into(),
-                source,
-            })?
+            free_port().map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?
         } else {
             port
         };
@@ -100,15 +87,8 @@ impl ManagedServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|source| ServerError::Spawn {
-                bin: bin.clone(),
-                source,
-            })?;
-        let mut server = ManagedServer {
-            url: format!("nats://127.0.0.1:{port}"),
-            port,
-            child,
-        };
+            .map_err(|source| ServerError::Spawn { bin: bin.clone(), source })?;
+        let mut server = ManagedServer { url: format!("nats://127.0.0.1:{port}"), port, child };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             let exited = server.child.try_wait().ok().flatten();
@@ -145,11 +125,9 @@ pub fn find_nats_server() -> Result<PathBuf, ServerError> {
     if let Some(p) = std::env::var_os("SKYNET_NATS_SERVER") {
         candidates.push(PathBuf::from(p));
     }
-    let roots = std::env::current_dir().into_iter().chain(
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf)),
-    );
+    let roots = std::env::current_dir()
+        .into_iter()
+        .chain(std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)));
     for root in roots {
         for dir in root.ancestors() {
             candidates.push(dir.join(".tools/venv/bin/nats-server"));
@@ -167,13 +145,7 @@ pub fn find_nats_server() -> Result<PathBuf, ServerError> {
             _ => tried.push(format!("{} ({text})", c.display())),
         }
     }
-    Err(ServerError::NotFound {
-        tried: if tried.is_empty() {
-            "none on PATH".into()
-        } else {
-            tried.join(", ")
-        },
-    })
+    Err(ServerError::NotFound { tried: if tried.is_empty() { "none on PATH".into() } else { tried.join(", ") } })
 }
 
 /// `(major, minor)` from `nats-server: v2.15.1`.

@@ -106,12 +106,7 @@ impl EventStore {
     /// concurrent writer can never interleave. A re-published event id (same
     /// `Nats-Msg-Id` inside the duplicate window) is acknowledged as a duplicate
     /// without being stored twice.
-    pub async fn append(
-        &self,
-        job: JobId,
-        expected: u64,
-        events: &[Envelope],
-    ) -> Result<u64, AppendError> {
+    pub async fn append(&self, job: JobId, expected: u64, events: &[Envelope]) -> Result<u64, AppendError> {
         let filter = subjects::job_stream(job);
         let mut expected = expected;
         for env in events {
@@ -121,16 +116,11 @@ impl EventStore {
             let (mut headers, payload) = codec::encode(env);
             headers.insert(EXPECTED_SEQ_HEADER, expected.to_string());
             headers.insert(EXPECTED_SUBJECT_HEADER, filter.as_str());
-            expected = match self
-                .publish(job, expected, subject.clone(), headers, payload)
-                .await
-            {
+            expected = match self.publish(job, expected, subject.clone(), headers, payload).await {
                 // The server checks the expected sequence before the duplicate
                 // window, so retrying an append whose ack was lost reports a
                 // conflict. If the event there is our own, the append happened.
-                Err(e @ AppendError::Conflict { .. }) => {
-                    self.stored_seq(&subject, &env.id).await.ok_or(e)?
-                }
+                Err(e @ AppendError::Conflict { .. }) => self.stored_seq(&subject, &env.id).await.ok_or(e)?,
                 other => other?,
             };
         }
@@ -139,11 +129,7 @@ impl EventStore {
 
     /// The sequence of the last message on `subject` if it is the event `id`.
     async fn stored_seq(&self, subject: &str, id: &str) -> Option<u64> {
-        let m = self
-            .stream
-            .direct_get_last_for_subject(subject)
-            .await
-            .ok()?;
+        let m = self.stream.direct_get_last_for_subject(subject).await.ok()?;
         (codec::header(Some(&m.headers), "Nats-Msg-Id") == Some(id)).then_some(m.sequence)
     }
 
@@ -159,18 +145,12 @@ impl EventStore {
             if source.kind() == PublishErrorKind::WrongLastSequence {
                 AppendError::Conflict { job, expected }
             } else {
-                AppendError::Publish {
-                    subject: subject.to_owned(),
-                    source,
-                }
+                AppendError::Publish { subject: subject.to_owned(), source }
             }
         };
         let ack = self
             .js
-            .send_publish(
-                subject.clone(),
-                PublishMessage::build().headers(headers).payload(payload),
-            )
+            .send_publish(subject.clone(), PublishMessage::build().headers(headers).payload(payload))
             .await
             .map_err(|e| map(e, &subject))?
             .await
@@ -194,23 +174,14 @@ impl EventStore {
         let mut from = 1u64;
         loop {
             let inbox = client.new_inbox();
-            let mut sub = client
-                .subscribe(inbox.clone())
-                .await
-                .map_err(|e| nats(e.into()))?;
-            let req =
-                serde_json::json!({ "seq": from, "next_by_subj": filter, "batch": LOAD_BATCH });
-            client
-                .publish_with_reply(api.clone(), inbox, req.to_string().into())
-                .await
-                .map_err(|e| nats(e.into()))?;
+            let mut sub = client.subscribe(inbox.clone()).await.map_err(|e| nats(e.into()))?;
+            let req = serde_json::json!({ "seq": from, "next_by_subj": filter, "batch": LOAD_BATCH });
+            client.publish_with_reply(api.clone(), inbox, req.to_string().into()).await.map_err(|e| nats(e.into()))?;
             let mut got = 0usize;
             loop {
                 let msg = tokio::time::timeout(LOAD_TIMEOUT, sub.next())
                     .await
-                    .map_err(|_| {
-                        nats(format!("no answer to direct get within {LOAD_TIMEOUT:?}").into())
-                    })?
+                    .map_err(|_| nats(format!("no answer to direct get within {LOAD_TIMEOUT:?}").into()))?
                     .ok_or_else(|| nats("direct get subscription closed".into()))?;
                 if let Some(status) = msg.status {
                     match status.as_u16() {
@@ -225,8 +196,11 @@ impl EventStore {
                 let seq = codec::header(msg.headers.as_ref(), "Nats-Sequence")
                     .and_then(|s| s.parse::<u64>().ok())
                     .ok_or_else(|| nats("direct get reply without Nats-Sequence".into()))?;
-                let env = codec::decode(msg.headers.as_ref(), &msg.payload)
-                    .map_err(|source| LoadError::Decode { job, seq, source })?;
+                let env = codec::decode(msg.headers.as_ref(), &msg.payload).map_err(|source| LoadError::Decode {
+                    job,
+                    seq,
+                    source,
+                })?;
                 history.events.push((seq, env));
                 history.last_seq = seq;
                 got += 1;

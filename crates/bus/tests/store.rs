@@ -41,29 +41,14 @@ async fn racing_conflicting_appends_store_exactly_one() -> anyhow::Result<()> {
     let seq = jobs.store().append(job, 0, &opened).await?;
 
     // Two writers both saw `seq` and both want to record a different event.
-    let cancel = |by: &str| {
-        JobEvent::Cancelled(Cancelled {
-            by: by.into(),
-            reason: "race".into(),
-        })
-    };
+    let cancel = |by: &str| JobEvent::Cancelled(Cancelled { by: by.into(), reason: "race".into() });
     let a = jobs.envelopes(job, "writer-a", Utc::now(), &[cancel("a")]);
     let b = jobs.envelopes(job, "writer-b", Utc::now(), &[cancel("b")]);
-    let (ra, rb) = tokio::join!(
-        jobs.store().append(job, seq, &a),
-        jobs.store().append(job, seq, &b)
-    );
+    let (ra, rb) = tokio::join!(jobs.store().append(job, seq, &a), jobs.store().append(job, seq, &b));
     let results = [ra, rb];
     let ok = results.iter().filter(|r| r.is_ok()).count();
-    let conflicts = results
-        .iter()
-        .filter(|r| matches!(r, Err(AppendError::Conflict { .. })))
-        .count();
-    assert_eq!(
-        (ok, conflicts),
-        (1, 1),
-        "exactly one append wins: {results:?}"
-    );
+    let conflicts = results.iter().filter(|r| matches!(r, Err(AppendError::Conflict { .. }))).count();
+    assert_eq!((ok, conflicts), (1, 1), "exactly one append wins: {results:?}");
 
     let history = jobs.store().load(job).await?;
     assert_eq!(history.events.len(), 2, "requested + one cancellation");
@@ -79,11 +64,7 @@ async fn expected_zero_means_the_job_must_not_exist() -> anyhow::Result<()> {
     jobs.store().append(job, 0, &first).await?;
     // A different event id (different cause), so dedupe cannot hide the check.
     let second = jobs.envelopes(job, "c2", Utc::now(), &[JobEvent::Requested(r)]);
-    let err = jobs
-        .store()
-        .append(job, 0, &second)
-        .await
-        .expect_err("job exists");
+    let err = jobs.store().append(job, 0, &second).await.expect_err("job exists");
     assert!(err.is_conflict(), "{err}");
     Ok(())
 }
@@ -97,10 +78,7 @@ async fn republishing_the_same_event_id_stores_it_once() -> anyhow::Result<()> {
     let s1 = jobs.store().append(job, 0, &env).await?;
     // A retry after a lost ack: same id, the expectation it had before.
     let s2 = jobs.store().append(job, 0, &env).await?;
-    assert_eq!(
-        s1, s2,
-        "the duplicate is acknowledged with the original sequence"
-    );
+    assert_eq!(s1, s2, "the duplicate is acknowledged with the original sequence");
     assert_eq!(jobs.store().load(job).await?.events.len(), 1);
     Ok(())
 }
@@ -110,17 +88,9 @@ async fn execute_replays_decides_and_reports_rejections() -> anyhow::Result<()> 
     let (_server, jobs) = setup().await?;
     let r = requested("exec");
     let job = JobId::for_request(&r.request_source, &r.request_id);
-    let open = jobs
-        .execute(job, "m1", Utc::now(), |s| {
-            decide(s, Command::Open(r.clone()))
-        })
-        .await?;
+    let open = jobs.execute(job, "m1", Utc::now(), |s| decide(s, Command::Open(r.clone()))).await?;
     assert!(matches!(open, Outcome::Appended { .. }));
-    let again = jobs
-        .execute(job, "m2", Utc::now(), |s| {
-            decide(s, Command::Open(r.clone()))
-        })
-        .await?;
+    let again = jobs.execute(job, "m2", Utc::now(), |s| decide(s, Command::Open(r.clone()))).await?;
     assert_eq!(again, Outcome::Rejected(Rejection::AlreadyExists));
 
     // Many concurrent writers on one job: every one succeeds after retries, none is lost.
@@ -135,17 +105,11 @@ async fn execute_replays_decides_and_reports_rejections() -> anyhow::Result<()> 
                 chunk: format!("chunk {i}"),
             };
             // Output is only legal while running, so this is refused by the job, not the store.
-            jobs.execute(job, &format!("w{i}"), Utc::now(), |s| {
-                decide(s, Command::RecordOutput(out.clone()))
-            })
-            .await
+            jobs.execute(job, &format!("w{i}"), Utc::now(), |s| decide(s, Command::RecordOutput(out.clone()))).await
         }));
     }
     for t in tasks {
-        assert!(matches!(
-            t.await??,
-            Outcome::Rejected(Rejection::Illegal(_))
-        ));
+        assert!(matches!(t.await??, Outcome::Rejected(Rejection::Illegal(_))));
     }
 
     let (state, last) = jobs.load(job).await?;
@@ -160,36 +124,17 @@ async fn concurrent_commands_on_one_job_all_land_through_conflict_retries() -> a
     let (_server, jobs) = setup().await?;
     let r = requested("approvals");
     let job = JobId::for_request(&r.request_source, &r.request_id);
-    jobs.execute(job, "open", Utc::now(), |s| {
-        decide(s, Command::Open(r.clone()))
-    })
-    .await?;
+    jobs.execute(job, "open", Utc::now(), |s| decide(s, Command::Open(r.clone()))).await?;
     // Cancel and fail-planning race: exactly one can apply; the other is refused
     // on the state it finds after reloading, never lost in a conflict.
     let (a, b) = tokio::join!(
-        jobs.execute(job, "cancel", Utc::now(), |s| decide(
-            s,
-            Command::Cancel {
-                by: "a".into(),
-                reason: "r".into()
-            }
-        )),
-        jobs.execute(job, "fail", Utc::now(), |s| decide(
-            s,
-            Command::FailPlanning { reason: "x".into() }
-        )),
+        jobs.execute(job, "cancel", Utc::now(), |s| decide(s, Command::Cancel { by: "a".into(), reason: "r".into() })),
+        jobs.execute(job, "fail", Utc::now(), |s| decide(s, Command::FailPlanning { reason: "x".into() })),
     );
     let outcomes = [a?, b?];
-    let appended = outcomes
-        .iter()
-        .filter(|o| matches!(o, Outcome::Appended { .. }))
-        .count();
+    let appended = outcomes.iter().filter(|o| matches!(o, Outcome::Appended { .. })).count();
     assert_eq!(appended, 1, "{outcomes:?}");
-    assert!(
-        outcomes
-            .iter()
-            .any(|o| matches!(o, Outcome::Rejected(Rejection::AlreadyFinished(_))))
-    );
+    assert!(outcomes.iter().any(|o| matches!(o, Outcome::Rejected(Rejection::AlreadyFinished(_)))));
     assert_eq!(jobs.store().load(job).await?.events.len(), 2);
     Ok(())
 }
@@ -213,34 +158,20 @@ async fn replay_pages_through_long_histories_in_order() -> anyhow::Result<()> {
         });
         seq = jobs
             .store()
-            .append(
-                job,
-                seq,
-                &jobs.envelopes(job, &format!("o{i}"), Utc::now(), &[out.clone()]),
-            )
+            .append(job, seq, &jobs.envelopes(job, &format!("o{i}"), Utc::now(), std::slice::from_ref(&out)))
             .await?;
         if i % 100 == 0 {
             other_seq = jobs
                 .store()
-                .append(
-                    other,
-                    other_seq,
-                    &jobs.envelopes(other, &format!("x{i}"), Utc::now(), &[out]),
-                )
+                .append(other, other_seq, &jobs.envelopes(other, &format!("x{i}"), Utc::now(), &[out]))
                 .await?;
         }
     }
     let history = jobs.store().load(job).await?;
     assert_eq!(history.events.len(), 1101);
     assert_eq!(history.last_seq, seq);
-    assert!(
-        history.events.windows(2).all(|w| w[0].0 < w[1].0),
-        "in stream order"
-    );
-    let chunks: Vec<_> = history.events[1..]
-        .iter()
-        .map(|(_, e)| e.data["seq"].as_u64().unwrap_or(u64::MAX))
-        .collect();
+    assert!(history.events.windows(2).all(|w| w[0].0 < w[1].0), "in stream order");
+    let chunks: Vec<_> = history.events[1..].iter().map(|(_, e)| e.data["seq"].as_u64().unwrap_or(u64::MAX)).collect();
     assert_eq!(chunks, (0..1100).collect::<Vec<u64>>());
     assert_eq!(jobs.store().load(other).await?.events.len(), 11);
     Ok(())

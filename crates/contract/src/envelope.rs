@@ -58,13 +58,7 @@ pub enum DecodeError {
 impl Envelope {
     /// An envelope around a job event. `id` should be deterministic (see
     /// [`crate::ids::event_id`]) so that re-running a decision re-publishes the same id.
-    pub fn job(
-        job: JobId,
-        event: &JobEvent,
-        id: String,
-        source: &str,
-        time: DateTime<Utc>,
-    ) -> Self {
+    pub fn job(job: JobId, event: &JobEvent, id: String, source: &str, time: DateTime<Utc>) -> Self {
         Envelope {
             id,
             source: source.to_owned(),
@@ -100,18 +94,13 @@ impl Envelope {
             .subject
             .as_deref()
             .and_then(|s| s.parse::<JobId>().ok())
-            .ok_or_else(|| DecodeError::NoJobId {
-                id: self.id.clone(),
-            })?;
+            .ok_or_else(|| DecodeError::NoJobId { id: self.id.clone() })?;
         Ok((job, JobEvent::decode(&self.ty, self.data.clone())?))
     }
 
     /// The data as `T`.
     pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
-        serde_json::from_value(self.data.clone()).map_err(|source| DecodeError::Data {
-            ty: self.ty.clone(),
-            source,
-        })
+        serde_json::from_value(self.data.clone()).map_err(|source| DecodeError::Data { ty: self.ty.clone(), source })
     }
 
     /// The `cloudevents-sdk` event (structured JSON is its `serde` form).
@@ -155,20 +144,12 @@ impl Envelope {
         let data = data
             .and_then(|d| serde_json::Value::try_from(d).ok())
             .ok_or_else(|| DecodeError::NoData { id: id.clone() })?;
-        Ok(Envelope {
-            id,
-            source,
-            ty,
-            subject,
-            time,
-            data,
-        })
+        Ok(Envelope { id, source, ty, subject, time, data })
     }
 
     /// Parses structured-mode JSON bytes.
     pub fn from_structured_json(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let ev: Event =
-            serde_json::from_slice(bytes).map_err(|e| DecodeError::CloudEvent(e.to_string()))?;
+        let ev: Event = serde_json::from_slice(bytes).map_err(|e| DecodeError::CloudEvent(e.to_string()))?;
         Envelope::from_cloudevent(ev)
     }
 }
@@ -181,10 +162,7 @@ mod tests {
     #[test]
     fn structured_json_round_trips() {
         let job = JobId::for_request("t", "1");
-        let ev = JobEvent::Denied(Denied {
-            by: "alice".into(),
-            reason: "no".into(),
-        });
+        let ev = JobEvent::Denied(Denied { by: "alice".into(), reason: "no".into() });
         let env = Envelope::job(job, &ev, "e1".into(), "skynet/policy", Utc::now());
         let bytes = env.to_structured_json();
         let back = Envelope::from_structured_json(&bytes).expect("parse");
@@ -197,8 +175,7 @@ mod tests {
 
     #[test]
     fn missing_attributes_are_rejected() {
-        let err = Envelope::from_structured_json(br#"{"specversion":"1.0","id":"x"}"#)
-            .expect_err("no source/type");
+        let err = Envelope::from_structured_json(br#"{"specversion":"1.0","id":"x"}"#).expect_err("no source/type");
         assert!(matches!(err, DecodeError::CloudEvent(_)));
     }
 }

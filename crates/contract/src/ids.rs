@@ -16,9 +16,7 @@ const NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_0d4e_93a2_4c57_8f0e_5d2a_c3b1_7e9
 /// The id of one job aggregate. Rendered as a hyphenated UUID, which is also the
 /// token in its NATS subjects (`skynet.job.<id>.<event>`), so it never contains a
 /// `.`, `*` or `>`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct JobId(pub Uuid);
 

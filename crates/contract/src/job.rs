@@ -368,8 +368,7 @@ mod tests {
 
     #[test]
     fn decode_rejects_bad_data_with_the_type() {
-        let err = JobEvent::decode("skynet.job.denied.v1", serde_json::json!({"by": 1}))
-            .expect_err("bad data");
+        let err = JobEvent::decode("skynet.job.denied.v1", serde_json::json!({"by": 1})).expect_err("bad data");
         assert!(err.to_string().contains("skynet.job.denied.v1"), "{err}");
     }
 }

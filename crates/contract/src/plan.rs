@@ -11,9 +11,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// On the wire the predecessor's upper-case names are used. Parsing is
 /// case-insensitive (the predecessor treated `read_only` as WRITE, §19.12).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 pub enum Risk {
     #[serde(rename = "READ_ONLY", alias = "read_only")]
     ReadOnly,
@@ -94,11 +92,7 @@ pub struct Plan {
 impl Plan {
     /// The highest risk over all steps; an empty plan is `ReadOnly`.
     pub fn max_risk(&self) -> Risk {
-        self.steps
-            .iter()
-            .map(|s| s.risk)
-            .max()
-            .unwrap_or(Risk::ReadOnly)
+        self.steps.iter().map(|s| s.risk).max().unwrap_or(Risk::ReadOnly)
     }
 
     /// Sum of the steps' estimates (the predecessor discarded the model's own total).
@@ -153,16 +147,9 @@ mod tests {
         assert_eq!(Risk::parse("read_only"), Some(Risk::ReadOnly));
         assert_eq!(Risk::parse(" Admin "), Some(Risk::Admin));
         assert_eq!(Risk::parse("LOW"), None);
-        assert!(
-            Risk::ReadOnly < Risk::Write
-                && Risk::Write < Risk::Admin
-                && Risk::Admin < Risk::Blocked
-        );
+        assert!(Risk::ReadOnly < Risk::Write && Risk::Write < Risk::Admin && Risk::Admin < Risk::Blocked);
         let r: Risk = serde_json::from_str("\"read_only\"").expect("alias");
         assert_eq!(r, Risk::ReadOnly);
-        assert_eq!(
-            serde_json::to_string(&Risk::ReadOnly).expect("ser"),
-            "\"READ_ONLY\""
-        );
+        assert_eq!(serde_json::to_string(&Risk::ReadOnly).expect("ser"), "\"READ_ONLY\"");
     }
 }

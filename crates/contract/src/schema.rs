@@ -1,7 +1,9 @@
 //! JSON Schemas of every event's data, generated from the Rust types. The files in
 //! `schemas/` are this module's output; a test fails when they drift.
 
+use crate::commands::{Approve, Cancel, CommandReply, Deny, PolicyCheck, PolicyCheckReply};
 use crate::job::JobEvent;
+use crate::memory::{SimilarJobs, SimilarQuery};
 use crate::task::{TASK_REJECTED, TASK_REQUESTED, TaskRejected, TaskRequested};
 
 /// Every schema SKYNET publishes, as (file name, pretty JSON), sorted by name.
@@ -11,6 +13,14 @@ pub fn all() -> Vec<(String, String)> {
         .chain([
             (TASK_REQUESTED, schemars::schema_for!(TaskRequested)),
             (TASK_REJECTED, schemars::schema_for!(TaskRejected)),
+            ("skynet.cmd.job.approve", schemars::schema_for!(Approve)),
+            ("skynet.cmd.job.deny", schemars::schema_for!(Deny)),
+            ("skynet.cmd.job.cancel", schemars::schema_for!(Cancel)),
+            ("skynet.cmd.reply", schemars::schema_for!(CommandReply)),
+            ("skynet.policy.check", schemars::schema_for!(PolicyCheck)),
+            ("skynet.policy.check.reply", schemars::schema_for!(PolicyCheckReply)),
+            ("skynet.memory.similar", schemars::schema_for!(SimilarQuery)),
+            ("skynet.memory.similar.reply", schemars::schema_for!(SimilarJobs)),
         ])
         .map(|(ty, schema)| {
             let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();

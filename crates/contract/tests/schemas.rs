@@ -8,11 +8,7 @@ fn checked_in_schemas_match_the_rust_types() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
     let bless = std::env::var_os("SKYNET_BLESS").is_some();
     let generated = skynet_contract::schema::all();
-    assert!(
-        generated.len() >= 20,
-        "expected a schema per event type, got {}",
-        generated.len()
-    );
+    assert!(generated.len() >= 20, "expected a schema per event type, got {}", generated.len());
     let mut drift = Vec::new();
     for (name, text) in &generated {
         let path = dir.join(name);
@@ -28,11 +24,7 @@ fn checked_in_schemas_match_the_rust_types() {
     }
     // A schema file whose type no longer exists is drift too.
     for entry in std::fs::read_dir(&dir).expect("schemas dir") {
-        let name = entry
-            .expect("entry")
-            .file_name()
-            .to_string_lossy()
-            .into_owned();
+        let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
         if name.ends_with(".json") && !generated.iter().any(|(n, _)| *n == name) {
             drift.push(format!("{name}: no Rust type generates it"));
         }

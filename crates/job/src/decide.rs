@@ -4,9 +4,8 @@
 //! `decide` can never emit an event the state machine would refuse.
 
 use skynet_contract::job::{
-    Approved, CancelRequested, Cancelled, Denied, Dispatched, Failed, JobEvent, Planned,
-    PlanningFailed, PolicyDecided, Requested, Scheduled, Stage, Started, StepFailed, StepOutput,
-    StepStarted, StepSucceeded, Succeeded, TimedOut,
+    Approved, CancelRequested, Cancelled, Denied, Dispatched, Failed, JobEvent, Planned, PlanningFailed, PolicyDecided,
+    Requested, Scheduled, Stage, Started, StepFailed, StepOutput, StepStarted, StepSucceeded, Succeeded, TimedOut,
 };
 use skynet_contract::{ExecSpec, Risk};
 
@@ -26,32 +25,19 @@ pub enum Command {
     DecidePolicy(PolicyDecided),
     /// A person approves. `phrase_required` is the ADMIN confirmation phrase from
     /// the policy's configuration; `confirmation` is what the approver typed.
-    Approve {
-        approver: String,
-        comment: Option<String>,
-        confirmation: Option<String>,
-        phrase_required: Option<String>,
-    },
+    Approve { approver: String, comment: Option<String>, confirmation: Option<String>, phrase_required: Option<String> },
     /// A person denies.
     Deny { by: String, reason: String },
     /// Record the execution spec (dispatcher).
     Dispatch(ExecSpec),
     /// Dispatch or scheduling failed.
-    Fail {
-        stage: Stage,
-        reason: String,
-        step: Option<u32>,
-    },
+    Fail { stage: Stage, reason: String, step: Option<u32> },
     /// Record the chosen provider (scheduler).
     Schedule(Scheduled),
     /// An executor takes the job under a new lease.
     Start { executor: String, lease: u64 },
     /// An executor begins a step.
-    StartStep {
-        step: u32,
-        executor: String,
-        lease: u64,
-    },
+    StartStep { step: u32, executor: String, lease: u64 },
     /// A chunk of live output.
     RecordOutput(StepOutput),
     /// A step ended well.
@@ -123,15 +109,7 @@ pub fn decide(state: Option<&Job>, cmd: Command) -> Result<Vec<JobEvent>, Reject
             vec![JobEvent::PlanningFailed(PlanningFailed { reason })]
         }
         (Some(_), C::DecidePolicy(d)) => vec![JobEvent::PolicyDecided(d)],
-        (
-            Some(job),
-            C::Approve {
-                approver,
-                comment,
-                confirmation,
-                phrase_required,
-            },
-        ) => {
+        (Some(job), C::Approve { approver, comment, confirmation, phrase_required }) => {
             if job.status != Status::AwaitingApproval {
                 return Err(Rejection::NotAwaitingApproval(job.status));
             }
@@ -152,45 +130,20 @@ pub fn decide(state: Option<&Job>, cmd: Command) -> Result<Vec<JobEvent>, Reject
             vec![JobEvent::Denied(Denied { by, reason })]
         }
         (Some(_), C::Dispatch(spec)) => vec![JobEvent::Dispatched(Dispatched { spec })],
-        (
-            Some(_),
-            C::Fail {
-                stage,
-                reason,
-                step,
-            },
-        ) => vec![JobEvent::Failed(Failed {
-            stage,
-            reason,
-            step,
-        })],
+        (Some(_), C::Fail { stage, reason, step }) => vec![JobEvent::Failed(Failed { stage, reason, step })],
         (Some(_), C::Schedule(s)) => vec![JobEvent::Scheduled(s)],
         (Some(_), C::Start { executor, lease }) => {
             vec![JobEvent::Started(Started { executor, lease })]
         }
-        (
-            Some(_),
-            C::StartStep {
-                step,
-                executor,
-                lease,
-            },
-        ) => {
-            vec![JobEvent::StepStarted(StepStarted {
-                step,
-                executor,
-                lease,
-            })]
+        (Some(_), C::StartStep { step, executor, lease }) => {
+            vec![JobEvent::StepStarted(StepStarted { step, executor, lease })]
         }
         (Some(_), C::RecordOutput(o)) => vec![JobEvent::StepOutput(o)],
         (Some(_), C::StepSucceeded(s)) => vec![JobEvent::StepSucceeded(s)],
         (Some(job), C::StepFailed(mut f)) => {
             // The spec, not the executor, says whether a failure is tolerated.
-            f.continue_on_error = job
-                .spec
-                .as_ref()
-                .and_then(|s| s.steps.get(f.step as usize))
-                .is_some_and(|s| s.continue_on_error);
+            f.continue_on_error =
+                job.spec.as_ref().and_then(|s| s.steps.get(f.step as usize)).is_some_and(|s| s.continue_on_error);
             vec![JobEvent::StepFailed(f)]
         }
         (Some(job), C::Finish) => finish(job)?,
@@ -213,20 +166,13 @@ pub fn decide(state: Option<&Job>, cmd: Command) -> Result<Vec<JobEvent>, Reject
 }
 
 fn not_planned(job: &Job) -> Result<(), Rejection> {
-    if job.status == Status::Requested {
-        Ok(())
-    } else {
-        Err(Rejection::AlreadyPlanned(job.status))
-    }
+    if job.status == Status::Requested { Ok(()) } else { Err(Rejection::AlreadyPlanned(job.status)) }
 }
 
 /// The outcome of a job whose executor has run every step it will run.
 fn finish(job: &Job) -> Result<Vec<JobEvent>, Rejection> {
-    if let Some((i, _)) = job
-        .steps
-        .iter()
-        .enumerate()
-        .find(|(_, s)| s.status == StepStatus::Failed && !s.continue_on_error)
+    if let Some((i, _)) =
+        job.steps.iter().enumerate().find(|(_, s)| s.status == StepStatus::Failed && !s.continue_on_error)
     {
         return Ok(vec![JobEvent::Failed(Failed {
             stage: Stage::Execution,
@@ -237,14 +183,7 @@ fn finish(job: &Job) -> Result<Vec<JobEvent>, Rejection> {
     if !job.all_steps_done() {
         return Err(Rejection::StepsUnfinished);
     }
-    let tolerated = job
-        .steps
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.status == StepStatus::Failed)
-        .map(|(i, _)| i as u32)
-        .collect();
-    Ok(vec![JobEvent::Succeeded(Succeeded {
-        tolerated_failures: tolerated,
-    })])
+    let tolerated =
+        job.steps.iter().enumerate().filter(|(_, s)| s.status == StepStatus::Failed).map(|(i, _)| i as u32).collect();
+    Ok(vec![JobEvent::Succeeded(Succeeded { tolerated_failures: tolerated })])
 }

@@ -15,30 +15,20 @@ pub enum IllegalTransition {
     NotOpened { event: JobEventKind },
     /// The event cannot follow the job's status.
     #[error("`{event:?}` cannot follow status `{}` of job {job}", status.as_str())]
-    Illegal {
-        job: JobId,
-        status: Status,
-        event: JobEventKind,
-    },
+    Illegal { job: JobId, status: Status, event: JobEventKind },
     /// A step event names a step the spec does not have.
     #[error("job {job} has no step {step} (it has {steps})")]
     NoSuchStep { job: JobId, step: u32, steps: usize },
     /// A step event from an executor whose lease is not the current one (fencing).
     #[error("job {job}: lease {got} is not the current lease {current:?}")]
-    StaleLease {
-        job: JobId,
-        got: u64,
-        current: Option<u64>,
-    },
+    StaleLease { job: JobId, got: u64, current: Option<u64> },
     /// The same approver approved twice.
     #[error("job {job}: {approver} already approved")]
     DuplicateApprover { job: JobId, approver: String },
 }
 
 /// Replays a job's events from the beginning. `None` for an empty history.
-pub fn replay<'a>(
-    events: impl IntoIterator<Item = &'a JobEvent>,
-) -> Result<Option<Job>, IllegalTransition> {
+pub fn replay<'a>(events: impl IntoIterator<Item = &'a JobEvent>) -> Result<Option<Job>, IllegalTransition> {
     let mut state = None;
     for e in events {
         state = Some(evolve(state, e)?);
@@ -53,18 +43,12 @@ pub fn evolve(state: Option<Job>, event: &JobEvent) -> Result<Job, IllegalTransi
     let Some(mut job) = state else {
         return match event {
             JobEvent::Requested(r) => Ok(open(r.clone())),
-            other => Err(IllegalTransition::NotOpened {
-                event: other.kind(),
-            }),
+            other => Err(IllegalTransition::NotOpened { event: other.kind() }),
         };
     };
     use JobEvent as E;
     use Status as S;
-    let illegal = |job: &Job| IllegalTransition::Illegal {
-        job: job.id,
-        status: job.status,
-        event: event.kind(),
-    };
+    let illegal = |job: &Job| IllegalTransition::Illegal { job: job.id, status: job.status, event: event.kind() };
     let next = match (job.status, event) {
         (s, _) if s.is_terminal() => return Err(illegal(&job)),
         (S::Requested, E::Planned(p)) => {
@@ -84,21 +68,11 @@ pub fn evolve(state: Option<Job>, event: &JobEvent) -> Result<Job, IllegalTransi
         }
         (S::AwaitingApproval, E::Approved(a)) => {
             if job.approvers.contains(&a.approver) {
-                return Err(IllegalTransition::DuplicateApprover {
-                    job: job.id,
-                    approver: a.approver.clone(),
-                });
+                return Err(IllegalTransition::DuplicateApprover { job: job.id, approver: a.approver.clone() });
             }
             job.approvers.push(a.approver.clone());
-            let needed = job
-                .policy
-                .as_ref()
-                .map_or(1, |p| p.approvals_required.max(1));
-            if job.approvers.len() >= usize::from(needed) {
-                S::Approved
-            } else {
-                S::AwaitingApproval
-            }
+            let needed = job.policy.as_ref().map_or(1, |p| p.approvals_required.max(1));
+            if job.approvers.len() >= usize::from(needed) { S::Approved } else { S::AwaitingApproval }
         }
         (S::AwaitingApproval, E::Denied(_)) => S::Denied,
         (S::Approved, E::Dispatched(d)) => {
@@ -123,11 +97,7 @@ pub fn evolve(state: Option<Job>, event: &JobEvent) -> Result<Job, IllegalTransi
         // A second `started` is a new executor taking over after the old lease expired.
         (S::Scheduled | S::Running, E::Started(s)) => {
             if let Some(cur) = job.lease_token().filter(|cur| s.lease <= *cur) {
-                return Err(IllegalTransition::StaleLease {
-                    job: job.id,
-                    got: s.lease,
-                    current: Some(cur),
-                });
+                return Err(IllegalTransition::StaleLease { job: job.id, got: s.lease, current: Some(cur) });
             }
             job.lease = Some((s.executor.clone(), s.lease));
             S::Running
@@ -196,21 +166,11 @@ fn open(r: skynet_contract::job::Requested) -> Job {
 fn check_lease(job: &Job, lease: u64) -> Result<(), IllegalTransition> {
     match job.lease_token() {
         Some(cur) if cur == lease => Ok(()),
-        current => Err(IllegalTransition::StaleLease {
-            job: job.id,
-            got: lease,
-            current,
-        }),
+        current => Err(IllegalTransition::StaleLease { job: job.id, got: lease, current }),
     }
 }
 
 fn step_mut(job: &mut Job, step: u32) -> Result<&mut StepState, IllegalTransition> {
     let (id, steps) = (job.id, job.steps.len());
-    job.steps
-        .get_mut(step as usize)
-        .ok_or(IllegalTransition::NoSuchStep {
-            job: id,
-            step,
-            steps,
-        })
+    job.steps.get_mut(step as usize).ok_or(IllegalTransition::NoSuchStep { job: id, step, steps })
 }

@@ -54,14 +54,7 @@ impl Status {
 
     /// A terminal status admits no further event.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Status::Succeeded
-                | Status::Failed
-                | Status::Denied
-                | Status::Cancelled
-                | Status::TimedOut
-        )
+        matches!(self, Status::Succeeded | Status::Failed | Status::Denied | Status::Cancelled | Status::TimedOut)
     }
 
     /// The stable lower-case name used in read models and APIs.
@@ -124,10 +117,9 @@ pub struct Job {
 impl Job {
     /// Whether every step has finished and none failed untolerated.
     pub fn all_steps_done(&self) -> bool {
-        self.steps.iter().all(|s| {
-            s.status == StepStatus::Succeeded
-                || (s.status == StepStatus::Failed && s.continue_on_error)
-        })
+        self.steps
+            .iter()
+            .all(|s| s.status == StepStatus::Succeeded || (s.status == StepStatus::Failed && s.continue_on_error))
     }
 
     /// The current lease's fencing token.

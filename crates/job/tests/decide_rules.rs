@@ -27,79 +27,41 @@ fn finished_jobs_cannot_be_cancelled_denied_or_approved() {
     for status in Status::ALL.into_iter().filter(|s| s.is_terminal()) {
         let job = job_in(status);
         for cmd in [
-            Command::Cancel {
-                by: "a".into(),
-                reason: "r".into(),
-            },
-            Command::Deny {
-                by: "a".into(),
-                reason: "r".into(),
-            },
+            Command::Cancel { by: "a".into(), reason: "r".into() },
+            Command::Deny { by: "a".into(), reason: "r".into() },
             approve("a", Some("execute")),
         ] {
-            assert_eq!(
-                decide(Some(&job), cmd),
-                Err(Rejection::AlreadyFinished(status)),
-                "{status:?}"
-            );
+            assert_eq!(decide(Some(&job), cmd), Err(Rejection::AlreadyFinished(status)), "{status:?}");
         }
     }
 }
 
 #[test]
 fn only_a_job_awaiting_approval_can_be_approved_or_denied() {
-    for status in Status::ALL
-        .into_iter()
-        .filter(|s| !s.is_terminal() && *s != Status::AwaitingApproval)
-    {
+    for status in Status::ALL.into_iter().filter(|s| !s.is_terminal() && *s != Status::AwaitingApproval) {
         let job = job_in(status);
-        assert_eq!(
-            decide(Some(&job), approve("a", None)),
-            Err(Rejection::NotAwaitingApproval(status))
-        );
-        let deny = Command::Deny {
-            by: "a".into(),
-            reason: "r".into(),
-        };
-        assert_eq!(
-            decide(Some(&job), deny),
-            Err(Rejection::NotAwaitingApproval(status))
-        );
+        assert_eq!(decide(Some(&job), approve("a", None)), Err(Rejection::NotAwaitingApproval(status)));
+        let deny = Command::Deny { by: "a".into(), reason: "r".into() };
+        assert_eq!(decide(Some(&job), deny), Err(Rejection::NotAwaitingApproval(status)));
     }
     let waiting = job_in(Status::AwaitingApproval);
-    assert_eq!(
-        kinds(&decide(Some(&waiting), approve("a", None)).expect("approve")),
-        [JobEventKind::Approved]
-    );
+    assert_eq!(kinds(&decide(Some(&waiting), approve("a", None)).expect("approve")), [JobEventKind::Approved]);
 }
 
 #[test]
 fn a_job_is_planned_once() {
     let planned = job_in(Status::Planned);
     let again = Command::FailPlanning { reason: "x".into() };
-    assert_eq!(
-        decide(Some(&planned), again),
-        Err(Rejection::AlreadyPlanned(Status::Planned))
-    );
+    assert_eq!(decide(Some(&planned), again), Err(Rejection::AlreadyPlanned(Status::Planned)));
 }
 
 #[test]
 fn admin_approval_needs_the_phrase_and_two_approvers_when_configured() {
     // An ADMIN job waiting for two approvers.
     let mut job = job_in(Status::Planned);
-    job = evolve(
-        Some(job),
-        &JobEvent::PolicyDecided(policy(Risk::Admin, true, true, 2)),
-    )
-    .expect("decided");
-    assert_eq!(
-        decide(Some(&job), approve("a", None)),
-        Err(Rejection::ConfirmationRequired)
-    );
-    assert_eq!(
-        decide(Some(&job), approve("a", Some("yes"))),
-        Err(Rejection::ConfirmationMismatch)
-    );
+    job = evolve(Some(job), &JobEvent::PolicyDecided(policy(Risk::Admin, true, true, 2))).expect("decided");
+    assert_eq!(decide(Some(&job), approve("a", None)), Err(Rejection::ConfirmationRequired));
+    assert_eq!(decide(Some(&job), approve("a", Some("yes"))), Err(Rejection::ConfirmationMismatch));
     let first = decide(Some(&job), approve("a", Some("execute"))).expect("first approval");
     job = evolve(Some(job), &first[0]).expect("apply");
     assert_eq!(job.status, Status::AwaitingApproval, "one of two approvals");
@@ -113,10 +75,7 @@ fn admin_approval_needs_the_phrase_and_two_approvers_when_configured() {
 
 #[test]
 fn cancel_stops_a_waiting_job_at_once_and_asks_a_running_one() {
-    let cancel = || Command::Cancel {
-        by: "a".into(),
-        reason: "r".into(),
-    };
+    let cancel = || Command::Cancel { by: "a".into(), reason: "r".into() };
     for status in [
         Status::Requested,
         Status::Planned,
@@ -125,19 +84,13 @@ fn cancel_stops_a_waiting_job_at_once_and_asks_a_running_one() {
         Status::Dispatched,
         Status::Scheduled,
     ] {
-        assert_eq!(
-            kinds(&decide(Some(&job_in(status)), cancel()).expect("cancel")),
-            [JobEventKind::Cancelled]
-        );
+        assert_eq!(kinds(&decide(Some(&job_in(status)), cancel()).expect("cancel")), [JobEventKind::Cancelled]);
     }
     assert_eq!(
         kinds(&decide(Some(&job_in(Status::Running)), cancel()).expect("cancel")),
         [JobEventKind::CancelRequested]
     );
-    assert_eq!(
-        decide(Some(&job_in(Status::Cancelling)), cancel()),
-        Err(Rejection::AlreadyCancelling)
-    );
+    assert_eq!(decide(Some(&job_in(Status::Cancelling)), cancel()), Err(Rejection::AlreadyCancelling));
 }
 
 #[test]
@@ -145,24 +98,15 @@ fn opening_needs_an_intent_and_happens_once() {
     let mut r = requested();
     r.intent = "   ".into();
     assert_eq!(decide(None, Command::Open(r)), Err(Rejection::EmptyIntent));
-    assert_eq!(
-        kinds(&decide(None, Command::Open(requested())).expect("open")),
-        [JobEventKind::Requested]
-    );
-    assert_eq!(
-        decide(Some(&job_in(Status::Requested)), Command::Open(requested())),
-        Err(Rejection::AlreadyExists)
-    );
+    assert_eq!(kinds(&decide(None, Command::Open(requested())).expect("open")), [JobEventKind::Requested]);
+    assert_eq!(decide(Some(&job_in(Status::Requested)), Command::Open(requested())), Err(Rejection::AlreadyExists));
     assert_eq!(decide(None, Command::Finish), Err(Rejection::NoSuchJob));
 }
 
 #[test]
 fn finish_fails_on_an_untolerated_step_failure_and_succeeds_otherwise() {
     let running = job_in(Status::Running);
-    assert_eq!(
-        decide(Some(&running), Command::Finish),
-        Err(Rejection::StepsUnfinished)
-    );
+    assert_eq!(decide(Some(&running), Command::Finish), Err(Rejection::StepsUnfinished));
 
     let failed = StepFailed {
         step: 0,
@@ -177,36 +121,17 @@ fn finish_fails_on_an_untolerated_step_failure_and_succeeds_otherwise() {
     // The spec says the step is not continue-on-error, whatever the executor claimed.
     assert!(matches!(&ev[0], JobEvent::StepFailed(f) if !f.continue_on_error));
     let after = evolve(Some(running.clone()), &ev[0]).expect("apply");
-    assert_eq!(
-        kinds(&decide(Some(&after), Command::Finish).expect("finish")),
-        [JobEventKind::Failed]
-    );
+    assert_eq!(kinds(&decide(Some(&after), Command::Finish).expect("finish")), [JobEventKind::Failed]);
 
-    let ok = StepSucceeded {
-        step: 0,
-        exit_code: 0,
-        duration_ms: 5,
-        output_ref: None,
-        lease: 1,
-    };
+    let ok = StepSucceeded { step: 0, exit_code: 0, duration_ms: 5, output_ref: None, lease: 1 };
     let ev = decide(Some(&running), Command::StepSucceeded(ok)).expect("record success");
     let after = evolve(Some(running), &ev[0]).expect("apply");
-    assert_eq!(
-        kinds(&decide(Some(&after), Command::Finish).expect("finish")),
-        [JobEventKind::Succeeded]
-    );
+    assert_eq!(kinds(&decide(Some(&after), Command::Finish).expect("finish")), [JobEventKind::Succeeded]);
 }
 
 #[test]
 fn decide_never_emits_what_evolve_refuses() {
     let scheduled = job_in(Status::Scheduled);
-    let step = Command::StartStep {
-        step: 0,
-        executor: "x".into(),
-        lease: 1,
-    };
-    assert!(matches!(
-        decide(Some(&scheduled), step),
-        Err(Rejection::Illegal(_))
-    ));
+    let step = Command::StartStep { step: 0, executor: "x".into(), lease: 1 };
+    assert!(matches!(decide(Some(&scheduled), step), Err(Rejection::Illegal(_))));
 }

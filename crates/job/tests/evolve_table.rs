@@ -53,28 +53,18 @@ fn every_status_event_pair_is_a_listed_transition_or_a_typed_error() {
     for status in S::ALL {
         for kind in K::ALL {
             let job = job_in(status);
-            let expected = TABLE
-                .iter()
-                .find(|(f, k, _)| *f == status && k == kind)
-                .map(|(_, _, t)| *t);
+            let expected = TABLE.iter().find(|(f, k, _)| *f == status && k == kind).map(|(_, _, t)| *t);
             let got = evolve(Some(job.clone()), &sample(*kind));
             match (expected, got) {
                 (Some(to), Ok(next)) => {
                     assert_eq!(next.status, to, "{status:?} + {kind:?}");
-                    assert_eq!(
-                        next.version,
-                        job.version + 1,
-                        "{status:?} + {kind:?} bumps the version"
-                    );
+                    assert_eq!(next.version, job.version + 1, "{status:?} + {kind:?} bumps the version");
                 }
                 (None, Err(_)) => {}
                 (Some(to), Err(e)) => {
                     panic!("{status:?} + {kind:?} should go to {to:?}, got error {e}")
                 }
-                (None, Ok(next)) => panic!(
-                    "{status:?} + {kind:?} should be illegal, went to {:?}",
-                    next.status
-                ),
+                (None, Ok(next)) => panic!("{status:?} + {kind:?} should be illegal, went to {:?}", next.status),
             }
             checked += 1;
         }
@@ -91,10 +81,7 @@ fn only_requested_opens_a_job() {
             assert_eq!(job.status, S::Requested);
             assert_eq!(job.id, skynet_contract::JobId::for_request("test", "1"));
         } else {
-            assert_eq!(
-                got.expect_err("must be refused"),
-                IllegalTransition::NotOpened { event: *kind }
-            );
+            assert_eq!(got.expect_err("must be refused"), IllegalTransition::NotOpened { event: *kind });
         }
     }
 }
@@ -104,10 +91,7 @@ fn terminal_states_refuse_everything() {
     for status in S::ALL.into_iter().filter(|s| s.is_terminal()) {
         for kind in K::ALL {
             let err = evolve(Some(job_in(status)), &sample(*kind)).expect_err("terminal");
-            assert!(
-                matches!(err, IllegalTransition::Illegal { .. }),
-                "{status:?} + {kind:?}: {err}"
-            );
+            assert!(matches!(err, IllegalTransition::Illegal { .. }), "{status:?} + {kind:?}: {err}");
         }
     }
 }
@@ -116,53 +100,24 @@ fn terminal_states_refuse_everything() {
 fn step_results_from_a_stale_lease_are_fenced_off() {
     use skynet_contract::job::{JobEvent, Started, StepSucceeded};
     let running = job_in(S::Running);
-    let taken_over = evolve(
-        Some(running),
-        &JobEvent::Started(Started {
-            executor: "x2".into(),
-            lease: 2,
-        }),
-    )
-    .expect("takeover");
-    let stale = JobEvent::StepSucceeded(StepSucceeded {
-        step: 0,
-        exit_code: 0,
-        duration_ms: 1,
-        output_ref: None,
-        lease: 1,
-    });
+    let taken_over =
+        evolve(Some(running), &JobEvent::Started(Started { executor: "x2".into(), lease: 2 })).expect("takeover");
+    let stale =
+        JobEvent::StepSucceeded(StepSucceeded { step: 0, exit_code: 0, duration_ms: 1, output_ref: None, lease: 1 });
     assert!(matches!(
         evolve(Some(taken_over.clone()), &stale),
-        Err(IllegalTransition::StaleLease {
-            got: 1,
-            current: Some(2),
-            ..
-        })
+        Err(IllegalTransition::StaleLease { got: 1, current: Some(2), .. })
     ));
-    let older = JobEvent::Started(Started {
-        executor: "x3".into(),
-        lease: 2,
-    });
-    assert!(matches!(
-        evolve(Some(taken_over), &older),
-        Err(IllegalTransition::StaleLease { .. })
-    ));
+    let older = JobEvent::Started(Started { executor: "x3".into(), lease: 2 });
+    assert!(matches!(evolve(Some(taken_over), &older), Err(IllegalTransition::StaleLease { .. })));
 }
 
 #[test]
 fn step_events_for_missing_steps_are_refused() {
     use skynet_contract::job::{JobEvent, StepStarted};
-    let e = JobEvent::StepStarted(StepStarted {
-        step: 7,
-        executor: "x1".into(),
-        lease: 1,
-    });
+    let e = JobEvent::StepStarted(StepStarted { step: 7, executor: "x1".into(), lease: 1 });
     assert!(matches!(
         evolve(Some(job_in(S::Running)), &e),
-        Err(IllegalTransition::NoSuchStep {
-            step: 7,
-            steps: 1,
-            ..
-        })
+        Err(IllegalTransition::NoSuchStep { step: 7, steps: 1, .. })
     ));
 }

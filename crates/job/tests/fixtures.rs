@@ -81,29 +81,15 @@ pub fn history(status: Status) -> Vec<JobEvent> {
         Status::Cancelling,
     ];
     let push = |h: &mut Vec<JobEvent>, s: Status| match s {
-        Status::Planned => h.push(E::Planned(Planned {
-            plan: plan(Risk::Write),
-            planner: "rules".into(),
-            fallback_reason: None,
-        })),
+        Status::Planned => {
+            h.push(E::Planned(Planned { plan: plan(Risk::Write), planner: "rules".into(), fallback_reason: None }))
+        }
         Status::AwaitingApproval => h.push(E::PolicyDecided(policy(Risk::Write, true, true, 1))),
-        Status::Approved => h.push(E::Approved(Approved {
-            approver: "bob".into(),
-            comment: None,
-        })),
+        Status::Approved => h.push(E::Approved(Approved { approver: "bob".into(), comment: None })),
         Status::Dispatched => h.push(E::Dispatched(Dispatched { spec: spec() })),
-        Status::Scheduled => h.push(E::Scheduled(Scheduled {
-            provider: "mock".into(),
-            scores: vec![],
-        })),
-        Status::Running => h.push(E::Started(Started {
-            executor: "x1".into(),
-            lease: 1,
-        })),
-        Status::Cancelling => h.push(E::CancelRequested(CancelRequested {
-            by: "a".into(),
-            reason: "r".into(),
-        })),
+        Status::Scheduled => h.push(E::Scheduled(Scheduled { provider: "mock".into(), scores: vec![] })),
+        Status::Running => h.push(E::Started(Started { executor: "x1".into(), lease: 1 })),
+        Status::Cancelling => h.push(E::CancelRequested(CancelRequested { by: "a".into(), reason: "r".into() })),
         _ => {}
     };
     match status {
@@ -112,11 +98,7 @@ pub fn history(status: Status) -> Vec<JobEvent> {
             for s in &path[..6] {
                 push(&mut h, *s);
             }
-            h.push(E::StepStarted(StepStarted {
-                step: 0,
-                executor: "x1".into(),
-                lease: 1,
-            }));
+            h.push(E::StepStarted(StepStarted { step: 0, executor: "x1".into(), lease: 1 }));
             h.push(E::StepSucceeded(StepSucceeded {
                 step: 0,
                 exit_code: 0,
@@ -124,28 +106,19 @@ pub fn history(status: Status) -> Vec<JobEvent> {
                 output_ref: None,
                 lease: 1,
             }));
-            h.push(E::Succeeded(Succeeded {
-                tolerated_failures: vec![],
-            }));
+            h.push(E::Succeeded(Succeeded { tolerated_failures: vec![] }));
         }
         Status::Failed => h.push(E::PlanningFailed(PlanningFailed { reason: "x".into() })),
         Status::Denied => {
             push(&mut h, Status::Planned);
             h.push(E::PolicyDecided(policy(Risk::Blocked, false, false, 0)));
         }
-        Status::Cancelled => h.push(E::Cancelled(Cancelled {
-            by: "a".into(),
-            reason: "r".into(),
-        })),
+        Status::Cancelled => h.push(E::Cancelled(Cancelled { by: "a".into(), reason: "r".into() })),
         Status::TimedOut => {
             for s in &path[..6] {
                 push(&mut h, *s);
             }
-            h.push(E::TimedOut(TimedOut {
-                scope: TimeoutScope::Job,
-                step: None,
-                limit_secs: 1,
-            }));
+            h.push(E::TimedOut(TimedOut { scope: TimeoutScope::Job, step: None, limit_secs: 1 }));
         }
         target => {
             for s in path {
@@ -160,9 +133,7 @@ pub fn history(status: Status) -> Vec<JobEvent> {
 }
 
 pub fn job_in(status: Status) -> Job {
-    let job = replay(&history(status))
-        .expect("history replays")
-        .expect("job exists");
+    let job = replay(&history(status)).expect("history replays").expect("job exists");
     assert_eq!(job.status, status, "fixture history for {status:?}");
     job
 }
@@ -173,50 +144,23 @@ pub fn sample(kind: JobEventKind) -> JobEvent {
     use JobEventKind as K;
     match kind {
         K::Requested => E::Requested(requested()),
-        K::Planned => E::Planned(Planned {
-            plan: plan(Risk::ReadOnly),
-            planner: "rules".into(),
-            fallback_reason: None,
-        }),
-        K::PlanningFailed => E::PlanningFailed(PlanningFailed {
-            reason: "no".into(),
-        }),
+        K::Planned => {
+            E::Planned(Planned { plan: plan(Risk::ReadOnly), planner: "rules".into(), fallback_reason: None })
+        }
+        K::PlanningFailed => E::PlanningFailed(PlanningFailed { reason: "no".into() }),
         K::PolicyDecided => E::PolicyDecided(policy(Risk::ReadOnly, true, false, 0)),
-        K::Approved => E::Approved(Approved {
-            approver: "carol".into(),
-            comment: None,
-        }),
-        K::Denied => E::Denied(Denied {
-            by: "carol".into(),
-            reason: "no".into(),
-        }),
+        K::Approved => E::Approved(Approved { approver: "carol".into(), comment: None }),
+        K::Denied => E::Denied(Denied { by: "carol".into(), reason: "no".into() }),
         K::Dispatched => E::Dispatched(Dispatched { spec: spec() }),
-        K::Scheduled => E::Scheduled(Scheduled {
-            provider: "mock".into(),
-            scores: vec![],
-        }),
-        K::Started => E::Started(Started {
-            executor: "x2".into(),
-            lease: 2,
-        }),
-        K::StepStarted => E::StepStarted(StepStarted {
-            step: 0,
-            executor: "x1".into(),
-            lease: 1,
-        }),
-        K::StepOutput => E::StepOutput(StepOutput {
-            step: 0,
-            stream: OutputStream::Stdout,
-            seq: 0,
-            chunk: "hi".into(),
-        }),
-        K::StepSucceeded => E::StepSucceeded(StepSucceeded {
-            step: 0,
-            exit_code: 0,
-            duration_ms: 1,
-            output_ref: None,
-            lease: 1,
-        }),
+        K::Scheduled => E::Scheduled(Scheduled { provider: "mock".into(), scores: vec![] }),
+        K::Started => E::Started(Started { executor: "x2".into(), lease: 2 }),
+        K::StepStarted => E::StepStarted(StepStarted { step: 0, executor: "x1".into(), lease: 1 }),
+        K::StepOutput => {
+            E::StepOutput(StepOutput { step: 0, stream: OutputStream::Stdout, seq: 0, chunk: "hi".into() })
+        }
+        K::StepSucceeded => {
+            E::StepSucceeded(StepSucceeded { step: 0, exit_code: 0, duration_ms: 1, output_ref: None, lease: 1 })
+        }
         K::StepFailed => E::StepFailed(StepFailed {
             step: 0,
             exit_code: Some(1),
@@ -226,26 +170,10 @@ pub fn sample(kind: JobEventKind) -> JobEvent {
             output_ref: None,
             lease: 1,
         }),
-        K::Succeeded => E::Succeeded(Succeeded {
-            tolerated_failures: vec![],
-        }),
-        K::Failed => E::Failed(Failed {
-            stage: Stage::Execution,
-            reason: "x".into(),
-            step: None,
-        }),
-        K::CancelRequested => E::CancelRequested(CancelRequested {
-            by: "a".into(),
-            reason: "r".into(),
-        }),
-        K::Cancelled => E::Cancelled(Cancelled {
-            by: "a".into(),
-            reason: "r".into(),
-        }),
-        K::TimedOut => E::TimedOut(TimedOut {
-            scope: TimeoutScope::Job,
-            step: None,
-            limit_secs: 1,
-        }),
+        K::Succeeded => E::Succeeded(Succeeded { tolerated_failures: vec![] }),
+        K::Failed => E::Failed(Failed { stage: Stage::Execution, reason: "x".into(), step: None }),
+        K::CancelRequested => E::CancelRequested(CancelRequested { by: "a".into(), reason: "r".into() }),
+        K::Cancelled => E::Cancelled(Cancelled { by: "a".into(), reason: "r".into() }),
+        K::TimedOut => E::TimedOut(TimedOut { scope: TimeoutScope::Job, step: None, limit_secs: 1 }),
     }
 }

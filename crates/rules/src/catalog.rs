@@ -17,18 +17,8 @@ pub struct Action {
     pub action_timeout_secs: u64,
 }
 
-const fn a(
-    name: &'static str,
-    required: &'static [&'static str],
-    step: u64,
-    action: u64,
-) -> Action {
-    Action {
-        name,
-        required,
-        step_timeout_secs: step,
-        action_timeout_secs: action,
-    }
+const fn a(name: &'static str, required: &'static [&'static str], step: u64, action: u64) -> Action {
+    Action { name, required, step_timeout_secs: step, action_timeout_secs: action }
 }
 
 const WD: &[&str] = &["working_dir"];
@@ -83,16 +73,8 @@ mod tests {
     fn names_are_unique_lowercase_and_timeouts_positive() {
         for (i, x) in ACTIONS.iter().enumerate() {
             assert_eq!(x.name, x.name.to_ascii_lowercase());
-            assert!(
-                x.step_timeout_secs > 0 && x.action_timeout_secs > 0,
-                "{}",
-                x.name
-            );
-            assert!(
-                ACTIONS[i + 1..].iter().all(|y| y.name != x.name),
-                "{} twice",
-                x.name
-            );
+            assert!(x.step_timeout_secs > 0 && x.action_timeout_secs > 0, "{}", x.name);
+            assert!(ACTIONS[i + 1..].iter().all(|y| y.name != x.name), "{} twice", x.name);
         }
         assert_eq!(action("git_status").map(|a| a.step_timeout_secs), Some(90));
         assert!(action("shell_exec").is_none());

@@ -9,10 +9,8 @@
 /// Rules are tried in order; the first match wins.
 pub fn map_step(title: &str, description: &str) -> Option<&'static str> {
     let text = format!("{title} {description}").to_lowercase();
-    let words: Vec<&str> = text
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words: Vec<&str> =
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).collect();
     let has = |w: &str| words.contains(&w);
     let any = |ws: &[&str]| ws.iter().any(|w| has(w));
     let rules: &[(bool, &'static str)] = &[
@@ -21,47 +19,21 @@ pub fn map_step(title: &str, description: &str) -> Option<&'static str> {
         (has("git") && any(&["diff", "diffs", "changes"]), "git_diff"),
         (has("git") && any(&["log", "history", "commits"]), "git_log"),
         (has("git") && any(&["pull", "fetch", "update"]), "git_pull"),
+        (any(&["deploy", "deployment", "production"]), "docker_compose_up"),
+        (any(&["pytest", "unittest", "test", "tests", "testing"]), "run_tests"),
+        (any(&["lint", "linter", "linting", "ruff", "clippy"]), "lint_project"),
         (
-            any(&["deploy", "deployment", "production"]),
-            "docker_compose_up",
-        ),
-        (
-            any(&["pytest", "unittest", "test", "tests", "testing"]),
-            "run_tests",
-        ),
-        (
-            any(&["lint", "linter", "linting", "ruff", "clippy"]),
-            "lint_project",
-        ),
-        (
-            has("install")
-                && any(&[
-                    "dependency",
-                    "dependencies",
-                    "deps",
-                    "package",
-                    "packages",
-                    "requirements",
-                ]),
+            has("install") && any(&["dependency", "dependencies", "deps", "package", "packages", "requirements"]),
             "install_dependencies",
         ),
         (has("docker") && has("build"), "docker_build"),
         (any(&["build", "compile"]), "build_project"),
         (any(&["disk", "df"]), "check_disk_space"),
         (any(&["memory", "ram"]) && !has("git"), "check_memory"),
-        (
-            any(&["read", "cat", "show", "print", "view"]) && any(&["file", "readme", "contents"]),
-            "file_read",
-        ),
-        (
-            any(&["list", "ls"]) || (has("files") && !any(&["read", "write"])),
-            "list_directory",
-        ),
+        (any(&["read", "cat", "show", "print", "view"]) && any(&["file", "readme", "contents"]), "file_read"),
+        (any(&["list", "ls"]) || (has("files") && !any(&["read", "write"])), "list_directory"),
     ];
-    rules
-        .iter()
-        .find(|(hit, _)| *hit)
-        .map(|(_, action)| *action)
+    rules.iter().find(|(hit, _)| *hit).map(|(_, action)| *action)
 }
 
 #[cfg(test)]
@@ -78,11 +50,7 @@ mod tests {
             ("Deploy to production", "", Some("docker_compose_up")),
             ("Push", "git push origin main", Some("git_push")),
             ("Lint", "run ruff", Some("lint_project")),
-            (
-                "Docker image",
-                "docker build -t app .",
-                Some("docker_build"),
-            ),
+            ("Docker image", "docker build -t app .", Some("docker_build")),
             ("Show changes", "git diff", Some("git_diff")),
             ("Recent history", "git log", Some("git_log")),
             ("Update", "git pull", Some("git_pull")),

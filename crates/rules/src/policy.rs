@@ -110,29 +110,20 @@ impl PolicyRules {
     /// The compiled-in defaults.
     pub fn defaults() -> PolicyRules {
         // The default file is checked by a unit test; it cannot fail to parse.
-        Self::from_toml(DEFAULT_RULES, "config/policy.toml (built in)")
-            .unwrap_or_else(|e| panic!("{e}"))
+        Self::from_toml(DEFAULT_RULES, "config/policy.toml (built in)").unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Loads and validates `path`.
     pub fn load(path: &Path) -> Result<PolicyRules, RulesError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read { path: path.into(), source })?;
         Self::from_toml(&text, &path.display().to_string())
     }
 
     /// Parses and validates rules text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<PolicyRules, RulesError> {
-        let rules: PolicyRules = toml::from_str(text).map_err(|source| RulesError::Parse {
-            origin: origin.to_owned(),
-            source,
-        })?;
-        rules.validate().map_err(|problem| RulesError::Invalid {
-            origin: origin.to_owned(),
-            problem,
-        })?;
+        let rules: PolicyRules =
+            toml::from_str(text).map_err(|source| RulesError::Parse { origin: origin.to_owned(), source })?;
+        rules.validate().map_err(|problem| RulesError::Invalid { origin: origin.to_owned(), problem })?;
         Ok(rules)
     }
 
@@ -141,59 +132,34 @@ impl PolicyRules {
             return Err("approval.confirmation_phrase must not be empty".into());
         }
         if !(1..=5).contains(&self.approval.admin_approvers) {
-            return Err(format!(
-                "approval.admin_approvers must be 1..=5, not {}",
-                self.approval.admin_approvers
-            ));
+            return Err(format!("approval.admin_approvers must be 1..=5, not {}", self.approval.admin_approvers));
         }
         if self.approval.timeout_secs == 0 {
             return Err("approval.timeout_secs must be positive".into());
         }
         if self.risk.unknown_action == Risk::ReadOnly {
-            return Err(
-                "risk.unknown_action must not be READ_ONLY: unknown actions would run unapproved"
-                    .into(),
-            );
+            return Err("risk.unknown_action must not be READ_ONLY: unknown actions would run unapproved".into());
         }
         for name in self.risk.blocked.iter().chain(self.risk.actions.keys()) {
-            if name.is_empty()
-                || name
-                    .chars()
-                    .any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
-            {
-                return Err(format!(
-                    "action name {name:?} must be lower-case letters, digits and '_'"
-                ));
+            if name.is_empty() || name.chars().any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')) {
+                return Err(format!("action name {name:?} must be lower-case letters, digits and '_'"));
             }
         }
-        if let Some(both) = self
-            .risk
-            .blocked
-            .iter()
-            .find(|b| self.risk.actions.contains_key(*b))
-        {
-            return Err(format!(
-                "action {both:?} is both blocked and in risk.actions"
-            ));
+        if let Some(both) = self.risk.blocked.iter().find(|b| self.risk.actions.contains_key(*b)) {
+            return Err(format!("action {both:?} is both blocked and in risk.actions"));
         }
         if let Some((name, _)) = self.risk.actions.iter().find(|(_, r)| **r == Risk::Blocked) {
-            return Err(format!(
-                "risk.actions.{name} = BLOCKED: list it in risk.blocked instead"
-            ));
+            return Err(format!("risk.actions.{name} = BLOCKED: list it in risk.blocked instead"));
         }
         if self.sandbox.allowed_roots.is_empty() {
             return Err("sandbox.allowed_roots must name at least one directory".into());
         }
-        let limits = std::iter::once(Limit {
-            per_minute: self.rate_limits.per_minute,
-            per_hour: self.rate_limits.per_hour,
-        })
-        .chain(self.rate_limits.requesters.values().copied());
+        let limits =
+            std::iter::once(Limit { per_minute: self.rate_limits.per_minute, per_hour: self.rate_limits.per_hour })
+                .chain(self.rate_limits.requesters.values().copied());
         for l in limits {
             if l.per_minute == 0 || l.per_hour < l.per_minute {
-                return Err(format!(
-                    "rate limit {l:?}: per_minute must be > 0 and per_hour >= per_minute"
-                ));
+                return Err(format!("rate limit {l:?}: per_minute must be > 0 and per_hour >= per_minute"));
             }
         }
         Ok(())
@@ -206,11 +172,7 @@ impl PolicyRules {
         if self.risk.blocked.contains(&name) {
             Risk::Blocked
         } else {
-            self.risk
-                .actions
-                .get(&name)
-                .copied()
-                .unwrap_or(self.risk.unknown_action)
+            self.risk.actions.get(&name).copied().unwrap_or(self.risk.unknown_action)
         }
     }
 
@@ -224,11 +186,7 @@ impl PolicyRules {
 
     /// Distinct approvers a plan of this risk needs.
     pub fn approvals_required(&self, risk: Risk) -> u8 {
-        if risk >= Risk::Admin {
-            self.approval.admin_approvers
-        } else {
-            1
-        }
+        if risk >= Risk::Admin { self.approval.admin_approvers } else { 1 }
     }
 
     /// The predecessor's single-action check (§2.6), case-insensitive: an action
@@ -263,10 +221,7 @@ impl PolicyRules {
             .requesters
             .get(requester)
             .copied()
-            .unwrap_or(Limit {
-                per_minute: self.rate_limits.per_minute,
-                per_hour: self.rate_limits.per_hour,
-            })
+            .unwrap_or(Limit { per_minute: self.rate_limits.per_minute, per_hour: self.rate_limits.per_hour })
     }
 
     /// Checks a working directory against the sandbox.
@@ -299,20 +254,8 @@ mod tests {
             assert_eq!(r.classify(action), want, "{action}");
         }
         assert_eq!(r.approval.confirmation_phrase, "execute");
-        assert_eq!(
-            r.rate_limit("admin"),
-            Limit {
-                per_minute: 10,
-                per_hour: 100
-            }
-        );
-        assert_eq!(
-            r.rate_limit("alice"),
-            Limit {
-                per_minute: 120,
-                per_hour: 1000
-            }
-        );
+        assert_eq!(r.rate_limit("admin"), Limit { per_minute: 10, per_hour: 100 });
+        assert_eq!(r.rate_limit("alice"), Limit { per_minute: 120, per_hour: 1000 });
     }
 
     #[test]
@@ -327,59 +270,26 @@ mod tests {
         assert_eq!(c("deploy_prod"), (true, "high", true));
         assert_eq!(c("GIT_STATUS"), (true, "low", false));
         assert_eq!(c("run_shell_exec_now"), (false, "high", false));
-        assert_eq!(
-            r.check_action("Shell_Exec").reason,
-            "Action 'Shell_Exec' is blocked by policy"
-        );
+        assert_eq!(r.check_action("Shell_Exec").reason, "Action 'Shell_Exec' is blocked by policy");
     }
 
     #[test]
     fn bad_files_are_refused_with_the_problem_named() {
         let good = DEFAULT_RULES;
         let cases = [
-            (
-                good.replace("admin_approvers = 1", "admin_approvers = 0"),
-                "admin_approvers",
-            ),
-            (
-                good.replace(
-                    "confirmation_phrase = \"execute\"",
-                    "confirmation_phrase = \" \"",
-                ),
-                "confirmation_phrase",
-            ),
-            (
-                good.replace(
-                    "unknown_action = \"ADMIN\"",
-                    "unknown_action = \"READ_ONLY\"",
-                ),
-                "unknown_action",
-            ),
-            (
-                good.replace("git_status = \"READ_ONLY\"", "git_status = \"SOMETIMES\""),
-                "not valid TOML",
-            ),
-            (
-                good.replace("[sandbox]", "[sandbox]\nallowed_rootz = []"),
-                "not valid TOML",
-            ),
-            (
-                good.replace("per_minute = 120", "per_minute = 0"),
-                "rate limit",
-            ),
-            (
-                good.replace("git_push = \"ADMIN\"", "shell_exec = \"ADMIN\""),
-                "both blocked",
-            ),
+            (good.replace("admin_approvers = 1", "admin_approvers = 0"), "admin_approvers"),
+            (good.replace("confirmation_phrase = \"execute\"", "confirmation_phrase = \" \""), "confirmation_phrase"),
+            (good.replace("unknown_action = \"ADMIN\"", "unknown_action = \"READ_ONLY\""), "unknown_action"),
+            (good.replace("git_status = \"READ_ONLY\"", "git_status = \"SOMETIMES\""), "not valid TOML"),
+            (good.replace("[sandbox]", "[sandbox]\nallowed_rootz = []"), "not valid TOML"),
+            (good.replace("per_minute = 120", "per_minute = 0"), "rate limit"),
+            (good.replace("git_push = \"ADMIN\"", "shell_exec = \"ADMIN\""), "both blocked"),
         ];
         for (text, want) in cases {
             let err = PolicyRules::from_toml(&text, "test.toml").expect_err(want);
             let msg = format!("{err}");
             assert!(msg.contains(want) && msg.contains("test.toml"), "{msg}");
         }
-        assert!(matches!(
-            PolicyRules::load(Path::new("/nonexistent/rules.toml")),
-            Err(RulesError::Read { .. })
-        ));
+        assert!(matches!(PolicyRules::load(Path::new("/nonexistent/rules.toml")), Err(RulesError::Read { .. })));
     }
 }

@@ -8,20 +8,10 @@ use std::path::{Path, PathBuf};
 pub enum SandboxError {
     #[error("working directory {path:?} does not exist or cannot be resolved")]
     Unresolvable { path: String },
-    #[error(
-        "working directory {resolved:?} (from {path:?}) is outside every allowed root {roots:?}"
-    )]
-    Outside {
-        path: String,
-        resolved: PathBuf,
-        roots: Vec<PathBuf>,
-    },
+    #[error("working directory {resolved:?} (from {path:?}) is outside every allowed root {roots:?}")]
+    Outside { path: String, resolved: PathBuf, roots: Vec<PathBuf> },
     #[error("working directory {resolved:?} (from {path:?}) is inside denied path {denied:?}")]
-    Denied {
-        path: String,
-        resolved: PathBuf,
-        denied: PathBuf,
-    },
+    Denied { path: String, resolved: PathBuf, denied: PathBuf },
 }
 
 /// Expands a leading `~` to `$HOME`.
@@ -35,34 +25,21 @@ pub fn expand_home(path: &str) -> PathBuf {
 /// Canonical forms of configured roots; roots that do not exist are dropped
 /// (nothing can be inside them).
 pub fn canonical_roots(roots: &[String]) -> Vec<PathBuf> {
-    roots
-        .iter()
-        .filter_map(|r| std::fs::canonicalize(expand_home(r)).ok())
-        .collect()
+    roots.iter().filter_map(|r| std::fs::canonicalize(expand_home(r)).ok()).collect()
 }
 
 /// Resolves `path` and checks it lies inside one of `allowed` and inside none
 /// of `denied` (all canonical). Returns the canonical path.
 pub fn check(path: &str, allowed: &[PathBuf], denied: &[PathBuf]) -> Result<PathBuf, SandboxError> {
     let resolved =
-        std::fs::canonicalize(expand_home(path)).map_err(|_| SandboxError::Unresolvable {
-            path: path.to_owned(),
-        })?;
+        std::fs::canonicalize(expand_home(path)).map_err(|_| SandboxError::Unresolvable { path: path.to_owned() })?;
     if let Some(d) = denied.iter().find(|d| resolved.starts_with(d)) {
-        return Err(SandboxError::Denied {
-            path: path.to_owned(),
-            resolved,
-            denied: d.clone(),
-        });
+        return Err(SandboxError::Denied { path: path.to_owned(), resolved, denied: d.clone() });
     }
     if allowed.iter().any(|root| resolved.starts_with(root)) {
         Ok(resolved)
     } else {
-        Err(SandboxError::Outside {
-            path: path.to_owned(),
-            resolved,
-            roots: allowed.to_vec(),
-        })
+        Err(SandboxError::Outside { path: path.to_owned(), resolved, roots: allowed.to_vec() })
     }
 }
 
@@ -91,19 +68,10 @@ mod tests {
             check(&p(&root.join("proj/../../outside")), &allowed, &[]),
             Err(SandboxError::Outside { .. })
         ));
-        assert!(matches!(
-            check(&p(&root.join("link")), &allowed, &[]),
-            Err(SandboxError::Outside { .. })
-        ));
-        assert!(matches!(
-            check(&p(&root.join("missing")), &allowed, &[]),
-            Err(SandboxError::Unresolvable { .. })
-        ));
+        assert!(matches!(check(&p(&root.join("link")), &allowed, &[]), Err(SandboxError::Outside { .. })));
+        assert!(matches!(check(&p(&root.join("missing")), &allowed, &[]), Err(SandboxError::Unresolvable { .. })));
         let denied = canonical_roots(&[p(&root.join("proj"))]);
-        assert!(matches!(
-            check(&p(&root.join("proj")), &allowed, &denied),
-            Err(SandboxError::Denied { .. })
-        ));
+        assert!(matches!(check(&p(&root.join("proj")), &allowed, &denied), Err(SandboxError::Denied { .. })));
         // A sibling sharing a prefix is not inside.
         std::fs::create_dir_all(base.path().join("rootx"))?;
         assert!(check(&p(&base.path().join("rootx")), &allowed, &[]).is_err());

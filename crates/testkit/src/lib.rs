@@ -10,7 +10,7 @@ mod nats;
 mod pg;
 mod poll;
 
-pub use log::count_messages;
+pub use log::{count_messages, fetch_one};
 pub use nats::{NatsServer, workspace_root};
 pub use pg::TestDb;
 pub use poll::eventually;

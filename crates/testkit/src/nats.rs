@@ -26,19 +26,12 @@ impl NatsServer {
     pub fn start_with(durability: Durability) -> anyhow::Result<NatsServer> {
         let store = tempfile::tempdir().context("temp store for nats-server")?;
         let server = ManagedServer::start(store.path(), 0, durability)?;
-        Ok(NatsServer {
-            url: server.url.clone(),
-            port: server.port,
-            server,
-            _store: store,
-        })
+        Ok(NatsServer { url: server.url.clone(), port: server.port, server, _store: store })
     }
 
     /// A connected client.
     pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
-        async_nats::connect(&self.url)
-            .await
-            .with_context(|| format!("connecting to {}", self.url))
+        async_nats::connect(&self.url).await.with_context(|| format!("connecting to {}", self.url))
     }
 
     /// The server's process id.
@@ -49,8 +42,5 @@ impl NatsServer {
 
 /// The workspace root (where `nats/`, `migrations/` and `.tools/` live).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap_or_else(|_| PathBuf::from("."))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
 }

@@ -20,27 +20,18 @@ impl TestDb {
     pub async fn create() -> anyhow::Result<TestDb> {
         let admin_url = admin_url();
         let name = format!("skynet_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url).await.with_context(|| {
-            format!("connecting to Postgres at {admin_url} (run `./dev setup`?)")
-        })?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await?;
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .with_context(|| format!("connecting to Postgres at {admin_url} (run `./dev setup`?)"))?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
         let mut url = url::Url::parse(&admin_url)?;
         url.set_path(&name);
-        Ok(TestDb {
-            url: url.to_string(),
-            name,
-            admin_url,
-        })
+        Ok(TestDb { url: url.to_string(), name, admin_url })
     }
 
     /// A pool on the fresh database.
     pub async fn pool(&self) -> anyhow::Result<PgPool> {
-        Ok(PgPoolOptions::new()
-            .max_connections(5)
-            .connect(&self.url)
-            .await?)
+        Ok(PgPoolOptions::new().max_connections(5).connect(&self.url).await?)
     }
 }
 
@@ -50,17 +41,12 @@ impl Drop for TestDb {
         // thread with its own runtime drops the database.
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async move {
                 if let Ok(mut c) = PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut c)
-                        .await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await;
                 }
             });
         })

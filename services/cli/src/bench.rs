@@ -83,10 +83,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         reports.push(log_bench(&client, mode, &args).await?);
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "log": reports }))?
-        );
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "log": reports }))?);
     } else {
         println!("{}", render(&reports));
     }
@@ -94,33 +91,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Measures one server. Fails loudly when replay does not return every event.
-pub async fn log_bench(
-    client: &async_nats::Client,
-    mode: Durability,
-    args: &BenchArgs,
-) -> anyhow::Result<LogReport> {
+pub async fn log_bench(client: &async_nats::Client, mode: Durability, args: &BenchArgs) -> anyhow::Result<LogReport> {
     let js = skynet_bus::bootstrap(client).await?;
-    let jobs = Jobs::new(
-        EventStore::open(js.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?,
-        "bench",
-    );
+    let jobs = Jobs::new(EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?, "bench");
     let events_total = args.jobs * args.events_per_job;
-    let sample_size = jobs.envelopes(
-        JobId::for_request("bench", "size"),
-        "s",
-        Utc::now(),
-        &[output_event(0)],
-    )[0]
-    .to_structured_json()
-    .len();
+    let sample_size = jobs.envelopes(JobId::for_request("bench", "size"), "s", Utc::now(), &[output_event(0)])[0]
+        .to_structured_json()
+        .len();
     let raw = raw_publish(&js, events_total, sample_size).await?;
 
     let run_id = uuid::Uuid::new_v4().to_string();
-    let ids: Vec<JobId> = (0..args.jobs)
-        .map(|i| JobId::for_request(&run_id, &i.to_string()))
-        .collect();
+    let ids: Vec<JobId> = (0..args.jobs).map(|i| JobId::for_request(&run_id, &i.to_string())).collect();
     let started = Instant::now();
     futures::stream::iter(ids.iter().enumerate().map(|(i, &job)| {
         let (jobs, run_id) = (jobs.clone(), run_id.clone());
@@ -129,8 +110,7 @@ pub async fn log_bench(
             let open = jobs.envelopes(job, "open", Utc::now(), &[requested(&run_id, i)]);
             let mut seq = jobs.store().append(job, 0, &open).await?;
             for k in 1..n {
-                let env =
-                    jobs.envelopes(job, &k.to_string(), Utc::now(), &[output_event(k as u32)]);
+                let env = jobs.envelopes(job, &k.to_string(), Utc::now(), &[output_event(k as u32)]);
                 seq = jobs.store().append(job, seq, &env).await?;
             }
             anyhow::Ok(())
@@ -174,23 +154,15 @@ pub async fn log_bench(
 async fn raw_publish(js: &jetstream::Context, n: usize, size: usize) -> anyhow::Result<f64> {
     let name = "SKYNET_BENCH_RAW";
     let _ = js.delete_stream(name).await;
-    js.create_stream(stream::Config {
-        name: name.into(),
-        subjects: vec!["bench.raw".into()],
-        ..Default::default()
-    })
-    .await?;
+    js.create_stream(stream::Config { name: name.into(), subjects: vec!["bench.raw".into()], ..Default::default() })
+        .await?;
     let payload = bytes::Bytes::from(vec![b'x'; size]);
     let started = Instant::now();
     let mut pending = futures::stream::FuturesUnordered::new();
     for _ in 0..n {
         // The ceiling is measured with plain publishes on purpose.
         #[allow(clippy::disallowed_methods)]
-        pending.push(
-            js.publish("bench.raw", payload.clone())
-                .await?
-                .into_future(),
-        );
+        pending.push(js.publish("bench.raw", payload.clone()).await?.into_future());
         if pending.len() >= 1024 {
             pending.next().await.transpose()?;
         }
@@ -238,14 +210,7 @@ fn render(reports: &[LogReport]) -> String {
 /// Waits until the projector has applied everything in the log at the time of
 /// the call, then cancels `stop`; returns the sequence reached.
 pub async fn wait_projected(infra: &Infra, stop: CancellationToken) -> anyhow::Result<u64> {
-    let target = infra
-        .js
-        .get_stream(skynet_bus::definitions::EVENTS_STREAM)
-        .await?
-        .info()
-        .await?
-        .state
-        .last_sequence;
+    let target = infra.js.get_stream(skynet_bus::definitions::EVENTS_STREAM).await?.info().await?.state.last_sequence;
     let db = Arc::new(infra.db.clone());
     loop {
         // The projector creates the checkpoint table; it may not exist yet.

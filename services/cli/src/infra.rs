@@ -31,14 +31,8 @@ impl Infra {
             Some(url) => (url.clone(), None),
             None => {
                 let dir = settings.data_dir.join("nats");
-                let server = ManagedServer::start(
-                    &dir,
-                    settings.nats_port,
-                    settings.durability.into(),
-                )
-                .context(
-                    "starting our own nats-server (set SKYNET_NATS_URL to use a running one)",
-                )?;
+                let server = ManagedServer::start(&dir, settings.nats_port, settings.durability.into())
+                    .context("starting our own nats-server (set SKYNET_NATS_URL to use a running one)")?;
                 info!(url = %server.url, store = %dir.display(), durability = ?settings.durability, "started nats-server");
                 (server.url.clone(), Some(server))
             }
@@ -48,17 +42,10 @@ impl Infra {
             .connect(&nats_url)
             .await
             .with_context(|| format!("connecting to NATS at {nats_url}"))?;
-        let js = skynet_bus::bootstrap(&nats)
-            .await
-            .with_context(|| format!("bootstrapping JetStream on {nats_url}"))?;
+        let js =
+            skynet_bus::bootstrap(&nats).await.with_context(|| format!("bootstrapping JetStream on {nats_url}"))?;
         let db = connect_db(settings.database_url.as_deref()).await?;
-        Ok(Infra {
-            nats,
-            js,
-            db,
-            nats_url,
-            managed_nats,
-        })
+        Ok(Infra { nats, js, db, nats_url, managed_nats })
     }
 }
 
@@ -66,17 +53,14 @@ impl Infra {
 pub async fn connect_db(url: Option<&str>) -> anyhow::Result<PgPool> {
     let url = url.unwrap_or(LOCAL_POSTGRES);
     ensure_database(url).await?;
-    PgPoolOptions::new()
-        .max_connections(8)
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to Postgres at {url} (run `./dev setup` to install or start a local server)"))
+    PgPoolOptions::new().max_connections(8).connect(url).await.with_context(|| {
+        format!("connecting to Postgres at {url} (run `./dev setup` to install or start a local server)")
+    })
 }
 
 /// Creates the database named in `url` if it does not exist.
 async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    let parsed =
-        url::Url::parse(url).with_context(|| format!("DATABASE_URL {url:?} is not a URL"))?;
+    let parsed = url::Url::parse(url).with_context(|| format!("DATABASE_URL {url:?} is not a URL"))?;
     let name = parsed.path().trim_start_matches('/').to_string();
     if name.is_empty() || name == "postgres" {
         return Ok(());
@@ -87,17 +71,14 @@ async fn ensure_database(url: &str) -> anyhow::Result<()> {
         // No access to the maintenance database: assume the database was provisioned.
         return Ok(());
     };
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
     if !exists {
         // Identifiers cannot be bound; quote it.
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        sqlx::query(&format!("CREATE DATABASE {quoted}"))
-            .execute(&mut admin)
-            .await?;
+        sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut admin).await?;
         info!(database = %name, "created read-model database");
     }
     Ok(())

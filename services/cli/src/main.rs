@@ -49,13 +49,10 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Run { service, settings } => serve(&settings, &[service]).await,
         Cmd::Rebuild(settings) => {
             let infra = Infra::up(&settings).await?;
-            skynet_projector::rebuild(&infra.db)
-                .await
-                .context("dropping the read models")?;
+            skynet_projector::rebuild(&infra.db).await.context("dropping the read models")?;
             let stop = CancellationToken::new();
             let done = skynet_cli::bench::wait_projected(&infra, stop.clone());
-            let (run, caught_up) =
-                tokio::join!(up::run(&infra, &[Service::Projector], stop.clone()), done);
+            let (run, caught_up) = tokio::join!(up::run(&infra, &settings, &[Service::Projector], stop.clone()), done);
             run?;
             eprintln!("rebuilt read models up to sequence {}", caught_up?);
             Ok(())
@@ -66,16 +63,12 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(settings: &Settings, services: &[Service]) -> anyhow::Result<()> {
     let infra = Infra::up(settings).await?;
-    eprintln!(
-        "skynet is up: NATS {} — submit tasks on `{}`",
-        infra.nats_url,
-        skynet_contract::subjects::INTAKE_TASK
-    );
+    eprintln!("skynet is up: NATS {} — submit tasks on `{}`", infra.nats_url, skynet_contract::subjects::INTAKE_TASK);
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         on_signal.cancel();
     });
-    up::run(&infra, services, shutdown).await
+    up::run(&infra, settings, services, shutdown).await
 }

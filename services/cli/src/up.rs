@@ -2,6 +2,8 @@
 //! (`skynet run <service>`). Each service is its own library; this module only
 //! wires their dependencies and a shared shutdown signal.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::ValueEnum;
 use skynet_bus::{EventStore, Jobs};
@@ -10,23 +12,34 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::infra::Infra;
+use crate::settings::Settings;
 
 /// Every service `skynet run` knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Service {
     /// Validates submissions and opens jobs.
     Intake,
+    /// Plans requested jobs.
+    Planner,
+    /// Classifies plans, handles approvals, denials, cancels and timeouts.
+    Policy,
+    /// Turns approved plans into execution specs.
+    Dispatcher,
     /// Writes the Postgres read models from the log.
     Projector,
 }
 
 impl Service {
     /// Everything `skynet up` runs.
-    pub const ALL: &'static [Service] = &[Service::Intake, Service::Projector];
+    pub const ALL: &'static [Service] =
+        &[Service::Intake, Service::Planner, Service::Policy, Service::Dispatcher, Service::Projector];
 
     pub fn name(self) -> &'static str {
         match self {
             Service::Intake => "intake",
+            Service::Planner => "planner",
+            Service::Policy => "policy",
+            Service::Dispatcher => "dispatcher",
             Service::Projector => "projector",
         }
     }
@@ -36,27 +49,43 @@ impl Service {
 /// stops the others and returns its error).
 pub async fn run(
     infra: &Infra,
+    settings: &Settings,
     services: &[Service],
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let rules = Arc::new(settings.policy_rules().context("loading the policy rules")?);
+    let store =
+        EventStore::open(infra.js.clone()).await.map_err(|e| anyhow::anyhow!(e)).context("opening the event log")?;
     let mut set = JoinSet::new();
     for &service in services {
-        let token = shutdown.clone();
-        let js = infra.js.clone();
-        let db = infra.db.clone();
+        let stop = shutdown.clone().cancelled_owned();
+        let (js, nats, db, rules) = (infra.js.clone(), infra.nats.clone(), infra.db.clone(), rules.clone());
+        let jobs = Jobs::new(store.clone(), service.name());
+        let planner_config = settings.planner_config();
         set.spawn(async move {
-            let stop = token.clone().cancelled_owned();
-            let result = async move {
+            let result: anyhow::Result<()> = async move {
                 match service {
                     Service::Intake => {
-                        let store = EventStore::open(js.clone())
-                            .await
-                            .map_err(|e| anyhow::anyhow!(e))?;
-                        let deps = skynet_intake::Deps {
-                            js,
-                            jobs: Jobs::new(store, "intake"),
-                        };
+                        let limiter =
+                            skynet_intake::ratelimit::RateLimiter::open(&js).await.map_err(|e| anyhow::anyhow!(e))?;
+                        let deps = skynet_intake::Deps { js, jobs, rules, limiter };
                         skynet_intake::run(skynet_intake::Config::default(), deps, stop)
+                            .await
+                            .map_err(|e| anyhow::anyhow!(e))
+                    }
+                    Service::Planner => {
+                        let deps = skynet_planner::Deps { js, nats, jobs, rules };
+                        skynet_planner::run(planner_config, deps, stop).await.map_err(|e| anyhow::anyhow!(e))
+                    }
+                    Service::Policy => {
+                        let deps = skynet_policy::Deps { js, nats, jobs, rules };
+                        skynet_policy::run(skynet_policy::Config::default(), deps, stop)
+                            .await
+                            .map_err(|e| anyhow::anyhow!(e))
+                    }
+                    Service::Dispatcher => {
+                        let deps = skynet_dispatcher::Deps { js, jobs, rules };
+                        skynet_dispatcher::run(skynet_dispatcher::Config::default(), deps, stop)
                             .await
                             .map_err(|e| anyhow::anyhow!(e))
                     }
@@ -77,11 +106,7 @@ pub async fn run(
     while let Some(joined) = set.join_next().await {
         let (service, result) = joined.context("service task panicked")?;
         if let Err(e) = result {
-            error!(
-                service = service.name(),
-                error = format!("{e:#}"),
-                "service failed; stopping the others"
-            );
+            error!(service = service.name(), error = format!("{e:#}"), "service failed; stopping the others");
             shutdown.cancel();
             first_error.get_or_insert(e.context(format!("service {} failed", service.name())));
         }

@@ -9,6 +9,7 @@
 //! never blocks the tasks behind it.
 
 mod config;
+pub mod ratelimit;
 mod service;
 pub mod validate;
 

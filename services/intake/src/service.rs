@@ -14,7 +14,13 @@ use skynet_contract::{Envelope, JobId, subjects};
 use skynet_job::{Command, Rejection, decide};
 use tracing::{Instrument, info, info_span, warn};
 
+use std::sync::Arc;
+
+use skynet_contract::task::RejectionCode;
+use skynet_rules::PolicyRules;
+
 use crate::config::Config;
+use crate::ratelimit::RateLimiter;
 use crate::validate::{Refusal, validate};
 
 const SERVICE: &str = "intake";
@@ -26,6 +32,9 @@ pub struct Deps {
     pub js: jetstream::Context,
     /// The job repository; the intake only ever opens jobs.
     pub jobs: Jobs,
+    /// Rate limits per requester (from the policy rules file).
+    pub rules: Arc<PolicyRules>,
+    pub limiter: RateLimiter,
 }
 
 /// Runs the intake until `shutdown` resolves.
@@ -34,17 +43,9 @@ pub async fn run(
     deps: Deps,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), async_nats::Error> {
-    let spec = ConsumerSpec {
-        stream: INTAKE_STREAM,
-        durable: "intake",
-        service: SERVICE,
-        concurrency: config.concurrency,
-    };
-    info!(
-        service = SERVICE,
-        concurrency = config.concurrency,
-        "intake running"
-    );
+    let spec =
+        ConsumerSpec { stream: INTAKE_STREAM, durable: "intake", service: SERVICE, concurrency: config.concurrency };
+    info!(service = SERVICE, concurrency = config.concurrency, "intake running");
     let js = deps.js.clone();
     let handler = move |msg: Message| {
         let deps = deps.clone();
@@ -58,8 +59,25 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
     match validate(msg.headers.as_ref(), &msg.payload) {
         Ok(accepted) => {
-            let span = info_span!("open", service = SERVICE, job_id = %accepted.job, event_id = %accepted.request_event_id);
+            let span =
+                info_span!("open", service = SERVICE, job_id = %accepted.job, event_id = %accepted.request_event_id);
             async {
+                // Over its requester's limit: rejected with the reason, not queued.
+                let requester = accepted
+                    .requested
+                    .requested_by
+                    .clone()
+                    .unwrap_or_else(|| accepted.requested.request_source.clone());
+                match deps.limiter.admit(&requester, deps.rules.rate_limit(&requester), Utc::now()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(reason)) => {
+                        let request =
+                            Some((accepted.requested.request_source.clone(), accepted.request_event_id.clone()));
+                        return reject(deps, &msg, seq, Refusal { code: RejectionCode::RateLimited, reason, request })
+                            .await;
+                    }
+                    Err(e) => return Disposition::Retry(e.to_string()),
+                }
                 let requested = accepted.requested.clone();
                 let outcome = deps
                     .jobs
@@ -73,9 +91,7 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
                         Disposition::Ack
                     }
                     // The same submission again (a client retry, a redelivery): one job.
-                    Ok(Outcome::Rejected(
-                        Rejection::AlreadyExists | Rejection::AlreadyFinished(_),
-                    )) => {
+                    Ok(Outcome::Rejected(Rejection::AlreadyExists | Rejection::AlreadyFinished(_))) => {
                         info!("duplicate submission; job already exists");
                         Disposition::Ack
                     }
@@ -104,10 +120,7 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
 /// Both are deduplicated by the submission's stream sequence, so a redelivery
 /// after a crash stores neither twice.
 async fn reject(deps: &Deps, msg: &Message, seq: u64, refusal: Refusal) -> Disposition {
-    let job = refusal
-        .request
-        .as_ref()
-        .map(|(source, id)| JobId::for_request(source, id));
+    let job = refusal.request.as_ref().map(|(source, id)| JobId::for_request(source, id));
     warn!(service = SERVICE, code = refusal.code.as_str(), reason = %refusal.reason, job_id = ?job, "submission rejected");
     let dl = DeadLetter {
         origin: SERVICE,
@@ -133,14 +146,7 @@ async fn reject(deps: &Deps, msg: &Message, seq: u64, refusal: Refusal) -> Dispo
         dead_letter_seq: Some(dlq_seq),
     };
     let id = event_id(&["task.rejected", INTAKE_STREAM, &seq.to_string()]);
-    let env = match Envelope::new(
-        TASK_REJECTED,
-        id,
-        "skynet/intake",
-        job.map(|j| j.to_string()),
-        Utc::now(),
-        &data,
-    ) {
+    let env = match Envelope::new(TASK_REJECTED, id, "skynet/intake", job.map(|j| j.to_string()), Utc::now(), &data) {
         Ok(env) => env,
         Err(e) => return Disposition::Retry(format!("encoding rejection: {e}")),
     };

@@ -4,9 +4,7 @@
 use async_nats::HeaderMap;
 use skynet_bus::codec;
 use skynet_contract::job::Requested;
-use skynet_contract::task::{
-    MAX_SUBMISSION_BYTES, RejectionCode, TASK_REQUESTED, TASK_REQUESTED_ALIAS, TaskRequested,
-};
+use skynet_contract::task::{MAX_SUBMISSION_BYTES, RejectionCode, TASK_REQUESTED, TASK_REQUESTED_ALIAS, TaskRequested};
 use skynet_contract::{DecodeError, JobId};
 
 /// A submission the intake accepts.
@@ -29,11 +27,7 @@ pub struct Refusal {
 
 impl Refusal {
     fn new(code: RejectionCode, reason: impl Into<String>) -> Refusal {
-        Refusal {
-            code,
-            reason: reason.into(),
-            request: None,
-        }
+        Refusal { code, reason: reason.into(), request: None }
     }
 }
 
@@ -46,49 +40,32 @@ pub fn validate(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Accepted,
             format!("submission is {size} bytes; the limit is {MAX_SUBMISSION_BYTES}"),
         ));
     }
-    if !codec::is_binary_mode(headers)
-        && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err()
-    {
+    if !codec::is_binary_mode(headers) && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err() {
         return Err(Refusal::new(
             RejectionCode::NotJson,
             "payload is not JSON (expected a structured-mode CloudEvent)",
         ));
     }
     let env = codec::decode(headers, payload).map_err(|e| match e {
-        DecodeError::NoData { .. } => Refusal::new(
-            RejectionCode::InvalidData,
-            format!("{e}: expected data with an intent"),
-        ),
+        DecodeError::NoData { .. } => {
+            Refusal::new(RejectionCode::InvalidData, format!("{e}: expected data with an intent"))
+        }
         other => Refusal::new(RejectionCode::NotCloudEvent, other.to_string()),
     })?;
     let request = Some((env.source.clone(), env.id.clone()));
-    let refuse = |code, reason: String| Refusal {
-        code,
-        reason,
-        request: request.clone(),
-    };
+    let refuse = |code, reason: String| Refusal { code, reason, request: request.clone() };
     if env.ty != TASK_REQUESTED && env.ty != TASK_REQUESTED_ALIAS {
         let reason = if env.ty.starts_with(TASK_REQUESTED_ALIAS) {
-            format!(
-                "unsupported version of {TASK_REQUESTED_ALIAS}: {:?}; this intake accepts {TASK_REQUESTED}",
-                env.ty
-            )
+            format!("unsupported version of {TASK_REQUESTED_ALIAS}: {:?}; this intake accepts {TASK_REQUESTED}", env.ty)
         } else {
             format!("unknown event type {:?}; submit {TASK_REQUESTED}", env.ty)
         };
         return Err(refuse(RejectionCode::UnknownType, reason));
     }
-    let data: TaskRequested = env.data_as().map_err(|e| {
-        refuse(
-            RejectionCode::InvalidData,
-            format!("{}: {}", e, source_text(&e)),
-        )
-    })?;
+    let data: TaskRequested =
+        env.data_as().map_err(|e| refuse(RejectionCode::InvalidData, format!("{}: {}", e, source_text(&e))))?;
     if data.intent.trim().is_empty() {
-        return Err(refuse(
-            RejectionCode::InvalidData,
-            "intent must not be empty".into(),
-        ));
+        return Err(refuse(RejectionCode::InvalidData, "intent must not be empty".into()));
     }
     Ok(Accepted {
         job: JobId::for_request(&env.source, &env.id),
@@ -106,17 +83,11 @@ pub fn validate(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Accepted,
 }
 
 fn source_text(e: &DecodeError) -> String {
-    std::error::Error::source(e)
-        .map(ToString::to_string)
-        .unwrap_or_default()
+    std::error::Error::source(e).map(ToString::to_string).unwrap_or_default()
 }
 
 fn header_bytes(h: &HeaderMap) -> usize {
-    h.iter()
-        .map(|(k, vs)| {
-            AsRef::<str>::as_ref(k).len() + vs.iter().map(|v| v.as_str().len() + 4).sum::<usize>()
-        })
-        .sum()
+    h.iter().map(|(k, vs)| AsRef::<str>::as_ref(k).len() + vs.iter().map(|v| v.as_str().len() + 4).sum::<usize>()).sum()
 }
 
 #[cfg(test)]
@@ -136,23 +107,12 @@ mod tests {
 
     #[test]
     fn accepts_a_valid_structured_request_and_derives_the_job_id() {
-        let a = validate(
-            None,
-            &ce(
-                TASK_REQUESTED,
-                serde_json::json!({"intent": "run the tests", "working_dir": "/tmp"}),
-            ),
-        )
-        .expect("valid");
+        let a =
+            validate(None, &ce(TASK_REQUESTED, serde_json::json!({"intent": "run the tests", "working_dir": "/tmp"})))
+                .expect("valid");
         assert_eq!(a.job, JobId::for_request("tests", "req-1"));
         assert_eq!(a.requested.working_dir.as_deref(), Some("/tmp"));
-        assert!(
-            validate(
-                None,
-                &ce(TASK_REQUESTED_ALIAS, serde_json::json!({"intent": "x"}))
-            )
-            .is_ok()
-        );
+        assert!(validate(None, &ce(TASK_REQUESTED_ALIAS, serde_json::json!({"intent": "x"}))).is_ok());
     }
 
     #[test]
@@ -160,48 +120,15 @@ mod tests {
         use RejectionCode as C;
         let cases: Vec<(&str, Vec<u8>, C)> = vec![
             ("not json", b"hello there".to_vec(), C::NotJson),
-            (
-                "json, not a cloudevent",
-                br#"{"intent":"x"}"#.to_vec(),
-                C::NotCloudEvent,
-            ),
-            (
-                "missing intent",
-                ce(TASK_REQUESTED, serde_json::json!({})),
-                C::InvalidData,
-            ),
-            (
-                "empty intent",
-                ce(TASK_REQUESTED, serde_json::json!({"intent": "  "})),
-                C::InvalidData,
-            ),
-            (
-                "unknown field",
-                ce(
-                    TASK_REQUESTED,
-                    serde_json::json!({"intent": "x", "bogus": 1}),
-                ),
-                C::InvalidData,
-            ),
-            (
-                "unknown type",
-                ce("com.example.other", serde_json::json!({"intent": "x"})),
-                C::UnknownType,
-            ),
-            (
-                "unknown version",
-                ce(
-                    "skynet.task.requested.v7",
-                    serde_json::json!({"intent": "x"}),
-                ),
-                C::UnknownType,
-            ),
+            ("json, not a cloudevent", br#"{"intent":"x"}"#.to_vec(), C::NotCloudEvent),
+            ("missing intent", ce(TASK_REQUESTED, serde_json::json!({})), C::InvalidData),
+            ("empty intent", ce(TASK_REQUESTED, serde_json::json!({"intent": "  "})), C::InvalidData),
+            ("unknown field", ce(TASK_REQUESTED, serde_json::json!({"intent": "x", "bogus": 1})), C::InvalidData),
+            ("unknown type", ce("com.example.other", serde_json::json!({"intent": "x"})), C::UnknownType),
+            ("unknown version", ce("skynet.task.requested.v7", serde_json::json!({"intent": "x"})), C::UnknownType),
             (
                 "too large",
-                ce(
-                    TASK_REQUESTED,
-                    serde_json::json!({"intent": "x".repeat(MAX_SUBMISSION_BYTES)}),
-                ),
+                ce(TASK_REQUESTED, serde_json::json!({"intent": "x".repeat(MAX_SUBMISSION_BYTES)})),
                 C::TooLarge,
             ),
         ];
@@ -212,14 +139,7 @@ mod tests {
 
     #[test]
     fn refusals_of_readable_events_name_the_request() {
-        let r = validate(
-            None,
-            &ce(
-                "skynet.task.requested.v2",
-                serde_json::json!({"intent": "x"}),
-            ),
-        )
-        .expect_err("v2");
+        let r = validate(None, &ce("skynet.task.requested.v2", serde_json::json!({"intent": "x"}))).expect_err("v2");
         assert_eq!(r.request, Some(("tests".into(), "req-1".into())));
         assert!(r.reason.contains("unsupported version"), "{}", r.reason);
     }

@@ -19,32 +19,24 @@ async fn handling_the_same_delivery_twice_has_one_effect() -> anyhow::Result<()>
     let server = NatsServer::start()?;
     let client = server.connect().await?;
     let js = bootstrap(&client).await?;
-    let store = EventStore::open(js.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let store = EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?;
     let deps = Deps {
         js: js.clone(),
         jobs: Jobs::new(store.clone(), "intake"),
+        rules: std::sync::Arc::new(skynet_rules::PolicyRules::defaults()),
+        limiter: skynet_intake::ratelimit::RateLimiter::open(&js).await.map_err(|e| anyhow::anyhow!(e))?,
     };
 
     let valid = serde_json::json!({
         "specversion": "1.0", "id": "redeliver-1", "source": "tests/redelivery",
         "type": "skynet.task.requested.v1", "data": {"intent": "list files"}
     });
-    js.publish(subjects::INTAKE_TASK, serde_json::to_vec(&valid)?.into())
-        .await?
-        .await?;
-    js.publish(subjects::INTAKE_TASK, "definitely not json".into())
-        .await?
-        .await?;
+    js.publish(subjects::INTAKE_TASK, serde_json::to_vec(&valid)?.into()).await?.await?;
+    js.publish(subjects::INTAKE_TASK, "definitely not json".into()).await?.await?;
 
     // The service is not running: take the two messages from its durable consumer.
-    let consumer: PullConsumer = js
-        .get_stream(INTAKE_STREAM)
-        .await?
-        .get_consumer("intake")
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let consumer: PullConsumer =
+        js.get_stream(INTAKE_STREAM).await?.get_consumer("intake").await.map_err(|e| anyhow::anyhow!(e))?;
     let mut batch = consumer
         .fetch()
         .max_messages(2)
@@ -64,11 +56,7 @@ async fn handling_the_same_delivery_twice_has_one_effect() -> anyhow::Result<()>
     assert_eq!(handled, 2);
 
     let job = JobId::for_request("tests/redelivery", "redeliver-1");
-    assert_eq!(
-        store.load(job).await?.events.len(),
-        1,
-        "one job, one requested event"
-    );
+    assert_eq!(store.load(job).await?.events.len(), 1, "one job, one requested event");
     let dlq = js.get_stream(DLQ_STREAM).await?.get_info().await?;
     assert_eq!(dlq.state.messages, 1, "one dead letter");
     let rejected = count_messages(&js, EVENTS_STREAM, subjects::TASK_REJECTED).await?;

@@ -45,12 +45,7 @@ pub struct LlmConfig {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            backend: Backend::Rules,
-            llm: LlmConfig::default(),
-            memory_timeout_ms: 250,
-            concurrency: 32,
-        }
+        Config { backend: Backend::Rules, llm: LlmConfig::default(), memory_timeout_ms: 250, concurrency: 32 }
     }
 }
 

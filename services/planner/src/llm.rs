@@ -68,19 +68,13 @@ impl std::fmt::Debug for LlmPlanner {
 impl LlmPlanner {
     /// A planner whose key is read from the variable `config.api_key_env`.
     pub fn new(config: LlmConfig) -> LlmPlanner {
-        let api_key = std::env::var(&config.api_key_env)
-            .ok()
-            .filter(|k| !k.is_empty());
+        let api_key = std::env::var(&config.api_key_env).ok().filter(|k| !k.is_empty());
         Self::with_key(config, api_key)
     }
 
     /// A planner with an explicit key (or none, for local servers).
     pub fn with_key(config: LlmConfig, api_key: Option<String>) -> LlmPlanner {
-        LlmPlanner {
-            http: reqwest::Client::new(),
-            config,
-            api_key,
-        }
+        LlmPlanner { http: reqwest::Client::new(), config, api_key }
     }
 
     /// The name recorded in `planned` events.
@@ -89,12 +83,7 @@ impl LlmPlanner {
     }
 
     /// Asks the model for a plan and validates it.
-    pub async fn plan(
-        &self,
-        intent: &str,
-        working_dir: Option<&str>,
-        memories: &[PastJob],
-    ) -> Result<Plan, LlmError> {
+    pub async fn plan(&self, intent: &str, working_dir: Option<&str>, memories: &[PastJob]) -> Result<Plan, LlmError> {
         let body = self.request_body(intent, working_dir, memories);
         let attempt = || async { self.complete(&body).await };
         let text = attempt
@@ -111,47 +100,29 @@ impl LlmPlanner {
     }
 
     async fn complete(&self, body: &serde_json::Value) -> Result<String, LlmError> {
-        let url = format!(
-            "{}/chat/completions",
-            self.config.base_url.trim_end_matches('/')
-        );
+        let url = format!("{}/chat/completions", self.config.base_url.trim_end_matches('/'));
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let mut req = self.http.post(url).json(body).timeout(timeout);
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
         }
-        let resp = req.send().await.map_err(|e| {
-            if e.is_timeout() {
-                LlmError::Timeout(timeout)
-            } else {
-                transport(&e)
-            }
-        })?;
+        let resp =
+            req.send().await.map_err(|e| if e.is_timeout() { LlmError::Timeout(timeout) } else { transport(&e) })?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(LlmError::Status {
-                status: status.as_u16(),
-            });
+            return Err(LlmError::Status { status: status.as_u16() });
         }
-        let v: serde_json::Value = resp.json().await.map_err(|e| {
-            if e.is_timeout() {
-                LlmError::Timeout(timeout)
-            } else {
-                LlmError::Protocol(e.to_string())
-            }
-        })?;
+        let v: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| if e.is_timeout() { LlmError::Timeout(timeout) } else { LlmError::Protocol(e.to_string()) })?;
         v.pointer("/choices/0/message/content")
             .and_then(|c| c.as_str())
             .map(str::to_owned)
             .ok_or_else(|| LlmError::Protocol("no choices[0].message.content".into()))
     }
 
-    fn request_body(
-        &self,
-        intent: &str,
-        working_dir: Option<&str>,
-        memories: &[PastJob],
-    ) -> serde_json::Value {
+    fn request_body(&self, intent: &str, working_dir: Option<&str>, memories: &[PastJob]) -> serde_json::Value {
         let actions: Vec<&str> = catalog::ACTIONS.iter().map(|a| a.name).collect();
         let mut system = format!(
             "You are SKYNET's planner. Turn the user's request into a JSON object, and output only that object:\n\
@@ -171,10 +142,7 @@ impl LlmPlanner {
                 }
             }
         }
-        let user = format!(
-            "Request: {intent}\nWorking directory: {}",
-            working_dir.unwrap_or("(not given)")
-        );
+        let user = format!("Request: {intent}\nWorking directory: {}", working_dir.unwrap_or("(not given)"));
         serde_json::json!({
             "model": self.config.model,
             "temperature": self.config.temperature,
@@ -218,37 +186,24 @@ struct RawStep {
 
 /// Extracts and validates a plan from model output.
 pub fn parse_plan(text: &str) -> Result<Plan, LlmError> {
-    let raw = extract_json(text)
-        .ok_or_else(|| LlmError::Unparseable(text.chars().take(200).collect()))?;
+    let raw = extract_json(text).ok_or_else(|| LlmError::Unparseable(text.chars().take(200).collect()))?;
     let raw: RawPlan = serde_json::from_value(raw).map_err(|e| LlmError::Invalid(e.to_string()))?;
     if raw.steps.is_empty() {
         return Err(LlmError::Invalid("the plan has no steps".into()));
     }
     let mut steps = Vec::with_capacity(raw.steps.len());
     for (i, s) in raw.steps.into_iter().enumerate() {
-        let title = if s.title.trim().is_empty() {
-            format!("Step {}", i + 1)
-        } else {
-            s.title
-        };
-        let action = match s
-            .action
-            .map(|a| a.trim().to_ascii_lowercase())
-            .filter(|a| !a.is_empty())
-        {
+        let title = if s.title.trim().is_empty() { format!("Step {}", i + 1) } else { s.title };
+        let action = match s.action.map(|a| a.trim().to_ascii_lowercase()).filter(|a| !a.is_empty()) {
             Some(a) if catalog::action(&a).is_none() => {
-                return Err(LlmError::Invalid(format!(
-                    "step {i} ({title:?}) uses unknown action {a:?}"
-                )));
+                return Err(LlmError::Invalid(format!("step {i} ({title:?}) uses unknown action {a:?}")));
             }
             other => other,
         };
         let risk_text = s.risk.unwrap_or_else(|| "WRITE".into());
         let risk = Risk::parse(&risk_text)
             .filter(|r| *r != Risk::Blocked)
-            .ok_or_else(|| {
-                LlmError::Invalid(format!("step {i} ({title:?}) has risk {risk_text:?}"))
-            })?;
+            .ok_or_else(|| LlmError::Invalid(format!("step {i} ({title:?}) has risk {risk_text:?}")))?;
         steps.push(PlanStep {
             title,
             description: s.description,
@@ -259,36 +214,26 @@ pub fn parse_plan(text: &str) -> Result<Plan, LlmError> {
             continue_on_error: false,
         });
     }
-    Ok(Plan {
-        summary: raw.summary,
-        steps,
-        artifacts: raw.artifacts,
-    })
+    Ok(Plan { summary: raw.summary, steps, artifacts: raw.artifacts })
 }
 
 /// Whole text, then a fenced block, then first `{` to last `}`.
 fn extract_json(text: &str) -> Option<serde_json::Value> {
-    let object = |s: &str| {
-        serde_json::from_str::<serde_json::Value>(s.trim())
-            .ok()
-            .filter(|v| v.is_object())
-    };
+    let object = |s: &str| serde_json::from_str::<serde_json::Value>(s.trim()).ok().filter(|v| v.is_object());
     if let Some(v) = object(text) {
         return Some(v);
     }
     if let Some(start) = text.find("```") {
         let after = &text[start + 3..];
         let body_start = after.find('\n').map_or(0, |n| n + 1);
-        if let Some(end) = after[body_start..].find("```") {
-            if let Some(v) = object(&after[body_start..body_start + end]) {
-                return Some(v);
-            }
+        if let Some(end) = after[body_start..].find("```")
+            && let Some(v) = object(&after[body_start..body_start + end])
+        {
+            return Some(v);
         }
     }
     let (first, last) = (text.find('{')?, text.rfind('}')?);
-    (first < last)
-        .then(|| object(&text[first..=last]))
-        .flatten()
+    (first < last).then(|| object(&text[first..=last])).flatten()
 }
 
 #[cfg(test)]
@@ -313,21 +258,10 @@ mod tests {
 
     #[test]
     fn rejects_garbage_unknown_actions_bad_risks_and_empty_plans() {
-        assert!(matches!(
-            parse_plan("I cannot help with that"),
-            Err(LlmError::Unparseable(_))
-        ));
+        assert!(matches!(parse_plan("I cannot help with that"), Err(LlmError::Unparseable(_))));
         let unknown = PLAN.replace("git_status", "rm_rf_everything");
-        assert!(
-            matches!(parse_plan(&unknown), Err(LlmError::Invalid(m)) if m.contains("rm_rf_everything"))
-        );
-        assert!(matches!(
-            parse_plan(&PLAN.replace("read_only", "LOW")),
-            Err(LlmError::Invalid(_))
-        ));
-        assert!(matches!(
-            parse_plan(r#"{"summary":"x","steps":[]}"#),
-            Err(LlmError::Invalid(_))
-        ));
+        assert!(matches!(parse_plan(&unknown), Err(LlmError::Invalid(m)) if m.contains("rm_rf_everything")));
+        assert!(matches!(parse_plan(&PLAN.replace("read_only", "LOW")), Err(LlmError::Invalid(_))));
+        assert!(matches!(parse_plan(r#"{"summary":"x","steps":[]}"#), Err(LlmError::Invalid(_))));
     }
 }

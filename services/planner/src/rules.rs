@@ -33,16 +33,8 @@ pub fn plan(intent: &str, working_dir: Option<&str>, rules: &PolicyRules) -> Res
             unknown.join(", ")
         ));
     }
-    let summary = steps
-        .iter()
-        .map(|s| s.title.to_lowercase())
-        .collect::<Vec<_>>()
-        .join(", then ");
-    Ok(Plan {
-        summary: capitalise(&summary),
-        steps,
-        artifacts: Vec::new(),
-    })
+    let summary = steps.iter().map(|s| s.title.to_lowercase()).collect::<Vec<_>>().join(", then ");
+    Ok(Plan { summary: capitalise(&summary), steps, artifacts: Vec::new() })
 }
 
 fn step(action: &'static str, clause: &str, dir: Option<&str>, rules: &PolicyRules) -> PlanStep {
@@ -66,23 +58,13 @@ fn step(action: &'static str, clause: &str, dir: Option<&str>, rules: &PolicyRul
     };
     let mut params = BTreeMap::new();
     if let Some(d) = dir {
-        let key = if action == "list_directory" {
-            "directory"
-        } else {
-            "working_dir"
-        };
+        let key = if action == "list_directory" { "directory" } else { "working_dir" };
         params.insert(key.to_owned(), serde_json::Value::String(d.to_owned()));
     }
-    if action == "file_read" {
-        if let Some(file) = clause
-            .split_whitespace()
-            .find(|w| w.contains('.') || w.contains('/'))
-        {
-            params.insert(
-                "file".to_owned(),
-                serde_json::Value::String(file.trim_matches(['"', '\'']).to_owned()),
-            );
-        }
+    if action == "file_read"
+        && let Some(file) = clause.split_whitespace().find(|w| w.contains('.') || w.contains('/'))
+    {
+        params.insert("file".to_owned(), serde_json::Value::String(file.trim_matches(['"', '\'']).to_owned()));
     }
     PlanStep {
         title: title.to_owned(),
@@ -128,17 +110,14 @@ fn path_in(intent: &str) -> Option<String> {
     let words: Vec<&str> = intent.split_whitespace().collect();
     words.windows(2).find_map(|w| {
         let candidate = w[1].trim_end_matches([',', ';', '.']);
-        (w[0].eq_ignore_ascii_case("in")
-            && (candidate.starts_with(['/', '~']) || candidate.starts_with("./")))
-        .then(|| candidate.to_owned())
+        (w[0].eq_ignore_ascii_case("in") && (candidate.starts_with(['/', '~']) || candidate.starts_with("./")))
+            .then(|| candidate.to_owned())
     })
 }
 
 fn capitalise(s: &str) -> String {
     let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-        .unwrap_or_default()
+    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -147,8 +126,7 @@ mod tests {
     use skynet_contract::Risk;
 
     fn actions(intent: &str) -> Result<Vec<String>, String> {
-        plan(intent, None, &PolicyRules::defaults())
-            .map(|p| p.steps.into_iter().filter_map(|s| s.action).collect())
+        plan(intent, None, &PolicyRules::defaults()).map(|p| p.steps.into_iter().filter_map(|s| s.action).collect())
     }
 
     #[test]
@@ -168,14 +146,8 @@ mod tests {
             ("read the file README.md", &["file_read"]),
             ("check disk space", &["check_disk_space"]),
             ("check memory", &["check_memory"]),
-            (
-                "check git status, run the tests and build",
-                &["git_status", "run_tests", "build_project"],
-            ),
-            (
-                "Please check git status in ~/proj and then run the tests",
-                &["git_status", "run_tests"],
-            ),
+            ("check git status, run the tests and build", &["git_status", "run_tests", "build_project"]),
+            ("Please check git status in ~/proj and then run the tests", &["git_status", "run_tests"]),
         ];
         for (intent, want) in cases {
             let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
@@ -193,19 +165,11 @@ mod tests {
     #[test]
     fn carries_paths_risks_and_file_names() {
         let rules = PolicyRules::defaults();
-        let p = plan(
-            "check git status in ~/proj and read the file notes/todo.txt",
-            None,
-            &rules,
-        )
-        .expect("plan");
+        let p = plan("check git status in ~/proj and read the file notes/todo.txt", None, &rules).expect("plan");
         assert_eq!(p.steps[0].params["working_dir"], "~/proj");
         assert_eq!(p.steps[1].params["file"], "notes/todo.txt");
         assert_eq!(p.steps[0].risk, Risk::ReadOnly);
         let p = plan("deploy", Some("/srv/app"), &rules).expect("plan");
-        assert_eq!(
-            (p.steps[0].risk, p.steps[0].params["working_dir"].as_str()),
-            (Risk::Admin, Some("/srv/app"))
-        );
+        assert_eq!((p.steps[0].risk, p.steps[0].params["working_dir"].as_str()), (Risk::Admin, Some("/srv/app")));
     }
 }

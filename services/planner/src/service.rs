@@ -47,12 +47,8 @@ pub async fn run(
     deps: Deps,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), async_nats::Error> {
-    let spec = ConsumerSpec {
-        stream: EVENTS_STREAM,
-        durable: "planner",
-        service: SERVICE,
-        concurrency: config.concurrency,
-    };
+    let spec =
+        ConsumerSpec { stream: EVENTS_STREAM, durable: "planner", service: SERVICE, concurrency: config.concurrency };
     let llm = (config.backend == Backend::Llm).then(|| LlmPlanner::new(config.llm.clone()));
     info!(service = SERVICE, backend = ?config.backend, llm = ?llm, "planner running");
     let js = deps.js.clone();
@@ -72,15 +68,7 @@ pub async fn run(
 /// Handles one `requested` event (public so tests can deliver a message twice).
 pub async fn handle(config: &Config, deps: &Deps, msg: Message) -> Disposition {
     let llm = (config.backend == Backend::Llm).then(|| LlmPlanner::new(config.llm.clone()));
-    handle_with(
-        &Planner {
-            config: config.clone(),
-            llm,
-            deps: deps.clone(),
-        },
-        msg,
-    )
-    .await
+    handle_with(&Planner { config: config.clone(), llm, deps: deps.clone() }, msg).await
 }
 
 async fn handle_with(p: &Planner, msg: Message) -> Disposition {
@@ -88,10 +76,7 @@ async fn handle_with(p: &Planner, msg: Message) -> Disposition {
     let env = match codec::decode(msg.headers.as_ref(), &msg.payload) {
         Ok(env) => env,
         Err(e) => {
-            return Disposition::DeadLetter {
-                code: "undecodable",
-                reason: e.to_string(),
-            };
+            return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() };
         }
     };
     let (job, event) = match env.job_event() {
@@ -103,10 +88,7 @@ async fn handle_with(p: &Planner, msg: Message) -> Disposition {
             };
         }
         Err(e) => {
-            return Disposition::DeadLetter {
-                code: "undecodable",
-                reason: e.to_string(),
-            };
+            return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() };
         }
     };
     let JobEvent::Requested(request) = &event else {
@@ -118,21 +100,12 @@ async fn handle_with(p: &Planner, msg: Message) -> Disposition {
         // replay. If anything happened since, the append conflicts and replays.
         let known = evolve(None, &event).ok().map(|s| (Some(s), seq));
         let command = plan(p, request).await;
-        match p
-            .deps
-            .jobs
-            .execute_from(job, known, &env.id, Utc::now(), |s| {
-                decide(s, command.clone())
-            })
-            .await
-        {
+        match p.deps.jobs.execute_from(job, known, &env.id, Utc::now(), |s| decide(s, command.clone())).await {
             Ok(Outcome::Appended { events, .. }) => {
                 info!(kind = ?events.first().map(JobEvent::kind), "planning recorded");
                 Disposition::Ack
             }
-            Ok(Outcome::Rejected(
-                r @ (Rejection::AlreadyPlanned(_) | Rejection::AlreadyFinished(_)),
-            )) => {
+            Ok(Outcome::Rejected(r @ (Rejection::AlreadyPlanned(_) | Rejection::AlreadyFinished(_)))) => {
                 debug!(reason = %r, "already past planning");
                 Disposition::Ack
             }
@@ -152,29 +125,13 @@ async fn plan(p: &Planner, r: &Requested) -> Command {
     let rules_plan = || rules::plan(&r.intent, r.working_dir.as_deref(), &p.deps.rules);
     let Some(llm) = &p.llm else {
         return match rules_plan() {
-            Ok(plan) => Command::RecordPlan(Planned {
-                plan,
-                planner: "rules".into(),
-                fallback_reason: None,
-            }),
+            Ok(plan) => Command::RecordPlan(Planned { plan, planner: "rules".into(), fallback_reason: None }),
             Err(reason) => Command::FailPlanning { reason },
         };
     };
-    let memories = similar_jobs(
-        &p.deps.nats,
-        &r.intent,
-        Duration::from_millis(p.config.memory_timeout_ms),
-    )
-    .await;
-    match llm
-        .plan(&r.intent, r.working_dir.as_deref(), &memories)
-        .await
-    {
-        Ok(plan) => Command::RecordPlan(Planned {
-            plan,
-            planner: llm.name(),
-            fallback_reason: None,
-        }),
+    let memories = similar_jobs(&p.deps.nats, &r.intent, Duration::from_millis(p.config.memory_timeout_ms)).await;
+    match llm.plan(&r.intent, r.working_dir.as_deref(), &memories).await {
+        Ok(plan) => Command::RecordPlan(Planned { plan, planner: llm.name(), fallback_reason: None }),
         Err(e) => {
             warn!(error = %e, "LLM planning failed; falling back to the rules");
             let fallback_reason = format!("{} failed: {e}; planned by rules instead", llm.name());
@@ -184,9 +141,9 @@ async fn plan(p: &Planner, r: &Requested) -> Command {
                     planner: "rules".into(),
                     fallback_reason: Some(fallback_reason),
                 }),
-                Err(reason) => Command::FailPlanning {
-                    reason: format!("{fallback_reason}, which also failed: {reason}"),
-                },
+                Err(reason) => {
+                    Command::FailPlanning { reason: format!("{fallback_reason}, which also failed: {reason}") }
+                }
             }
         }
     }
@@ -194,16 +151,11 @@ async fn plan(p: &Planner, r: &Requested) -> Command {
 
 /// Similar past jobs from the memory service, or none if it does not answer in time.
 async fn similar_jobs(nats: &async_nats::Client, intent: &str, timeout: Duration) -> Vec<PastJob> {
-    let Ok(body) = serde_json::to_vec(&SimilarQuery {
-        intent: intent.to_owned(),
-        limit: 5,
-    }) else {
+    let Ok(body) = serde_json::to_vec(&SimilarQuery { intent: intent.to_owned(), limit: 5 }) else {
         return vec![];
     };
     match tokio::time::timeout(timeout, nats.request(SIMILAR_SUBJECT, body.into())).await {
-        Ok(Ok(reply)) => serde_json::from_slice::<SimilarJobs>(&reply.payload)
-            .map(|s| s.jobs)
-            .unwrap_or_default(),
+        Ok(Ok(reply)) => serde_json::from_slice::<SimilarJobs>(&reply.payload).map(|s| s.jobs).unwrap_or_default(),
         Ok(Err(e)) => {
             debug!(error = %e, "no memory service; planning without past jobs");
             vec![]

@@ -48,11 +48,10 @@ pub async fn migrate(db: &PgPool) -> Result<(), ProjectorError> {
 
 /// The last applied stream sequence (0 when nothing was applied).
 pub async fn checkpoint(db: &PgPool) -> Result<u64, sqlx::Error> {
-    let seq: Option<i64> =
-        sqlx::query_scalar("SELECT last_seq FROM projection_checkpoint WHERE projection = $1")
-            .bind(PROJECTION)
-            .fetch_optional(db)
-            .await?;
+    let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoint WHERE projection = $1")
+        .bind(PROJECTION)
+        .fetch_optional(db)
+        .await?;
     Ok(seq.map_or(0, |s| u64::try_from(s).unwrap_or(0)))
 }
 
@@ -61,55 +60,27 @@ pub async fn checkpoint(db: &PgPool) -> Result<u64, sqlx::Error> {
 pub async fn rebuild(db: &PgPool) -> Result<(), ProjectorError> {
     migrate(db).await?;
     let mut tx = db.begin().await?;
-    sqlx::query("TRUNCATE audit_events")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM projection_checkpoint WHERE projection = $1")
-        .bind(PROJECTION)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("TRUNCATE audit_events").execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM projection_checkpoint WHERE projection = $1").bind(PROJECTION).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Projects the log into the read models until `shutdown` resolves.
-pub async fn run(
-    config: Config,
-    deps: Deps,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ProjectorError> {
+pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> + Send) -> Result<(), ProjectorError> {
     migrate(&deps.db).await?;
     let from = checkpoint(&deps.db).await?;
     let nats = |e: async_nats::Error| ProjectorError::Nats(e);
-    let mut stream = deps
-        .js
-        .get_stream(EVENTS_STREAM)
-        .await
-        .map_err(|e| nats(e.into()))?;
-    let log_last = stream
-        .info()
-        .await
-        .map_err(|e| nats(e.into()))?
-        .state
-        .last_sequence;
+    let mut stream = deps.js.get_stream(EVENTS_STREAM).await.map_err(|e| nats(e.into()))?;
+    let log_last = stream.info().await.map_err(|e| nats(e.into()))?.state.last_sequence;
     if log_last < from {
-        error!(
-            service = SERVICE,
-            log_last,
-            checkpoint = from,
-            "event log is behind the read models"
-        );
-        return Err(ProjectorError::LogBehind {
-            log_last,
-            checkpoint: from,
-        });
+        error!(service = SERVICE, log_last, checkpoint = from, "event log is behind the read models");
+        return Err(ProjectorError::LogBehind { log_last, checkpoint: from });
     }
     info!(service = SERVICE, from, log_last, "projector running");
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: from + 1,
-            },
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from + 1 },
             ..Default::default()
         })
         .await
@@ -117,11 +88,7 @@ pub async fn run(
     let messages = consumer.messages().await.map_err(|e| nats(e.into()))?;
     // ready_chunks: take whatever has arrived (up to max_batch) without waiting,
     // so batches grow under load and latency stays low when idle.
-    let mut batches = std::pin::pin!(
-        messages
-            .ready_chunks(config.max_batch.max(1))
-            .take_until(shutdown)
-    );
+    let mut batches = std::pin::pin!(messages.ready_chunks(config.max_batch.max(1)).take_until(shutdown));
     let mut applied = from;
     while let Some(batch) = batches.next().await {
         let mut rows = Vec::with_capacity(batch.len());
@@ -129,11 +96,7 @@ pub async fn run(
             let msg = msg.map_err(|e| nats(e.into()))?;
             let seq = msg.info().map_err(nats)?.stream_sequence;
             match codec::decode(msg.headers.as_ref(), &msg.payload) {
-                Ok(env) => rows.push(Row {
-                    seq,
-                    nats_subject: msg.subject.to_string(),
-                    env,
-                }),
+                Ok(env) => rows.push(Row { seq, nats_subject: msg.subject.to_string(), env }),
                 // Only SKYNET's own services write this stream, through the
                 // contract; an undecodable event is a bug worth shouting about,
                 // but it must not stop every read model.

@@ -1,0 +1,95 @@
+//! The dispatcher's consumer: `policy_decided` (auto-approved jobs) and
+//! `approved` (jobs a person approved) lead here.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_nats::jetstream::{self, Message};
+use chrono::Utc;
+use skynet_bus::codec;
+use skynet_bus::consumer::{self, ConsumerSpec, Disposition};
+use skynet_bus::definitions::EVENTS_STREAM;
+use skynet_bus::{Jobs, Outcome};
+use skynet_contract::job::Stage;
+use skynet_job::{Command, Status, decide};
+use skynet_rules::PolicyRules;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::Config;
+use crate::spec::build_spec;
+
+const SERVICE: &str = "dispatcher";
+
+/// What the dispatcher needs.
+#[derive(Clone)]
+pub struct Deps {
+    pub js: jetstream::Context,
+    pub jobs: Jobs,
+    pub rules: Arc<PolicyRules>,
+}
+
+/// Runs the dispatcher until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    deps: Deps,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), async_nats::Error> {
+    let spec = ConsumerSpec {
+        stream: EVENTS_STREAM,
+        durable: "dispatcher",
+        service: SERVICE,
+        concurrency: config.concurrency,
+    };
+    info!(service = SERVICE, "dispatcher running");
+    let js = deps.js.clone();
+    consumer::run(
+        js,
+        spec,
+        move |msg| {
+            let deps = deps.clone();
+            async move { handle(&deps, msg).await }
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// Dispatches the job a message is about, if it is approved (public so tests
+/// can deliver a message twice).
+pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
+    let env = match codec::decode(msg.headers.as_ref(), &msg.payload) {
+        Ok(env) => env,
+        Err(e) => return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() },
+    };
+    let job = match env.job_event() {
+        Ok((job, _)) => job,
+        Err(e) => return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() },
+    };
+    let span = info_span!("dispatch", service = SERVICE, job_id = %job, event_id = %env.id);
+    async {
+        let (state, seq) = match deps.jobs.load(job).await {
+            Ok(loaded) => loaded,
+            Err(e) => return Disposition::Retry(e.to_string()),
+        };
+        // Waiting for more approvers, denied, or already dispatched: nothing to do.
+        let Some(current) = state.as_ref().filter(|j| j.status == Status::Approved) else { return Disposition::Ack };
+        let command = match build_spec(current, &deps.rules) {
+            Ok(spec) => Command::Dispatch(spec),
+            Err(reason) => {
+                warn!(%reason, "dispatch refused");
+                Command::Fail { stage: Stage::Dispatch, reason, step: None }
+            }
+        };
+        match deps.jobs.execute_from(job, Some((state, seq)), &env.id, Utc::now(), |s| decide(s, command.clone())).await
+        {
+            Ok(Outcome::Appended { events, .. }) => {
+                info!(kind = ?events.first().map(|e| e.kind()), "dispatch recorded");
+                Disposition::Ack
+            }
+            Ok(Outcome::Rejected(_)) => Disposition::Ack,
+            Err(e) => Disposition::Retry(e.to_string()),
+        }
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,76 @@
+//! The dispatcher's handler is idempotent: the same delivery handled twice
+//! records one spec.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use skynet_bus::consumer::Disposition;
+use skynet_bus::definitions::EVENTS_STREAM;
+use skynet_bus::{EventStore, Jobs, bootstrap};
+use skynet_contract::job::{Planned, PolicyDecided, Requested};
+use skynet_contract::{JobId, Plan, PlanStep, Risk};
+use skynet_dispatcher::{Deps, handle};
+use skynet_job::{Command, Status, decide};
+use skynet_testkit::{NatsServer, fetch_one};
+
+#[tokio::test]
+async fn handling_the_same_approval_twice_dispatches_once() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let client = server.connect().await?;
+    let js = bootstrap(&client).await?;
+    let jobs = Jobs::new(EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?, "dispatcher");
+    let job = JobId::for_request("t", "1");
+    let r = Requested {
+        intent: "check git status".into(),
+        working_dir: Some("/tmp".into()),
+        project: None,
+        requested_by: None,
+        constraints: BTreeMap::new(),
+        request_source: "t".into(),
+        request_id: "1".into(),
+    };
+    let plan = Plan {
+        summary: "s".into(),
+        steps: vec![PlanStep {
+            title: "Check git status".into(),
+            description: String::new(),
+            action: None,
+            params: BTreeMap::new(),
+            risk: Risk::ReadOnly,
+            estimated_minutes: 1,
+            continue_on_error: false,
+        }],
+        artifacts: vec![],
+    };
+    let decision = PolicyDecided {
+        allowed: true,
+        risk: Risk::ReadOnly,
+        step_risks: vec![Risk::ReadOnly],
+        requires_approval: false,
+        approvals_required: 0,
+        auto_approved: true,
+        reasons: vec!["auto".into()],
+        blocked_steps: vec![],
+        approval_timeout_secs: None,
+    };
+    let commands = [
+        Command::Open(r),
+        Command::RecordPlan(Planned { plan, planner: "rules".into(), fallback_reason: None }),
+        Command::DecidePolicy(decision),
+    ];
+    for (i, c) in commands.iter().enumerate() {
+        jobs.execute(job, &i.to_string(), Utc::now(), |s| decide(s, c.clone())).await?;
+    }
+    let deps = Deps { js: js.clone(), jobs: jobs.clone(), rules: Arc::new(skynet_rules::PolicyRules::defaults()) };
+    let msg = fetch_one(&js, EVENTS_STREAM, "dispatcher").await?;
+    for _ in 0..2 {
+        assert!(matches!(handle(&deps, msg.clone()).await, Disposition::Ack));
+    }
+    let (state, _) = jobs.load(job).await?;
+    let state = state.expect("job");
+    assert_eq!(state.status, Status::Dispatched);
+    assert_eq!(state.version, 4, "requested, planned, policy_decided, dispatched: once");
+    assert_eq!(state.spec.map(|s| s.steps[0].action.clone()).as_deref(), Some("git_status"));
+    Ok(())
+}

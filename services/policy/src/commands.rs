@@ -1,0 +1,148 @@
+//! Approve, deny, cancel and the single-action check: request/reply on core
+//! NATS subjects (`skynet.cmd.job.*`, `skynet.policy.check`), served by every
+//! policy instance in one queue group. Each command is validated against the
+//! job's state by `decide`; the reply says whether it took effect and, if not,
+//! why, with a stable code.
+
+use async_nats::Message;
+use chrono::Utc;
+use futures::StreamExt;
+use skynet_bus::{Jobs, Outcome};
+use skynet_contract::JobId;
+use skynet_contract::commands::{self, Approve, Cancel, CommandReply, Deny, PolicyCheck, PolicyCheckReply};
+use skynet_contract::ids::event_id;
+use skynet_job::{Command, Rejection, Status, decide};
+use skynet_rules::PolicyRules;
+use tracing::{info, warn};
+
+use crate::deadlines::Deadlines;
+
+/// Queue group shared by all policy instances.
+pub const QUEUE: &str = "skynet-policy";
+
+/// What the command handlers need.
+#[derive(Clone)]
+pub struct CommandDeps {
+    pub nats: async_nats::Client,
+    pub jobs: Jobs,
+    pub rules: std::sync::Arc<PolicyRules>,
+    pub deadlines: Deadlines,
+}
+
+/// Serves commands until `shutdown` resolves.
+pub async fn serve(
+    deps: CommandDeps,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), async_nats::Error> {
+    let subs = futures::stream::select_all([
+        deps.nats.queue_subscribe(commands::APPROVE, QUEUE.into()).await?,
+        deps.nats.queue_subscribe(commands::DENY, QUEUE.into()).await?,
+        deps.nats.queue_subscribe(commands::CANCEL, QUEUE.into()).await?,
+        deps.nats.queue_subscribe(commands::POLICY_CHECK, QUEUE.into()).await?,
+    ]);
+    subs.take_until(shutdown)
+        .for_each_concurrent(32, |msg| {
+            let deps = deps.clone();
+            async move {
+                let reply = answer(&deps, &msg).await;
+                if let Some(to) = msg.reply.clone()
+                    && let Err(e) = deps.nats.publish(to, reply.into()).await
+                {
+                    warn!(service = "policy", error = %e, "could not send a command reply");
+                }
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// The reply body for one command message.
+pub async fn answer(deps: &CommandDeps, msg: &Message) -> Vec<u8> {
+    let subject = msg.subject.as_str();
+    if subject == commands::POLICY_CHECK {
+        let reply = match serde_json::from_slice::<PolicyCheck>(&msg.payload) {
+            Ok(check) => {
+                let c = deps.rules.check_action(&check.action);
+                PolicyCheckReply {
+                    allowed: c.allowed,
+                    reason: c.reason,
+                    requires_approval: c.requires_approval,
+                    risk_level: c.risk_level.into(),
+                }
+            }
+            Err(e) => PolicyCheckReply {
+                allowed: false,
+                reason: format!("bad request: {e}"),
+                requires_approval: false,
+                risk_level: "high".into(),
+            },
+        };
+        return serde_json::to_vec(&reply).unwrap_or_default();
+    }
+    let reply = match handle(deps, subject, &msg.payload).await {
+        Ok(r) | Err(r) => r,
+    };
+    serde_json::to_vec(&reply).unwrap_or_default()
+}
+
+async fn handle(deps: &CommandDeps, subject: &str, payload: &[u8]) -> Result<CommandReply, CommandReply> {
+    let bad = |e: serde_json::Error| refused(None, "bad_request", format!("invalid command body: {e}"));
+    let (job, command, verb) = match subject {
+        commands::APPROVE => {
+            let a: Approve = serde_json::from_slice(payload).map_err(bad)?;
+            let cmd = Command::Approve {
+                approver: a.approver,
+                comment: a.comment,
+                confirmation: a.confirmation,
+                phrase_required: Some(deps.rules.approval.confirmation_phrase.clone()),
+            };
+            (a.job_id, cmd, "approve")
+        }
+        commands::DENY => {
+            let d: Deny = serde_json::from_slice(payload).map_err(bad)?;
+            (d.job_id, Command::Deny { by: d.by, reason: d.reason }, "deny")
+        }
+        commands::CANCEL => {
+            let c: Cancel = serde_json::from_slice(payload).map_err(bad)?;
+            (c.job_id, Command::Cancel { by: c.by, reason: c.reason }, "cancel")
+        }
+        other => return Err(refused(None, "bad_request", format!("no command on {other}"))),
+    };
+    // Identical retries of one command get identical event ids (stored once).
+    let cause = event_id(&[subject, &String::from_utf8_lossy(payload)]);
+    let outcome = deps.jobs.execute(job, &cause, Utc::now(), |s| decide(s, command.clone())).await;
+    match outcome {
+        Ok(Outcome::Appended { .. }) => {
+            let (state, _) = deps.jobs.load(job).await.map_err(|e| refused(Some(job), "unavailable", e.to_string()))?;
+            let status = state.map(|j| j.status);
+            if status != Some(Status::AwaitingApproval)
+                && let Err(e) = deps.deadlines.clear(job).await
+            {
+                warn!(service = "policy", job_id = %job, error = %e, "could not clear an approval deadline; the sweeper will");
+            }
+            info!(service = "policy", job_id = %job, verb, status = ?status, "command accepted");
+            Ok(CommandReply {
+                accepted: true,
+                job_id: Some(job),
+                status: status.map(|s| s.as_str().to_owned()),
+                code: None,
+                message: format!("{verb} accepted"),
+            })
+        }
+        Ok(Outcome::Rejected(r)) => {
+            let code = match &r {
+                Rejection::NoSuchJob => "not_found",
+                Rejection::ConfirmationRequired => "confirmation_required",
+                Rejection::ConfirmationMismatch => "confirmation_mismatch",
+                _ => "conflict",
+            };
+            info!(service = "policy", job_id = %job, verb, reason = %r, "command refused");
+            Err(refused(Some(job), code, format!("cannot {verb}: {r}")))
+        }
+        Err(e) => Err(refused(Some(job), "unavailable", format!("cannot {verb} now: {e}"))),
+    }
+}
+
+fn refused(job: Option<JobId>, code: &str, message: String) -> CommandReply {
+    CommandReply { accepted: false, job_id: job, status: None, code: Some(code.into()), message }
+}

@@ -1,0 +1,115 @@
+//! Approval deadlines. When the policy records a decision that waits for
+//! people, it first stores the job's deadline in the `SKYNET_APPROVALS` KV
+//! bucket. A sweeper checks the bucket every interval and cancels jobs still
+//! awaiting approval past their deadline, with reason "approval timed out".
+//!
+//! Because the deadlines are in JetStream, a restarted (or second) policy
+//! service sweeps them just the same; there is no sleeping task per job. Two
+//! sweepers racing on one job are harmless: the cancel is decided against the
+//! job's state under optimistic concurrency, and the loser sees a finished job.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use skynet_bus::definitions::APPROVALS_BUCKET;
+use skynet_bus::{Jobs, Outcome};
+use skynet_contract::JobId;
+use skynet_job::{Command, Rejection, Status, decide};
+use tracing::{info, warn};
+
+/// The reason recorded on jobs whose approval timed out.
+pub const TIMED_OUT_REASON: &str = "approval timed out";
+
+/// Handle on the deadlines bucket.
+#[derive(Clone)]
+pub struct Deadlines {
+    kv: kv::Store,
+}
+
+impl Deadlines {
+    /// Opens the bucket (created by bootstrap from `nats/streams/KV_SKYNET_APPROVALS.json`).
+    pub async fn open(js: &jetstream::Context) -> Result<Deadlines, async_nats::Error> {
+        Ok(Deadlines { kv: js.get_key_value(APPROVALS_BUCKET).await? })
+    }
+
+    /// Records that `job` must be approved by `at`.
+    pub async fn set(&self, job: JobId, at: DateTime<Utc>) -> Result<(), async_nats::Error> {
+        self.kv.put(job.to_string(), at.timestamp_millis().to_string().into()).await?;
+        Ok(())
+    }
+
+    /// Forgets `job`'s deadline (it left the approval stage).
+    pub async fn clear(&self, job: JobId) -> Result<(), async_nats::Error> {
+        self.kv.purge(job.to_string()).await?;
+        Ok(())
+    }
+
+    /// The deadline of `job`, if one is stored.
+    pub async fn get(&self, job: JobId) -> Result<Option<DateTime<Utc>>, async_nats::Error> {
+        let Some(v) = self.kv.get(job.to_string()).await? else { return Ok(None) };
+        Ok(std::str::from_utf8(&v).ok().and_then(|s| s.parse::<i64>().ok()).and_then(DateTime::from_timestamp_millis))
+    }
+
+    /// Jobs whose deadline is at or before `now`.
+    pub async fn due(&self, now: DateTime<Utc>) -> Result<Vec<JobId>, async_nats::Error> {
+        let mut keys = self.kv.keys().await?;
+        let mut due = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key?;
+            let Ok(job) = key.parse::<JobId>() else { continue };
+            if self.get(job).await?.is_some_and(|at| at <= now) {
+                due.push(job);
+            }
+        }
+        Ok(due)
+    }
+}
+
+/// Cancels every job whose approval deadline has passed and that is still
+/// awaiting approval; clears the deadlines of jobs that moved on. Returns how
+/// many jobs it cancelled.
+pub async fn sweep(deadlines: &Deadlines, jobs: &Jobs, now: DateTime<Utc>) -> Result<usize, async_nats::Error> {
+    let mut cancelled = 0;
+    for job in deadlines.due(now).await? {
+        let outcome = jobs
+            .execute(job, "approval-timeout", now, |s| match s {
+                Some(j) if j.status == Status::AwaitingApproval => {
+                    decide(s, Command::Cancel { by: "policy".into(), reason: TIMED_OUT_REASON.into() })
+                }
+                Some(j) => Err(Rejection::NotAwaitingApproval(j.status)),
+                None => Err(Rejection::NoSuchJob),
+            })
+            .await;
+        match outcome {
+            Ok(Outcome::Appended { .. }) => {
+                info!(service = "policy", job_id = %job, "approval timed out; job cancelled");
+                cancelled += 1;
+                deadlines.clear(job).await?;
+            }
+            Ok(Outcome::Rejected(_)) => deadlines.clear(job).await?,
+            // Keep the deadline: the next sweep tries again.
+            Err(e) => warn!(service = "policy", job_id = %job, error = %e, "cancelling a timed-out approval failed"),
+        }
+    }
+    Ok(cancelled)
+}
+
+/// Sweeps every `interval` until `shutdown` resolves.
+pub async fn run_sweeper(deadlines: Deadlines, jobs: Jobs, interval: Duration, shutdown: impl Future<Output = ()>) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => {
+                if let Err(e) = sweep(&deadlines, &jobs, Utc::now()).await {
+                    warn!(service = "policy", error = %e, "approval sweep failed; retrying next interval");
+                }
+            }
+        }
+    }
+}

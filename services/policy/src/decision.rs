@@ -1,0 +1,176 @@
+//! The policy decision for a plan. Pure: the rules and the plan in, the
+//! `policy_decided` data out, with every reason spelled out.
+
+use skynet_contract::job::PolicyDecided;
+use skynet_contract::{Plan, Risk};
+use skynet_rules::PolicyRules;
+use skynet_rules::mapping::map_step;
+
+/// Classifies `plan`, whose job asked to run in `working_dir`.
+pub fn decide_plan(plan: &Plan, working_dir: Option<&str>, rules: &PolicyRules) -> PolicyDecided {
+    let mut reasons = Vec::new();
+    let mut blocked_steps = Vec::new();
+    let mut step_risks = Vec::with_capacity(plan.steps.len());
+    let mut dirs_ok = true;
+
+    if plan.steps.is_empty() {
+        reasons.push("plan has no steps: nothing to approve".to_owned());
+    }
+    if let Some(dir) = working_dir
+        && let Err(e) = rules.check_working_dir(dir)
+    {
+        dirs_ok = false;
+        reasons.push(format!("job: {e}"));
+    }
+    for (i, step) in plan.steps.iter().enumerate() {
+        let action = step
+            .action
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .or_else(|| map_step(&step.title, &step.description).map(str::to_owned));
+        let risk = match &action {
+            Some(a) => {
+                let r = rules.classify(a);
+                if r == Risk::Blocked {
+                    reasons.push(format!("step {i} ({:?}): action {a} is blocked by policy", step.title));
+                }
+                r.max(step.risk)
+            }
+            None => {
+                reasons.push(format!(
+                    "step {i} ({:?}) maps to no known action; classified {}",
+                    step.title,
+                    rules.risk.unknown_action.as_str()
+                ));
+                rules.risk.unknown_action.max(step.risk)
+            }
+        };
+        for key in ["working_dir", "directory", "path"] {
+            if let Some(dir) = step.params.get(key).and_then(|v| v.as_str())
+                && let Err(e) = rules.check_working_dir(dir)
+            {
+                dirs_ok = false;
+                blocked_steps.push(i as u32);
+                reasons.push(format!("step {i} ({:?}): {e}", step.title));
+            }
+        }
+        if risk == Risk::Blocked {
+            blocked_steps.push(i as u32);
+        }
+        step_risks.push(risk);
+    }
+    blocked_steps.dedup();
+    let risk = step_risks.iter().copied().max().unwrap_or(Risk::ReadOnly);
+    let allowed = blocked_steps.is_empty() && dirs_ok && !plan.steps.is_empty();
+    let requires_approval = allowed && rules.requires_approval(risk);
+    let approvals_required = if requires_approval { rules.approvals_required(risk) } else { 0 };
+    if allowed {
+        reasons.push(if requires_approval {
+            format!("overall risk {}: needs approval by {approvals_required} person(s)", risk.as_str())
+        } else {
+            format!("overall risk {}: approved automatically by policy", risk.as_str())
+        });
+    }
+    PolicyDecided {
+        allowed,
+        risk,
+        step_risks,
+        requires_approval,
+        approvals_required,
+        auto_approved: allowed && !requires_approval,
+        reasons,
+        blocked_steps,
+        approval_timeout_secs: requires_approval.then_some(rules.approval.timeout_secs),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use skynet_contract::PlanStep;
+
+    use super::*;
+
+    fn step(title: &str, action: Option<&str>, risk: Risk) -> PlanStep {
+        PlanStep {
+            title: title.into(),
+            description: String::new(),
+            action: action.map(str::to_owned),
+            params: BTreeMap::new(),
+            risk,
+            estimated_minutes: 1,
+            continue_on_error: false,
+        }
+    }
+
+    fn plan(steps: Vec<PlanStep>) -> Plan {
+        Plan { summary: "s".into(), steps, artifacts: vec![] }
+    }
+
+    #[test]
+    fn table_of_plans_and_decisions() {
+        let rules = PolicyRules::defaults();
+        // (steps, allowed, risk, requires approval, auto approved, approvers)
+        let cases: Vec<(Vec<PlanStep>, bool, Risk, bool, bool, u8)> = vec![
+            (vec![step("Check git status", Some("git_status"), Risk::ReadOnly)], true, Risk::ReadOnly, false, true, 0),
+            (vec![step("Run tests", None, Risk::ReadOnly)], true, Risk::ReadOnly, false, true, 0),
+            (vec![step("Build", Some("build_project"), Risk::ReadOnly)], true, Risk::Write, true, false, 1),
+            (vec![step("Deploy to production", None, Risk::ReadOnly)], true, Risk::Admin, true, false, 1),
+            (vec![step("Mystery", None, Risk::ReadOnly)], true, Risk::Admin, true, false, 1),
+            (vec![step("Status", Some("GIT_STATUS"), Risk::ReadOnly)], true, Risk::ReadOnly, false, true, 0),
+            (
+                vec![
+                    step("Status", Some("git_status"), Risk::ReadOnly),
+                    step("Shell", Some("shell_exec"), Risk::Write),
+                ],
+                false,
+                Risk::Blocked,
+                false,
+                false,
+                0,
+            ),
+            (vec![], false, Risk::ReadOnly, false, false, 0),
+        ];
+        for (steps, allowed, risk, approval, auto, approvers) in cases {
+            let titles: Vec<_> = steps.iter().map(|s| s.title.clone()).collect();
+            let d = decide_plan(&plan(steps), None, &rules);
+            assert_eq!(
+                (d.allowed, d.risk, d.requires_approval, d.auto_approved, d.approvals_required),
+                (allowed, risk, approval, auto, approvers),
+                "{titles:?}: {:?}",
+                d.reasons
+            );
+            assert!(!d.reasons.is_empty(), "every decision has reasons");
+        }
+    }
+
+    #[test]
+    fn blocked_steps_are_named_and_read_only_can_require_approval() {
+        let rules = PolicyRules::defaults();
+        let d = decide_plan(&plan(vec![step("x", Some("eval_code"), Risk::ReadOnly)]), None, &rules);
+        assert_eq!(d.blocked_steps, [0]);
+        assert!(d.reasons.iter().any(|r| r.contains("eval_code is blocked")), "{:?}", d.reasons);
+
+        let strict = PolicyRules::from_toml(
+            &skynet_rules::policy::DEFAULT_RULES
+                .replace("auto_approve_read_only = true", "auto_approve_read_only = false"),
+            "strict",
+        )
+        .expect("rules");
+        let d = decide_plan(&plan(vec![step("s", Some("git_status"), Risk::ReadOnly)]), None, &strict);
+        assert!(d.requires_approval && !d.auto_approved);
+    }
+
+    #[test]
+    fn directories_outside_the_sandbox_deny_the_job() {
+        let rules = PolicyRules::defaults();
+        let mut s = step("List", Some("list_directory"), Risk::ReadOnly);
+        s.params.insert("directory".into(), "/etc".into());
+        let d = decide_plan(&plan(vec![s]), None, &rules);
+        assert!(!d.allowed);
+        assert_eq!(d.blocked_steps, [0]);
+        let d = decide_plan(&plan(vec![step("s", Some("git_status"), Risk::ReadOnly)]), Some("/etc/../etc"), &rules);
+        assert!(!d.allowed, "{:?}", d.reasons);
+    }
+}

@@ -1,0 +1,134 @@
+//! The policy service's processes: the `planned` consumer, the command server
+//! and the deadline sweeper, all stopped by one shutdown signal.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, Message};
+use chrono::Utc;
+use futures::FutureExt;
+use skynet_bus::codec;
+use skynet_bus::consumer::{self, ConsumerSpec, Disposition};
+use skynet_bus::definitions::EVENTS_STREAM;
+use skynet_bus::{Jobs, Outcome};
+use skynet_contract::job::JobEvent;
+use skynet_job::{Command, Status, decide};
+use skynet_rules::PolicyRules;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::commands::{self, CommandDeps};
+use crate::config::Config;
+use crate::deadlines::{self, Deadlines};
+use crate::decision::decide_plan;
+
+const SERVICE: &str = "policy";
+
+/// What the policy service needs.
+#[derive(Clone)]
+pub struct Deps {
+    pub js: jetstream::Context,
+    /// Core NATS, for commands.
+    pub nats: async_nats::Client,
+    pub jobs: Jobs,
+    /// The validated rules file.
+    pub rules: Arc<PolicyRules>,
+}
+
+/// Runs the consumer, the command server and the sweeper until `shutdown`.
+pub async fn run(
+    config: Config,
+    deps: Deps,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), async_nats::Error> {
+    let deadlines = Deadlines::open(&deps.js).await?;
+    let stop = shutdown.shared();
+    let spec =
+        ConsumerSpec { stream: EVENTS_STREAM, durable: "policy", service: SERVICE, concurrency: config.concurrency };
+    let command_deps = CommandDeps {
+        nats: deps.nats.clone(),
+        jobs: deps.jobs.clone(),
+        rules: deps.rules.clone(),
+        deadlines: deadlines.clone(),
+    };
+    info!(service = SERVICE, "policy running");
+    let consumer_deps = (deps.clone(), deadlines.clone());
+    let consume = consumer::run(
+        deps.js.clone(),
+        spec,
+        move |msg| {
+            let (deps, deadlines) = consumer_deps.clone();
+            async move { handle_planned(&deps, &deadlines, msg).await }
+        },
+        stop.clone(),
+    );
+    let sweep = deadlines::run_sweeper(
+        deadlines,
+        deps.jobs.clone(),
+        Duration::from_millis(config.sweep_interval_ms),
+        stop.clone(),
+    );
+    let (consumed, served, ()) = tokio::join!(consume, commands::serve(command_deps, stop), sweep);
+    consumed.and(served)
+}
+
+/// Classifies one planned job (public so tests can deliver a message twice).
+pub async fn handle_planned(deps: &Deps, deadlines: &Deadlines, msg: Message) -> Disposition {
+    let env = match codec::decode(msg.headers.as_ref(), &msg.payload) {
+        Ok(env) => env,
+        Err(e) => return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() },
+    };
+    let job = match env.job_event() {
+        Ok((job, JobEvent::Planned(_))) => job,
+        Ok((_, other)) => {
+            return Disposition::DeadLetter {
+                code: "unexpected_type",
+                reason: format!("{:?} on the planned consumer", other.kind()),
+            };
+        }
+        Err(e) => return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() },
+    };
+    let span = info_span!("decide", service = SERVICE, job_id = %job, event_id = %env.id);
+    async {
+        let (state, seq) = match deps.jobs.load(job).await {
+            Ok(loaded) => loaded,
+            Err(e) => return Disposition::Retry(e.to_string()),
+        };
+        let Some(current) = state.as_ref().filter(|j| j.status == Status::Planned) else {
+            return Disposition::Ack; // already decided (redelivery) or cancelled meanwhile
+        };
+        let Some(plan) = &current.plan else { return Disposition::Ack };
+        let decision = decide_plan(plan, current.request.working_dir.as_deref(), &deps.rules);
+        if let Some(secs) = decision.approval_timeout_secs.filter(|_| decision.requires_approval) {
+            // Deadline first: if we crash after appending, it is already there.
+            let at = Utc::now() + chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000));
+            if let Err(e) = deadlines.set(job, at).await {
+                return Disposition::Retry(format!("storing the approval deadline: {e}"));
+            }
+        }
+        let outcome = deps
+            .jobs
+            .execute_from(job, Some((state, seq)), &env.id, Utc::now(), |s| {
+                decide(s, Command::DecidePolicy(decision.clone()))
+            })
+            .await;
+        match outcome {
+            Ok(Outcome::Appended { .. }) => {
+                info!(
+                    allowed = decision.allowed,
+                    risk = decision.risk.as_str(),
+                    approval = decision.requires_approval,
+                    "policy decided"
+                );
+                Disposition::Ack
+            }
+            Ok(Outcome::Rejected(r)) => {
+                warn!(reason = %r, "decision refused by the job");
+                Disposition::Ack
+            }
+            Err(e) => Disposition::Retry(e.to_string()),
+        }
+    }
+    .instrument(span)
+    .await
+}

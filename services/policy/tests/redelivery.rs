@@ -1,0 +1,104 @@
+//! The policy's handler is idempotent: the same `planned` delivery handled
+//! twice records one decision and one deadline.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use skynet_bus::consumer::Disposition;
+use skynet_bus::definitions::EVENTS_STREAM;
+use skynet_bus::{EventStore, Jobs, bootstrap};
+use skynet_contract::job::{Planned, Requested};
+use skynet_contract::{JobId, Plan, PlanStep, Risk};
+use skynet_job::{Command, Status, decide};
+use skynet_policy::deadlines::{Deadlines, sweep};
+use skynet_policy::{Deps, handle_planned};
+use skynet_testkit::{NatsServer, fetch_one};
+
+async fn planned_job(jobs: &Jobs, id: &str, action: &str, risk: Risk) -> anyhow::Result<JobId> {
+    let r = Requested {
+        intent: "x".into(),
+        working_dir: Some("/tmp".into()),
+        project: None,
+        requested_by: None,
+        constraints: BTreeMap::new(),
+        request_source: "t".into(),
+        request_id: id.into(),
+    };
+    let job = JobId::for_request("t", id);
+    let plan = Plan {
+        summary: "s".into(),
+        steps: vec![PlanStep {
+            title: "step".into(),
+            description: String::new(),
+            action: Some(action.into()),
+            params: BTreeMap::new(),
+            risk,
+            estimated_minutes: 1,
+            continue_on_error: false,
+        }],
+        artifacts: vec![],
+    };
+    jobs.execute(job, "open", Utc::now(), |s| decide(s, Command::Open(r.clone()))).await?;
+    let planned = Planned { plan, planner: "rules".into(), fallback_reason: None };
+    jobs.execute(job, "plan", Utc::now(), |s| decide(s, Command::RecordPlan(planned.clone()))).await?;
+    Ok(job)
+}
+
+#[tokio::test]
+async fn handling_the_same_planned_event_twice_decides_once() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let client = server.connect().await?;
+    let js = bootstrap(&client).await?;
+    let jobs = Jobs::new(EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?, "policy");
+    let deadlines = Deadlines::open(&js).await.map_err(|e| anyhow::anyhow!(e))?;
+    let deps = Deps {
+        js: js.clone(),
+        nats: client.clone(),
+        jobs: jobs.clone(),
+        rules: Arc::new(skynet_rules::PolicyRules::defaults()),
+    };
+    let job = planned_job(&jobs, "1", "build_project", Risk::Write).await?;
+
+    let msg = fetch_one(&js, EVENTS_STREAM, "policy").await?;
+    for _ in 0..2 {
+        assert!(matches!(handle_planned(&deps, &deadlines, msg.clone()).await, Disposition::Ack));
+    }
+    let kinds: Vec<_> = jobs.store().load(job).await?.events.iter().map(|(_, e)| e.ty.clone()).collect();
+    assert_eq!(kinds, ["skynet.job.requested.v1", "skynet.job.planned.v1", "skynet.job.policy_decided.v1"]);
+    assert_eq!(jobs.load(job).await?.0.map(|j| j.status), Some(Status::AwaitingApproval));
+    let deadline = deadlines.get(job).await.map_err(|e| anyhow::anyhow!(e))?.expect("deadline stored");
+    assert!(deadline > Utc::now() + chrono::Duration::seconds(290), "default timeout 300 s: {deadline}");
+
+    // The sweeper, run at a time past the deadline, cancels it — once.
+    let later = deadline + chrono::Duration::seconds(1);
+    assert_eq!(sweep(&deadlines, &jobs, later).await.map_err(|e| anyhow::anyhow!(e))?, 1);
+    assert_eq!(sweep(&deadlines, &jobs, later).await.map_err(|e| anyhow::anyhow!(e))?, 0);
+    assert_eq!(jobs.load(job).await?.0.map(|j| j.status), Some(Status::Cancelled));
+    assert!(deadlines.get(job).await.map_err(|e| anyhow::anyhow!(e))?.is_none(), "deadline cleared");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_sweeper_leaves_jobs_that_were_answered_in_time() -> anyhow::Result<()> {
+    let server = NatsServer::start()?;
+    let client = server.connect().await?;
+    let js = bootstrap(&client).await?;
+    let jobs = Jobs::new(EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?, "policy");
+    let deadlines = Deadlines::open(&js).await.map_err(|e| anyhow::anyhow!(e))?;
+    let deps = Deps {
+        js: js.clone(),
+        nats: client.clone(),
+        jobs: jobs.clone(),
+        rules: Arc::new(skynet_rules::PolicyRules::defaults()),
+    };
+    let job = planned_job(&jobs, "2", "build_project", Risk::Write).await?;
+    handle_planned(&deps, &deadlines, fetch_one(&js, EVENTS_STREAM, "policy").await?).await;
+    let approve = Command::Approve { approver: "bob".into(), comment: None, confirmation: None, phrase_required: None };
+    jobs.execute(job, "approve", Utc::now(), |s| decide(s, approve.clone())).await?;
+    let later = Utc::now() + chrono::Duration::hours(1);
+    assert_eq!(sweep(&deadlines, &jobs, later).await.map_err(|e| anyhow::anyhow!(e))?, 0);
+    assert_eq!(jobs.load(job).await?.0.map(|j| j.status), Some(Status::Approved));
+    assert!(deadlines.get(job).await.map_err(|e| anyhow::anyhow!(e))?.is_none(), "stale deadline cleared");
+    Ok(())
+}
