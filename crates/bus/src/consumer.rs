@@ -28,6 +28,9 @@ pub enum Disposition {
     /// The message can never be handled (undecodable, wrong type): store it in
     /// the dead-letter stream with this code and reason, then ack.
     DeadLetter { code: &'static str, reason: String },
+    /// Neither ack nor nak: this delivery is no longer ours (an executor that
+    /// lost its lease). The server already gave the message to someone else.
+    Abandon,
 }
 
 /// Where and how to consume.
@@ -100,6 +103,10 @@ where
                 return;
             }
             Disposition::Retry(reason) => ("gave_up", format!("failed {delivered} times; last error: {reason}")),
+            Disposition::Abandon => {
+                debug!("delivery abandoned; its lease moved on");
+                return;
+            }
             Disposition::DeadLetter { code, reason } => (code, reason),
         };
         error!(%reason, code, "dead-lettering message");

@@ -16,6 +16,12 @@ pub const DLQ_STREAM: &str = "SKYNET_DLQ";
 pub const APPROVALS_BUCKET: &str = "SKYNET_APPROVALS";
 /// Key-value bucket of rate-limit counters.
 pub const RATE_BUCKET: &str = "SKYNET_RATE";
+/// Key-value bucket of executor heartbeats.
+pub const EXECUTORS_BUCKET: &str = "SKYNET_EXECUTORS";
+/// Object store of step output.
+pub const OUTPUT_BUCKET: &str = "SKYNET_OUTPUT";
+/// Object store of artifacts.
+pub const ARTIFACTS_BUCKET: &str = "SKYNET_ARTIFACTS";
 
 const STREAMS: &[(&str, &str)] = &[
     ("nats/streams/SKYNET_INTAKE.json", include_str!("../../../nats/streams/SKYNET_INTAKE.json")),
@@ -23,6 +29,9 @@ const STREAMS: &[(&str, &str)] = &[
     ("nats/streams/SKYNET_DLQ.json", include_str!("../../../nats/streams/SKYNET_DLQ.json")),
     ("nats/streams/KV_SKYNET_APPROVALS.json", include_str!("../../../nats/streams/KV_SKYNET_APPROVALS.json")),
     ("nats/streams/KV_SKYNET_RATE.json", include_str!("../../../nats/streams/KV_SKYNET_RATE.json")),
+    ("nats/streams/KV_SKYNET_EXECUTORS.json", include_str!("../../../nats/streams/KV_SKYNET_EXECUTORS.json")),
+    ("nats/streams/OBJ_SKYNET_OUTPUT.json", include_str!("../../../nats/streams/OBJ_SKYNET_OUTPUT.json")),
+    ("nats/streams/OBJ_SKYNET_ARTIFACTS.json", include_str!("../../../nats/streams/OBJ_SKYNET_ARTIFACTS.json")),
 ];
 
 /// (stream, file, JSON) of every durable consumer.
@@ -46,6 +55,16 @@ const CONSUMERS: &[(&str, &str, &str)] = &[
         EVENTS_STREAM,
         "nats/consumers/SKYNET_EVENTS/dispatcher.json",
         include_str!("../../../nats/consumers/SKYNET_EVENTS/dispatcher.json"),
+    ),
+    (
+        EVENTS_STREAM,
+        "nats/consumers/SKYNET_EVENTS/scheduler.json",
+        include_str!("../../../nats/consumers/SKYNET_EVENTS/scheduler.json"),
+    ),
+    (
+        EVENTS_STREAM,
+        "nats/consumers/SKYNET_EVENTS/executor.json",
+        include_str!("../../../nats/consumers/SKYNET_EVENTS/executor.json"),
     ),
 ];
 
@@ -160,7 +179,27 @@ mod tests {
             assert!(file.ends_with(&format!("{}.json", s.name)), "{file} defines {}", s.name);
         }
         let names: Vec<_> = streams.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, [INTAKE_STREAM, EVENTS_STREAM, DLQ_STREAM, "KV_SKYNET_APPROVALS", "KV_SKYNET_RATE"]);
+        // Every file in nats/ is compiled in: a definition added to the folder
+        // but not to this module would never be created.
+        let dir = |d: &str| -> Vec<String> {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(d);
+            let mut v: Vec<String> = std::fs::read_dir(&path)
+                .expect("nats dir")
+                .map(|e| format!("{d}/{}", e.expect("entry").file_name().to_string_lossy()))
+                .collect();
+            v.sort();
+            v
+        };
+        let mut embedded: Vec<String> = STREAMS.iter().map(|(f, _)| f.to_string()).collect();
+        embedded.sort();
+        assert_eq!(embedded, dir("nats/streams"));
+        let mut embedded: Vec<String> =
+            CONSUMERS.iter().filter(|(s, _, _)| *s == EVENTS_STREAM).map(|(_, f, _)| f.to_string()).collect();
+        embedded.sort();
+        assert_eq!(embedded, dir("nats/consumers/SKYNET_EVENTS"));
+        for expected in [INTAKE_STREAM, EVENTS_STREAM, DLQ_STREAM] {
+            assert!(names.contains(&expected));
+        }
         for (stream, c) in consumers().expect("consumers parse") {
             assert!(names.contains(&stream));
             assert!(c.durable_name.is_some(), "consumers in nats/ are durable");

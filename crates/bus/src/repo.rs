@@ -24,8 +24,9 @@ pub const MAX_CONFLICT_RETRIES: usize = 8;
 /// What came of a command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// The events were stored; `seq` is the last one's sequence.
-    Appended { seq: u64, events: Vec<JobEvent> },
+    /// The events were stored; `seq` is the last one's sequence and `state`
+    /// the job after them.
+    Appended { seq: u64, events: Vec<JobEvent>, state: Box<Job> },
     /// The job refused the command (the state was already past it, or a rule said no).
     Rejected(Rejection),
 }
@@ -130,7 +131,12 @@ impl Jobs {
             };
             let envelopes = self.envelopes(job, cause, now, &events);
             let seq = self.store.append(job, last_seq, &envelopes).await?;
-            Ok(Outcome::Appended { seq, events })
+            let mut after = state;
+            for e in &events {
+                after = Some(skynet_job::evolve(after, e).map_err(|source| ExecuteError::Corrupt { job, source })?);
+            }
+            let Some(after) = after else { return Ok(Outcome::Rejected(Rejection::NoSuchJob)) };
+            Ok(Outcome::Appended { seq, events, state: Box::new(after) })
         };
         attempt
             .retry(

@@ -202,6 +202,12 @@ pub struct Succeeded {
     /// Steps that failed but were marked continue-on-error.
     #[serde(default)]
     pub tolerated_failures: Vec<u32>,
+    /// The provider that ran the job (a scheduler signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Time from the executor taking the job to its end.
+    #[serde(default)]
+    pub duration_ms: u64,
 }
 
 /// The stage a job failed in.
@@ -222,6 +228,9 @@ pub struct Failed {
     /// The step that failed, for execution failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<u32>,
+    /// The provider that ran the job, for execution failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 /// Someone asked to cancel a running job; the executor stops it.
@@ -256,6 +265,24 @@ pub struct TimedOut {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<u32>,
     pub limit_secs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
+/// A file the plan named as an artifact was stored in the object store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactStored {
+    /// Path as the plan named it (relative to the working directory).
+    pub name: String,
+    /// Object-store bucket and key.
+    pub bucket: String,
+    pub key: String,
+    pub size_bytes: u64,
+    pub content_type: String,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+    pub lease: u64,
 }
 
 macro_rules! job_events {
@@ -338,6 +365,7 @@ job_events! {
     StepOutput(StepOutput) = "step_output",
     StepSucceeded(StepSucceeded) = "step_succeeded",
     StepFailed(StepFailed) = "step_failed",
+    ArtifactStored(ArtifactStored) = "artifact_stored",
     Succeeded(Succeeded) = "succeeded",
     Failed(Failed) = "failed",
     CancelRequested(CancelRequested) = "cancel_requested",

@@ -11,6 +11,7 @@
 
 pub mod commands;
 pub mod envelope;
+pub mod executor;
 pub mod ids;
 pub mod job;
 pub mod memory;

@@ -21,6 +21,9 @@ pub fn all() -> Vec<(String, String)> {
             ("skynet.policy.check.reply", schemars::schema_for!(PolicyCheckReply)),
             ("skynet.memory.similar", schemars::schema_for!(SimilarQuery)),
             ("skynet.memory.similar.reply", schemars::schema_for!(SimilarJobs)),
+            ("skynet.executor.status", schemars::schema_for!(crate::executor::ExecutorStatus)),
+            ("skynet.scheduler.diagnose", schemars::schema_for!(crate::executor::DiagnoseRequest)),
+            ("skynet.scheduler.diagnose.reply", schemars::schema_for!(crate::executor::Diagnosis)),
         ])
         .map(|(ty, schema)| {
             let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();

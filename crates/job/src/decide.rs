@@ -45,7 +45,9 @@ pub enum Command {
     /// A step ended badly.
     StepFailed(StepFailed),
     /// The executor finished its work: decide the job's outcome from its steps.
-    Finish,
+    Finish { duration_ms: u64 },
+    /// The executor stored an artifact the plan named.
+    RecordArtifact(skynet_contract::job::ArtifactStored),
     /// Someone wants the job stopped.
     Cancel { by: String, reason: String },
     /// The executor stopped the process of a cancelling job.
@@ -130,7 +132,11 @@ pub fn decide(state: Option<&Job>, cmd: Command) -> Result<Vec<JobEvent>, Reject
             vec![JobEvent::Denied(Denied { by, reason })]
         }
         (Some(_), C::Dispatch(spec)) => vec![JobEvent::Dispatched(Dispatched { spec })],
-        (Some(_), C::Fail { stage, reason, step }) => vec![JobEvent::Failed(Failed { stage, reason, step })],
+        (Some(job), C::Fail { stage, reason, step }) => {
+            let provider = if stage == Stage::Execution { job.provider.clone() } else { None };
+            vec![JobEvent::Failed(Failed { stage, reason, step, provider })]
+        }
+        (Some(_), C::RecordArtifact(a)) => vec![JobEvent::ArtifactStored(a)],
         (Some(_), C::Schedule(s)) => vec![JobEvent::Scheduled(s)],
         (Some(_), C::Start { executor, lease }) => {
             vec![JobEvent::Started(Started { executor, lease })]
@@ -146,7 +152,7 @@ pub fn decide(state: Option<&Job>, cmd: Command) -> Result<Vec<JobEvent>, Reject
                 job.spec.as_ref().and_then(|s| s.steps.get(f.step as usize)).is_some_and(|s| s.continue_on_error);
             vec![JobEvent::StepFailed(f)]
         }
-        (Some(job), C::Finish) => finish(job)?,
+        (Some(job), C::Finish { duration_ms }) => finish(job, duration_ms)?,
         (Some(job), C::Cancel { by, reason }) => match job.status {
             Status::Running => vec![JobEvent::CancelRequested(CancelRequested { by, reason })],
             Status::Cancelling => return Err(Rejection::AlreadyCancelling),
@@ -170,7 +176,7 @@ fn not_planned(job: &Job) -> Result<(), Rejection> {
 }
 
 /// The outcome of a job whose executor has run every step it will run.
-fn finish(job: &Job) -> Result<Vec<JobEvent>, Rejection> {
+fn finish(job: &Job, duration_ms: u64) -> Result<Vec<JobEvent>, Rejection> {
     if let Some((i, _)) =
         job.steps.iter().enumerate().find(|(_, s)| s.status == StepStatus::Failed && !s.continue_on_error)
     {
@@ -178,6 +184,7 @@ fn finish(job: &Job) -> Result<Vec<JobEvent>, Rejection> {
             stage: Stage::Execution,
             reason: format!("step {i} failed"),
             step: Some(i as u32),
+            provider: job.provider.clone(),
         })]);
     }
     if !job.all_steps_done() {
@@ -185,5 +192,9 @@ fn finish(job: &Job) -> Result<Vec<JobEvent>, Rejection> {
     }
     let tolerated =
         job.steps.iter().enumerate().filter(|(_, s)| s.status == StepStatus::Failed).map(|(i, _)| i as u32).collect();
-    Ok(vec![JobEvent::Succeeded(Succeeded { tolerated_failures: tolerated })])
+    Ok(vec![JobEvent::Succeeded(Succeeded {
+        tolerated_failures: tolerated,
+        provider: job.provider.clone(),
+        duration_ms,
+    })])
 }

@@ -123,6 +123,10 @@ pub fn evolve(state: Option<Job>, event: &JobEvent) -> Result<Job, IllegalTransi
             step.continue_on_error = f.continue_on_error;
             job.status
         }
+        (S::Running | S::Cancelling, E::ArtifactStored(a)) => {
+            check_lease(&job, a.lease)?;
+            job.status
+        }
         (S::Running | S::Cancelling, E::Succeeded(_)) => S::Succeeded,
         (S::Running | S::Cancelling | S::Scheduled, E::Failed(_)) => S::Failed,
         (S::Running, E::CancelRequested(_)) => S::Cancelling,

@@ -100,13 +100,13 @@ fn opening_needs_an_intent_and_happens_once() {
     assert_eq!(decide(None, Command::Open(r)), Err(Rejection::EmptyIntent));
     assert_eq!(kinds(&decide(None, Command::Open(requested())).expect("open")), [JobEventKind::Requested]);
     assert_eq!(decide(Some(&job_in(Status::Requested)), Command::Open(requested())), Err(Rejection::AlreadyExists));
-    assert_eq!(decide(None, Command::Finish), Err(Rejection::NoSuchJob));
+    assert_eq!(decide(None, Command::Finish { duration_ms: 5 }), Err(Rejection::NoSuchJob));
 }
 
 #[test]
 fn finish_fails_on_an_untolerated_step_failure_and_succeeds_otherwise() {
     let running = job_in(Status::Running);
-    assert_eq!(decide(Some(&running), Command::Finish), Err(Rejection::StepsUnfinished));
+    assert_eq!(decide(Some(&running), Command::Finish { duration_ms: 5 }), Err(Rejection::StepsUnfinished));
 
     let failed = StepFailed {
         step: 0,
@@ -121,12 +121,18 @@ fn finish_fails_on_an_untolerated_step_failure_and_succeeds_otherwise() {
     // The spec says the step is not continue-on-error, whatever the executor claimed.
     assert!(matches!(&ev[0], JobEvent::StepFailed(f) if !f.continue_on_error));
     let after = evolve(Some(running.clone()), &ev[0]).expect("apply");
-    assert_eq!(kinds(&decide(Some(&after), Command::Finish).expect("finish")), [JobEventKind::Failed]);
+    assert_eq!(
+        kinds(&decide(Some(&after), Command::Finish { duration_ms: 5 }).expect("finish")),
+        [JobEventKind::Failed]
+    );
 
     let ok = StepSucceeded { step: 0, exit_code: 0, duration_ms: 5, output_ref: None, lease: 1 };
     let ev = decide(Some(&running), Command::StepSucceeded(ok)).expect("record success");
     let after = evolve(Some(running), &ev[0]).expect("apply");
-    assert_eq!(kinds(&decide(Some(&after), Command::Finish).expect("finish")), [JobEventKind::Succeeded]);
+    assert_eq!(
+        kinds(&decide(Some(&after), Command::Finish { duration_ms: 5 }).expect("finish")),
+        [JobEventKind::Succeeded]
+    );
 }
 
 #[test]

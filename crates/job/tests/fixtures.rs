@@ -106,7 +106,7 @@ pub fn history(status: Status) -> Vec<JobEvent> {
                 output_ref: None,
                 lease: 1,
             }));
-            h.push(E::Succeeded(Succeeded { tolerated_failures: vec![] }));
+            h.push(E::Succeeded(Succeeded { tolerated_failures: vec![], provider: None, duration_ms: 1 }));
         }
         Status::Failed => h.push(E::PlanningFailed(PlanningFailed { reason: "x".into() })),
         Status::Denied => {
@@ -118,7 +118,7 @@ pub fn history(status: Status) -> Vec<JobEvent> {
             for s in &path[..6] {
                 push(&mut h, *s);
             }
-            h.push(E::TimedOut(TimedOut { scope: TimeoutScope::Job, step: None, limit_secs: 1 }));
+            h.push(E::TimedOut(TimedOut { scope: TimeoutScope::Job, step: None, limit_secs: 1, provider: None }));
         }
         target => {
             for s in path {
@@ -170,10 +170,19 @@ pub fn sample(kind: JobEventKind) -> JobEvent {
             output_ref: None,
             lease: 1,
         }),
-        K::Succeeded => E::Succeeded(Succeeded { tolerated_failures: vec![] }),
-        K::Failed => E::Failed(Failed { stage: Stage::Execution, reason: "x".into(), step: None }),
+        K::ArtifactStored => E::ArtifactStored(ArtifactStored {
+            name: "out.txt".into(),
+            bucket: "b".into(),
+            key: "k".into(),
+            size_bytes: 1,
+            content_type: "text/plain".into(),
+            sha256: "00".into(),
+            lease: 1,
+        }),
+        K::Succeeded => E::Succeeded(Succeeded { tolerated_failures: vec![], provider: None, duration_ms: 1 }),
+        K::Failed => E::Failed(Failed { stage: Stage::Execution, reason: "x".into(), step: None, provider: None }),
         K::CancelRequested => E::CancelRequested(CancelRequested { by: "a".into(), reason: "r".into() }),
         K::Cancelled => E::Cancelled(Cancelled { by: "a".into(), reason: "r".into() }),
-        K::TimedOut => E::TimedOut(TimedOut { scope: TimeoutScope::Job, step: None, limit_secs: 1 }),
+        K::TimedOut => E::TimedOut(TimedOut { scope: TimeoutScope::Job, step: None, limit_secs: 1, provider: None }),
     }
 }

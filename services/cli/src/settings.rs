@@ -45,6 +45,96 @@ pub struct Settings {
     /// Seconds a person has to approve before the job is cancelled (overrides the rules file).
     #[arg(long, env = "SKYNET_APPROVAL_TIMEOUT_SECS")]
     pub approval_timeout_secs: Option<u64>,
+    #[command(flatten)]
+    pub executor: ExecutorSettings,
+}
+
+/// Executor settings (for `skynet up` and `skynet run executor`).
+#[derive(Debug, Clone, Args)]
+pub struct ExecutorSettings {
+    /// Executor id (default: executor-<host>-<random>).
+    #[arg(long = "executor-id", env = "SKYNET_EXECUTOR_ID")]
+    pub id: Option<String>,
+    /// Providers this executor offers: any of mock, local, ssh, docker, openclaw.
+    #[arg(long = "providers", env = "SKYNET_EXECUTOR_PROVIDERS", value_delimiter = ',', default_value = "local")]
+    pub providers: Vec<String>,
+    /// Jobs run at once.
+    #[arg(long = "capacity", env = "SKYNET_EXECUTOR_CAPACITY", default_value_t = 8)]
+    pub capacity: usize,
+    /// Mock provider: time each step takes.
+    #[arg(long = "mock-latency-ms", env = "SKYNET_MOCK_LATENCY_MS", default_value_t = 100)]
+    pub mock_latency_ms: u64,
+    /// Mock provider: share of steps that fail.
+    #[arg(long = "mock-failure-rate", env = "SKYNET_MOCK_FAILURE_RATE", default_value_t = 0.0)]
+    pub mock_failure_rate: f64,
+    #[arg(long = "ssh-host", env = "SKYNET_SSH_HOST", default_value = "localhost")]
+    pub ssh_host: String,
+    #[arg(long = "ssh-port", env = "SKYNET_SSH_PORT", default_value_t = 22)]
+    pub ssh_port: u16,
+    #[arg(long = "ssh-user", env = "SKYNET_SSH_USERNAME", default_value = "ubuntu")]
+    pub ssh_user: String,
+    #[arg(long = "ssh-key", env = "SKYNET_SSH_KEY_PATH")]
+    pub ssh_key: Option<String>,
+    #[arg(long = "docker-image", env = "SKYNET_DOCKER_IMAGE", default_value = "ubuntu:22.04")]
+    pub docker_image: String,
+    #[arg(long = "openclaw-url", env = "OPENCLAW_GATEWAY_URL", default_value = "http://127.0.0.1:8766")]
+    pub openclaw_url: String,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        ExecutorSettings {
+            id: None,
+            providers: vec!["local".into()],
+            capacity: 8,
+            mock_latency_ms: 100,
+            mock_failure_rate: 0.0,
+            ssh_host: "localhost".into(),
+            ssh_port: 22,
+            ssh_user: "ubuntu".into(),
+            ssh_key: None,
+            docker_image: "ubuntu:22.04".into(),
+            openclaw_url: "http://127.0.0.1:8766".into(),
+        }
+    }
+}
+
+impl ExecutorSettings {
+    /// The executor's configuration; local runs inside the policy's sandbox roots.
+    pub fn config(&self, rules: &skynet_rules::PolicyRules) -> anyhow::Result<skynet_executor::Config> {
+        use skynet_executor::providers::{docker::Docker, local::Local, mock::Mock, openclaw::OpenClaw, ssh::Ssh};
+        let mut p = skynet_executor::ProvidersConfig::default();
+        for name in &self.providers {
+            match name.trim() {
+                "mock" => {
+                    p.mock = Some(Mock { latency_ms: self.mock_latency_ms, failure_rate: self.mock_failure_rate })
+                }
+                "local" => {
+                    p.local = Some(Local { allowed_roots: rules.sandbox.allowed_roots.clone(), ..Local::default() })
+                }
+                "ssh" => {
+                    p.ssh = Some(Ssh {
+                        host: self.ssh_host.clone(),
+                        port: self.ssh_port,
+                        user: self.ssh_user.clone(),
+                        key_path: self.ssh_key.clone(),
+                        ..Ssh::default()
+                    })
+                }
+                "docker" => p.docker = Some(Docker { image: self.docker_image.clone(), ..Docker::default() }),
+                "openclaw" | "chathan" => {
+                    p.openclaw = Some(OpenClaw { url: self.openclaw_url.clone(), ..OpenClaw::default() })
+                }
+                "" => {}
+                other => anyhow::bail!("unknown provider {other:?}: choose from mock, local, ssh, docker, openclaw"),
+            }
+        }
+        let mut c = skynet_executor::Config { providers: p, capacity: self.capacity.max(1), ..Default::default() };
+        if let Some(id) = &self.id {
+            c.id = id.clone();
+        }
+        Ok(c)
+    }
 }
 
 /// `--planner`.
@@ -71,6 +161,7 @@ impl Settings {
             llm_model: "qwen2.5-coder:7b".into(),
             llm_api_key_env: "SKYNET_LLM_API_KEY".into(),
             approval_timeout_secs: None,
+            executor: ExecutorSettings::default(),
         }
     }
 

@@ -25,14 +25,25 @@ pub enum Service {
     Policy,
     /// Turns approved plans into execution specs.
     Dispatcher,
+    /// Picks a provider for each dispatched job.
+    Scheduler,
+    /// Runs scheduled jobs (start more to scale).
+    Executor,
     /// Writes the Postgres read models from the log.
     Projector,
 }
 
 impl Service {
     /// Everything `skynet up` runs.
-    pub const ALL: &'static [Service] =
-        &[Service::Intake, Service::Planner, Service::Policy, Service::Dispatcher, Service::Projector];
+    pub const ALL: &'static [Service] = &[
+        Service::Intake,
+        Service::Planner,
+        Service::Policy,
+        Service::Dispatcher,
+        Service::Scheduler,
+        Service::Executor,
+        Service::Projector,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -40,6 +51,8 @@ impl Service {
             Service::Planner => "planner",
             Service::Policy => "policy",
             Service::Dispatcher => "dispatcher",
+            Service::Scheduler => "scheduler",
+            Service::Executor => "executor",
             Service::Projector => "projector",
         }
     }
@@ -62,6 +75,7 @@ pub async fn run(
         let (js, nats, db, rules) = (infra.js.clone(), infra.nats.clone(), infra.db.clone(), rules.clone());
         let jobs = Jobs::new(store.clone(), service.name());
         let planner_config = settings.planner_config();
+        let executor_config = settings.executor.config(&rules)?;
         set.spawn(async move {
             let result: anyhow::Result<()> = async move {
                 match service {
@@ -88,6 +102,16 @@ pub async fn run(
                         skynet_dispatcher::run(skynet_dispatcher::Config::default(), deps, stop)
                             .await
                             .map_err(|e| anyhow::anyhow!(e))
+                    }
+                    Service::Scheduler => {
+                        let deps = skynet_scheduler::Deps { js, nats, jobs };
+                        skynet_scheduler::run(skynet_scheduler::Config::default(), deps, stop)
+                            .await
+                            .map_err(|e| anyhow::anyhow!(e))
+                    }
+                    Service::Executor => {
+                        let deps = skynet_executor::Deps { js, nats, jobs };
+                        skynet_executor::run(executor_config, deps, stop).await.map_err(|e| anyhow::anyhow!(e))
                     }
                     Service::Projector => {
                         let deps = skynet_projector::Deps { js, db };

@@ -1,0 +1,151 @@
+//! Catalog action → the command that performs it, as an argv (never a shell
+//! string). Shared by the providers that run commands (local, ssh, docker).
+//!
+//! The predecessor's mappings (§1.1–1.2) are kept where they were right, and
+//! fixed where they were not: `list_directory` lists the directory it was given
+//! (the local provider ignored it), `execute_command` is split like a shell
+//! would split it but never run by one.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// Why an action has no command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("action {0} is not supported by this provider")]
+    Unsupported(String),
+    #[error("action {action}: parameter {param} is missing or invalid")]
+    BadParam { action: String, param: &'static str },
+}
+
+/// Actions [`argv`] can map.
+pub const SUPPORTED: &[&str] = &[
+    "git_status",
+    "git_diff",
+    "git_log",
+    "git_pull",
+    "git_push",
+    "git_commit",
+    "git_init",
+    "git_add_all",
+    "list_directory",
+    "file_read",
+    "run_tests",
+    "lint_project",
+    "build_project",
+    "install_dependencies",
+    "docker_build",
+    "docker_compose_up",
+    "check_disk_space",
+    "check_memory",
+    "execute_command",
+];
+
+/// The argv for `action` with `params`.
+pub fn argv(action: &str, params: &BTreeMap<String, Value>) -> Result<Vec<String>, CommandError> {
+    let s = |k: &str| params.get(k).and_then(Value::as_str).map(str::to_owned);
+    let words = |k: &str, default: &str| -> Result<Vec<String>, CommandError> {
+        match params.get(k) {
+            None => Ok(split(default)),
+            Some(Value::String(c)) if !c.trim().is_empty() => {
+                shlex::split(c).ok_or(CommandError::BadParam { action: action.into(), param: "command" })
+            }
+            Some(Value::Array(a)) if !a.is_empty() => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or(CommandError::BadParam { action: action.into(), param: "command" }),
+            _ => Err(CommandError::BadParam { action: action.into(), param: "command" }),
+        }
+    };
+    let v = |parts: &[&str]| parts.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>();
+    Ok(match action {
+        "git_status" => v(&["git", "status"]),
+        "git_diff" => v(&["git", "diff"]),
+        "git_log" => {
+            let n = params.get("limit").and_then(Value::as_u64).unwrap_or(10);
+            vec!["git".into(), "log".into(), "--oneline".into(), "-n".into(), n.to_string()]
+        }
+        "git_pull" => v(&["git", "pull"]),
+        "git_push" => {
+            let mut a = v(&["git", "push"]);
+            a.extend(s("remote"));
+            a.extend(s("branch"));
+            a
+        }
+        "git_commit" => {
+            let msg = s("message").ok_or(CommandError::BadParam { action: action.into(), param: "message" })?;
+            vec!["git".into(), "commit".into(), "-m".into(), msg]
+        }
+        "git_init" => v(&["git", "init"]),
+        "git_add_all" => v(&["git", "add", "--all"]),
+        "list_directory" => {
+            vec!["ls".into(), "-la".into(), s("directory").or_else(|| s("path")).unwrap_or_else(|| ".".into())]
+        }
+        "file_read" => {
+            let f = s("file")
+                .or_else(|| s("file_path"))
+                .ok_or(CommandError::BadParam { action: action.into(), param: "file" })?;
+            vec!["cat".into(), "--".into(), f]
+        }
+        "run_tests" => words("command", "pytest")?,
+        "lint_project" => words("command", "ruff check .")?,
+        "build_project" => words("command", "make")?,
+        "install_dependencies" => words("command", "pip install -r requirements.txt")?,
+        "docker_build" => {
+            vec!["docker".into(), "build".into(), "-t".into(), s("tag").unwrap_or_else(|| "myapp".into()), ".".into()]
+        }
+        "docker_compose_up" => v(&["docker", "compose", "up", "-d"]),
+        "check_disk_space" => v(&["df", "-h"]),
+        "check_memory" => v(&["free", "-h"]),
+        "execute_command" => match params.get("command") {
+            None => return Err(CommandError::BadParam { action: action.into(), param: "command" }),
+            Some(_) => words("command", "")?,
+        },
+        other => return Err(CommandError::Unsupported(other.into())),
+    })
+}
+
+fn split(s: &str) -> Vec<String> {
+    shlex::split(s).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+    }
+
+    #[test]
+    fn mappings() {
+        let cases: Vec<(&str, BTreeMap<String, Value>, Result<Vec<&str>, ()>)> = vec![
+            ("git_status", p(&[]), Ok(vec!["git", "status"])),
+            ("git_diff", p(&[]), Ok(vec!["git", "diff"])),
+            ("git_log", p(&[]), Ok(vec!["git", "log", "--oneline", "-n", "10"])),
+            ("list_directory", p(&[("directory", "/tmp".into())]), Ok(vec!["ls", "-la", "/tmp"])),
+            ("list_directory", p(&[]), Ok(vec!["ls", "-la", "."])),
+            ("run_tests", p(&[]), Ok(vec!["pytest"])),
+            ("run_tests", p(&[("command", "cargo test --workspace".into())]), Ok(vec!["cargo", "test", "--workspace"])),
+            (
+                "execute_command",
+                p(&[("command", "echo 'Hello from SKYNET'".into())]),
+                Ok(vec!["echo", "Hello from SKYNET"]),
+            ),
+            ("execute_command", p(&[("command", serde_json::json!(["sleep", "1"]))]), Ok(vec!["sleep", "1"])),
+            ("execute_command", p(&[]), Err(())),
+            ("execute_command", p(&[("command", "".into())]), Err(())),
+            ("docker_build", p(&[]), Ok(vec!["docker", "build", "-t", "myapp", "."])),
+            ("check_disk_space", p(&[]), Ok(vec!["df", "-h"])),
+            ("file_read", p(&[("file", "README.md".into())]), Ok(vec!["cat", "--", "README.md"])),
+            ("close_app", p(&[]), Err(())),
+        ];
+        for (action, params, want) in cases {
+            let got = argv(action, &params).map_err(|_| ());
+            let want = want.map(|w| w.into_iter().map(str::to_owned).collect::<Vec<_>>());
+            assert_eq!(got, want, "{action} {params:?}");
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Running one command as a child process: its own process group (so a timeout
+//! or cancel kills everything it started), a scrubbed environment, output read
+//! as it comes (streamed in chunks and kept up to a cap), a timeout, and a
+//! cancel token.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use skynet_contract::job::OutputStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::StepOutcome;
+
+/// Variables passed through to commands; everything else is removed.
+pub const ENV_ALLOW: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER", "LOGNAME", "TMPDIR", "TZ"];
+
+/// How to run one command.
+#[derive(Debug)]
+pub struct Spawn<'a> {
+    pub program: &'a str,
+    pub args: &'a [String],
+    pub cwd: Option<&'a Path>,
+    /// Extra variables (after the allow-list).
+    pub env: BTreeMap<String, String>,
+    pub timeout: Duration,
+    /// Bytes of stdout and of stderr kept (the rest is counted, not kept).
+    pub max_output: usize,
+}
+
+/// Runs the command; chunks of output go to `chunks` as they arrive.
+pub async fn run(
+    spec: Spawn<'_>,
+    chunks: mpsc::Sender<(OutputStream, String)>,
+    cancel: &CancellationToken,
+) -> StepOutcome {
+    let mut cmd = Command::new(spec.program);
+    cmd.args(spec.args).env_clear().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for key in ENV_ALLOW {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    cmd.envs(&spec.env);
+    if let Some(dir) = spec.cwd {
+        cmd.current_dir(dir);
+    }
+    // A new process group whose id is the child's pid: killpg reaches grandchildren too.
+    cmd.process_group(0);
+    cmd.kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return StepOutcome::error(format!("cannot start {}: {e}", spec.program)),
+    };
+    let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+        return StepOutcome::error("child has no output pipes".into());
+    };
+    let readers = async {
+        tokio::join!(
+            read(out, OutputStream::Stdout, spec.max_output, chunks.clone()),
+            read(err, OutputStream::Stderr, spec.max_output, chunks.clone())
+        )
+    };
+    let kill = |pgid: Option<i32>| {
+        if let Some(p) = pgid {
+            // The group may already be gone; that is fine.
+            let _ = killpg(Pid::from_raw(p), Signal::SIGKILL);
+        }
+    };
+    let waited = async { tokio::join!(child.wait(), readers) };
+    tokio::select! {
+        (status, ((stdout, out_total), (stderr, err_total))) = waited => {
+            let code = status.ok().and_then(|s| s.code());
+            let mut o = StepOutcome { exit_code: code, stdout, stderr, ..StepOutcome::default() };
+            o.note_truncation(out_total, err_total, spec.max_output);
+            if code.is_none() {
+                o.error = Some("killed by a signal".into());
+            }
+            o
+        }
+        () = tokio::time::sleep(spec.timeout) => {
+            kill(pgid);
+            StepOutcome { timed_out: true, error: Some(format!("timed out after {} s", spec.timeout.as_secs_f64())), ..StepOutcome::default() }
+        }
+        () = cancel.cancelled() => {
+            kill(pgid);
+            StepOutcome { cancelled: true, error: Some("cancelled".into()), ..StepOutcome::default() }
+        }
+    }
+}
+
+/// Reads a pipe to the end, keeping at most `cap` bytes and forwarding chunks.
+async fn read(
+    mut pipe: impl AsyncRead + Unpin,
+    stream: OutputStream,
+    cap: usize,
+    chunks: mpsc::Sender<(OutputStream, String)>,
+) -> (Vec<u8>, usize) {
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                total += n;
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                // Live view only; a full channel drops the chunk (the stored log has it).
+                let _ = chunks.try_send((stream, String::from_utf8_lossy(&buf[..n]).into_owned()));
+            }
+        }
+    }
+    (kept, total)
+}

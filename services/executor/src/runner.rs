@@ -1,0 +1,401 @@
+//! Running one job under one lease: take it, run its remaining steps in order,
+//! record every result under the lease, and end it (succeeded, failed, timed
+//! out or cancelled).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{AckKind, Message, object_store};
+use chrono::Utc;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use skynet_bus::consumer::Disposition;
+use skynet_bus::{Jobs, Outcome, codec};
+use skynet_contract::job::{
+    ArtifactStored, OutputStream, StepFailed, StepOutput, StepSucceeded, TimedOut, TimeoutScope,
+};
+use skynet_contract::{ExecStep, JobId, subjects};
+use skynet_job::{Command, IllegalTransition, Job, Rejection, Status, StepStatus, decide};
+use skynet_rules::{catalog, sandbox};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::Config;
+use crate::providers::{Provider, StepOutcome, StepRequest};
+
+/// Largest artifact stored (bigger ones are refused with a warning).
+const MAX_ARTIFACT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Everything a runner needs; shared by all jobs of one executor.
+#[derive(Clone)]
+pub struct Ctx {
+    pub config: Arc<Config>,
+    pub providers: Arc<HashMap<&'static str, Provider>>,
+    pub jobs: Jobs,
+    /// Core NATS, for cancel notifications.
+    pub nats: async_nats::Client,
+    pub output: object_store::ObjectStore,
+    pub artifacts: object_store::ObjectStore,
+}
+
+/// Why a run stopped early.
+enum Stop {
+    /// Another executor holds a newer lease: record nothing more, do not ack.
+    LostLease,
+    /// The log could not be written: let the message be redelivered.
+    Transient(String),
+}
+
+/// One job under one lease.
+struct Run<'a> {
+    ctx: &'a Ctx,
+    job: JobId,
+    lease: u64,
+    /// The job as of the last event this run recorded or loaded.
+    state: Option<Job>,
+    seq: u64,
+    cause: String,
+}
+
+impl Run<'_> {
+    /// Records a command's events; keeps the local state current.
+    async fn record(&mut self, what: &str, cmd: Command) -> Result<Option<Rejection>, Stop> {
+        let cause = format!("{}:{}:{what}", self.cause, self.lease);
+        let known = Some((self.state.clone(), self.seq));
+        match self.ctx.jobs.execute_from(self.job, known, &cause, Utc::now(), |s| decide(s, cmd.clone())).await {
+            Ok(Outcome::Appended { seq, state, .. }) => {
+                self.seq = seq;
+                self.state = Some(*state);
+                Ok(None)
+            }
+            Ok(Outcome::Rejected(Rejection::Illegal(IllegalTransition::StaleLease { .. }))) => Err(Stop::LostLease),
+            Ok(Outcome::Rejected(r)) => {
+                // The log moved on without us (e.g. cancelled); reload for the caller.
+                if let Ok((state, seq)) = self.ctx.jobs.load(self.job).await {
+                    self.state = state;
+                    self.seq = seq;
+                }
+                Ok(Some(r))
+            }
+            Err(e) => Err(Stop::Transient(e.to_string())),
+        }
+    }
+
+    fn status(&self) -> Option<Status> {
+        self.state.as_ref().map(|j| j.status)
+    }
+}
+
+/// Handles one `scheduled` delivery.
+pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
+    let env = match codec::decode(msg.headers.as_ref(), &msg.payload) {
+        Ok(e) => e,
+        Err(e) => return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() },
+    };
+    let Some(job) = env.subject.as_deref().and_then(|s| s.parse::<JobId>().ok()) else {
+        return Disposition::DeadLetter { code: "undecodable", reason: "scheduled event without a job id".into() };
+    };
+    let lease = msg.info().map(|i| u64::try_from(i.delivered).unwrap_or(1)).unwrap_or(1);
+    let span =
+        info_span!("job", service = "executor", executor = %ctx.config.id, job_id = %job, event_id = %env.id, lease);
+    async move {
+        // Subscribe before loading, so a cancel between the two is not missed.
+        let cancel = CancellationToken::new();
+        let watcher = match ctx.nats.subscribe(subjects::job_event(job, "cancel_requested")).await {
+            Ok(mut sub) => {
+                let token = cancel.clone();
+                tokio::spawn(async move {
+                    if sub.next().await.is_some() {
+                        token.cancel();
+                    }
+                })
+            }
+            Err(e) => return Disposition::Retry(format!("subscribing to cancels: {e}")),
+        };
+        let progress = keep_lease(msg.clone(), Duration::from_millis(ctx.config.progress_ms));
+        let result =
+            run_job(ctx, job, lease, env.id.clone(), &cancel, msg.info().map(|i| i.delivered).unwrap_or(1)).await;
+        progress.abort();
+        watcher.abort();
+        match result {
+            Ok(()) => Disposition::Ack,
+            Err(Stop::LostLease) => {
+                warn!("lease lost to another executor; stopping without recording");
+                Disposition::Abandon
+            }
+            Err(Stop::Transient(e)) => Disposition::Retry(e),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Progress acks every `period` keep the delivery (the lease) ours.
+fn keep_lease(msg: Message, period: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if msg.ack_with(AckKind::Progress).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+async fn run_job(
+    ctx: &Ctx,
+    job: JobId,
+    lease: u64,
+    cause: String,
+    cancel: &CancellationToken,
+    delivered: i64,
+) -> Result<(), Stop> {
+    let (state, seq) = ctx.jobs.load(job).await.map_err(|e| Stop::Transient(e.to_string()))?;
+    let mut run = Run { ctx, job, lease, state, seq, cause };
+    match run.status() {
+        Some(Status::Scheduled | Status::Running) => {}
+        // A cancel requested while a previous executor ran it, which then died.
+        Some(Status::Cancelling) => {
+            run.record(
+                "cancel",
+                Command::ConfirmCancel { by: ctx.config.id.clone(), reason: "cancelled before it could resume".into() },
+            )
+            .await?;
+            return Ok(());
+        }
+        // Cancelled (or otherwise finished) before it started: it never starts.
+        _ => return Ok(()),
+    }
+    let Some(job_state) = run.state.clone() else { return Ok(()) };
+    let Some(provider_name) = job_state.provider.clone() else { return Ok(()) };
+    let Some(provider) = ctx.providers.get(provider_name.as_str()) else {
+        if delivered >= 5 {
+            let reason = format!("no executor offers provider {provider_name}");
+            run.record(
+                "no-provider",
+                Command::Fail { stage: skynet_contract::job::Stage::Execution, reason, step: None },
+            )
+            .await?;
+            return Ok(());
+        }
+        return Err(Stop::Transient(format!("this executor does not offer provider {provider_name}")));
+    };
+    if let Some(r) = run.record("start", Command::Start { executor: ctx.config.id.clone(), lease }).await? {
+        info!(reason = %r, "job not startable");
+        return Ok(());
+    }
+    info!(provider = %provider_name, "job started");
+    let Some(spec) = job_state.spec.clone() else { return Ok(()) };
+    let started = Instant::now();
+    let total = Duration::from_secs(spec.total_timeout_secs);
+
+    for step in &spec.steps {
+        let done = run.state.as_ref().and_then(|j| j.steps.get(step.index as usize)).map(|s| s.status);
+        if matches!(done, Some(StepStatus::Succeeded))
+            || (matches!(done, Some(StepStatus::Failed)) && step.continue_on_error)
+        {
+            continue; // finished under an earlier lease
+        }
+        if cancel.is_cancelled() || run.status() == Some(Status::Cancelling) {
+            return confirm_cancel(&mut run).await;
+        }
+        let remaining = total.saturating_sub(started.elapsed());
+        if remaining.is_zero() {
+            run.record("job-timeout", Command::TimeOut(timed_out(TimeoutScope::Job, None, total, &provider_name)))
+                .await?;
+            return Ok(());
+        }
+        let (limit, scope) = step_limit(step, remaining);
+        if let Some(r) = run
+            .record(
+                &format!("s{}-start", step.index),
+                Command::StartStep { step: step.index, executor: ctx.config.id.clone(), lease },
+            )
+            .await?
+        {
+            info!(reason = %r, "step not startable; job moved on");
+            return Ok(());
+        }
+        let req = StepRequest {
+            job: job.to_string(),
+            step: step.index,
+            action: step.action.clone(),
+            params: step.params.clone(),
+            working_dir: spec.working_dir.clone().into(),
+            timeout: limit,
+        };
+        let step_started = Instant::now();
+        let (tx, rx) = mpsc::channel(256);
+        let outcome = {
+            let forward = forward_output(&mut run, step.index, rx);
+            let exec = async {
+                let o = provider.run(&req, tx, cancel).await;
+                o
+            };
+            let (o, fwd) = tokio::join!(exec, forward);
+            fwd?;
+            o
+        };
+        let duration_ms = u64::try_from(step_started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let output_ref = store_output(ctx, job, step.index, lease, &outcome).await;
+        if outcome.succeeded() {
+            let ok = StepSucceeded { step: step.index, exit_code: 0, duration_ms, output_ref, lease };
+            run.record(&format!("s{}-done", step.index), Command::StepSucceeded(ok)).await?;
+            continue;
+        }
+        let failed = StepFailed {
+            step: step.index,
+            exit_code: outcome.exit_code,
+            error: outcome.failure(),
+            duration_ms,
+            continue_on_error: step.continue_on_error,
+            output_ref,
+            lease,
+        };
+        run.record(&format!("s{}-done", step.index), Command::StepFailed(failed)).await?;
+        if outcome.cancelled {
+            return confirm_cancel(&mut run).await;
+        }
+        if outcome.timed_out {
+            run.record("timeout", Command::TimeOut(timed_out(scope, Some(step.index), limit, &provider_name))).await?;
+            return Ok(());
+        }
+        if !step.continue_on_error {
+            break;
+        }
+    }
+    if cancel.is_cancelled() {
+        return confirm_cancel(&mut run).await;
+    }
+    if run.state.as_ref().is_some_and(Job::all_steps_done) {
+        store_artifacts(
+            &mut run,
+            job_state.plan.as_ref().map(|p| p.artifacts.clone()).unwrap_or_default(),
+            &spec.working_dir,
+        )
+        .await?;
+    }
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    run.record("finish", Command::Finish { duration_ms }).await?;
+    info!(status = ?run.status(), duration_ms, "job finished");
+    Ok(())
+}
+
+/// The step's limit and which level set it: the job's remaining time, or the
+/// tightest of the step's own timeout, the step cap, the per-action table and
+/// the command's `timeout` parameter.
+fn step_limit(step: &ExecStep, remaining: Duration) -> (Duration, TimeoutScope) {
+    let action_cap = catalog::action(&step.action).map_or(300, |a| a.action_timeout_secs);
+    let command = step.params.get("timeout").and_then(serde_json::Value::as_u64).unwrap_or(u64::MAX);
+    let own =
+        Duration::from_secs(step.timeout_secs.min(catalog::STEP_TIMEOUT_CAP_SECS).min(action_cap).min(command).max(1));
+    if remaining < own { (remaining, TimeoutScope::Job) } else { (own, TimeoutScope::Step) }
+}
+
+fn timed_out(scope: TimeoutScope, step: Option<u32>, limit: Duration, provider: &str) -> TimedOut {
+    TimedOut { scope, step, limit_secs: limit.as_secs().max(1), provider: Some(provider.to_owned()) }
+}
+
+async fn confirm_cancel(run: &mut Run<'_>) -> Result<(), Stop> {
+    let reason = match run.ctx.jobs.load(run.job).await {
+        Ok((Some(_), _)) => "cancelled by request".to_owned(),
+        _ => "cancelled".to_owned(),
+    };
+    let by = run.ctx.config.id.clone();
+    if let Some(r) = run.record("cancelled", Command::ConfirmCancel { by, reason }).await? {
+        info!(reason = %r, "cancel confirmation refused");
+    }
+    Ok(())
+}
+
+/// Appends live output as bounded `step_output` events while the step runs.
+async fn forward_output(
+    run: &mut Run<'_>,
+    step: u32,
+    mut rx: mpsc::Receiver<(OutputStream, String)>,
+) -> Result<(), Stop> {
+    let (max_bytes, max_chunks) = (run.ctx.config.live_chunk_bytes, run.ctx.config.live_chunks_per_step);
+    let mut seq = 0u32;
+    while let Some((stream, mut text)) = rx.recv().await {
+        // Coalesce what has already arrived, up to one chunk.
+        while text.len() < max_bytes {
+            match rx.try_recv() {
+                Ok((s, more)) if s == stream => text.push_str(&more),
+                _ => break,
+            }
+        }
+        if seq >= max_chunks {
+            continue; // the stored log has the rest
+        }
+        let mut cut = text.len().min(max_bytes);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        if seq + 1 == max_chunks {
+            text.push_str("\n[live output limit reached; the full output is stored]\n");
+        }
+        let out = StepOutput { step, stream, seq, chunk: text };
+        run.record(&format!("s{step}-out{seq}"), Command::RecordOutput(out)).await?;
+        seq += 1;
+    }
+    Ok(())
+}
+
+/// Stores the step's full output; returns its reference (`<job>/<step>/<lease>`).
+async fn store_output(ctx: &Ctx, job: JobId, step: u32, lease: u64, o: &StepOutcome) -> Option<String> {
+    if o.stdout.is_empty() && o.stderr.is_empty() {
+        return None;
+    }
+    let base = format!("{job}/{step}/{lease}");
+    for (name, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+        let mut reader: &[u8] = bytes;
+        if let Err(e) = ctx.output.put(format!("{base}/{name}").as_str(), &mut reader).await {
+            warn!(error = %e, "storing step output failed; the live events keep what they had");
+            return None;
+        }
+    }
+    Some(base)
+}
+
+/// Stores every artifact the plan named that exists inside the working directory.
+async fn store_artifacts(run: &mut Run<'_>, names: Vec<String>, working_dir: &str) -> Result<(), Stop> {
+    for name in names {
+        let root = std::path::PathBuf::from(working_dir);
+        let path = match sandbox::check(&root.join(&name).display().to_string(), std::slice::from_ref(&root), &[]) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(artifact = %name, error = %e, "artifact not stored");
+                continue;
+            }
+        };
+        let Ok(meta) = tokio::fs::metadata(&path).await else { continue };
+        if !meta.is_file() || meta.len() > MAX_ARTIFACT_BYTES {
+            warn!(artifact = %name, size = meta.len(), "artifact not stored: not a file or too large");
+            continue;
+        }
+        let Ok(bytes) = tokio::fs::read(&path).await else { continue };
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let content_type = mime_guess::from_path(&path).first_or_octet_stream().essence_str().to_owned();
+        let key = format!("{}/{}", run.job, name.trim_start_matches("./"));
+        let mut reader: &[u8] = &bytes;
+        if let Err(e) = run.ctx.artifacts.put(key.as_str(), &mut reader).await {
+            return Err(Stop::Transient(format!("storing artifact {name}: {e}")));
+        }
+        let a = ArtifactStored {
+            name: name.clone(),
+            bucket: skynet_bus::definitions::ARTIFACTS_BUCKET.into(),
+            key,
+            size_bytes: bytes.len() as u64,
+            content_type,
+            sha256,
+            lease: run.lease,
+        };
+        run.record(&format!("artifact-{name}"), Command::RecordArtifact(a)).await?;
+    }
+    Ok(())
+}

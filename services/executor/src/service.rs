@@ -1,0 +1,76 @@
+//! The executor process: the shared consumer, bounded by capacity, and the heartbeat.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures::FutureExt;
+use skynet_bus::Jobs;
+use skynet_bus::consumer::{self, ConsumerSpec};
+use skynet_bus::definitions::{ARTIFACTS_BUCKET, EVENTS_STREAM, EXECUTORS_BUCKET, OUTPUT_BUCKET};
+use tracing::info;
+
+use crate::config::Config;
+use crate::heartbeat;
+use crate::runner::{self, Ctx};
+
+/// What an executor needs.
+#[derive(Clone)]
+pub struct Deps {
+    pub js: jetstream::Context,
+    pub nats: async_nats::Client,
+    pub jobs: Jobs,
+}
+
+/// Runs the executor until `shutdown` resolves; running jobs finish first.
+pub async fn run(
+    config: Config,
+    deps: Deps,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), async_nats::Error> {
+    let providers = config.providers.build();
+    let names: Vec<_> = providers.iter().map(|p| p.name()).collect();
+    let ctx = Ctx {
+        config: Arc::new(config.clone()),
+        providers: Arc::new(providers.iter().map(|p| (p.name(), p.clone())).collect::<HashMap<_, _>>()),
+        jobs: deps.jobs.clone(),
+        nats: deps.nats.clone(),
+        output: deps.js.get_object_store(OUTPUT_BUCKET).await?,
+        artifacts: deps.js.get_object_store(ARTIFACTS_BUCKET).await?,
+    };
+    let kv = deps.js.get_key_value(EXECUTORS_BUCKET).await?;
+    let stop = shutdown.shared();
+    let running = Arc::new(AtomicU32::new(0));
+    info!(service = "executor", executor = %config.id, providers = ?names, capacity = config.capacity, "executor running");
+    let beat = heartbeat::run(
+        kv,
+        config.id.clone(),
+        providers,
+        u32::try_from(config.capacity).unwrap_or(u32::MAX),
+        running.clone(),
+        Duration::from_millis(config.heartbeat_ms),
+        config.health_every,
+        stop.clone(),
+    );
+    let spec =
+        ConsumerSpec { stream: EVENTS_STREAM, durable: "executor", service: "executor", concurrency: config.capacity };
+    let consume = consumer::run(
+        deps.js.clone(),
+        spec,
+        move |msg| {
+            let (ctx, running) = (ctx.clone(), running.clone());
+            async move {
+                running.fetch_add(1, Ordering::Relaxed);
+                let d = runner::handle(&ctx, msg).await;
+                running.fetch_sub(1, Ordering::Relaxed);
+                d
+            }
+        },
+        stop,
+    );
+    let (consumed, ()) = tokio::join!(consume, beat);
+    consumed
+}
