@@ -60,3 +60,48 @@ async fn a_local_job_lists_a_real_directory_and_stores_its_output() -> anyhow::R
     assert!(text.contains("marker-file.txt"), "{text}");
     sys.shutdown().await
 }
+
+#[tokio::test]
+async fn with_no_capable_provider_the_job_fails_with_the_reason_and_diagnose_explains() -> anyhow::Result<()> {
+    // §18.5 adapted: the predecessor ran a job on a provider that did not exist and
+    // reported partial failure. Here the scheduler refuses, naming what is missing.
+    use axum::Json;
+    use axum::routing::post;
+    let plan = r#"{"summary":"zip","steps":[{"title":"Zip it","description":"zip the project","action":"zip_project","risk":"WRITE"}]}"#;
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(move || async move { Json(json!({"choices": [{"message": {"role": "assistant", "content": plan}}]})) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/v1", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let sys = System::start_with(NatsServer::start()?, TestDb::create().await?, move |s| {
+        s.executor.providers = vec!["local".into()];
+        s.planner = skynet_cli::settings::PlannerArg::Llm;
+        s.llm_base_url = url;
+    })
+    .await?;
+    // Wait for the executor's heartbeat so the scheduler knows the provider.
+    let diag = skynet_testkit::eventually(skynet_system_tests::WAIT, "a diagnosis with local online", || async {
+        let spec = json!({"spec": {"steps": [{"index": 0, "action": "git_status", "params": {}, "timeout_secs": 30, "risk": "READ_ONLY"}],
+            "working_dir": "/tmp", "total_timeout_secs": 60, "approved_risk": "READ_ONLY"}});
+        let d = sys.request("skynet.scheduler.diagnose", spec).await.ok()?;
+        (d["selected_provider"] == "local").then_some(d)
+    })
+    .await?;
+    assert_eq!(diag["required_capabilities"], json!(["git_status"]));
+    assert!((diag["scores"][0]["total"].as_f64().unwrap_or_default() - 0.9).abs() < 0.1, "{diag}");
+    for part in ["health", "load", "capability", "success", "latency"] {
+        assert!(diag["scores"][0][part].is_number(), "{part} in {diag}");
+    }
+    let job = sys.submit("nocap-1", json!({"intent": "zip the project", "working_dir": "/tmp"})).await?;
+    sys.wait_for(job, "skynet.job.policy_decided.v1").await?;
+    let r = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob"})).await?;
+    assert_eq!(r["accepted"], true, "{r}");
+    let failed = sys.wait_for(job, "skynet.job.failed.v1").await?;
+    assert_eq!(failed["data"]["stage"], "scheduling");
+    let reason = failed["data"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("local: lacks zip_project"), "{reason}");
+    assert!(sys.job_events(job).await?.iter().all(|e| e["type"] != "skynet.job.scheduled.v1"));
+    sys.shutdown().await
+}

@@ -12,18 +12,24 @@ use tracing::warn;
 
 use crate::providers::Provider;
 
+/// What a heartbeat reports and where.
+pub struct Beat {
+    /// The `SKYNET_EXECUTORS` bucket.
+    pub kv: kv::Store,
+    pub id: String,
+    pub providers: Vec<Provider>,
+    pub capacity: u32,
+    /// Jobs running now, shared with the consumer loop.
+    pub running: Arc<AtomicU32>,
+    pub period: Duration,
+    /// Provider health is re-checked every this many beats.
+    pub health_every: u32,
+}
+
 /// Writes this executor's status every `period` until `shutdown`, then removes
 /// it so the executor is offline at once.
-pub async fn run(
-    kv: kv::Store,
-    id: String,
-    providers: Vec<Provider>,
-    capacity: u32,
-    running: Arc<AtomicU32>,
-    period: Duration,
-    health_every: u32,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
+pub async fn run(beat_cfg: Beat, shutdown: impl std::future::Future<Output = ()>) {
+    let Beat { kv, id, providers, capacity, running, period, health_every } = beat_cfg;
     let started_at = Utc::now();
     let mut statuses: BTreeMap<String, ProviderStatus> = BTreeMap::new();
     let mut beat = 0u32;
@@ -34,7 +40,7 @@ pub async fn run(
             () = &mut shutdown => break,
             _ = tick.tick() => {}
         }
-        if beat % health_every.max(1) == 0 {
+        if beat.is_multiple_of(health_every.max(1)) {
             for p in &providers {
                 statuses.insert(p.name().to_owned(), p.status().await);
             }

@@ -232,10 +232,7 @@ async fn run_job(
         let (tx, rx) = mpsc::channel(256);
         let outcome = {
             let forward = forward_output(&mut run, step.index, rx);
-            let exec = async {
-                let o = provider.run(&req, tx, cancel).await;
-                o
-            };
+            let exec = async { provider.run(&req, tx, cancel).await };
             let (o, fwd) = tokio::join!(exec, forward);
             fwd?;
             o

@@ -46,13 +46,15 @@ pub async fn run(
     let running = Arc::new(AtomicU32::new(0));
     info!(service = "executor", executor = %config.id, providers = ?names, capacity = config.capacity, "executor running");
     let beat = heartbeat::run(
-        kv,
-        config.id.clone(),
-        providers,
-        u32::try_from(config.capacity).unwrap_or(u32::MAX),
-        running.clone(),
-        Duration::from_millis(config.heartbeat_ms),
-        config.health_every,
+        heartbeat::Beat {
+            kv,
+            id: config.id.clone(),
+            providers,
+            capacity: u32::try_from(config.capacity).unwrap_or(u32::MAX),
+            running: running.clone(),
+            period: Duration::from_millis(config.heartbeat_ms),
+            health_every: config.health_every,
+        },
         stop.clone(),
     );
     let spec =

@@ -71,3 +71,28 @@ async fn mock_jobs_take_their_latency_and_fail_deterministically() -> anyhow::Re
     stop.cancel();
     Ok(())
 }
+
+#[tokio::test]
+async fn an_executor_is_listed_with_providers_capacity_and_load_and_goes_offline_when_stopped() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let env = env().await?;
+    let kv = env.js.get_key_value("SKYNET_EXECUTORS").await?;
+    let stop =
+        start_executor(&env, "x-listed", ProvidersConfig { mock: Some(Mock::default()), ..ProvidersConfig::default() });
+    let status = skynet_testkit::eventually(Duration::from_secs(10), "the heartbeat", || async {
+        let v = kv.get("x-listed").await.ok()??;
+        serde_json::from_slice::<skynet_contract::executor::ExecutorStatus>(&v).ok()
+    })
+    .await?;
+    assert_eq!(status.capacity, 4);
+    assert_eq!(status.running, 0);
+    assert_eq!(status.providers["mock"].health, Health::Healthy);
+    assert_eq!(status.providers["mock"].capabilities, ["*"]);
+    stop.cancel();
+    skynet_testkit::eventually(Duration::from_secs(10), "the executor to go offline", || async {
+        let keys: Vec<String> = kv.keys().await.ok()?.filter_map(|k| async move { k.ok() }).collect().await;
+        (!keys.contains(&"x-listed".to_owned())).then_some(())
+    })
+    .await?;
+    Ok(())
+}

@@ -138,10 +138,10 @@ async fn serve_diagnose(
                 reason: Some(format!("bad request: {e}")),
             },
         };
-        if let (Some(reply), Ok(body)) = (msg.reply, serde_json::to_vec(&diagnosis)) {
-            if let Err(e) = nats.publish(reply, body.into()).await {
-                warn!(service = SERVICE, error = %e, "diagnose reply failed");
-            }
+        if let (Some(reply), Ok(body)) = (msg.reply, serde_json::to_vec(&diagnosis))
+            && let Err(e) = nats.publish(reply, body.into()).await
+        {
+            warn!(service = SERVICE, error = %e, "diagnose reply failed");
         }
     }
     Ok(())

@@ -119,9 +119,12 @@ mod tests {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
     }
 
+    /// (action, params, expected argv or refusal)
+    type Case = (&'static str, BTreeMap<String, Value>, Result<Vec<&'static str>, ()>);
+
     #[test]
     fn mappings() {
-        let cases: Vec<(&str, BTreeMap<String, Value>, Result<Vec<&str>, ()>)> = vec![
+        let cases: Vec<Case> = vec![
             ("git_status", p(&[]), Ok(vec!["git", "status"])),
             ("git_diff", p(&[]), Ok(vec!["git", "diff"])),
             ("git_log", p(&[]), Ok(vec!["git", "log", "--oneline", "-n", "10"])),
