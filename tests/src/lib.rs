@@ -48,7 +48,11 @@ impl System {
         let js = async_nats::jetstream::new(client.clone());
         // Ready when the request/reply services answer (consumers exist from bootstrap).
         skynet_testkit::eventually(WAIT, "the policy service to answer", || async {
-            client.request("skynet.policy.check", br#"{"action":"git_status"}"#.as_slice().into()).await.ok().map(|_| ())
+            client
+                .request("skynet.policy.check", br#"{"action":"git_status"}"#.as_slice().into())
+                .await
+                .ok()
+                .map(|_| ())
         })
         .await?;
         Ok(System { nats, db, client, js, stop: StopOnDrop(stop), task })

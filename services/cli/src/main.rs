@@ -67,7 +67,12 @@ async fn serve(settings: &Settings, services: &[Service]) -> anyhow::Result<()> 
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        // Ctrl-C from a terminal, SIGTERM from `docker compose stop` or systemd.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+        }
         on_signal.cancel();
     });
     up::run(&infra, settings, services, shutdown).await

@@ -11,7 +11,9 @@
 
 mod audit;
 mod config;
+mod db;
 mod projector;
+pub mod rows;
 
 pub use config::Config;
 pub use projector::{Deps, ProjectorError, checkpoint, migrate, rebuild, run};

@@ -60,7 +60,7 @@ pub async fn checkpoint(db: &PgPool) -> Result<u64, sqlx::Error> {
 pub async fn rebuild(db: &PgPool) -> Result<(), ProjectorError> {
     migrate(db).await?;
     let mut tx = db.begin().await?;
-    sqlx::query("TRUNCATE audit_events").execute(&mut *tx).await?;
+    sqlx::query(&format!("TRUNCATE {}", crate::db::TABLES.join(", "))).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM projection_checkpoint WHERE projection = $1").bind(PROJECTION).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
@@ -116,6 +116,12 @@ async fn write_batch(db: &PgPool, rows: &[Row], last_seq: u64) -> Result<(), sql
     let mut tx = db.begin().await?;
     if !rows.is_empty() {
         audit::insert(&mut tx, rows).await?;
+        let touched = rows.iter().filter_map(|r| r.env.subject.as_deref()?.parse::<uuid::Uuid>().ok()).collect();
+        let mut batch = crate::db::load(&mut tx, &touched).await?;
+        for r in rows {
+            batch.apply(r.seq, &r.env);
+        }
+        crate::db::write(&mut tx, &batch).await?;
     }
     sqlx::query(
         "INSERT INTO projection_checkpoint (projection, last_seq, updated_at) VALUES ($1, $2, now())
