@@ -43,7 +43,9 @@ impl System {
         let infra = Infra::up(&settings).await?;
         let stop = CancellationToken::new();
         let token = stop.clone();
-        let task = tokio::spawn(async move { up::run(&infra, &settings, Service::ALL, token).await });
+        // The API is started per test on a free port (see `System::api`).
+        let services: Vec<Service> = Service::ALL.iter().copied().filter(|s| *s != Service::Api).collect();
+        let task = tokio::spawn(async move { up::run(&infra, &settings, &services, token).await });
         let client = nats.connect().await?;
         let js = async_nats::jetstream::new(client.clone());
         // Ready when the request/reply services answer (consumers exist from bootstrap).
@@ -158,6 +160,18 @@ impl System {
     /// The types of the job's events, in order.
     pub async fn types(&self, job: uuid::Uuid) -> anyhow::Result<Vec<String>> {
         Ok(self.job_events(job).await?.iter().map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect())
+    }
+
+    /// Serves the HTTP API on a free port; returns its base URL.
+    pub async fn api(&self, config: skynet_api::Config) -> anyhow::Result<String> {
+        let store = skynet_bus::EventStore::open(self.js.clone()).await.map_err(|e| anyhow::anyhow!(e))?;
+        let deps =
+            skynet_api::Deps { nats: self.client.clone(), js: self.js.clone(), store, db: self.db.pool().await? };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let app = skynet_api::router(config, deps).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(url)
     }
 
     /// Sends a command (or any request) and returns the JSON reply.

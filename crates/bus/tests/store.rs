@@ -17,6 +17,7 @@ fn requested(id: &str) -> Requested {
         project: None,
         requested_by: None,
         constraints: BTreeMap::new(),
+        plan: None,
         request_source: "store-test".into(),
         request_id: id.into(),
     }

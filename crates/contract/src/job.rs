@@ -28,6 +28,9 @@ pub struct Requested {
     pub requested_by: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub constraints: BTreeMap<String, serde_json::Value>,
+    /// A plan supplied with the request, checked by the planner instead of planning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
     /// `source` of the submitted CloudEvent (with `request_id`, derives the job id).
     pub request_source: String,
     /// `id` of the submitted CloudEvent.

@@ -16,6 +16,13 @@ pub const INTAKE_TASK: &str = "skynet.intake.task";
 pub const JOB_ALL: &str = "skynet.job.>";
 /// Where rejections of submitted tasks are recorded.
 pub const TASK_REJECTED: &str = "skynet.task.rejected";
+
+/// Where an outside agent's execution report for `request_id` is recorded.
+pub fn report(request_id: &str) -> String {
+    let token: String =
+        request_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    format!("skynet.report.{token}")
+}
 /// Dead letters from the intake.
 pub const DLQ_INTAKE: &str = "skynet.dlq.intake";
 /// Prefix of every dead-letter subject.

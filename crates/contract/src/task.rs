@@ -36,6 +36,48 @@ pub struct TaskRequested {
     /// Free-form constraints for the planner (time budget, allowed targets, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub constraints: BTreeMap<String, serde_json::Value>,
+    /// A plan the submitter already has (every step with a catalog action). The
+    /// planner checks it instead of planning; policy and approval apply as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::plan::Plan>,
+}
+
+/// Request/reply subject of plan previews (a plan without a job).
+pub const PLAN_PREVIEW: &str = "skynet.planner.preview";
+
+/// Request of [`PLAN_PREVIEW`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanPreview {
+    pub intent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+}
+
+/// Reply of [`PLAN_PREVIEW`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PlanPreviewReply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::plan::Plan>,
+    pub planner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    /// Why there is no plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// CloudEvent type of an execution report sent by an outside agent (`/v1/report`).
+pub const REPORT_RECEIVED: &str = "skynet.report.received.v1";
+
+/// `data` of [`REPORT_RECEIVED`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReportReceived {
+    pub request_id: String,
+    pub step_reports: Vec<serde_json::Value>,
+    pub overall_status: String,
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Why a submission was refused. The variants are stable codes; the detail says

@@ -15,6 +15,7 @@ pub fn requested() -> Requested {
         project: None,
         requested_by: Some("alice".into()),
         constraints: BTreeMap::new(),
+        plan: None,
         request_source: "test".into(),
         request_id: "1".into(),
     }

@@ -180,6 +180,7 @@ fn requested(run: &str, i: usize) -> JobEvent {
         project: Some("bench".into()),
         requested_by: Some("bench".into()),
         constraints: Default::default(),
+        plan: None,
         request_source: run.into(),
         request_id: i.to_string(),
     })

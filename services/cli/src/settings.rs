@@ -47,6 +47,16 @@ pub struct Settings {
     pub approval_timeout_secs: Option<u64>,
     #[command(flatten)]
     pub executor: ExecutorSettings,
+    /// Where the HTTP API listens.
+    #[arg(long, env = "SKYNET_API_LISTEN", default_value = "127.0.0.1:8080")]
+    pub api_listen: std::net::SocketAddr,
+    /// Bearer token for the API's mutating endpoints. Unset: a random token is
+    /// generated at start and written to `<data-dir>/api-token`.
+    #[arg(long, env = "SKYNET_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Whether the API's reads need no token.
+    #[arg(long, env = "SKYNET_API_OPEN_READS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub api_open_reads: bool,
 }
 
 /// Executor settings (for `skynet up` and `skynet run executor`).
@@ -162,7 +172,30 @@ impl Settings {
             llm_api_key_env: "SKYNET_LLM_API_KEY".into(),
             approval_timeout_secs: None,
             executor: ExecutorSettings::default(),
+            api_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_token: None,
+            api_open_reads: true,
         }
+    }
+
+    /// The API token: configured, else the one in `<data-dir>/api-token`, else a
+    /// new random one written there (mode 0600) for the CLI to find.
+    pub fn api_token(&self) -> anyhow::Result<String> {
+        if let Some(t) = self.api_token.as_ref().filter(|t| !t.is_empty()) {
+            return Ok(t.clone());
+        }
+        let path = self.data_dir.join("api-token");
+        if let Ok(t) = std::fs::read_to_string(&path)
+            && !t.trim().is_empty()
+        {
+            return Ok(t.trim().to_owned());
+        }
+        let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        std::fs::create_dir_all(&self.data_dir)?;
+        std::fs::write(&path, &token)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(token)
     }
 
     /// The policy rules: the file if given, else the built-in defaults.

@@ -31,6 +31,8 @@ pub enum Service {
     Executor,
     /// Writes the Postgres read models from the log.
     Projector,
+    /// The HTTP API.
+    Api,
 }
 
 impl Service {
@@ -54,6 +56,7 @@ impl Service {
             Service::Scheduler => "scheduler",
             Service::Executor => "executor",
             Service::Projector => "projector",
+            Service::Api => "api",
         }
     }
 }
@@ -67,6 +70,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let rules = Arc::new(settings.policy_rules().context("loading the policy rules")?);
+    // The schema exists before any reader starts (migrations are idempotent and
+    // serialised by sqlx's advisory lock, so every process may run them).
+    skynet_projector::migrate(&infra.db).await.context("applying database migrations")?;
     let store =
         EventStore::open(infra.js.clone()).await.map_err(|e| anyhow::anyhow!(e)).context("opening the event log")?;
     let mut set = JoinSet::new();
@@ -76,6 +82,13 @@ pub async fn run(
         let jobs = Jobs::new(store.clone(), service.name());
         let planner_config = settings.planner_config();
         let executor_config = settings.executor.config(&rules)?;
+        let api_config = skynet_api::Config {
+            listen: settings.api_listen,
+            token: if service == Service::Api { settings.api_token()? } else { String::new() },
+            open_reads: settings.api_open_reads,
+            ..Default::default()
+        };
+        let api_store = store.clone();
         set.spawn(async move {
             let result: anyhow::Result<()> = async move {
                 match service {
@@ -112,6 +125,10 @@ pub async fn run(
                     Service::Executor => {
                         let deps = skynet_executor::Deps { js, nats, jobs };
                         skynet_executor::run(executor_config, deps, stop).await.map_err(|e| anyhow::anyhow!(e))
+                    }
+                    Service::Api => {
+                        let deps = skynet_api::Deps { nats, js, store: api_store, db };
+                        skynet_api::run(api_config, deps, stop).await.map_err(anyhow::Error::from)
                     }
                     Service::Projector => {
                         let deps = skynet_projector::Deps { js, db };

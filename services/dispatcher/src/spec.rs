@@ -115,6 +115,7 @@ mod tests {
                 project: None,
                 requested_by: None,
                 constraints: BTreeMap::new(),
+                plan: None,
                 request_source: "t".into(),
                 request_id: "1".into(),
             }),

@@ -27,6 +27,7 @@ async fn handling_the_same_approval_twice_dispatches_once() -> anyhow::Result<()
         project: None,
         requested_by: None,
         constraints: BTreeMap::new(),
+        plan: None,
         request_source: "t".into(),
         request_id: "1".into(),
     };

@@ -10,8 +10,10 @@ use skynet_bus::codec;
 use skynet_bus::consumer::{self, ConsumerSpec, Disposition};
 use skynet_bus::definitions::EVENTS_STREAM;
 use skynet_bus::{Jobs, Outcome};
+use skynet_contract::Plan;
 use skynet_contract::job::{JobEvent, Planned, Requested};
 use skynet_contract::memory::{PastJob, SIMILAR_SUBJECT, SimilarJobs, SimilarQuery};
+use skynet_contract::task::{PLAN_PREVIEW, PlanPreview, PlanPreviewReply};
 use skynet_job::{Command, Rejection, decide, evolve};
 use skynet_rules::PolicyRules;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -53,16 +55,19 @@ pub async fn run(
     info!(service = SERVICE, backend = ?config.backend, llm = ?llm, "planner running");
     let js = deps.js.clone();
     let planner = Planner { config, llm, deps };
-    consumer::run(
+    let stop = futures::FutureExt::shared(shutdown);
+    let previews = serve_previews(planner.clone(), stop.clone());
+    let consume = consumer::run(
         js,
         spec,
         move |msg| {
             let p = planner.clone();
             async move { handle_with(&p, msg).await }
         },
-        shutdown,
-    )
-    .await
+        stop,
+    );
+    let (consumed, previewed) = tokio::join!(consume, previews);
+    consumed.and(previewed)
 }
 
 /// Handles one `requested` event (public so tests can deliver a message twice).
@@ -120,33 +125,89 @@ async fn handle_with(p: &Planner, msg: Message) -> Disposition {
     .await
 }
 
-/// Plans with the configured backend; the LLM falls back to the rules.
+/// The planning command for a request.
 async fn plan(p: &Planner, r: &Requested) -> Command {
-    let rules_plan = || rules::plan(&r.intent, r.working_dir.as_deref(), &p.deps.rules);
+    match make_plan(p, &r.intent, r.working_dir.as_deref(), r.plan.as_ref()).await {
+        Ok(planned) => Command::RecordPlan(planned),
+        Err(reason) => Command::FailPlanning { reason },
+    }
+}
+
+/// Plans with the configured backend (the LLM falls back to the rules), or
+/// checks a plan the submitter supplied.
+async fn make_plan(
+    p: &Planner,
+    intent: &str,
+    working_dir: Option<&str>,
+    supplied: Option<&Plan>,
+) -> Result<Planned, String> {
+    if let Some(plan) = supplied {
+        return check_supplied(plan).map(|plan| Planned { plan, planner: "client".into(), fallback_reason: None });
+    }
+    let rules_plan = || rules::plan(intent, working_dir, &p.deps.rules);
     let Some(llm) = &p.llm else {
-        return match rules_plan() {
-            Ok(plan) => Command::RecordPlan(Planned { plan, planner: "rules".into(), fallback_reason: None }),
-            Err(reason) => Command::FailPlanning { reason },
-        };
+        return rules_plan().map(|plan| Planned { plan, planner: "rules".into(), fallback_reason: None });
     };
-    let memories = similar_jobs(&p.deps.nats, &r.intent, Duration::from_millis(p.config.memory_timeout_ms)).await;
-    match llm.plan(&r.intent, r.working_dir.as_deref(), &memories).await {
-        Ok(plan) => Command::RecordPlan(Planned { plan, planner: llm.name(), fallback_reason: None }),
+    let memories = similar_jobs(&p.deps.nats, intent, Duration::from_millis(p.config.memory_timeout_ms)).await;
+    match llm.plan(intent, working_dir, &memories).await {
+        Ok(plan) => Ok(Planned { plan, planner: llm.name(), fallback_reason: None }),
         Err(e) => {
             warn!(error = %e, "LLM planning failed; falling back to the rules");
             let fallback_reason = format!("{} failed: {e}; planned by rules instead", llm.name());
             match rules_plan() {
-                Ok(plan) => Command::RecordPlan(Planned {
-                    plan,
-                    planner: "rules".into(),
-                    fallback_reason: Some(fallback_reason),
-                }),
-                Err(reason) => {
-                    Command::FailPlanning { reason: format!("{fallback_reason}, which also failed: {reason}") }
-                }
+                Ok(plan) => Ok(Planned { plan, planner: "rules".into(), fallback_reason: Some(fallback_reason) }),
+                Err(reason) => Err(format!("{fallback_reason}, which also failed: {reason}")),
             }
         }
     }
+}
+
+/// A supplied plan must name a catalog action for every step.
+fn check_supplied(plan: &Plan) -> Result<Plan, String> {
+    if plan.steps.is_empty() {
+        return Err("the supplied plan has no steps".into());
+    }
+    let mut plan = plan.clone();
+    for (i, s) in plan.steps.iter_mut().enumerate() {
+        let action = s.action.as_deref().map(|a| a.trim().to_ascii_lowercase()).unwrap_or_default();
+        if skynet_rules::catalog::action(&action).is_none() {
+            return Err(format!("step {i} ({:?}) of the supplied plan has no known action ({action:?})", s.title));
+        }
+        s.action = Some(action);
+    }
+    Ok(plan)
+}
+
+/// Answers plan previews (no job is created) until `shutdown`.
+async fn serve_previews(p: Planner, shutdown: impl Future<Output = ()>) -> Result<(), async_nats::Error> {
+    use futures::StreamExt;
+    let sub = p.deps.nats.queue_subscribe(PLAN_PREVIEW, "skynet-planner".into()).await?;
+    let mut sub = std::pin::pin!(sub.take_until(shutdown));
+    while let Some(msg) = sub.next().await {
+        let reply = match serde_json::from_slice::<PlanPreview>(&msg.payload) {
+            Ok(req) => match make_plan(&p, &req.intent, req.working_dir.as_deref(), None).await {
+                Ok(pl) => PlanPreviewReply {
+                    plan: Some(pl.plan),
+                    planner: pl.planner,
+                    fallback_reason: pl.fallback_reason,
+                    error: None,
+                },
+                Err(e) => {
+                    PlanPreviewReply { plan: None, planner: "rules".into(), fallback_reason: None, error: Some(e) }
+                }
+            },
+            Err(e) => PlanPreviewReply {
+                plan: None,
+                planner: String::new(),
+                fallback_reason: None,
+                error: Some(format!("bad request: {e}")),
+            },
+        };
+        if let (Some(to), Ok(body)) = (msg.reply, serde_json::to_vec(&reply)) {
+            let _ = p.deps.nats.publish(to, body.into()).await;
+        }
+    }
+    Ok(())
 }
 
 /// Similar past jobs from the memory service, or none if it does not answer in time.

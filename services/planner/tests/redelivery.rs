@@ -26,6 +26,7 @@ async fn handling_the_same_requested_event_twice_plans_once() -> anyhow::Result<
         project: None,
         requested_by: None,
         constraints: BTreeMap::new(),
+        plan: None,
         request_source: "t".into(),
         request_id: "1".into(),
     };

@@ -22,6 +22,7 @@ async fn planned_job(jobs: &Jobs, id: &str, action: &str, risk: Risk) -> anyhow:
         project: None,
         requested_by: None,
         constraints: BTreeMap::new(),
+        plan: None,
         request_source: "t".into(),
         request_id: id.into(),
     };

@@ -86,6 +86,7 @@ pub async fn scheduled(
             project: None,
             requested_by: None,
             constraints: BTreeMap::new(),
+            plan: None,
             request_source: "executor-test".into(),
             request_id: id.into(),
         }),

@@ -1,0 +1,311 @@
+//! Jobs: list, detail, history from the log, step output, and the commands
+//! approve / deny / cancel (sent to the policy service over NATS).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use skynet_contract::JobId;
+use skynet_contract::commands::{self, CommandReply};
+use tokio::io::AsyncReadExt;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ApiError;
+use crate::extract::OptionalJson;
+use crate::state::AppState;
+
+/// Filters of `GET /v1/jobs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Status (`running`, `awaiting_approval`, `succeeded`, ...).
+    pub state: Option<String>,
+    pub requester: Option<String>,
+    pub project: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// Page size, 1..=500 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPage {
+    #[schema(value_type = Vec<Object>)]
+    pub jobs: Vec<serde_json::Value>,
+    pub next_cursor: Option<String>,
+}
+
+/// A job with its steps, approvals and artifacts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobDetail {
+    #[schema(value_type = Object)]
+    pub job: serde_json::Value,
+    #[schema(value_type = Vec<Object>)]
+    pub steps: Vec<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub approvals: Vec<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub artifacts: Vec<serde_json::Value>,
+}
+
+/// Body of approve / deny / cancel.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandBody {
+    /// Who acts (default `api`).
+    pub by: Option<String>,
+    pub comment: Option<String>,
+    /// The ADMIN confirmation phrase (approve).
+    pub confirmation: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// A step's stored output.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepOutput {
+    pub job_id: uuid::Uuid,
+    pub step: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The command's outcome.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandOutcome {
+    pub accepted: bool,
+    pub job_id: uuid::Uuid,
+    pub status: Option<String>,
+    pub message: String,
+}
+
+fn parse_job(id: &str) -> Result<JobId, ApiError> {
+    id.parse::<JobId>().map_err(|_| ApiError::NotFound(format!("no job {id:?} (job ids are UUIDs)")))
+}
+
+/// Lists jobs, newest first, with filters and cursor pagination.
+#[utoipa::path(get, path = "/v1/jobs", params(ListQuery),
+    responses((status = 200, body = JobPage), (status = 400, body = crate::error::Problem)))]
+pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<JobPage>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::Invalid("limit must be 1..=500".into()));
+    }
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let rows: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT to_jsonb(j) FROM jobs j
+         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR requested_by = $2)
+           AND ($3::text IS NULL OR project = $3) AND ($4::timestamptz IS NULL OR created_at >= $4)
+           AND ($5::timestamptz IS NULL OR created_at < $5)
+           AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7))
+         ORDER BY created_at DESC, id DESC LIMIT $8",
+    )
+    .bind(&q.state)
+    .bind(&q.requester)
+    .bind(&q.project)
+    .bind(q.since)
+    .bind(q.until)
+    .bind(after.map(|(t, _)| t))
+    .bind(after.map(|(_, id)| id))
+    .bind(limit + 1)
+    .fetch_all(&s.db)
+    .await?;
+    let more = rows.len() as i64 > limit;
+    let jobs: Vec<_> = rows.into_iter().take(usize::try_from(limit).unwrap_or(50)).collect();
+    let next_cursor = if more { jobs.last().and_then(encode_cursor) } else { None };
+    Ok(Json(JobPage { jobs, next_cursor }))
+}
+
+fn encode_cursor(row: &serde_json::Value) -> Option<String> {
+    let at = row.get("created_at")?.as_str()?;
+    let id = row.get("id")?.as_str()?;
+    Some(URL_SAFE_NO_PAD.encode(format!("{at}|{id}")))
+}
+
+fn decode_cursor(c: &str) -> Result<(DateTime<Utc>, uuid::Uuid), ApiError> {
+    let bad = || ApiError::Invalid("cursor is not one this API issued".into());
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (at, id) = text.split_once('|').ok_or_else(bad)?;
+    Ok((DateTime::parse_from_rfc3339(at).map_err(|_| bad())?.with_timezone(&Utc), id.parse().map_err(|_| bad())?))
+}
+
+/// One job with its steps, approvals and artifacts.
+#[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = JobDetail), (status = 404, body = crate::error::Problem)))]
+pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<JobDetail>, ApiError> {
+    let job = parse_job(&id)?;
+    let row: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT to_jsonb(j) FROM jobs j WHERE id = $1").bind(job.0).fetch_optional(&s.db).await?;
+    let Some(row) = row else {
+        return Err(ApiError::NotFound(format!(
+            "no job {job} in the read models (a just-submitted job appears within moments)"
+        )));
+    };
+    let list = |sql: &'static str| sqlx::query_scalar::<_, serde_json::Value>(sql).bind(job.0).fetch_all(&s.db);
+    let (steps, approvals, artifacts) = tokio::try_join!(
+        list("SELECT to_jsonb(t) FROM steps t WHERE job_id = $1 ORDER BY idx"),
+        list("SELECT to_jsonb(t) FROM approvals t WHERE job_id = $1 ORDER BY seq"),
+        list("SELECT to_jsonb(t) FROM artifacts t WHERE job_id = $1 ORDER BY name"),
+    )?;
+    Ok(Json(JobDetail { job: row, steps, approvals, artifacts }))
+}
+
+/// The job's full history, from the event log itself (CloudEvents, oldest first).
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", params(("id" = String, Path)),
+    responses((status = 200, body = Vec<Object>), (status = 404, body = crate::error::Problem)))]
+pub async fn events(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let job = parse_job(&id)?;
+    let history = s.store.load(job).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    if history.events.is_empty() {
+        return Err(ApiError::NotFound(format!("no events for job {job}")));
+    }
+    let events = history
+        .events
+        .iter()
+        .map(|(seq, env)| {
+            let mut v = serde_json::to_value(env.to_cloudevent()).unwrap_or_default();
+            v["skynetseq"] = serde_json::json!(seq);
+            v
+        })
+        .collect();
+    Ok(Json(events))
+}
+
+/// A step's full stored output (`?stream=stdout` or `stderr` for plain text).
+#[utoipa::path(get, path = "/v1/jobs/{id}/steps/{n}/output",
+    params(("id" = String, Path), ("n" = i32, Path), ("stream" = Option<String>, Query)),
+    responses((status = 200, body = StepOutput), (status = 404, body = crate::error::Problem)))]
+pub async fn output(
+    State(s): State<AppState>,
+    Path((id, n)): Path<(String, i32)>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let job = parse_job(&id)?;
+    let output_ref: Option<Option<String>> =
+        sqlx::query_scalar("SELECT output_ref FROM steps WHERE job_id = $1 AND idx = $2")
+            .bind(job.0)
+            .bind(n)
+            .fetch_optional(&s.db)
+            .await?;
+    let Some(output_ref) = output_ref else { return Err(ApiError::NotFound(format!("job {job} has no step {n}"))) };
+    let Some(base) = output_ref else {
+        return Err(ApiError::NotFound(format!("step {n} of job {job} has no stored output")));
+    };
+    let store =
+        s.js.get_object_store(skynet_bus::definitions::OUTPUT_BUCKET)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let read = |name: &'static str| {
+        let (store, key) = (store.clone(), format!("{base}/{name}"));
+        async move {
+            let mut obj =
+                store.get(key.as_str()).await.map_err(|e| ApiError::Unavailable(format!("output {key}: {e}")))?;
+            let mut text = String::new();
+            obj.read_to_string(&mut text).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+            Ok::<_, ApiError>(text)
+        }
+    };
+    match q.get("stream").map(String::as_str) {
+        Some(st @ ("stdout" | "stderr")) => {
+            let text = if st == "stdout" { read("stdout").await? } else { read("stderr").await? };
+            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+        }
+        Some(other) => Err(ApiError::Invalid(format!("stream must be stdout or stderr, not {other:?}"))),
+        None => {
+            let (stdout, stderr) = (read("stdout").await?, read("stderr").await?);
+            Ok(Json(StepOutput { job_id: job.0, step: n, stdout, stderr }).into_response())
+        }
+    }
+}
+
+async fn command(
+    s: &AppState,
+    subject: &str,
+    job: JobId,
+    body: serde_json::Value,
+) -> Result<Json<CommandOutcome>, ApiError> {
+    let raw = s.request(subject, serde_json::to_vec(&body).unwrap_or_default()).await?;
+    let reply: CommandReply =
+        serde_json::from_slice(&raw).map_err(|e| ApiError::Internal(format!("unreadable command reply: {e}")))?;
+    if reply.accepted {
+        return Ok(Json(CommandOutcome {
+            accepted: true,
+            job_id: job.0,
+            status: reply.status,
+            message: reply.message,
+        }));
+    }
+    Err(match reply.code.as_deref() {
+        Some("not_found") => ApiError::NotFound(reply.message),
+        Some("conflict") => ApiError::Conflict(reply.message),
+        Some("unavailable") => ApiError::Unavailable(reply.message),
+        _ => ApiError::Invalid(reply.message),
+    })
+}
+
+/// Approves a job awaiting approval (ADMIN jobs need `confirmation`).
+#[utoipa::path(post, path = "/v1/jobs/{id}/approve", params(("id" = String, Path)), request_body = CommandBody,
+    responses((status = 200, body = CommandOutcome), (status = 404, body = crate::error::Problem),
+        (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem),
+        (status = 503, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn approve(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJson(b): OptionalJson<CommandBody>,
+) -> Result<Json<CommandOutcome>, ApiError> {
+    let job = parse_job(&id)?;
+    let cmd = commands::Approve {
+        job_id: job,
+        approver: b.by.unwrap_or_else(|| "api".into()),
+        comment: b.comment,
+        confirmation: b.confirmation,
+    };
+    command(&s, commands::APPROVE, job, serde_json::to_value(cmd).unwrap_or_default()).await
+}
+
+/// Denies a job awaiting approval.
+#[utoipa::path(post, path = "/v1/jobs/{id}/deny", params(("id" = String, Path)), request_body = CommandBody,
+    responses((status = 200, body = CommandOutcome), (status = 404, body = crate::error::Problem),
+        (status = 409, body = crate::error::Problem), (status = 503, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn deny(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJson(b): OptionalJson<CommandBody>,
+) -> Result<Json<CommandOutcome>, ApiError> {
+    let job = parse_job(&id)?;
+    let cmd = commands::Deny {
+        job_id: job,
+        by: b.by.unwrap_or_else(|| "api".into()),
+        reason: b.reason.unwrap_or_else(|| "denied".into()),
+    };
+    command(&s, commands::DENY, job, serde_json::to_value(cmd).unwrap_or_default()).await
+}
+
+/// Cancels a job that has not finished.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = String, Path)), request_body = CommandBody,
+    responses((status = 200, body = CommandOutcome), (status = 404, body = crate::error::Problem),
+        (status = 409, body = crate::error::Problem), (status = 503, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn cancel(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJson(b): OptionalJson<CommandBody>,
+) -> Result<Json<CommandOutcome>, ApiError> {
+    let job = parse_job(&id)?;
+    let cmd = commands::Cancel {
+        job_id: job,
+        by: b.by.unwrap_or_else(|| "api".into()),
+        reason: b.reason.unwrap_or_else(|| "cancelled by request".into()),
+    };
+    command(&s, commands::CANCEL, job, serde_json::to_value(cmd).unwrap_or_default()).await
+}

@@ -1,0 +1,6 @@
+//! The API's routes, one file per concern.
+
+pub mod events;
+pub mod jobs;
+pub mod legacy;
+pub mod tasks;

@@ -1,0 +1,73 @@
+//! The router and the server loop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use skynet_bus::EventStore;
+use sqlx::PgPool;
+use tracing::info;
+
+use crate::config::Config;
+use crate::guard::{self, Limiter};
+use crate::routes::{events, jobs, legacy, tasks};
+use crate::state::AppState;
+
+/// What the API needs.
+#[derive(Clone)]
+pub struct Deps {
+    pub nats: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    pub store: EventStore,
+    pub db: PgPool,
+}
+
+/// Every route, behind the guard and the body limit.
+pub fn router(config: Config, deps: Deps) -> Router {
+    let state = AppState {
+        limiter: Arc::new(Limiter::per_minute(config.rate_per_minute)),
+        config: Arc::new(config.clone()),
+        nats: deps.nats,
+        js: deps.js,
+        store: deps.store,
+        db: deps.db,
+    };
+    Router::new()
+        .route("/", get(legacy::root))
+        .route("/openapi.json", get(|| async { axum::Json(crate::openapi::document()) }))
+        .route("/v1/health", get(legacy::health))
+        .route("/v1/tasks", post(tasks::submit))
+        .route("/v1/jobs", get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route("/v1/jobs/{id}/steps/{n}/output", get(jobs::output))
+        .route("/v1/jobs/{id}/approve", post(jobs::approve))
+        .route("/v1/jobs/{id}/deny", post(jobs::deny))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/events", get(events::live))
+        .route("/v1/plan", post(legacy::plan))
+        .route("/v1/report", post(legacy::report))
+        .route("/v1/policy/check", post(legacy::policy_check))
+        .route("/v1/execute", post(legacy::execute))
+        .route("/v1/scheduler/diagnose", post(legacy::diagnose))
+        .route("/v1/providers/health", get(legacy::providers_health))
+        .fallback(|| async { crate::error::ApiError::NotFound("no such endpoint (see /openapi.json)".into()) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .with_state(state)
+}
+
+/// Serves the API until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    deps: Deps,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    info!(service = "api", listen = %listener.local_addr()?, "api running");
+    let app = router(config, deps).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

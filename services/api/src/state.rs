@@ -1,0 +1,43 @@
+//! Shared state of the API's handlers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use skynet_bus::EventStore;
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::guard::Limiter;
+
+/// Cloned into every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    /// Core NATS: commands and request/reply.
+    pub nats: async_nats::Client,
+    /// JetStream: submissions, object stores, KV.
+    pub js: jetstream::Context,
+    /// The event log, for history.
+    pub store: EventStore,
+    /// The read models.
+    pub db: PgPool,
+    pub limiter: Arc<Limiter>,
+}
+
+impl AppState {
+    /// How long to wait for a service.
+    pub fn service_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.service_timeout_ms)
+    }
+
+    /// A NATS request with the service timeout; no responder or no answer is 503.
+    pub async fn request(&self, subject: &str, body: Vec<u8>) -> Result<bytes::Bytes, crate::error::ApiError> {
+        let unavailable = |what: String| crate::error::ApiError::Unavailable(format!("{subject}: {what}"));
+        match tokio::time::timeout(self.service_timeout(), self.nats.request(subject.to_owned(), body.into())).await {
+            Ok(Ok(m)) => Ok(m.payload),
+            Ok(Err(e)) => Err(unavailable(format!("no service answered ({e})"))),
+            Err(_) => Err(unavailable(format!("no answer within {:?}", self.service_timeout()))),
+        }
+    }
+}

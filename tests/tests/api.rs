@@ -1,0 +1,335 @@
+//! The HTTP API against the running system: every error status, the jobs
+//! endpoints, live events, the predecessor's endpoints (§15, scenarios 22–26
+//! adapted), and a restarted API seeing the same jobs.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use skynet_system_tests::System;
+use skynet_testkit::{NatsServer, TestDb, eventually};
+
+const TOKEN: &str = "test-token-123";
+
+fn config() -> skynet_api::Config {
+    skynet_api::Config { token: TOKEN.into(), ..skynet_api::Config::default() }
+}
+
+async fn mock_system() -> anyhow::Result<System> {
+    System::start_with(NatsServer::start()?, TestDb::create().await?, |s| {
+        s.executor.providers = vec!["mock".into()];
+        s.executor.mock_latency_ms = 5;
+    })
+    .await
+}
+
+struct Api {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+        let r = self.http.post(format!("{}{path}", self.url)).bearer_auth(TOKEN).json(&body).send().await?;
+        Ok((r.status(), r.json().await.unwrap_or(Value::Null)))
+    }
+    async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        let r = self.http.get(format!("{}{path}", self.url)).send().await?;
+        Ok((r.status(), r.json().await.unwrap_or(Value::Null)))
+    }
+    async fn job_status(&self, job: &str) -> Option<String> {
+        let (code, v) = self.get(&format!("/v1/jobs/{job}")).await.ok()?;
+        (code == StatusCode::OK).then(|| v["job"]["status"].as_str().unwrap_or("").to_owned())
+    }
+    async fn wait_status(&self, job: &str, want: &str) -> anyhow::Result<()> {
+        eventually(Duration::from_secs(20), &format!("job {job} {want}"), || async {
+            (self.job_status(job).await.as_deref() == Some(want)).then_some(())
+        })
+        .await
+    }
+}
+
+#[tokio::test]
+async fn tasks_jobs_history_output_and_commands_over_http() -> anyhow::Result<()> {
+    let sys = mock_system().await?;
+    let api = Api { url: sys.api(config()).await?, http: reqwest::Client::new() };
+
+    // Idempotent submission.
+    let submit = |key: &'static str, intent: &'static str| {
+        let api = &api;
+        async move {
+            let r = api
+                .http
+                .post(format!("{}/v1/tasks", api.url))
+                .bearer_auth(TOKEN)
+                .header("Idempotency-Key", key)
+                .json(&json!({"intent": intent, "working_dir": "/tmp", "requested_by": "alice", "project": "web"}))
+                .send()
+                .await?;
+            anyhow::Ok((r.status(), r.json::<Value>().await?))
+        }
+    };
+    let (code, first) = submit("k-1", "check git status and run the tests").await?;
+    assert_eq!(code, StatusCode::ACCEPTED, "{first}");
+    let (_, again) = submit("k-1", "check git status and run the tests").await?;
+    assert_eq!(first["job_id"], again["job_id"], "same Idempotency-Key, same job");
+    let job = first["job_id"].as_str().unwrap_or_default().to_owned();
+    api.wait_status(&job, "succeeded").await?;
+
+    let (code, detail) = api.get(&format!("/v1/jobs/{job}")).await?;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(detail["job"]["requested_by"], "alice");
+    assert_eq!(detail["job"]["provider"], "mock");
+    assert_eq!(detail["steps"].as_array().map(Vec::len), Some(2));
+    assert_eq!(detail["steps"][1]["action"], "run_tests");
+    assert_eq!(detail["steps"][1]["status"], "succeeded");
+
+    let (code, history) = api.get(&format!("/v1/jobs/{job}/events")).await?;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(history[0]["type"], "skynet.job.requested.v1");
+    assert_eq!(
+        history.as_array().and_then(|h| h.last()).map(|e| e["type"].clone()),
+        Some(json!("skynet.job.succeeded.v1"))
+    );
+
+    let (code, out) = api.get(&format!("/v1/jobs/{job}/steps/1/output")).await?;
+    assert_eq!(code, StatusCode::OK, "{out}");
+    assert!(out["stdout"].as_str().unwrap_or("").contains("24 passed"), "{out}");
+    let text =
+        api.http.get(format!("{}/v1/jobs/{job}/steps/1/output?stream=stdout", api.url)).send().await?.text().await?;
+    assert!(text.contains("24 passed"));
+
+    // A WRITE job waits; approve over HTTP; then approving again is 409.
+    let (_, w) = submit("k-2", "build the project").await?;
+    let wjob = w["job_id"].as_str().unwrap_or_default().to_owned();
+    api.wait_status(&wjob, "awaiting_approval").await?;
+    let (code, ok) = api.post(&format!("/v1/jobs/{wjob}/approve"), json!({"by": "bob"})).await?;
+    assert_eq!(code, StatusCode::OK, "{ok}");
+    api.wait_status(&wjob, "succeeded").await?;
+    let (code, problem) = api.post(&format!("/v1/jobs/{wjob}/approve"), json!({"by": "carol"})).await?;
+    assert_eq!(code, StatusCode::CONFLICT);
+    assert_eq!(problem["code"], "conflict");
+    let (code, _) = api.post(&format!("/v1/jobs/{wjob}/cancel"), json!({})).await?;
+    assert_eq!(code, StatusCode::CONFLICT, "a finished job cannot be cancelled");
+
+    // Filters and cursor pagination.
+    for i in 0..4 {
+        api.post(
+            "/v1/tasks",
+            json!({"intent": "list files", "working_dir": "/tmp", "requested_by": format!("pager-{}", i % 2)}),
+        )
+        .await?;
+    }
+    eventually(Duration::from_secs(20), "six jobs listed", || async {
+        let (_, v) = api.get("/v1/jobs?limit=100").await.ok()?;
+        (v["jobs"].as_array()?.len() >= 6).then_some(())
+    })
+    .await?;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/jobs?limit=2&cursor={c}"),
+            None => "/v1/jobs?limit=2".into(),
+        };
+        let (code, page) = api.get(&path).await?;
+        assert_eq!(code, StatusCode::OK, "{page}");
+        seen.extend(page["jobs"].as_array().into_iter().flatten().map(|j| j["id"].as_str().unwrap_or("").to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let unique: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert_eq!((seen.len(), unique.len()), (6, 6), "every job once across pages");
+    let (_, alice) = api.get("/v1/jobs?requester=alice&project=web").await?;
+    assert_eq!(alice["jobs"].as_array().map(Vec::len), Some(2));
+    let (_, none) = api.get("/v1/jobs?state=cancelled").await?;
+    assert_eq!(none["jobs"], json!([]));
+
+    // A restarted API (a new process over the same read models) sees the same jobs.
+    let again = Api { url: sys.api(config()).await?, http: reqwest::Client::new() };
+    let (_, before) = api.get("/v1/jobs?limit=100").await?;
+    let (_, after) = again.get("/v1/jobs?limit=100").await?;
+    assert_eq!(before, after);
+    sys.shutdown().await
+}
+
+#[tokio::test]
+async fn every_error_status_is_problem_json() -> anyhow::Result<()> {
+    let sys = mock_system().await?;
+    let mut cfg = config();
+    cfg.body_limit = 4096;
+    let url = sys.api(cfg).await?;
+    let http = reqwest::Client::new();
+    let problem = |r: reqwest::Response| async move {
+        let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(ct, "application/problem+json", "{status}: {body}");
+        assert_eq!(body["status"], status.as_u16());
+        (status, body["code"].as_str().unwrap_or("").to_owned())
+    };
+    let post = |path: &str| http.post(format!("{url}{path}")).bearer_auth(TOKEN);
+    // 400 malformed JSON, 422 invalid fields, 413 too large, 401 no token, 404 unknown job.
+    let cases = vec![
+        (post("/v1/tasks").header("content-type", "application/json").body("{not json"), 400, "bad_request"),
+        (post("/v1/tasks").json(&json!({"intent": 42})), 422, "invalid"),
+        (post("/v1/tasks").json(&json!({"intent": "x", "bogus": true})), 422, "invalid"),
+        (post("/v1/tasks").json(&json!({"intent": "   "})), 422, "invalid"),
+        (post("/v1/tasks").json(&json!({"intent": "x".repeat(10_000)})), 413, "too_large"),
+        (http.post(format!("{url}/v1/tasks")).json(&json!({"intent": "x"})), 401, "unauthorized"),
+        (http.post(format!("{url}/v1/tasks")).bearer_auth("wrong").json(&json!({"intent": "x"})), 401, "unauthorized"),
+        (http.get(format!("{url}/v1/jobs/{}", uuid::Uuid::new_v4())), 404, "not_found"),
+        (http.get(format!("{url}/v1/jobs/not-a-uuid")), 404, "not_found"),
+        (post(&format!("/v1/jobs/{}/approve", uuid::Uuid::new_v4())), 404, "not_found"),
+        (http.get(format!("{url}/v1/jobs?limit=0")), 422, "invalid"),
+        (http.get(format!("{url}/v1/nowhere")), 404, "not_found"),
+    ];
+    for (req, status, code) in cases {
+        let r = req.send().await?;
+        let (got, got_code) = problem(r).await;
+        assert_eq!((got.as_u16(), got_code.as_str()), (status, code), "case {status} {code}");
+    }
+    // 409: approving a finished job.
+    let job = sys.submit("err-409", json!({"intent": "list files", "working_dir": "/tmp"})).await?;
+    sys.wait_for(job, "skynet.job.succeeded.v1").await?;
+    let (got, code) = problem(post(&format!("/v1/jobs/{job}/approve")).send().await?).await;
+    assert_eq!((got.as_u16(), code.as_str()), (409, "conflict"));
+    // 422: ADMIN approval without the phrase.
+    let admin = sys.submit("err-422", json!({"intent": "deploy", "working_dir": "/tmp"})).await?;
+    sys.wait_for(admin, "skynet.job.policy_decided.v1").await?;
+    let (got, _) = problem(post(&format!("/v1/jobs/{admin}/approve")).send().await?).await;
+    assert_eq!(got.as_u16(), 422);
+
+    // 429 per client.
+    let mut cfg = config();
+    cfg.rate_per_minute = 3;
+    let limited = sys.api(cfg).await?;
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(http.get(format!("{limited}/v1/jobs")).send().await?.status().as_u16());
+    }
+    assert_eq!(codes, [200, 200, 200, 429, 429]);
+    let r = http.get(format!("{limited}/v1/jobs")).send().await?;
+    assert!(r.headers().contains_key("retry-after"));
+    sys.shutdown().await?;
+
+    // 503 when a service does not answer: an API whose NATS has no services.
+    let lonely = NatsServer::start()?;
+    let db = TestDb::create().await?;
+    let client = lonely.connect().await?;
+    let js = skynet_bus::bootstrap(&client).await?;
+    let store = skynet_bus::EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?;
+    let mut cfg = config();
+    cfg.service_timeout_ms = 300;
+    let app = skynet_api::router(cfg, skynet_api::Deps { nats: client, js, store, db: db.pool().await? });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+    });
+    let r = http.post(format!("{url}/v1/policy/check")).json(&json!({"action": "git_status"})).send().await?;
+    let (got, code) = problem(r).await;
+    assert_eq!((got.as_u16(), code.as_str()), (503, "unavailable"));
+    let r = http.post(format!("{url}/v1/jobs/{}/cancel", uuid::Uuid::new_v4())).bearer_auth(TOKEN).send().await?;
+    assert_eq!(r.status().as_u16(), 503);
+    Ok(())
+}
+
+#[tokio::test]
+async fn live_events_arrive_as_server_sent_events_filtered_by_type() -> anyhow::Result<()> {
+    let sys = mock_system().await?;
+    let url = sys.api(config()).await?;
+    let resp = reqwest::Client::new().get(format!("{url}/v1/events?type=skynet.job.succeeded.v1")).send().await?;
+    assert_eq!(resp.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("text/event-stream"));
+    let mut resp = resp;
+    let job = sys.submit("sse-1", json!({"intent": "check git status", "working_dir": "/tmp"})).await?;
+    let mut text = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(chunk) = resp.chunk().await? {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains(&job.to_string()) {
+                return anyhow::Ok(true);
+            }
+        }
+        Ok(false)
+    })
+    .await??;
+    assert!(found);
+    assert!(text.contains("event: skynet.job.succeeded.v1"), "{text}");
+    assert!(!text.contains("skynet.job.requested.v1"), "filtered by type: {text}");
+    sys.shutdown().await
+}
+
+#[tokio::test]
+async fn the_predecessors_endpoints_answer_as_specified() -> anyhow::Result<()> {
+    let sys = mock_system().await?;
+    let api = Api { url: sys.api(config()).await?, http: reqwest::Client::new() };
+
+    let (code, root) = api.get("/").await?;
+    assert_eq!((code, root["status"].as_str()), (StatusCode::OK, Some("online")));
+    let (code, health) = eventually(Duration::from_secs(20), "healthy", || async {
+        let (c, h) = api.get("/v1/health").await.ok()?;
+        (h["status"] == "ok").then_some((c, h))
+    })
+    .await?;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(health["components"]["policy_engine"], "ok");
+
+    // §2.6 policy check (case-insensitive now).
+    for (action, risk) in [("git_status", "low"), ("GIT_STATUS", "low"), ("file_write", "med"), ("deploy_prod", "high")]
+    {
+        let (code, v) = api.post("/v1/policy/check", json!({"action": action})).await?;
+        assert_eq!((code, v["risk_level"].as_str()), (StatusCode::OK, Some(risk)), "{action}");
+    }
+
+    // /v1/plan consults the policy: a WRITE step needs approval.
+    let (code, plan) = api
+        .post("/v1/plan", json!({"request_id": uuid::Uuid::new_v4(), "user_message": "run the tests and build"}))
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{plan}");
+    assert_eq!(plan["decision"]["risk_level"], "med");
+    assert_eq!(plan["decision"]["mode"], "approval_required");
+    assert_eq!(plan["execution_plan"][0]["agent"], "tester");
+    assert_eq!(plan["execution_plan"][1]["estimated_time_min"], 5);
+
+    let (code, rep) = api.post("/v1/report", json!({"request_id": uuid::Uuid::new_v4(), "step_reports": [{"step": 1, "status": "completed"}], "overall_status": "failed"})).await?;
+    assert_eq!((code, rep["next_action"].as_str()), (StatusCode::OK, Some("Review error logs and retry failed steps")));
+    let (code, _) = api.post("/v1/report", json!({"request_id": uuid::Uuid::new_v4(), "step_reports": [{"step": 1, "status": "exploded"}], "overall_status": "x"})).await?;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // §18.22 /v1/execute: the spec runs as a governed job on mock.
+    let (code, ex) = api
+        .post(
+            "/v1/execute",
+            json!({"execution_spec": {"steps": [{"action": "list_directory", "params": {}}]}, "timeout": 30}),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{ex}");
+    assert_eq!((ex["status"].as_str(), ex["provider"].as_str()), (Some("success"), Some("mock")), "{ex}");
+    assert_eq!(ex["results"][0]["action"], "list_directory");
+    assert_eq!(ex["steps_completed"], 1);
+    let (code, _) = api.post("/v1/execute", json!({"execution_spec": {"steps": []}, "timeout": 30})).await?;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    let (code, _) = api.post("/v1/execute", json!({"execution_spec": {"steps": ["git_status"]}, "timeout": 0})).await?;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // §18.26 diagnose and §18.25 provider health.
+    let (code, d) =
+        api.post("/v1/scheduler/diagnose", json!({"execution_spec": {"steps": [{"action": "run_tests"}]}})).await?;
+    assert_eq!(
+        (code, d["selected_provider"].as_str(), d["fallback_used"].as_bool()),
+        (StatusCode::OK, Some("mock"), Some(false)),
+        "{d}"
+    );
+    assert_eq!(d["required_capabilities"], json!(["run_tests"]));
+    assert_eq!(d["scores"][0]["provider"], "mock");
+    let (_, pre) =
+        api.post("/v1/scheduler/diagnose", json!({"execution_spec": {"provider": "ssh", "steps": []}})).await?;
+    assert_eq!(pre["preselected_provider"], "ssh");
+    let (code, ph) = api.get("/v1/providers/health").await?;
+    assert_eq!((code, ph["status"].as_str()), (StatusCode::OK, Some("healthy")), "{ph}");
+    assert_eq!(ph["healthy_count"], 1);
+    sys.shutdown().await
+}
