@@ -5,8 +5,12 @@
 //! * [`infra`]: NATS and Postgres, started or created when none is configured.
 //! * [`up`]: every service in one process; [`up::run_one`] for one.
 //! * [`bench`]: the benchmark.
+//! * [`cli`], [`commands`], [`render`]: the command line and its output.
 
 pub mod bench;
+pub mod cli;
+pub mod commands;
 pub mod infra;
+pub mod render;
 pub mod settings;
 pub mod up;

@@ -1,0 +1,142 @@
+//! The command line: what each `skynet` subcommand is, and running it.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::bench::BenchArgs;
+use crate::commands::control::{ControlArgs, Verb};
+use crate::commands::jobs::{JobArgs, JobsArgs};
+use crate::commands::task::TaskArgs;
+use crate::commands::watch::WatchArgs;
+use crate::commands::{self, ClientArgs};
+use crate::infra::Infra;
+use crate::settings::Settings;
+use crate::up::{self, Service};
+
+/// SKYNET: a governed task-orchestration control plane on NATS JetStream.
+#[derive(Parser)]
+#[command(name = "skynet", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run every service, the API and the projector in this process (starting
+    /// NATS and creating the database when none is configured).
+    Up(#[command(flatten)] Settings),
+    /// Run one service.
+    Run {
+        #[arg(value_enum)]
+        service: Service,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Submit a task; `--wait` follows it and exits with its outcome.
+    Task {
+        #[command(flatten)]
+        args: TaskArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Tail events (a job id, a subject, or everything).
+    Watch {
+        #[command(flatten)]
+        args: WatchArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List jobs.
+    Jobs {
+        #[command(flatten)]
+        args: JobsArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one job: state, steps, timeline.
+    Job {
+        #[command(flatten)]
+        args: JobArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Approve a job awaiting approval.
+    Approve {
+        #[command(flatten)]
+        args: ControlArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deny a job awaiting approval.
+    Deny {
+        #[command(flatten)]
+        args: ControlArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a job that has not finished.
+    Cancel {
+        #[command(flatten)]
+        args: ControlArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Drop the read models and replay the whole log into them.
+    Rebuild(#[command(flatten)] Settings),
+    /// Measure the system and print a report.
+    Bench(BenchArgs),
+}
+
+/// Runs a command; returns the process exit code.
+pub async fn run(cmd: Cmd) -> anyhow::Result<i32> {
+    match cmd {
+        Cmd::Up(settings) => serve(&settings, Service::ALL).await.map(|()| 0),
+        Cmd::Run { service, settings } => serve(&settings, &[service]).await.map(|()| 0),
+        Cmd::Task { args, client } => commands::task::run(args, &client).await,
+        Cmd::Watch { args, client } => commands::watch::run(args, &client).await,
+        Cmd::Jobs { args, client } => commands::jobs::list(args, &client).await,
+        Cmd::Job { args, client } => commands::jobs::show(args, &client).await,
+        Cmd::Approve { args, client } => commands::control::run(Verb::Approve, args, &client).await,
+        Cmd::Deny { args, client } => commands::control::run(Verb::Deny, args, &client).await,
+        Cmd::Cancel { args, client } => commands::control::run(Verb::Cancel, args, &client).await,
+        Cmd::Rebuild(settings) => rebuild(&settings).await.map(|()| 0),
+        Cmd::Bench(args) => crate::bench::run(args).await.map(|()| 0),
+    }
+}
+
+async fn rebuild(settings: &Settings) -> anyhow::Result<()> {
+    let infra = Infra::up(settings).await?;
+    skynet_projector::rebuild(&infra.db).await.context("dropping the read models")?;
+    let stop = CancellationToken::new();
+    let done = crate::bench::wait_projected(&infra, stop.clone());
+    let (run, caught_up) = tokio::join!(up::run(&infra, settings, &[Service::Projector], stop.clone()), done);
+    run?;
+    eprintln!("rebuilt read models up to sequence {}", caught_up?);
+    Ok(())
+}
+
+async fn serve(settings: &Settings, services: &[Service]) -> anyhow::Result<()> {
+    let infra = Infra::up(settings).await?;
+    eprintln!("skynet is up: NATS {} — submit tasks on `{}`", infra.nats_url, skynet_contract::subjects::INTAKE_TASK);
+    if services.contains(&Service::Api) {
+        eprintln!(
+            "HTTP API on http://{} (token in {})",
+            settings.api_listen,
+            settings.data_dir.join("api-token").display()
+        );
+    }
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        // Ctrl-C from a terminal, SIGTERM from `docker compose stop` or systemd.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+        }
+        on_signal.cancel();
+    });
+    up::run(&infra, settings, services, shutdown).await
+}

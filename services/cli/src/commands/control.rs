@@ -1,0 +1,83 @@
+//! `skynet approve|deny|cancel <id>`: commands over NATS request/reply; the
+//! reply says whether it took effect, and the exit code follows it.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use skynet_contract::JobId;
+use skynet_contract::commands::{self, CommandReply};
+
+use super::ClientArgs;
+
+/// `skynet approve|deny|cancel`.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    pub id: String,
+    /// Who acts (default: $USER).
+    #[arg(long = "as")]
+    pub by: Option<String>,
+    /// Why (deny, cancel) or a comment (approve).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// The ADMIN confirmation phrase.
+    #[arg(long)]
+    pub confirm: Option<String>,
+}
+
+/// Which command.
+#[derive(Debug, Clone, Copy)]
+pub enum Verb {
+    Approve,
+    Deny,
+    Cancel,
+}
+
+pub async fn run(verb: Verb, args: ControlArgs, c: &ClientArgs) -> anyhow::Result<i32> {
+    let job: JobId = args.id.parse().map_err(|_| anyhow::anyhow!("{:?} is not a job id (a UUID)", args.id))?;
+    let by = args.by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".into());
+    let (subject, body) = match verb {
+        Verb::Approve => (
+            commands::APPROVE,
+            serde_json::to_vec(&commands::Approve {
+                job_id: job,
+                approver: by,
+                comment: args.reason,
+                confirmation: args.confirm,
+            })?,
+        ),
+        Verb::Deny => (
+            commands::DENY,
+            serde_json::to_vec(&commands::Deny {
+                job_id: job,
+                by,
+                reason: args.reason.unwrap_or_else(|| "denied".into()),
+            })?,
+        ),
+        Verb::Cancel => (
+            commands::CANCEL,
+            serde_json::to_vec(&commands::Cancel {
+                job_id: job,
+                by,
+                reason: args.reason.unwrap_or_else(|| "cancelled by request".into()),
+            })?,
+        ),
+    };
+    let client = c.connect().await?;
+    let reply = tokio::time::timeout(Duration::from_secs(10), client.request(subject, body.into()))
+        .await
+        .context("the policy service did not answer within 10 s")?
+        .context("no policy service is running (start `skynet up` or `skynet run policy`)")?;
+    let reply: CommandReply = serde_json::from_slice(&reply.payload)?;
+    if c.json {
+        super::emit(format!("{}", serde_json::to_string(&reply)?));
+    } else if reply.accepted {
+        super::emit(format!("{} ({})", c.style().ok(&reply.message), reply.status.unwrap_or_default()));
+    } else {
+        eprintln!("{}: {}", c.style().bad("refused"), reply.message);
+        if reply.code.as_deref() == Some("confirmation_required") {
+            eprintln!("ADMIN jobs need the confirmation phrase: skynet approve {job} --confirm <phrase>");
+        }
+    }
+    Ok(if reply.accepted { 0 } else { 1 })
+}

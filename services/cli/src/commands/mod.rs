@@ -1,0 +1,60 @@
+//! The client subcommands: they publish submissions and commands on NATS and
+//! read the log and the read models; they never call a service directly.
+
+pub mod control;
+pub mod jobs;
+pub mod task;
+pub mod watch;
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::render::Style;
+
+/// Where the running system is, and how to print.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// NATS of the running system (`skynet up` listens on 4333).
+    #[arg(long, env = "SKYNET_NATS_URL", default_value = "nats://127.0.0.1:4333", global = true)]
+    pub nats_url: String,
+    /// Read-model database (for `jobs` and `job`).
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No colors (also when `NO_COLOR` is set or output is not a terminal).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+}
+
+impl ClientArgs {
+    pub fn style(&self) -> Style {
+        Style {
+            color: !self.no_color
+                && !self.json
+                && std::env::var_os("NO_COLOR").is_none()
+                && std::io::stdout().is_terminal(),
+        }
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+        async_nats::ConnectOptions::new().name("skynet-cli").connect(&self.nats_url).await.with_context(|| {
+            format!("cannot reach SKYNET's NATS at {} — is `skynet up` running? (set SKYNET_NATS_URL)", self.nats_url)
+        })
+    }
+
+    pub async fn db(&self) -> anyhow::Result<sqlx::PgPool> {
+        crate::infra::connect_db(self.database_url.as_deref()).await
+    }
+}
+
+/// Prints a line on stdout. Returns false once stdout is gone (`skynet watch |
+/// head`): callers stop or carry on quietly instead of panicking like `println!`.
+pub fn emit(line: impl std::fmt::Display) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+}

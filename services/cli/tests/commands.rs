@@ -1,0 +1,132 @@
+//! The client commands as a user runs them: the `skynet` binary against a
+//! running system. `skynet task --wait` exits with the job's outcome.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+
+use skynet_cli::infra::Infra;
+use skynet_cli::settings::Settings;
+use skynet_cli::up::{self, Service};
+use skynet_testkit::{NatsServer, TestDb};
+use tokio_util::sync::CancellationToken;
+
+struct Running {
+    nats: NatsServer,
+    db: TestDb,
+    stop: CancellationToken,
+}
+
+async fn system() -> anyhow::Result<Running> {
+    let nats = NatsServer::start()?;
+    let db = TestDb::create().await?;
+    let mut settings = Settings::new(Some(nats.url.clone()), Some(db.url.clone()));
+    settings.executor.providers = vec!["mock".into()];
+    settings.executor.mock_latency_ms = 5;
+    let infra = Infra::up(&settings).await?;
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let services: Vec<Service> = Service::ALL.iter().copied().filter(|s| *s != Service::Api).collect();
+    tokio::spawn(async move { up::run(&infra, &settings, &services, token).await });
+    // Ready once the policy service answers.
+    let client = nats.connect().await?;
+    skynet_testkit::eventually(std::time::Duration::from_secs(20), "the policy service", || async {
+        client.request("skynet.policy.check", br#"{"action":"x"}"#.as_slice().into()).await.ok().map(|_| ())
+    })
+    .await?;
+    Ok(Running { nats, db, stop })
+}
+
+fn skynet(r: &Running, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_skynet"));
+    c.args(args)
+        .env("SKYNET_NATS_URL", &r.nats.url)
+        .env("DATABASE_URL", &r.db.url)
+        .env("SKYNET_LOG", "warn")
+        .env("NO_COLOR", "1");
+    c
+}
+
+fn run(r: &Running, args: &[&str]) -> anyhow::Result<Output> {
+    Ok(skynet(r, args).output()?)
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_wait_exits_with_the_jobs_outcome_and_the_other_commands_work() -> anyhow::Result<()> {
+    let r = system().await?;
+    // Success: 0, with live progress.
+    let ok = tokio::task::spawn_blocking({
+        let cmd = run(&r, &["task", "check git status and run the tests", "--dir", "/tmp", "--wait"]);
+        move || cmd
+    })
+    .await??;
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    let out = text(&ok);
+    for kind in ["requested", "planned", "scheduled", "step_output", "succeeded"] {
+        assert!(out.contains(kind), "{kind} in:\n{out}");
+    }
+    let job = out.lines().next().and_then(|l| l.strip_prefix("job ")).unwrap_or_default().to_owned();
+    assert!(job.parse::<uuid::Uuid>().is_ok(), "first line names the job: {out}");
+
+    // A planning failure: 1.
+    let failed = run(&r, &["task", "paint the fence", "--wait"])?;
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    assert!(text(&failed).contains("planning_failed"));
+
+    // Approval from another terminal while one waits.
+    let mut waiting = skynet(&r, &["task", "build the project", "--dir", "/tmp", "--wait", "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut first = String::new();
+    BufReader::new(waiting.stdout.take().ok_or_else(|| anyhow::anyhow!("stdout"))?).read_line(&mut first)?;
+    let wjob = first.trim().strip_prefix("job ").unwrap_or_default().to_owned();
+    let approved =
+        skynet_testkit::eventually(std::time::Duration::from_secs(20), "the approval to be accepted", || {
+            let r = &r;
+            let wjob = wjob.clone();
+            async move {
+                let o = run(r, &["approve", &wjob, "--as", "bob"]).ok()?;
+                (o.status.code() == Some(0)).then_some(o)
+            }
+        })
+        .await?;
+    assert!(text(&approved).contains("approve accepted"), "{}", text(&approved));
+    let status = tokio::task::spawn_blocking(move || waiting.wait()).await??;
+    assert_eq!(status.code(), Some(0));
+
+    // Refused commands exit 1 and say why.
+    let refused = run(&r, &["cancel", &job])?;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused).contains("already finished"), "{}", text(&refused));
+    let bad = run(&r, &["approve", "not-a-job"])?;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad).contains("is not a job id"));
+
+    // jobs and job read the read models and the log.
+    let listed = skynet_testkit::eventually(std::time::Duration::from_secs(20), "three jobs listed", || async {
+        let o = run(&r, &["jobs", "--json"]).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (v.as_array()?.len() == 3).then_some(v)
+    })
+    .await?;
+    assert!(listed.as_array().into_iter().flatten().any(|j| j["id"] == job.as_str() && j["status"] == "succeeded"));
+    let table = run(&r, &["jobs"])?;
+    assert!(text(&table).starts_with("JOB"), "{}", text(&table));
+    let shown = run(&r, &["job", &job])?;
+    let shown = text(&shown);
+    assert!(shown.contains("timeline") && shown.contains("run_tests") && shown.contains("succeeded"), "{shown}");
+
+    // No system: a clear error, not a panic.
+    let nowhere = Command::new(env!("CARGO_BIN_EXE_skynet"))
+        .args(["jobs"])
+        .env("SKYNET_NATS_URL", "nats://127.0.0.1:1")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/x")
+        .output()?;
+    assert_eq!(nowhere.status.code(), Some(1));
+    assert!(text(&nowhere).contains("error:"), "{}", text(&nowhere));
+    r.stop.cancel();
+    Ok(())
+}
