@@ -53,7 +53,8 @@ impl Infra {
 pub async fn connect_db(url: Option<&str>) -> anyhow::Result<PgPool> {
     let url = url.unwrap_or(LOCAL_POSTGRES);
     ensure_database(url).await?;
-    PgPoolOptions::new().max_connections(8).connect(url).await.with_context(|| {
+    let options = PgPoolOptions::new().max_connections(8).acquire_timeout(std::time::Duration::from_secs(5));
+    options.connect(url).await.with_context(|| {
         format!("connecting to Postgres at {url} (run `./dev setup` to install or start a local server)")
     })
 }
