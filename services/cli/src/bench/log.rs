@@ -1,8 +1,4 @@
-//! `skynet bench`: measures the event log as SKYNET uses it and prints a report.
-//!
-//! Each mode (durable: fsync per write; fast: server default) gets its own
-//! nats-server in a temporary directory, so runs never disturb a live system.
-//! Figures measured:
+//! The event log as SKYNET uses it. Figures:
 //! * raw publish: pipelined JetStream publishes of the same size, no
 //!   concurrency control (the ceiling for this server and disk);
 //! * appends: job events appended with per-job optimistic concurrency, each
@@ -10,49 +6,23 @@
 //! * replay: whole-job loads (the read side of every decision).
 
 use std::future::IntoFuture;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::Context;
 use async_nats::jetstream::{self, stream};
 use chrono::Utc;
-use clap::{Args, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use skynet_bus::server::{Durability, ManagedServer};
+use skynet_bus::server::Durability;
 use skynet_bus::{EventStore, Jobs};
 use skynet_contract::JobId;
 use skynet_contract::job::{JobEvent, OutputStream, Requested, StepOutput};
-use tokio_util::sync::CancellationToken;
 
-use crate::infra::Infra;
-
-/// `skynet bench` options.
-#[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Jobs per measurement.
-    #[arg(long, default_value_t = 2000)]
+/// Sizes of the log benchmark.
+#[derive(Debug, Clone, Copy)]
+pub struct LogArgs {
     pub jobs: usize,
-    /// Events per job (the first is `requested`).
-    #[arg(long, default_value_t = 5)]
     pub events_per_job: usize,
-    /// Jobs worked on at once.
-    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Which durability modes to measure.
-    #[arg(long, value_enum, default_value_t = ModeArg::Both)]
-    pub mode: ModeArg,
-}
-
-/// `--mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModeArg {
-    Durable,
-    Fast,
-    Both,
 }
 
 /// Figures for one durability mode.
@@ -68,37 +38,15 @@ pub struct LogReport {
     pub events_replayed: usize,
 }
 
-/// Runs the benchmark and prints the report.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let modes: &[Durability] = match args.mode {
-        ModeArg::Durable => &[Durability::Durable],
-        ModeArg::Fast => &[Durability::Fast],
-        ModeArg::Both => &[Durability::Durable, Durability::Fast],
-    };
-    let mut reports = Vec::new();
-    for &mode in modes {
-        let dir = tempfile::tempdir().context("temp dir for the benchmark's nats-server")?;
-        let server = ManagedServer::start(dir.path(), 0, mode)?;
-        let client = async_nats::connect(&server.url).await?;
-        reports.push(log_bench(&client, mode, &args).await?);
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "log": reports }))?);
-    } else {
-        println!("{}", render(&reports));
-    }
-    Ok(())
-}
-
 /// Measures one server. Fails loudly when replay does not return every event.
-pub async fn log_bench(client: &async_nats::Client, mode: Durability, args: &BenchArgs) -> anyhow::Result<LogReport> {
+pub async fn log_bench(client: &async_nats::Client, mode: Durability, args: &LogArgs) -> anyhow::Result<LogReport> {
     let js = skynet_bus::bootstrap(client).await?;
     let jobs = Jobs::new(EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?, "bench");
     let events_total = args.jobs * args.events_per_job;
     let sample_size = jobs.envelopes(JobId::for_request("bench", "size"), "s", Utc::now(), &[output_event(0)])[0]
         .to_structured_json()
         .len();
-    let raw = raw_publish(&js, events_total, sample_size).await?;
+    let raw = raw_publish(&js, events_total, sample_size).await?.publish_secs;
 
     let run_id = uuid::Uuid::new_v4().to_string();
     let ids: Vec<JobId> = (0..args.jobs).map(|i| JobId::for_request(&run_id, &i.to_string())).collect();
@@ -149,12 +97,21 @@ pub async fn log_bench(client: &async_nats::Client, mode: Durability, args: &Ben
     })
 }
 
-/// Seconds to publish `n` messages of `size` bytes, pipelined (acks awaited in
-/// windows), on a scratch stream of the same server.
-async fn raw_publish(js: &jetstream::Context, n: usize, size: usize) -> anyhow::Result<f64> {
+/// Raw JetStream rates for `n` messages of `size` bytes on a scratch stream.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRates {
+    /// Seconds to publish them, pipelined (acks awaited in windows of 1024).
+    pub publish_secs: f64,
+    /// Seconds to consume and ack them with a pull consumer.
+    pub consume_secs: f64,
+}
+
+/// Measures raw publish and consume+ack on the same server.
+pub async fn raw_publish(js: &jetstream::Context, n: usize, size: usize) -> anyhow::Result<RawRates> {
     let name = "SKYNET_BENCH_RAW";
     let _ = js.delete_stream(name).await;
-    js.create_stream(stream::Config { name: name.into(), subjects: vec!["bench.raw".into()], ..Default::default() })
+    let stream = js
+        .create_stream(stream::Config { name: name.into(), subjects: vec!["bench.raw".into()], ..Default::default() })
         .await?;
     let payload = bytes::Bytes::from(vec![b'x'; size]);
     let started = Instant::now();
@@ -168,9 +125,33 @@ async fn raw_publish(js: &jetstream::Context, n: usize, size: usize) -> anyhow::
         }
     }
     while pending.next().await.transpose()?.is_some() {}
-    let secs = started.elapsed().as_secs_f64();
+    let publish_secs = started.elapsed().as_secs_f64();
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("bench".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            max_ack_pending: 100_000,
+            ..Default::default()
+        })
+        .await?;
+    let started = Instant::now();
+    let mut messages = consumer.stream().max_messages_per_batch(1000).messages().await?;
+    let mut acks = futures::stream::FuturesUnordered::new();
+    for _ in 0..n {
+        let msg = messages
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("raw stream ended early"))?
+            .map_err(|e| anyhow::anyhow!(e))?;
+        acks.push(async move { msg.double_ack().await });
+        if acks.len() >= 1024 {
+            acks.next().await.transpose().map_err(|e| anyhow::anyhow!(e))?;
+        }
+    }
+    while acks.next().await.transpose().map_err(|e| anyhow::anyhow!(e))?.is_some() {}
+    let consume_secs = started.elapsed().as_secs_f64();
     js.delete_stream(name).await?;
-    Ok(secs)
+    Ok(RawRates { publish_secs, consume_secs })
 }
 
 fn requested(run: &str, i: usize) -> JobEvent {
@@ -193,36 +174,4 @@ fn output_event(seq: u32) -> JobEvent {
         seq,
         chunk: "ok: 24 passed in 0.31s".into(),
     })
-}
-
-fn render(reports: &[LogReport]) -> String {
-    let mut out = String::from("SKYNET benchmark — event log\n\n");
-    out.push_str("| mode    | raw publish msg/s | OCC appends/s | replay events/s | events |\n");
-    out.push_str("|---------|------------------:|--------------:|----------------:|-------:|\n");
-    for r in reports {
-        out.push_str(&format!(
-            "| {:<7} | {:>17.0} | {:>13.0} | {:>15.0} | {:>6} |\n",
-            r.mode, r.raw_publish_per_sec, r.occ_appends_per_sec, r.replay_events_per_sec, r.events
-        ));
-    }
-    out
-}
-
-/// Waits until the projector has applied everything in the log at the time of
-/// the call, then cancels `stop`; returns the sequence reached.
-pub async fn wait_projected(infra: &Infra, stop: CancellationToken) -> anyhow::Result<u64> {
-    let target = infra.js.get_stream(skynet_bus::definitions::EVENTS_STREAM).await?.info().await?.state.last_sequence;
-    let db = Arc::new(infra.db.clone());
-    loop {
-        // The projector creates the checkpoint table; it may not exist yet.
-        let applied = skynet_projector::checkpoint(&db).await.unwrap_or(0);
-        if applied >= target {
-            stop.cancel();
-            return Ok(applied);
-        }
-        if stop.is_cancelled() {
-            anyhow::bail!("projector stopped at {applied} before reaching {target}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

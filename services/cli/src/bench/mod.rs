@@ -1,0 +1,230 @@
+//! `skynet bench`: measures SKYNET and prints a report (table, or `--json`).
+//!
+//! * [`log`]: the event log alone — raw publish, appends with optimistic
+//!   concurrency, whole-job replays.
+//! * [`system`]: `skynet up` as a process under load — the raw ceiling of the
+//!   same server, end-to-end throughput, latency at a fixed offered rate,
+//!   rebuild speed and memory, in both durability modes.
+//! * [`scaling`]: 1, 2 and 4 executor processes.
+//!
+//! Every run starts its own nats-server and Postgres database, so it never
+//! disturbs a live system, and fails loudly if any job is lost ([`tally`]).
+
+pub mod log;
+pub mod scaling;
+pub mod system;
+pub mod tally;
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use skynet_bus::server::{Durability, ManagedServer};
+use tokio_util::sync::CancellationToken;
+
+use crate::infra::Infra;
+
+/// `skynet bench` options.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// A tiny run that checks the benchmark itself (seconds, not minutes).
+    #[arg(long)]
+    pub quick: bool,
+    /// Which durability modes to measure.
+    #[arg(long, value_enum, default_value_t = ModeArg::Both)]
+    pub mode: ModeArg,
+    /// Jobs in the throughput run.
+    #[arg(long, default_value_t = 3000)]
+    pub jobs: usize,
+    /// Skip the executor-scaling runs.
+    #[arg(long)]
+    pub no_scaling: bool,
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Durable,
+    Fast,
+    Both,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub machine: String,
+    pub date: String,
+    pub log: Vec<log::LogReport>,
+    pub system: Vec<system::SystemReport>,
+    pub scaling: Vec<scaling::ScalePoint>,
+}
+
+/// Runs the benchmark and prints the report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let modes: &[Durability] = match args.mode {
+        ModeArg::Durable => &[Durability::Durable],
+        ModeArg::Fast => &[Durability::Fast],
+        ModeArg::Both => &[Durability::Durable, Durability::Fast],
+    };
+    let (log_args, sys_args, scale_jobs) = if args.quick {
+        (
+            log::LogArgs { jobs: 50, events_per_job: 3, concurrency: 8 },
+            system::SystemArgs { jobs: 30, latency_jobs: 10, rate: 50.0, raw_messages: 500 },
+            20,
+        )
+    } else {
+        (
+            log::LogArgs { jobs: 2000, events_per_job: 5, concurrency: 64 },
+            system::SystemArgs { jobs: args.jobs, latency_jobs: 500, rate: 50.0, raw_messages: 30_000 },
+            600,
+        )
+    };
+    let mut report = Report {
+        machine: machine(),
+        date: chrono::Utc::now().to_rfc3339(),
+        log: vec![],
+        system: vec![],
+        scaling: vec![],
+    };
+    for &mode in modes {
+        let dir = tempfile::tempdir()?;
+        let server = ManagedServer::start(dir.path(), 0, mode)?;
+        let client = async_nats::connect(&server.url).await?;
+        report.log.push(log::log_bench(&client, mode, &log_args).await?);
+        drop(server);
+        eprintln!("[bench] {:?}: system run…", mode);
+        report.system.push(system::run(mode, sys_args).await?);
+    }
+    if !args.no_scaling {
+        eprintln!("[bench] executor scaling…");
+        let counts: &[usize] = if args.quick { &[1, 2] } else { &[1, 2, 4] };
+        report.scaling = scaling::run(counts, scale_jobs, 16, 50).await?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", render(&report));
+    }
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{} cores, {cpu}, {mem:.0} GiB", std::thread::available_parallelism().map_or(0, |n| n.get()))
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok { "✓" } else { "✗" }
+}
+
+/// The table.
+pub fn render(r: &Report) -> String {
+    let mut out = format!("SKYNET benchmark — {} — {}\n\n", r.machine, r.date);
+    out.push_str("Event log\n| mode | raw publish msg/s | OCC appends/s | replay events/s |\n|---|---:|---:|---:|\n");
+    for l in &r.log {
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.0} |\n",
+            l.mode, l.raw_publish_per_sec, l.occ_appends_per_sec, l.replay_events_per_sec
+        ));
+    }
+    out.push_str("\nSystem (`skynet up`, mock provider, 0 ms steps, READ_ONLY auto-approved)\n");
+    out.push_str("| mode | raw pub/s | raw consume+ack/s | events/job | ceiling jobs/s | throughput jobs/s | % of ceiling | p50 ms | p95 ms | p99 ms | projector lag | rebuild ev/s | RSS idle MiB | RSS after MiB |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for s in &r.system {
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0}% | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.1} | {:.1} |\n",
+            s.mode,
+            s.raw_publish_per_sec,
+            s.raw_consume_ack_per_sec,
+            s.events_per_job,
+            s.ceiling_jobs_per_sec,
+            s.throughput_jobs_per_sec,
+            s.throughput_share_of_ceiling * 100.0,
+            s.latency.p50_ms,
+            s.latency.p95_ms,
+            s.latency.p99_ms,
+            s.projector_lag_events,
+            s.rebuild_events_per_sec,
+            s.rss_idle_mib,
+            s.rss_after_mib
+        ));
+    }
+    if !r.scaling.is_empty() {
+        out.push_str("\nExecutor scaling (50 ms mock steps, capacity 16 each)\n| executors | jobs/s | × one |\n|---:|---:|---:|\n");
+        for p in &r.scaling {
+            out.push_str(&format!("| {} | {:.0} | {:.2} |\n", p.executors, p.jobs_per_sec, p.ratio));
+        }
+    }
+    out.push_str("\nTargets\n");
+    for s in &r.system {
+        if s.mode == "fast" {
+            out.push_str(&format!(
+                "{} fast: ≥ 1000 jobs/s sustained — {:.0}\n",
+                mark(s.throughput_jobs_per_sec >= 1000.0),
+                s.throughput_jobs_per_sec
+            ));
+            out.push_str(&format!(
+                "{} fast: p50 ≤ 10 ms at 50 jobs/s — {:.1}\n",
+                mark(s.latency.p50_ms <= 10.0),
+                s.latency.p50_ms
+            ));
+            out.push_str(&format!(
+                "{} fast: p99 ≤ 50 ms at 50 jobs/s — {:.1}\n",
+                mark(s.latency.p99_ms <= 50.0),
+                s.latency.p99_ms
+            ));
+        } else {
+            out.push_str(&format!(
+                "{} durable: ≥ 50% of the ceiling — {:.0}%\n",
+                mark(s.throughput_share_of_ceiling >= 0.5),
+                s.throughput_share_of_ceiling * 100.0
+            ));
+        }
+        out.push_str(&format!(
+            "{} {}: rebuild ≥ 50,000 events/s — {:.0}\n",
+            mark(s.rebuild_events_per_sec >= 50_000.0),
+            s.mode,
+            s.rebuild_events_per_sec
+        ));
+        out.push_str(&format!(
+            "{} {}: idle ≤ 100 MiB — {:.1}\n",
+            mark(s.rss_idle_mib <= 100.0),
+            s.mode,
+            s.rss_idle_mib
+        ));
+    }
+    if let Some(p) = r.scaling.iter().find(|p| p.executors == 4) {
+        out.push_str(&format!("{} executor scaling 1 → 4 ≥ 3.5× — {:.2}×\n", mark(p.ratio >= 3.5), p.ratio));
+    }
+    out
+}
+
+/// Waits until the projector has applied everything in the log at the time of
+/// the call, then cancels `stop`; returns the sequence reached.
+pub async fn wait_projected(infra: &Infra, stop: CancellationToken) -> anyhow::Result<u64> {
+    let target = infra.js.get_stream(skynet_bus::definitions::EVENTS_STREAM).await?.info().await?.state.last_sequence;
+    loop {
+        // The projector creates the checkpoint table; it may not exist yet.
+        let applied = skynet_projector::checkpoint(&infra.db).await.unwrap_or(0);
+        if applied >= target {
+            stop.cancel();
+            return Ok(applied);
+        }
+        if stop.is_cancelled() {
+            anyhow::bail!("projector stopped at {applied} before reaching {target}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,371 @@
+//! The whole system under load: `skynet up` as its own process, as a user runs
+//! it, on a nats-server and a Postgres database of its own.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use serde::Serialize;
+use skynet_bus::server::{Durability, ManagedServer};
+use skynet_contract::JobId;
+use sqlx::{Connection, PgConnection};
+
+use super::tally::Tally;
+
+/// Terminal event kinds (a job ends with exactly one).
+const TERMINAL: &[&str] = &["succeeded", "failed", "planning_failed", "denied", "cancelled", "timed_out"];
+const SOURCE: &str = "bench";
+
+/// Sizes of one system run.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemArgs {
+    /// Jobs for the throughput run.
+    pub jobs: usize,
+    /// Jobs for the latency run, offered at `rate` per second.
+    pub latency_jobs: usize,
+    pub rate: f64,
+    /// Messages for the raw ceiling.
+    pub raw_messages: usize,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub jobs: usize,
+}
+
+/// Figures of one durability mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemReport {
+    pub mode: &'static str,
+    pub raw_publish_per_sec: f64,
+    pub raw_consume_ack_per_sec: f64,
+    pub events_per_job: f64,
+    pub ceiling_jobs_per_sec: f64,
+    pub throughput_jobs_per_sec: f64,
+    pub throughput_share_of_ceiling: f64,
+    pub jobs_submitted: usize,
+    pub jobs_succeeded: usize,
+    pub projector_lag_events: u64,
+    pub latency: Latency,
+    pub rebuild_events: u64,
+    pub rebuild_events_per_sec: f64,
+    pub rss_idle_mib: f64,
+    pub rss_after_mib: f64,
+}
+
+/// A `skynet up` child, killed on drop.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A database of its own, dropped afterwards.
+pub struct BenchDb {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl BenchDb {
+    pub async fn create() -> anyhow::Result<BenchDb> {
+        let admin = std::env::var("SKYNET_TEST_DATABASE_URL")
+            .or_else(|_| std::env::var("DATABASE_URL"))
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let mut admin_url = url::Url::parse(&admin)?;
+        admin_url.set_path("/postgres");
+        let name = format!("skynet_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut c =
+            PgConnection::connect(admin_url.as_str()).await.context("connecting to Postgres for the benchmark")?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await?;
+        let mut url = admin_url.clone();
+        url.set_path(&format!("/{name}"));
+        Ok(BenchDb { url: url.to_string(), admin: admin_url.to_string(), name })
+    }
+
+    pub async fn drop_it(self) {
+        if let Ok(mut c) = PgConnection::connect(&self.admin).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut c).await;
+        }
+    }
+}
+
+/// Resident set of a process, MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A policy file whose rate limit does not throttle the benchmark's requester.
+pub fn bench_policy(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let path = dir.join("policy.toml");
+    let text = skynet_rules::policy::DEFAULT_RULES.to_owned()
+        + "\n[rate_limits.requesters.bench]\nper_minute = 100000000\nper_hour = 1000000000\n";
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Submits one READ_ONLY task; returns its job id.
+pub async fn submit(client: &async_nats::Client, id: &str) -> anyhow::Result<String> {
+    let body = serde_json::json!({"specversion": "1.0", "id": id, "source": SOURCE, "type": "skynet.task.requested.v1",
+        "data": {"intent": "check git status", "working_dir": "/tmp", "requested_by": "bench"}});
+    client.publish(skynet_contract::subjects::INTAKE_TASK, serde_json::to_vec(&body)?.into()).await?;
+    Ok(JobId::for_request(SOURCE, id).to_string())
+}
+
+/// Follows every job's end into `tally` until all submitted jobs ended, or no
+/// job ended for `stall`.
+pub async fn collect(
+    sub: &mut futures::stream::SelectAll<async_nats::Subscriber>,
+    tally: &mut Tally,
+    expect: usize,
+    stall: Duration,
+) -> anyhow::Result<()> {
+    while tally.ended_count() < expect {
+        let msg = match tokio::time::timeout(stall, sub.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => anyhow::bail!("event subscription closed"),
+            Err(_) => break, // stalled: `check` reports what is missing
+        };
+        let mut parts = msg.subject.split('.');
+        let (Some(job), Some(kind)) = (parts.nth(2), parts.next()) else { continue };
+        tally.ended(job, kind == "succeeded", Instant::now());
+    }
+    Ok(())
+}
+
+/// Subscriptions to every terminal event.
+pub async fn terminal_events(
+    client: &async_nats::Client,
+) -> anyhow::Result<futures::stream::SelectAll<async_nats::Subscriber>> {
+    let mut subs = Vec::new();
+    for k in TERMINAL {
+        subs.push(client.subscribe(format!("skynet.job.*.{k}")).await?);
+    }
+    Ok(futures::stream::select_all(subs))
+}
+
+/// Starts `skynet up` (this binary) against `nats` and `db`, and waits until it serves.
+async fn start_up(
+    nats_url: &str,
+    db_url: &str,
+    dir: &std::path::Path,
+    client: &async_nats::Client,
+) -> anyhow::Result<Up> {
+    let policy = bench_policy(dir)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(std::env::current_exe()?)
+        .arg("up")
+        .env("SKYNET_NATS_URL", nats_url)
+        .env("DATABASE_URL", db_url)
+        .env("SKYNET_POLICY_FILE", &policy)
+        .env("SKYNET_EXECUTOR_PROVIDERS", "mock")
+        .env("SKYNET_MOCK_LATENCY_MS", "0")
+        .env("SKYNET_EXECUTOR_CAPACITY", "256")
+        .env("SKYNET_API_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SKYNET_API_TOKEN", "bench")
+        .env("SKYNET_DATA_DIR", dir)
+        .env("SKYNET_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting `skynet up`")?;
+    let up = Up(child);
+    let js = async_nats::jetstream::new(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let policy_ok =
+            client.request("skynet.policy.check", br#"{"action":"git_status"}"#.as_slice().into()).await.is_ok();
+        let executor_ok = match js.get_key_value(skynet_bus::definitions::EXECUTORS_BUCKET).await {
+            Ok(kv) => match kv.keys().await {
+                Ok(keys) => keys.count().await > 0,
+                Err(_) => false,
+            },
+            Err(_) => false,
+        };
+        if policy_ok && executor_ok {
+            return Ok(up);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "`skynet up` did not become ready within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+/// Runs the system benchmark for one durability mode.
+pub async fn run(mode: Durability, args: SystemArgs) -> anyhow::Result<SystemReport> {
+    let dir = tempfile::tempdir()?;
+    let server = ManagedServer::start(&dir.path().join("nats"), 0, mode)?;
+    let db = BenchDb::create().await?;
+    let client = async_nats::connect(&server.url).await?;
+    let js = skynet_bus::bootstrap(&client).await?;
+    let result = run_on(mode, args, &server, &db, &client, &js, dir.path()).await;
+    db.drop_it().await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_on(
+    mode: Durability,
+    args: SystemArgs,
+    server: &ManagedServer,
+    db: &BenchDb,
+    client: &async_nats::Client,
+    js: &async_nats::jetstream::Context,
+    dir: &std::path::Path,
+) -> anyhow::Result<SystemReport> {
+    // The ceiling, on the same server, with messages the size of a job event.
+    let sample = serde_json::to_vec(
+        &serde_json::json!({"specversion":"1.0","id":"00000000-0000-5000-8000-000000000000",
+        "source":"skynet/executor","type":"skynet.job.step_succeeded.v1","subject":"00000000-0000-5000-8000-000000000000",
+        "time":"2026-11-21T00:00:00Z","datacontenttype":"application/json",
+        "data":{"step":0,"exit_code":0,"duration_ms":0,"output_ref":"00000000-0000-5000-8000-000000000000/0/1","lease":1}}),
+    )?;
+    let raw = super::log::raw_publish(js, args.raw_messages, sample.len()).await?;
+    let raw_publish_per_sec = args.raw_messages as f64 / raw.publish_secs;
+    let raw_consume_ack_per_sec = args.raw_messages as f64 / raw.consume_secs;
+
+    let up = start_up(&server.url, &db.url, dir, client).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // settle before measuring idle memory
+    let rss_idle_mib = rss_mib(up.0.id());
+    let mut ends = terminal_events(client).await?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+
+    // Warm-up, then throughput: everything offered at once.
+    let mut warm = Tally::default();
+    for i in 0..20.min(args.jobs) {
+        warm.submitted(submit(client, &format!("{run_id}-w{i}")).await?, Instant::now());
+    }
+    let expect = warm.submitted_count();
+    collect(&mut ends, &mut warm, expect, Duration::from_secs(30)).await?;
+    warm.check().context("warm-up")?;
+    let events_before = js.get_stream(skynet_bus::definitions::EVENTS_STREAM).await?.info().await?.state.messages;
+
+    let mut tally = Tally::default();
+    let started = Instant::now();
+    for i in 0..args.jobs {
+        tally.submitted(submit(client, &format!("{run_id}-t{i}")).await?, Instant::now());
+    }
+    client.flush().await?;
+    collect(&mut ends, &mut tally, args.jobs, Duration::from_secs(30)).await?;
+    tally.check().context("throughput run")?;
+    let elapsed = tally.last_success().map_or(0.0, |t| t.duration_since(started).as_secs_f64());
+    let throughput = args.jobs as f64 / elapsed.max(1e-9);
+    let mut stream = js.get_stream(skynet_bus::definitions::EVENTS_STREAM).await?;
+    let info = stream.info().await?.state.clone();
+    let events_per_job = (info.messages - events_before) as f64 / args.jobs as f64;
+    let pool = crate::infra::connect_db(Some(&db.url)).await?;
+    let checkpoint = skynet_projector::checkpoint(&pool).await.unwrap_or(0);
+    let projector_lag_events = info.last_sequence.saturating_sub(checkpoint);
+    let rss_after_mib = rss_mib(up.0.id());
+
+    // Latency at a fixed offered rate.
+    let mut lat = Tally::default();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
+    let collector = async {
+        // Drain ends concurrently with submission so arrival times are exact.
+        let mut local = Vec::new();
+        while local.len() < args.latency_jobs {
+            match tokio::time::timeout(Duration::from_secs(30), ends.next()).await {
+                Ok(Some(m)) => local.push((m.subject.to_string(), Instant::now())),
+                _ => break,
+            }
+        }
+        local
+    };
+    let submitter = async {
+        let mut sent = Vec::new();
+        for i in 0..args.latency_jobs {
+            tick.tick().await;
+            let at = Instant::now();
+            sent.push((submit(client, &format!("{run_id}-l{i}")).await?, at));
+        }
+        anyhow::Ok(sent)
+    };
+    let (sent, arrived) = tokio::join!(submitter, collector);
+    for (job, at) in sent? {
+        lat.submitted(job, at);
+    }
+    for (subject, at) in arrived {
+        let mut parts = subject.split('.');
+        if let (Some(job), Some(kind)) = (parts.nth(2), parts.next()) {
+            lat.ended(job, kind == "succeeded", at);
+        }
+    }
+    lat.check().context("latency run")?;
+    let mut l = lat.latencies_us();
+    l.sort_unstable();
+    let latency = Latency {
+        p50_ms: percentile(&l, 0.50),
+        p95_ms: percentile(&l, 0.95),
+        p99_ms: percentile(&l, 0.99),
+        max_ms: percentile(&l, 1.0),
+        jobs: l.len(),
+    };
+    drop(up);
+
+    // Rebuild: empty read models, replay everything.
+    skynet_projector::rebuild(&pool).await?;
+    let target = stream.info().await?.state.last_sequence;
+    let events = stream.info().await?.state.messages;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let deps = skynet_projector::Deps { js: js.clone(), db: pool.clone() };
+    let token = stop.clone();
+    let started = Instant::now();
+    let projector = tokio::spawn(async move {
+        skynet_projector::run(skynet_projector::Config::default(), deps, token.cancelled_owned()).await
+    });
+    loop {
+        if skynet_projector::checkpoint(&pool).await.unwrap_or(0) >= target {
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "rebuild did not finish in 300 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rebuild_secs = started.elapsed().as_secs_f64();
+    stop.cancel();
+    projector.await??;
+    pool.close().await;
+
+    let ceiling_jobs_per_sec = raw_publish_per_sec / events_per_job.max(1.0);
+    Ok(SystemReport {
+        mode: match mode {
+            Durability::Durable => "durable",
+            Durability::Fast => "fast",
+        },
+        raw_publish_per_sec,
+        raw_consume_ack_per_sec,
+        events_per_job,
+        ceiling_jobs_per_sec,
+        throughput_jobs_per_sec: throughput,
+        throughput_share_of_ceiling: throughput / ceiling_jobs_per_sec,
+        jobs_submitted: tally.submitted_count(),
+        jobs_succeeded: tally.succeeded_count(),
+        projector_lag_events,
+        latency,
+        rebuild_events: events,
+        rebuild_events_per_sec: events as f64 / rebuild_secs,
+        rss_idle_mib,
+        rss_after_mib,
+    })
+}
