@@ -1,77 +1,147 @@
-//! Per-requester task rate limits, shared by every intake instance through the
-//! `SKYNET_RATE` KV bucket: one counter per requester per minute and per hour,
-//! incremented with compare-and-set so concurrent intakes never lose a count.
-//! Limits come from the policy rules file (`[rate_limits]`).
+//! Per-requester task rate limits, enforced by every intake instance against
+//! counts shared through the `SKYNET_RATE` KV bucket.
+//!
+//! Admission is decided in memory — the shared count of the current minute and
+//! hour as last synchronised, plus what this instance admitted since — so a
+//! submission costs no round trip. A background task folds the local counts
+//! into the shared counters every [`SYNC_EVERY`] with compare-and-set, and reads
+//! back what the other instances added. With one intake the limit is exact;
+//! with N it can be exceeded by at most what the others admitted within one sync
+//! period. (Incrementing a shared KV key per submission serialised every intake
+//! on one key's compare-and-set, which capped throughput and failed under
+//! contention.) Limits come from the policy rules file (`[rate_limits]`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use chrono::{DateTime, Utc};
 use skynet_bus::definitions::RATE_BUCKET;
 use skynet_rules::policy::Limit;
+use tracing::warn;
 
-/// Attempts at a compare-and-set increment before giving up (contention).
-const CAS_ATTEMPTS: usize = 16;
+/// How often local counts are folded into the shared ones.
+pub const SYNC_EVERY: Duration = Duration::from_millis(500);
 
-/// The shared limiter.
+/// One window's counts for one requester.
+#[derive(Debug, Default, Clone, Copy)]
+struct Window {
+    /// Which window (minute or hour number since the epoch).
+    id: i64,
+    /// The shared count as last read.
+    shared: u64,
+    /// Admitted here and not yet added to the shared count.
+    local: u64,
+}
+
+impl Window {
+    fn roll(&mut self, id: i64) {
+        if self.id != id {
+            *self = Window { id, shared: 0, local: 0 };
+        }
+    }
+    fn total(&self) -> u64 {
+        self.shared + self.local
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    minute: Window,
+    hour: Window,
+}
+
+/// The limiter of one intake instance.
 #[derive(Clone)]
 pub struct RateLimiter {
     kv: kv::Store,
+    /// Requester → its windows; shared by the handlers and the sync task.
+    counts: Arc<Mutex<HashMap<String, Counts>>>,
 }
-
-/// Why the limiter could not answer.
-#[derive(Debug, thiserror::Error)]
-#[error("rate-limit store: {0}")]
-pub struct LimiterError(String);
 
 impl RateLimiter {
     pub async fn open(js: &jetstream::Context) -> Result<RateLimiter, async_nats::Error> {
-        Ok(RateLimiter { kv: js.get_key_value(RATE_BUCKET).await? })
+        Ok(RateLimiter { kv: js.get_key_value(RATE_BUCKET).await?, counts: Arc::default() })
     }
 
     /// Counts one task for `requester` if both windows have room; otherwise
-    /// says which limit it is over.
-    pub async fn admit(
-        &self,
-        requester: &str,
-        limit: Limit,
-        now: DateTime<Utc>,
-    ) -> Result<Result<(), String>, LimiterError> {
-        let who: String = requester.bytes().map(|b| format!("{b:02x}")).collect();
-        let minute = format!("{who}.m.{}", now.timestamp() / 60);
-        let hour = format!("{who}.h.{}", now.timestamp() / 3600);
-        let (in_minute, in_hour) = (self.count(&minute).await?, self.count(&hour).await?);
-        if in_minute >= u64::from(limit.per_minute) {
-            return Ok(Err(format!(
-                "requester {requester:?} is over its limit of {} tasks per minute",
-                limit.per_minute
-            )));
+    /// says which limit it is over. No I/O.
+    pub fn admit(&self, requester: &str, limit: Limit, now: DateTime<Utc>) -> Result<(), String> {
+        let (m, h) = (now.timestamp() / 60, now.timestamp() / 3600);
+        let mut all = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let c = all.entry(requester.to_owned()).or_default();
+        c.minute.roll(m);
+        c.hour.roll(h);
+        if c.minute.total() >= u64::from(limit.per_minute) {
+            return Err(format!("requester {requester:?} is over its limit of {} tasks per minute", limit.per_minute));
         }
-        if in_hour >= u64::from(limit.per_hour) {
-            return Ok(Err(format!("requester {requester:?} is over its limit of {} tasks per hour", limit.per_hour)));
+        if c.hour.total() >= u64::from(limit.per_hour) {
+            return Err(format!("requester {requester:?} is over its limit of {} tasks per hour", limit.per_hour));
         }
-        self.increment(&minute).await?;
-        self.increment(&hour).await?;
-        Ok(Ok(()))
+        c.minute.local += 1;
+        c.hour.local += 1;
+        Ok(())
     }
 
-    async fn count(&self, key: &str) -> Result<u64, LimiterError> {
-        let entry = self.kv.entry(key).await.map_err(|e| LimiterError(e.to_string()))?;
-        Ok(entry.and_then(|e| std::str::from_utf8(&e.value).ok()?.parse().ok()).unwrap_or(0))
-    }
-
-    async fn increment(&self, key: &str) -> Result<(), LimiterError> {
-        for _ in 0..CAS_ATTEMPTS {
-            let entry = self.kv.entry(key).await.map_err(|e| LimiterError(e.to_string()))?;
-            let done = match entry.filter(|e| e.operation == kv::Operation::Put) {
-                None => self.kv.create(key, "1".into()).await.is_ok(),
-                Some(e) => {
-                    let n: u64 = std::str::from_utf8(&e.value).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-                    self.kv.update(key, (n + 1).to_string().into(), e.revision).await.is_ok()
+    /// Folds local counts into the shared counters and reads the others' back.
+    pub async fn sync(&self) {
+        let snapshot: Vec<(String, Window, Window)> = {
+            let all = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            all.iter().map(|(r, c)| (r.clone(), c.minute, c.hour)).collect()
+        };
+        for (requester, minute, hour) in snapshot {
+            let who: String = requester.bytes().map(|b| format!("{b:02x}")).collect();
+            for (kind, w) in [("m", minute), ("h", hour)] {
+                let key = format!("{who}.{kind}.{}", w.id);
+                match self.add(&key, w.local).await {
+                    Ok(shared) => {
+                        let mut all = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(c) = all.get_mut(&requester) {
+                            let win = if kind == "m" { &mut c.minute } else { &mut c.hour };
+                            if win.id == w.id {
+                                // What was added is now part of `shared`.
+                                win.local = win.local.saturating_sub(w.local);
+                                win.shared = shared;
+                            }
+                        }
+                    }
+                    Err(e) => warn!(service = "intake", error = %e, "rate-limit sync failed; retrying next period"),
                 }
-            };
-            if done {
-                return Ok(());
             }
         }
-        Err(LimiterError(format!("could not increment {key}: too much contention")))
+    }
+
+    /// Adds `n` to the shared counter `key`; returns its new value.
+    async fn add(&self, key: &str, n: u64) -> Result<u64, async_nats::Error> {
+        loop {
+            let entry = self.kv.entry(key).await?;
+            let current = entry.as_ref().filter(|e| e.operation == kv::Operation::Put);
+            let value = current.and_then(|e| std::str::from_utf8(&e.value).ok()?.parse::<u64>().ok()).unwrap_or(0);
+            if n == 0 {
+                return Ok(value);
+            }
+            let next = (value + n).to_string();
+            let done = match current {
+                None => self.kv.create(key, next.into()).await.is_ok(),
+                Some(e) => self.kv.update(key, next.into(), e.revision).await.is_ok(),
+            };
+            if done {
+                return Ok(value + n);
+            }
+        }
+    }
+
+    /// Syncs every [`SYNC_EVERY`] until `shutdown`, and once more at the end.
+    pub async fn run_sync(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut tick = tokio::time::interval(SYNC_EVERY);
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = tick.tick() => self.sync().await,
+            }
+        }
+        self.sync().await;
     }
 }

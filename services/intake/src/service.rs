@@ -47,11 +47,14 @@ pub async fn run(
         ConsumerSpec { stream: INTAKE_STREAM, durable: "intake", service: SERVICE, concurrency: config.concurrency };
     info!(service = SERVICE, concurrency = config.concurrency, "intake running");
     let js = deps.js.clone();
+    let stop = futures::FutureExt::shared(shutdown);
+    let sync = deps.limiter.clone().run_sync(stop.clone());
     let handler = move |msg: Message| {
         let deps = deps.clone();
         async move { handle(&deps, msg).await }
     };
-    consumer::run(js, spec, handler, shutdown).await
+    let (consumed, ()) = tokio::join!(consumer::run(js, spec, handler, stop), sync);
+    consumed
 }
 
 /// Handles one submission. Public so tests can deliver the same message twice.
@@ -68,15 +71,9 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
                     .requested_by
                     .clone()
                     .unwrap_or_else(|| accepted.requested.request_source.clone());
-                match deps.limiter.admit(&requester, deps.rules.rate_limit(&requester), Utc::now()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(reason)) => {
-                        let request =
-                            Some((accepted.requested.request_source.clone(), accepted.request_event_id.clone()));
-                        return reject(deps, &msg, seq, Refusal { code: RejectionCode::RateLimited, reason, request })
-                            .await;
-                    }
-                    Err(e) => return Disposition::Retry(e.to_string()),
+                if let Err(reason) = deps.limiter.admit(&requester, deps.rules.rate_limit(&requester), Utc::now()) {
+                    let request = Some((accepted.requested.request_source.clone(), accepted.request_event_id.clone()));
+                    return reject(deps, &msg, seq, Refusal { code: RejectionCode::RateLimited, reason, request }).await;
                 }
                 let requested = accepted.requested.clone();
                 let outcome = deps
