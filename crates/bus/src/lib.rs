@@ -9,6 +9,7 @@
 //! * [`consumer`]: the durable-consumer loop services run.
 //! * [`server`]: a nats-server child process when none is configured.
 
+pub mod cache;
 pub mod codec;
 pub mod consumer;
 pub mod definitions;

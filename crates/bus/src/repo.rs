@@ -84,7 +84,19 @@ impl Jobs {
             let (_, event) = env.job_event().map_err(|source| ExecuteError::Decode { job, source })?;
             state = Some(skynet_job::evolve(state, &event).map_err(|source| ExecuteError::Corrupt { job, source })?);
         }
+        if let Some(s) = &state {
+            self.store.cache().put(job, s, last_seq);
+        }
         Ok((state, last_seq))
+    }
+
+    /// The job as of the event at `seq` that a consumer is handling: from the
+    /// cache when it holds the job at exactly `seq`, else replayed from the log.
+    pub async fn load_at(&self, job: JobId, seq: u64) -> Result<(Option<Job>, u64), ExecuteError> {
+        match self.store.cache().at(job, seq) {
+            Some(state) => Ok((Some(state), seq)),
+            None => self.load(job).await,
+        }
     }
 
     /// Runs `decide` against the current state of `job` and stores its events.
@@ -136,6 +148,7 @@ impl Jobs {
                 after = Some(skynet_job::evolve(after, e).map_err(|source| ExecuteError::Corrupt { job, source })?);
             }
             let Some(after) = after else { return Ok(Outcome::Rejected(Rejection::NoSuchJob)) };
+            self.store.cache().put(job, &after, seq);
             Ok(Outcome::Appended { seq, events, state: Box::new(after) })
         };
         attempt

@@ -78,20 +78,27 @@ pub enum LoadError {
     },
 }
 
-/// Handle on the event log. Cheap to clone; holds no per-job state.
+/// Handle on the event log. Cheap to clone; clones share the state cache.
 #[derive(Clone)]
 pub struct EventStore {
     /// JetStream context: publishes go through it, acks come back on it.
     js: jetstream::Context,
     /// The events stream, for replay consumers.
     stream: stream::Stream,
+    /// Job states this process computed, keyed by the sequence they are at.
+    cache: std::sync::Arc<crate::cache::StateCache>,
 }
 
 impl EventStore {
     /// Opens the store on a bootstrapped server.
     pub async fn open(js: jetstream::Context) -> Result<EventStore, async_nats::Error> {
         let stream = js.get_stream(EVENTS_STREAM).await?;
-        Ok(EventStore { js, stream })
+        Ok(EventStore { js, stream, cache: std::sync::Arc::default() })
+    }
+
+    /// The process-wide cache of job states.
+    pub fn cache(&self) -> &crate::cache::StateCache {
+        &self.cache
     }
 
     /// The JetStream context the store publishes with.

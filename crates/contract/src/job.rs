@@ -178,6 +178,13 @@ pub struct StepSucceeded {
     /// Where the full output is stored (object-store key), if stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_ref: Option<String>,
+    /// The whole stdout, when it was small and the step quick (then it is
+    /// neither streamed nor put in the object store: this event is its record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    /// The whole stderr, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
     pub lease: u64,
 }
 
@@ -195,6 +202,11 @@ pub struct StepFailed {
     pub continue_on_error: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_ref: Option<String>,
+    /// The whole stdout, when small and quick (see [`StepSucceeded::stdout`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
     pub lease: u64,
 }
 

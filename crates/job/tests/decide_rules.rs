@@ -115,6 +115,8 @@ fn finish_fails_on_an_untolerated_step_failure_and_succeeds_otherwise() {
         duration_ms: 5,
         continue_on_error: true,
         output_ref: None,
+        stdout: None,
+        stderr: None,
         lease: 1,
     };
     let ev = decide(Some(&running), Command::StepFailed(failed)).expect("record failure");
@@ -126,7 +128,8 @@ fn finish_fails_on_an_untolerated_step_failure_and_succeeds_otherwise() {
         [JobEventKind::Failed]
     );
 
-    let ok = StepSucceeded { step: 0, exit_code: 0, duration_ms: 5, output_ref: None, lease: 1 };
+    let ok =
+        StepSucceeded { step: 0, exit_code: 0, duration_ms: 5, output_ref: None, stdout: None, stderr: None, lease: 1 };
     let ev = decide(Some(&running), Command::StepSucceeded(ok)).expect("record success");
     let after = evolve(Some(running), &ev[0]).expect("apply");
     assert_eq!(

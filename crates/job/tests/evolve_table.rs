@@ -104,8 +104,15 @@ fn step_results_from_a_stale_lease_are_fenced_off() {
     let running = job_in(S::Running);
     let taken_over =
         evolve(Some(running), &JobEvent::Started(Started { executor: "x2".into(), lease: 2 })).expect("takeover");
-    let stale =
-        JobEvent::StepSucceeded(StepSucceeded { step: 0, exit_code: 0, duration_ms: 1, output_ref: None, lease: 1 });
+    let stale = JobEvent::StepSucceeded(StepSucceeded {
+        step: 0,
+        exit_code: 0,
+        duration_ms: 1,
+        output_ref: None,
+        stdout: None,
+        stderr: None,
+        lease: 1,
+    });
     assert!(matches!(
         evolve(Some(taken_over.clone()), &stale),
         Err(IllegalTransition::StaleLease { got: 1, current: Some(2), .. })

@@ -105,6 +105,8 @@ pub fn history(status: Status) -> Vec<JobEvent> {
                 exit_code: 0,
                 duration_ms: 1,
                 output_ref: None,
+                stdout: None,
+                stderr: None,
                 lease: 1,
             }));
             h.push(E::Succeeded(Succeeded { tolerated_failures: vec![], provider: None, duration_ms: 1 }));
@@ -159,9 +161,15 @@ pub fn sample(kind: JobEventKind) -> JobEvent {
         K::StepOutput => {
             E::StepOutput(StepOutput { step: 0, stream: OutputStream::Stdout, seq: 0, chunk: "hi".into() })
         }
-        K::StepSucceeded => {
-            E::StepSucceeded(StepSucceeded { step: 0, exit_code: 0, duration_ms: 1, output_ref: None, lease: 1 })
-        }
+        K::StepSucceeded => E::StepSucceeded(StepSucceeded {
+            step: 0,
+            exit_code: 0,
+            duration_ms: 1,
+            output_ref: None,
+            stdout: None,
+            stderr: None,
+            lease: 1,
+        }),
         K::StepFailed => E::StepFailed(StepFailed {
             step: 0,
             exit_code: Some(1),
@@ -169,6 +177,8 @@ pub fn sample(kind: JobEventKind) -> JobEvent {
             duration_ms: 1,
             continue_on_error: false,
             output_ref: None,
+            stdout: None,
+            stderr: None,
             lease: 1,
         }),
         K::ArtifactStored => E::ArtifactStored(ArtifactStored {

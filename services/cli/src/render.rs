@@ -101,8 +101,8 @@ pub fn event_line(env: &Envelope, s: Style) -> String {
                 s.dim(&format!("step {} │ {first}", d["step"]))
             }
         }
-        "step_succeeded" => s.ok(&format!("step {} ok in {} ms", d["step"], d["duration_ms"])),
-        "step_failed" => s.bad(&format!("step {} failed: {}", d["step"], text("error"))),
+        "step_succeeded" => s.ok(&format!("step {} ok in {} ms", d["step"], d["duration_ms"])) + &inline_output(d, s),
+        "step_failed" => s.bad(&format!("step {} failed: {}", d["step"], text("error"))) + &inline_output(d, s),
         "succeeded" => s.ok(&format!("in {} ms", d["duration_ms"])),
         "timed_out" => s.bad(&format!("{} limit of {} s", text("scope"), d["limit_secs"])),
         "cancel_requested" => s.warn(&format!("by {}: {}", text("by"), text("reason"))),
@@ -110,6 +110,19 @@ pub fn event_line(env: &Envelope, s: Style) -> String {
         _ => d.to_string(),
     };
     format!("{} {} {:<16} {detail}", s.dim(&time(&env.time)), s.bold(job), kind)
+}
+
+/// The first line of a quick step's output, carried in its result event.
+fn inline_output(d: &serde_json::Value, s: Style) -> String {
+    let text = d.get("stdout").or_else(|| d.get("stderr")).and_then(|v| v.as_str()).unwrap_or("");
+    match text.lines().next() {
+        Some(first) if !first.is_empty() => {
+            let more = text.lines().count() - 1;
+            let more = if more > 0 { format!(" (+{more} lines)") } else { String::new() };
+            s.dim(&format!(" │ {first}{more}"))
+        }
+        _ => String::new(),
+    }
 }
 
 /// The `skynet jobs` table.

@@ -65,7 +65,7 @@ async fn task_wait_exits_with_the_jobs_outcome_and_the_other_commands_work() -> 
     .await??;
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
     let out = text(&ok);
-    for kind in ["requested", "planned", "scheduled", "step_output", "succeeded"] {
+    for kind in ["requested", "planned", "scheduled", "step_succeeded", "24 passed", "succeeded"] {
         assert!(out.contains(kind), "{kind} in:\n{out}");
     }
     let job = out.lines().next().and_then(|l| l.strip_prefix("job ")).unwrap_or_default().to_owned();

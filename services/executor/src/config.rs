@@ -47,6 +47,11 @@ pub struct Config {
     pub live_chunk_bytes: usize,
     /// Live-output events per step; later output is only in the stored log.
     pub live_chunks_per_step: u32,
+    /// Steps that end within this many milliseconds are not streamed live.
+    pub live_delay_ms: u64,
+    /// Output up to this many bytes per stream of such a quick step is kept in
+    /// its result event instead of the object store.
+    pub inline_output_bytes: usize,
 }
 
 impl Default for Config {
@@ -61,6 +66,8 @@ impl Default for Config {
             progress_ms: 1000,
             live_chunk_bytes: 4096,
             live_chunks_per_step: 64,
+            live_delay_ms: 250,
+            inline_output_bytes: 4096,
         }
     }
 }

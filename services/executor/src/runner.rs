@@ -98,6 +98,7 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
         return Disposition::DeadLetter { code: "undecodable", reason: "scheduled event without a job id".into() };
     };
     let lease = msg.info().map(|i| u64::try_from(i.delivered).unwrap_or(1)).unwrap_or(1);
+    let at = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
     let span =
         info_span!("job", service = "executor", executor = %ctx.config.id, job_id = %job, event_id = %env.id, lease);
     async move {
@@ -116,7 +117,7 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
         };
         let progress = keep_lease(msg.clone(), Duration::from_millis(ctx.config.progress_ms));
         let result =
-            run_job(ctx, job, lease, env.id.clone(), &cancel, msg.info().map(|i| i.delivered).unwrap_or(1)).await;
+            run_job(ctx, job, lease, env.id.clone(), &cancel, msg.info().map(|i| i.delivered).unwrap_or(1), at).await;
         progress.abort();
         watcher.abort();
         match result {
@@ -153,8 +154,9 @@ async fn run_job(
     cause: String,
     cancel: &CancellationToken,
     delivered: i64,
+    at: u64,
 ) -> Result<(), Stop> {
-    let (state, seq) = ctx.jobs.load(job).await.map_err(|e| Stop::Transient(e.to_string()))?;
+    let (state, seq) = ctx.jobs.load_at(job, at).await.map_err(|e| Stop::Transient(e.to_string()))?;
     let mut run = Run { ctx, job, lease, state, seq, cause };
     match run.status() {
         Some(Status::Scheduled | Status::Running) => {}
@@ -230,17 +232,32 @@ async fn run_job(
         };
         let step_started = Instant::now();
         let (tx, rx) = mpsc::channel(256);
-        let outcome = {
-            let forward = forward_output(&mut run, step.index, rx);
-            let exec = async { provider.run(&req, tx, cancel).await };
-            let (o, fwd) = tokio::join!(exec, forward);
-            fwd?;
-            o
+        let mut exec = std::pin::pin!(provider.run(&req, tx, cancel));
+        // A step that ends within the live delay is not streamed: its output
+        // (when small) rides on its result event. Longer steps stream live.
+        let quick = tokio::select! {
+            o = &mut exec => Some(o),
+            () = tokio::time::sleep(Duration::from_millis(ctx.config.live_delay_ms)) => None,
+        };
+        let (outcome, streamed) = match quick {
+            Some(o) => (o, false),
+            None => {
+                let (o, fwd) = tokio::join!(exec, forward_output(&mut run, step.index, rx));
+                fwd?;
+                (o, true)
+            }
         };
         let duration_ms = u64::try_from(step_started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let output_ref = store_output(ctx, job, step.index, lease, &outcome).await;
+        let inline = ctx.config.inline_output_bytes;
+        let (stdout, stderr, output_ref) =
+            if !streamed && outcome.stdout.len() <= inline && outcome.stderr.len() <= inline {
+                let text = |b: &[u8]| (!b.is_empty()).then(|| String::from_utf8_lossy(b).into_owned());
+                (text(&outcome.stdout), text(&outcome.stderr), None)
+            } else {
+                (None, None, store_output(ctx, job, step.index, lease, &outcome).await)
+            };
         if outcome.succeeded() {
-            let ok = StepSucceeded { step: step.index, exit_code: 0, duration_ms, output_ref, lease };
+            let ok = StepSucceeded { step: step.index, exit_code: 0, duration_ms, output_ref, stdout, stderr, lease };
             run.record(&format!("s{}-done", step.index), Command::StepSucceeded(ok)).await?;
             continue;
         }
@@ -251,6 +268,8 @@ async fn run_job(
             duration_ms,
             continue_on_error: step.continue_on_error,
             output_ref,
+            stdout,
+            stderr,
             lease,
         };
         run.record(&format!("s{}-done", step.index), Command::StepFailed(failed)).await?;
@@ -349,6 +368,7 @@ async fn store_output(ctx: &Ctx, job: JobId, step: u32, lease: u64, o: &StepOutc
         return None;
     }
     let base = format!("{job}/{step}/{lease}");
+    // Both streams are stored (an empty one too), so a reader finds both.
     for (name, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
         let mut reader: &[u8] = bytes;
         if let Err(e) = ctx.output.put(format!("{base}/{name}").as_str(), &mut reader).await {

@@ -50,16 +50,11 @@ async fn git_status_listing_and_echo_succeed_with_output_and_unknown_actions_fai
     .await?;
     assert_eq!(wait_end(&env, job).await?, "skynet.job.succeeded.v1");
     let evs = events(&env, job).await?;
-    let outputs: String = evs
-        .iter()
-        .filter(|(t, _)| t.ends_with("step_output.v1"))
-        .map(|(_, d)| d["chunk"].as_str().unwrap_or("").to_owned())
-        .collect();
+    let outputs = output(&env, job).await?;
     assert!(outputs.contains("On branch") || outputs.contains("No commits yet"), "{outputs}");
     assert!(outputs.contains("Hello from SKYNET"), "{outputs}");
     let last = evs.iter().rfind(|(t, _)| t.ends_with("step_succeeded.v1")).map(|(_, d)| d.clone()).unwrap_or_default();
-    let stored =
-        object_text(&env, "SKYNET_OUTPUT", &format!("{}/stdout", last["output_ref"].as_str().unwrap_or(""))).await?;
+    let stored = step_stdout(&env, &last).await?;
     assert_eq!(stored, "Hello from SKYNET\n");
 
     let job = scheduled(&env, "local-2", vec![step("close_app", json!({"app": "x"}))], &wd, "local", vec![]).await?;

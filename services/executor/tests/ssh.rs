@@ -110,12 +110,7 @@ async fn jobs_run_over_ssh_quoted_with_timeouts_and_health() -> anyhow::Result<(
     )
     .await?;
     assert_eq!(wait_end(&env, job).await?, "skynet.job.succeeded.v1");
-    let out: String = events(&env, job)
-        .await?
-        .iter()
-        .filter(|(t, _)| t.ends_with("step_output.v1"))
-        .map(|(_, d)| d["chunk"].as_str().unwrap_or("").to_owned())
-        .collect();
+    let out = output(&env, job).await?;
     assert!(out.contains("over ssh; touch pwned"), "{out}");
     assert!(out.contains("Filesystem"), "df -h ran: {out}");
     assert!(!server.dir.path().join("pwned").exists(), "no shell injection");

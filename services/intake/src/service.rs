@@ -73,7 +73,8 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
                     .unwrap_or_else(|| accepted.requested.request_source.clone());
                 if let Err(reason) = deps.limiter.admit(&requester, deps.rules.rate_limit(&requester), Utc::now()) {
                     let request = Some((accepted.requested.request_source.clone(), accepted.request_event_id.clone()));
-                    return reject(deps, &msg, seq, Refusal { code: RejectionCode::RateLimited, reason, request }).await;
+                    return reject(deps, &msg, seq, Refusal { code: RejectionCode::RateLimited, reason, request })
+                        .await;
                 }
                 let requested = accepted.requested.clone();
                 let outcome = deps

@@ -90,7 +90,8 @@ pub async fn handle_planned(deps: &Deps, deadlines: &Deadlines, msg: Message) ->
     };
     let span = info_span!("decide", service = SERVICE, job_id = %job, event_id = %env.id);
     async {
-        let (state, seq) = match deps.jobs.load(job).await {
+        let at = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let (state, seq) = match deps.jobs.load_at(job, at).await {
             Ok(loaded) => loaded,
             Err(e) => return Disposition::Retry(e.to_string()),
         };

@@ -55,6 +55,8 @@ const STEP_COLUMNS: &[&str] = &[
     "output_chunks",
     "started_at",
     "finished_at",
+    "stdout",
+    "stderr",
 ];
 
 /// Loads the stored rows of `jobs` (and their steps) into a fresh batch.

@@ -68,6 +68,9 @@ pub struct StepRow {
     pub output_chunks: i32,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Output of a quick step, from its result event.
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
 }
 
 /// Rows only ever inserted.
@@ -231,6 +234,8 @@ impl Batch {
                             output_chunks: 0,
                             started_at: None,
                             finished_at: None,
+                            stdout: None,
+                            stderr: None,
                         },
                     );
                 }
@@ -333,6 +338,8 @@ impl Batch {
                     r.exit_code = Some(s.exit_code);
                     r.duration_ms = Some(i64_of(s.duration_ms));
                     r.output_ref = s.output_ref.clone();
+                    r.stdout = s.stdout.clone();
+                    r.stderr = s.stderr.clone();
                     r.error = None;
                     r.finished_at = Some(at);
                 }
@@ -343,6 +350,8 @@ impl Batch {
                     r.exit_code = f.exit_code;
                     r.duration_ms = Some(i64_of(f.duration_ms));
                     r.output_ref = f.output_ref.clone();
+                    r.stdout = f.stdout.clone();
+                    r.stderr = f.stderr.clone();
                     r.error = Some(f.error.clone());
                     r.finished_at = Some(at);
                 }

@@ -78,7 +78,8 @@ pub async fn handle(deps: &Deps, signals: &Signals, config: &Config, msg: Messag
     };
     let span = info_span!("schedule", service = SERVICE, job_id = %job, event_id = %env.id);
     async {
-        let (state, seq) = match deps.jobs.load(job).await {
+        let at = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let (state, seq) = match deps.jobs.load_at(job, at).await {
             Ok(l) => l,
             Err(e) => return Disposition::Retry(e.to_string()),
         };

@@ -192,15 +192,27 @@ pub async fn output(
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let job = parse_job(&id)?;
-    let output_ref: Option<Option<String>> =
-        sqlx::query_scalar("SELECT output_ref FROM steps WHERE job_id = $1 AND idx = $2")
+    let row: Option<(Option<String>, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT output_ref, stdout, stderr FROM steps WHERE job_id = $1 AND idx = $2")
             .bind(job.0)
             .bind(n)
             .fetch_optional(&s.db)
             .await?;
-    let Some(output_ref) = output_ref else { return Err(ApiError::NotFound(format!("job {job} has no step {n}"))) };
+    let Some((output_ref, inline_out, inline_err)) = row else {
+        return Err(ApiError::NotFound(format!("job {job} has no step {n}")));
+    };
     let Some(base) = output_ref else {
-        return Err(ApiError::NotFound(format!("step {n} of job {job} has no stored output")));
+        // A quick step's output is in the read model, from its result event.
+        if inline_out.is_none() && inline_err.is_none() {
+            return Err(ApiError::NotFound(format!("step {n} of job {job} has no output (yet)")));
+        }
+        let (stdout, stderr) = (inline_out.unwrap_or_default(), inline_err.unwrap_or_default());
+        return match q.get("stream").map(String::as_str) {
+            Some("stdout") => Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], stdout).into_response()),
+            Some("stderr") => Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], stderr).into_response()),
+            Some(other) => Err(ApiError::Invalid(format!("stream must be stdout or stderr, not {other:?}"))),
+            None => Ok(Json(StepOutput { job_id: job.0, step: n, stdout, stderr }).into_response()),
+        };
     };
     let store =
         s.js.get_object_store(skynet_bus::definitions::OUTPUT_BUCKET)

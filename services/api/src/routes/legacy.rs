@@ -152,6 +152,18 @@ pub async fn plan(
     })))
 }
 
+/// Output a quick step carried in its result event.
+fn inline(r: &mut serde_json::Value, data: &serde_json::Value) {
+    for key in ["stdout", "stderr"] {
+        if let Some(text) = data.get(key).and_then(|v| v.as_str()) {
+            r[key] = text.into();
+            if key == "stdout" {
+                r["output"] = text.into();
+            }
+        }
+    }
+}
+
 fn leak(level: &str) -> &'static str {
     match level {
         "low" => "low",
@@ -337,10 +349,14 @@ pub async fn execute(
                     r["output"] = text.into();
                 }
             }
-            ("skynet.job.step_succeeded.v1", Some(r)) => r["status"] = "success".into(),
+            ("skynet.job.step_succeeded.v1", Some(r)) => {
+                r["status"] = "success".into();
+                inline(r, &env.data);
+            }
             ("skynet.job.step_failed.v1", Some(r)) => {
                 r["status"] = "failed".into();
                 r["error"] = env.data["error"].clone();
+                inline(r, &env.data);
             }
             _ => {}
         }

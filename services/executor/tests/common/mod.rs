@@ -158,3 +158,28 @@ pub async fn object_text(env: &Env, bucket: &str, key: &str) -> anyhow::Result<S
     tokio::io::AsyncReadExt::read_to_string(&mut obj, &mut text).await?;
     Ok(text)
 }
+
+/// Everything a job printed: live chunks and the output quick steps carried in
+/// their result events, in order.
+pub async fn output(env: &Env, job: JobId) -> anyhow::Result<String> {
+    let mut text = String::new();
+    for (t, d) in events(env, job).await? {
+        if t.ends_with("step_output.v1") {
+            text.push_str(d["chunk"].as_str().unwrap_or(""));
+        }
+        if t.ends_with("step_succeeded.v1") || t.ends_with("step_failed.v1") {
+            text.push_str(d["stdout"].as_str().unwrap_or(""));
+            text.push_str(d["stderr"].as_str().unwrap_or(""));
+        }
+    }
+    Ok(text)
+}
+
+/// A step's full stdout: from its result event, or from the object store.
+pub async fn step_stdout(env: &Env, result: &serde_json::Value) -> anyhow::Result<String> {
+    if let Some(s) = result["stdout"].as_str() {
+        return Ok(s.to_owned());
+    }
+    let base = result["output_ref"].as_str().ok_or_else(|| anyhow::anyhow!("no output in {result}"))?;
+    object_text(env, "SKYNET_OUTPUT", &format!("{base}/stdout")).await
+}
