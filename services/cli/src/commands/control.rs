@@ -70,7 +70,7 @@ pub async fn run(verb: Verb, args: ControlArgs, c: &ClientArgs) -> anyhow::Resul
         .context("no policy service is running (start `skynet up` or `skynet run policy`)")?;
     let reply: CommandReply = serde_json::from_slice(&reply.payload)?;
     if c.json {
-        super::emit(format!("{}", serde_json::to_string(&reply)?));
+        super::emit(serde_json::to_string(&reply)?);
     } else if reply.accepted {
         super::emit(format!("{} ({})", c.style().ok(&reply.message), reply.status.unwrap_or_default()));
     } else {

@@ -34,7 +34,7 @@ pub async fn list(args: JobsArgs, c: &ClientArgs) -> anyhow::Result<i32> {
     .await
     .context("reading the jobs read model (has `skynet up` run its migrations?)")?;
     if c.json {
-        super::emit(format!("{}", serde_json::to_string_pretty(&rows)?));
+        super::emit(serde_json::to_string_pretty(&rows)?);
     } else {
         super::emit(render::jobs_table(&rows, c.style()).trim_end());
     }
@@ -66,12 +66,12 @@ pub async fn show(args: JobArgs, c: &ClientArgs) -> anyhow::Result<i32> {
     let detail = serde_json::json!({"job": row.unwrap_or(serde_json::json!({"id": job})), "steps": steps});
     if c.json {
         let evs: Vec<_> = events.iter().map(|e| serde_json::to_value(e.to_cloudevent()).unwrap_or_default()).collect();
-        super::emit(format!(
-            "{}",
+        super::emit(
             serde_json::to_string_pretty(
-                &serde_json::json!({"job": detail["job"], "steps": detail["steps"], "events": evs})
+                &serde_json::json!({"job": detail["job"], "steps": detail["steps"], "events": evs}),
             )?
-        ));
+            .to_string(),
+        );
     } else {
         super::emit(render::job_detail(&detail, &events, c.style()).trim_end());
     }

@@ -78,7 +78,7 @@ pub async fn run(args: TaskArgs, c: &ClientArgs) -> anyhow::Result<i32> {
     skynet_bus::publish(&js, subjects::INTAKE_TASK, &env).await.context("submitting the task")?;
     let style = c.style();
     if c.json {
-        super::emit(format!("{}", serde_json::json!({"job_id": job, "events_subject": subjects::job_stream(job)})));
+        super::emit(serde_json::json!({"job_id": job, "events_subject": subjects::job_stream(job)}));
     } else {
         super::emit(format!("{} {job}", style.bold("job")));
     }
@@ -112,9 +112,9 @@ pub async fn run(args: TaskArgs, c: &ClientArgs) -> anyhow::Result<i32> {
             continue; // another submitter's rejection
         }
         if c.json {
-            super::emit(format!("{}", serde_json::to_string(&env.to_cloudevent())?));
+            super::emit(serde_json::to_string(&env.to_cloudevent())?);
         } else {
-            super::emit(format!("{}", render::event_line(&env, style)));
+            super::emit(render::event_line(&env, style));
             if env.ty == "skynet.job.policy_decided.v1"
                 && env.data["requires_approval"] == true
                 && env.data["allowed"] == true

@@ -38,8 +38,8 @@ pub async fn run(args: WatchArgs, c: &ClientArgs) -> anyhow::Result<i32> {
     let mut seen = 0usize;
     while let Some(msg) = sub.next().await {
         let printed = match codec::decode(msg.headers.as_ref(), &msg.payload) {
-            Ok(env) if c.json => super::emit(format!("{}", serde_json::to_string(&env.to_cloudevent())?)),
-            Ok(env) => super::emit(format!("{}", render::event_line(&env, style))),
+            Ok(env) if c.json => super::emit(serde_json::to_string(&env.to_cloudevent())?.to_string()),
+            Ok(env) => super::emit(render::event_line(&env, style).to_string()),
             Err(e) if c.json => super::emit(format!(
                 "{}",
                 serde_json::json!({"subject": msg.subject.as_str(), "undecodable": e.to_string()})
