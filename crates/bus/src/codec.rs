@@ -33,6 +33,10 @@ pub fn encode(env: &Envelope) -> (HeaderMap, Bytes) {
 /// Reads a SKYNET envelope from a NATS message in either content mode.
 pub fn decode(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Envelope, DecodeError> {
     let msg = NatsMessage { headers, body: payload };
+    if msg.encoding() != Encoding::BINARY {
+        // Structured mode (by content type, or by elimination).
+        return Envelope::from_structured_json(payload);
+    }
     let event = match msg.encoding() {
         Encoding::BINARY | Encoding::STRUCTURED => MessageDeserializer::into_event(msg),
         // No content type and no ce- headers: structured JSON is the only reading left.

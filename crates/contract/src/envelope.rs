@@ -147,8 +147,47 @@ impl Envelope {
         Ok(Envelope { id, source, ty, subject, time, data })
     }
 
-    /// Parses structured-mode JSON bytes.
+    /// Parses structured-mode JSON bytes: a direct parse for well-formed 1.0
+    /// events with JSON data (the hot path: every service decodes every event
+    /// it handles), the `cloudevents-sdk` parse for anything else, which also
+    /// gives the precise error.
     pub fn from_structured_json(bytes: &[u8]) -> Result<Self, DecodeError> {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            specversion: String,
+            id: String,
+            source: String,
+            #[serde(rename = "type")]
+            ty: String,
+            #[serde(default)]
+            subject: Option<String>,
+            #[serde(default)]
+            time: Option<DateTime<Utc>>,
+            #[serde(default)]
+            datacontenttype: Option<String>,
+            #[serde(default)]
+            data: Option<serde_json::Value>,
+        }
+        if let Ok(w) = serde_json::from_slice::<Wire>(bytes) {
+            let json_data = w.datacontenttype.as_deref().is_none_or(|c| c.starts_with("application/json"));
+            if w.specversion == "1.0" && !w.id.is_empty() && !w.source.is_empty() && !w.ty.is_empty() && json_data {
+                if let Some(data) = w.data {
+                    return Ok(Envelope {
+                        id: w.id,
+                        source: w.source,
+                        ty: w.ty,
+                        subject: w.subject,
+                        time: w.time.unwrap_or_else(Utc::now),
+                        data,
+                    });
+                }
+            }
+        }
+        Self::from_structured_json_sdk(bytes)
+    }
+
+    /// The `cloudevents-sdk` parse of structured-mode JSON.
+    pub fn from_structured_json_sdk(bytes: &[u8]) -> Result<Self, DecodeError> {
         let ev: Event = serde_json::from_slice(bytes).map_err(|e| DecodeError::CloudEvent(e.to_string()))?;
         Envelope::from_cloudevent(ev)
     }
@@ -171,6 +210,25 @@ mod tests {
         assert_eq!(v["specversion"], "1.0");
         assert_eq!(v["type"], "skynet.job.denied.v1");
         assert_eq!(v["subject"], job.to_string());
+    }
+
+    #[test]
+    fn the_fast_path_and_the_sdk_agree() {
+        let job = JobId::for_request("t", "2");
+        let ev = JobEvent::Denied(Denied { by: "a\tb".into(), reason: "line\nbreak".into() });
+        let env = Envelope::job(job, &ev, "e2".into(), "skynet/policy", Utc::now());
+        let bytes = env.to_structured_json();
+        let fast = Envelope::from_structured_json(&bytes).expect("fast");
+        let sdk = Envelope::from_structured_json_sdk(&bytes).expect("sdk");
+        assert_eq!(fast, sdk);
+        // Not 1.0, or no data: the SDK decides (and explains).
+        let v03 = br#"{"specversion":"0.3","id":"x","source":"s","type":"t","data":{}}"#;
+        let key = |e: Envelope| (e.id, e.ty, e.data);
+        assert_eq!(
+            Envelope::from_structured_json(v03).ok().map(key),
+            Envelope::from_structured_json_sdk(v03).ok().map(key)
+        );
+        assert!(Envelope::from_structured_json(br#"{"specversion":"1.0","id":"x","source":"s","type":"t"}"#).is_err());
     }
 
     #[test]

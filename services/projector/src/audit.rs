@@ -1,6 +1,5 @@
 //! The audit read model: every event, as stored, one row each.
 
-use chrono::{DateTime, Utc};
 use skynet_contract::Envelope;
 use sqlx::{Postgres, Transaction};
 
@@ -12,41 +11,55 @@ pub struct Row {
     pub env: Envelope,
 }
 
-/// Inserts a batch with one statement (arrays unnested server-side). Rows already
-/// present are left alone, which makes a replayed batch harmless.
+/// Appends a batch with `COPY … FROM STDIN` (several times faster than INSERT
+/// for thousands of rows). No conflict handling is needed: a batch is written in
+/// the same transaction as the checkpoint that says it was applied, so the same
+/// rows can never be copied twice.
 pub async fn insert(tx: &mut Transaction<'_, Postgres>, rows: &[Row]) -> Result<(), sqlx::Error> {
-    let mut seq = Vec::with_capacity(rows.len());
-    let mut id = Vec::with_capacity(rows.len());
-    let mut ty = Vec::with_capacity(rows.len());
-    let mut source = Vec::with_capacity(rows.len());
-    let mut subject: Vec<Option<String>> = Vec::with_capacity(rows.len());
-    let mut nats_subject = Vec::with_capacity(rows.len());
-    let mut time: Vec<DateTime<Utc>> = Vec::with_capacity(rows.len());
-    let mut data = Vec::with_capacity(rows.len());
+    let mut text = String::with_capacity(rows.len() * 512);
     for r in rows {
-        seq.push(i64::try_from(r.seq).unwrap_or(i64::MAX));
-        id.push(r.env.id.as_str());
-        ty.push(r.env.ty.as_str());
-        source.push(r.env.source.as_str());
-        subject.push(r.env.subject.clone());
-        nats_subject.push(r.nats_subject.as_str());
-        time.push(r.env.time);
-        data.push(r.env.data.clone());
+        let data = serde_json::to_string(&r.env.data).unwrap_or_else(|_| "null".into());
+        let fields = [
+            r.seq.to_string(),
+            escape(&r.env.id),
+            escape(&r.env.ty),
+            escape(&r.env.source),
+            r.env.subject.as_deref().map_or_else(|| "\\N".to_owned(), escape),
+            escape(&r.nats_subject),
+            r.env.time.to_rfc3339(),
+            escape(&data),
+        ];
+        text.push_str(&fields.join("\t"));
+        text.push('\n');
     }
-    sqlx::query(
-        "INSERT INTO audit_events (seq, event_id, type, source, subject, nats_subject, time, data)
-         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::jsonb[])
-         ON CONFLICT (seq) DO NOTHING",
-    )
-    .bind(&seq)
-    .bind(&id)
-    .bind(&ty)
-    .bind(&source)
-    .bind(&subject)
-    .bind(&nats_subject)
-    .bind(&time)
-    .bind(&data)
-    .execute(&mut **tx)
-    .await?;
+    let mut copy = (&mut **tx)
+        .copy_in_raw("COPY audit_events (seq, event_id, type, source, subject, nats_subject, time, data) FROM STDIN")
+        .await?;
+    copy.send(text.into_bytes()).await?;
+    copy.finish().await?;
     Ok(())
+}
+
+/// A value in COPY's text format.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn copy_text_escaping() {
+        assert_eq!(super::escape("a\\b\tc\nd\re"), "a\\\\b\\tc\\nd\\re");
+        assert_eq!(super::escape(r#"{"k":"x\ny"}"#), r#"{"k":"x\\ny"}"#);
+    }
 }

@@ -85,43 +85,89 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
         })
         .await
         .map_err(|e| nats(e.into()))?;
-    let messages = consumer.messages().await.map_err(|e| nats(e.into()))?;
-    // ready_chunks: take whatever has arrived (up to max_batch) without waiting,
-    // so batches grow under load and latency stays low when idle.
-    let mut batches = std::pin::pin!(messages.ready_chunks(config.max_batch.max(1)).take_until(shutdown));
-    let mut applied = from;
-    while let Some(batch) = batches.next().await {
-        let mut rows = Vec::with_capacity(batch.len());
-        for msg in batch {
-            let msg = msg.map_err(|e| nats(e.into()))?;
-            let seq = msg.info().map_err(nats)?.stream_sequence;
-            match codec::decode(msg.headers.as_ref(), &msg.payload) {
-                Ok(env) => rows.push(Row { seq, nats_subject: msg.subject.to_string(), env }),
-                // Only SKYNET's own services write this stream, through the
-                // contract; an undecodable event is a bug worth shouting about,
-                // but it must not stop every read model.
-                Err(e) => {
-                    warn!(service = SERVICE, seq, error = %e, "undecodable event skipped in read models")
-                }
+    let mut messages = consumer.messages().await.map_err(|e| nats(e.into()))?;
+    // A reader task receives and decodes while the writer is busy with the
+    // previous batch; the writer then takes everything decoded so far (up to
+    // max_batch), so batches grow under load and latency stays low when idle.
+    // The channel is bounded: a slow database slows the reader, nothing piles up.
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Result<(u64, Option<Row>), ProjectorError>>(config.max_batch.max(1) * 4);
+    let reader = tokio::spawn(async move {
+        while let Some(msg) = messages.next().await {
+            let item = match msg {
+                Err(e) => Err(ProjectorError::Nats(e.into())),
+                Ok(msg) => match msg.info().map(|i| i.stream_sequence) {
+                    Err(e) => Err(ProjectorError::Nats(e)),
+                    Ok(seq) => match codec::decode(msg.headers.as_ref(), &msg.payload) {
+                        Ok(env) => Ok((seq, Some(Row { seq, nats_subject: msg.subject.to_string(), env }))),
+                        // Only SKYNET's own services write this stream, through the
+                        // contract; an undecodable event is a bug worth shouting
+                        // about, but it must not stop every read model.
+                        Err(e) => {
+                            warn!(service = SERVICE, seq, error = %e, "undecodable event skipped in read models");
+                            Ok((seq, None))
+                        }
+                    },
+                },
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
             }
+        }
+    });
+    let mut applied = from;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut buf = Vec::with_capacity(config.max_batch.max(1));
+    loop {
+        let got = tokio::select! {
+            () = &mut shutdown => 0,
+            n = rx.recv_many(&mut buf, config.max_batch.max(1)) => n,
+        };
+        if got == 0 {
+            break;
+        }
+        let mut rows = Vec::with_capacity(buf.len());
+        for item in buf.drain(..) {
+            let (seq, row) = item?;
+            rows.extend(row);
             applied = applied.max(seq);
         }
         write_batch(&deps.db, &rows, applied).await?;
     }
+    reader.abort();
     info!(service = SERVICE, applied, "projector stopped");
     Ok(())
 }
 
 async fn write_batch(db: &PgPool, rows: &[Row], last_seq: u64) -> Result<(), sqlx::Error> {
+    let started = std::time::Instant::now();
     let mut tx = db.begin().await?;
+    // Durability of read models comes from the log, not from Postgres: if a crash
+    // loses the last commits, rows and checkpoint roll back together and the
+    // events are applied again. So the projector does not wait for the WAL flush.
+    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
     if !rows.is_empty() {
         audit::insert(&mut tx, rows).await?;
-        let touched = rows.iter().filter_map(|r| r.env.subject.as_deref()?.parse::<uuid::Uuid>().ok()).collect();
+        let audit_done = started.elapsed();
+        // Jobs opened in this batch have no stored rows to load.
+        let opened: std::collections::HashSet<uuid::Uuid> = rows
+            .iter()
+            .filter(|r| r.env.ty == "skynet.job.requested.v1")
+            .filter_map(|r| r.env.subject.as_deref()?.parse().ok())
+            .collect();
+        let touched = rows
+            .iter()
+            .filter_map(|r| r.env.subject.as_deref()?.parse::<uuid::Uuid>().ok())
+            .filter(|j| !opened.contains(j))
+            .collect();
         let mut batch = crate::db::load(&mut tx, &touched).await?;
+        let loaded = started.elapsed();
         for r in rows {
             batch.apply(r.seq, &r.env);
         }
         crate::db::write(&mut tx, &batch).await?;
+        tracing::debug!(service = SERVICE, events = rows.len(), jobs = batch.jobs.len(), ?audit_done, ?loaded, written = ?started.elapsed(), "batch");
     }
     sqlx::query(
         "INSERT INTO projection_checkpoint (projection, last_seq, updated_at) VALUES ($1, $2, now())

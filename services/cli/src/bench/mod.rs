@@ -24,6 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::infra::Infra;
 
+/// Jobs each executor runs at once in the scaling runs: small enough that the
+/// executors, not the shared control plane, are what is measured.
+pub const SCALE_CAPACITY: usize = 4;
+
 /// `skynet bench` options.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -101,7 +105,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.no_scaling {
         eprintln!("[bench] executor scaling…");
         let counts: &[usize] = if args.quick { &[1, 2] } else { &[1, 2, 4] };
-        report.scaling = scaling::run(counts, scale_jobs, 16, 50).await?;
+        report.scaling = scaling::run(counts, scale_jobs, SCALE_CAPACITY, 50).await?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -162,7 +166,7 @@ pub fn render(r: &Report) -> String {
         ));
     }
     if !r.scaling.is_empty() {
-        out.push_str("\nExecutor scaling (50 ms mock steps, capacity 16 each)\n| executors | jobs/s | × one |\n|---:|---:|---:|\n");
+        out.push_str("\nExecutor scaling (50 ms mock steps, capacity 4 each)\n| executors | jobs/s | × one |\n|---:|---:|---:|\n");
         for p in &r.scaling {
             out.push_str(&format!("| {} | {:.0} | {:.2} |\n", p.executors, p.jobs_per_sec, p.ratio));
         }
