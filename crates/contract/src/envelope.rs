@@ -170,17 +170,21 @@ impl Envelope {
         }
         if let Ok(w) = serde_json::from_slice::<Wire>(bytes) {
             let json_data = w.datacontenttype.as_deref().is_none_or(|c| c.starts_with("application/json"));
-            if w.specversion == "1.0" && !w.id.is_empty() && !w.source.is_empty() && !w.ty.is_empty() && json_data {
-                if let Some(data) = w.data {
-                    return Ok(Envelope {
-                        id: w.id,
-                        source: w.source,
-                        ty: w.ty,
-                        subject: w.subject,
-                        time: w.time.unwrap_or_else(Utc::now),
-                        data,
-                    });
-                }
+            if w.specversion == "1.0"
+                && !w.id.is_empty()
+                && !w.source.is_empty()
+                && !w.ty.is_empty()
+                && json_data
+                && let Some(data) = w.data
+            {
+                return Ok(Envelope {
+                    id: w.id,
+                    source: w.source,
+                    ty: w.ty,
+                    subject: w.subject,
+                    time: w.time.unwrap_or_else(Utc::now),
+                    data,
+                });
             }
         }
         Self::from_structured_json_sdk(bytes)

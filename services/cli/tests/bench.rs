@@ -19,7 +19,14 @@ fn a_quick_benchmark_reports_every_figure_and_counts_every_job() {
     assert_eq!(s["jobs_submitted"], 30);
     assert_eq!(s["jobs_succeeded"], s["jobs_submitted"], "every submitted job counted as succeeded exactly once");
     assert_eq!(s["latency"]["jobs"], 10);
-    for figure in ["raw_publish_per_sec", "raw_consume_ack_per_sec", "ceiling_jobs_per_sec", "throughput_jobs_per_sec", "rebuild_events_per_sec", "rss_idle_mib"] {
+    for figure in [
+        "raw_publish_per_sec",
+        "raw_consume_ack_per_sec",
+        "ceiling_jobs_per_sec",
+        "throughput_jobs_per_sec",
+        "rebuild_events_per_sec",
+        "rss_idle_mib",
+    ] {
         assert!(s[figure].as_f64().is_some_and(|v| v > 0.0), "{figure} in {s}");
     }
     assert!(s["events_per_job"].as_f64().is_some_and(|v| (5.0..=20.0).contains(&v)), "{s}");

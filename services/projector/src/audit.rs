@@ -32,7 +32,7 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, rows: &[Row]) -> Result<
         text.push_str(&fields.join("\t"));
         text.push('\n');
     }
-    let mut copy = (&mut **tx)
+    let mut copy = tx
         .copy_in_raw("COPY audit_events (seq, event_id, type, source, subject, nats_subject, time, data) FROM STDIN")
         .await?;
     copy.send(text.into_bytes()).await?;
