@@ -152,3 +152,31 @@ mod tests {
         assert_eq!(super::backoff(50), Duration::from_secs(30));
     }
 }
+
+/// A job event taken off a consumer: its envelope, job, typed event, and the
+/// stream sequence it is stored at.
+#[derive(Debug)]
+pub struct Received {
+    pub env: skynet_contract::Envelope,
+    pub job: skynet_contract::JobId,
+    pub event: skynet_contract::job::JobEvent,
+    pub seq: u64,
+}
+
+/// Decodes a job-event message; a message that can never be handled (not a
+/// CloudEvent, not a job event, or not one of `expected` when given) comes back
+/// as the dead-letter disposition saying why.
+pub fn receive(msg: &Message, expected: Option<skynet_contract::job::JobEventKind>) -> Result<Received, Disposition> {
+    let undecodable =
+        |e: skynet_contract::DecodeError| Disposition::DeadLetter { code: "undecodable", reason: e.to_string() };
+    let env = crate::codec::decode(msg.headers.as_ref(), &msg.payload).map_err(undecodable)?;
+    let (job, event) = env.job_event().map_err(undecodable)?;
+    if let Some(kind) = expected.filter(|k| *k != event.kind()) {
+        return Err(Disposition::DeadLetter {
+            code: "unexpected_type",
+            reason: format!("{:?} on a consumer of {kind:?} events", event.kind()),
+        });
+    }
+    let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+    Ok(Received { env, job, event, seq })
+}

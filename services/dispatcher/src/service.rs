@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{self, Message};
 use chrono::Utc;
-use skynet_bus::codec;
-use skynet_bus::consumer::{self, ConsumerSpec, Disposition};
+use skynet_bus::consumer::{self, ConsumerSpec, Disposition, Received};
 use skynet_bus::definitions::EVENTS_STREAM;
 use skynet_bus::{Jobs, Outcome};
 use skynet_contract::job::Stage;
@@ -57,17 +56,12 @@ pub async fn run(
 /// Dispatches the job a message is about, if it is approved (public so tests
 /// can deliver a message twice).
 pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
-    let env = match codec::decode(msg.headers.as_ref(), &msg.payload) {
-        Ok(env) => env,
-        Err(e) => return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() },
-    };
-    let job = match env.job_event() {
-        Ok((job, _)) => job,
-        Err(e) => return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() },
+    let Received { env, job, seq: at, .. } = match consumer::receive(&msg, None) {
+        Ok(r) => r,
+        Err(d) => return d,
     };
     let span = info_span!("dispatch", service = SERVICE, job_id = %job, event_id = %env.id);
     async {
-        let at = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         let (state, seq) = match deps.jobs.load_at(job, at).await {
             Ok(loaded) => loaded,
             Err(e) => return Disposition::Retry(e.to_string()),

@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, Message};
 use chrono::Utc;
-use skynet_bus::codec;
-use skynet_bus::consumer::{self, ConsumerSpec, Disposition};
+use skynet_bus::consumer::{self, ConsumerSpec, Disposition, Received};
 use skynet_bus::definitions::EVENTS_STREAM;
 use skynet_bus::{Jobs, Outcome};
 use skynet_contract::Plan;
-use skynet_contract::job::{JobEvent, Planned, Requested};
+use skynet_contract::job::{JobEvent, JobEventKind, Planned, Requested};
 use skynet_contract::memory::{PastJob, SIMILAR_SUBJECT, SimilarJobs, SimilarQuery};
 use skynet_contract::task::{PLAN_PREVIEW, PlanPreview, PlanPreviewReply};
 use skynet_job::{Command, Rejection, decide, evolve};
@@ -77,24 +76,9 @@ pub async fn handle(config: &Config, deps: &Deps, msg: Message) -> Disposition {
 }
 
 async fn handle_with(p: &Planner, msg: Message) -> Disposition {
-    let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
-    let env = match codec::decode(msg.headers.as_ref(), &msg.payload) {
-        Ok(env) => env,
-        Err(e) => {
-            return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() };
-        }
-    };
-    let (job, event) = match env.job_event() {
-        Ok((job, ev @ JobEvent::Requested(_))) => (job, ev),
-        Ok((_, other)) => {
-            return Disposition::DeadLetter {
-                code: "unexpected_type",
-                reason: format!("{:?} on the requested consumer", other.kind()),
-            };
-        }
-        Err(e) => {
-            return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() };
-        }
+    let Received { env, job, event, seq } = match consumer::receive(&msg, Some(JobEventKind::Requested)) {
+        Ok(r) => r,
+        Err(d) => return d,
     };
     let JobEvent::Requested(request) = &event else {
         return Disposition::Ack;

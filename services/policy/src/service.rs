@@ -8,11 +8,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, Message};
 use chrono::Utc;
 use futures::FutureExt;
-use skynet_bus::codec;
-use skynet_bus::consumer::{self, ConsumerSpec, Disposition};
+use skynet_bus::consumer::{self, ConsumerSpec, Disposition, Received};
 use skynet_bus::definitions::EVENTS_STREAM;
 use skynet_bus::{Jobs, Outcome};
-use skynet_contract::job::JobEvent;
+use skynet_contract::job::JobEventKind;
 use skynet_job::{Command, Status, decide};
 use skynet_rules::PolicyRules;
 use tracing::{Instrument, info, info_span, warn};
@@ -74,23 +73,12 @@ pub async fn run(
 
 /// Classifies one planned job (public so tests can deliver a message twice).
 pub async fn handle_planned(deps: &Deps, deadlines: &Deadlines, msg: Message) -> Disposition {
-    let env = match codec::decode(msg.headers.as_ref(), &msg.payload) {
-        Ok(env) => env,
-        Err(e) => return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() },
-    };
-    let job = match env.job_event() {
-        Ok((job, JobEvent::Planned(_))) => job,
-        Ok((_, other)) => {
-            return Disposition::DeadLetter {
-                code: "unexpected_type",
-                reason: format!("{:?} on the planned consumer", other.kind()),
-            };
-        }
-        Err(e) => return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() },
+    let Received { env, job, seq: at, .. } = match consumer::receive(&msg, Some(JobEventKind::Planned)) {
+        Ok(r) => r,
+        Err(d) => return d,
     };
     let span = info_span!("decide", service = SERVICE, job_id = %job, event_id = %env.id);
     async {
-        let at = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         let (state, seq) = match deps.jobs.load_at(job, at).await {
             Ok(loaded) => loaded,
             Err(e) => return Disposition::Retry(e.to_string()),

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use async_nats::jetstream::{self, Message};
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
-use skynet_bus::codec;
-use skynet_bus::consumer::{self, ConsumerSpec, Disposition};
+use skynet_bus::consumer::{self, ConsumerSpec, Disposition, Received};
 use skynet_bus::definitions::{EVENTS_STREAM, EXECUTORS_BUCKET};
 use skynet_bus::{Jobs, Outcome};
 use skynet_contract::executor::{DIAGNOSE_SUBJECT, DiagnoseRequest, Diagnosis};
@@ -68,17 +67,12 @@ pub async fn run(
 /// Schedules the job of one `dispatched` event.
 pub async fn handle(deps: &Deps, signals: &Signals, config: &Config, msg: Message) -> Disposition {
     let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-    let env = match codec::decode(msg.headers.as_ref(), &msg.payload) {
-        Ok(e) => e,
-        Err(e) => return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() },
-    };
-    let job = match env.job_event() {
-        Ok((job, _)) => job,
-        Err(e) => return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() },
+    let Received { env, job, seq: at, .. } = match consumer::receive(&msg, None) {
+        Ok(r) => r,
+        Err(d) => return d,
     };
     let span = info_span!("schedule", service = SERVICE, job_id = %job, event_id = %env.id);
     async {
-        let at = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         let (state, seq) = match deps.jobs.load_at(job, at).await {
             Ok(l) => l,
             Err(e) => return Disposition::Retry(e.to_string()),
