@@ -78,44 +78,13 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
         return Err(ProjectorError::LogBehind { log_last, checkpoint: from });
     }
     info!(service = SERVICE, from, log_last, "projector running");
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from + 1 },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| nats(e.into()))?;
-    let mut messages = consumer.messages().await.map_err(|e| nats(e.into()))?;
     // A reader task receives and decodes while the writer is busy with the
     // previous batch; the writer then takes everything decoded so far (up to
     // max_batch), so batches grow under load and latency stays low when idle.
     // The channel is bounded: a slow database slows the reader, nothing piles up.
     let (tx, mut rx) =
         tokio::sync::mpsc::channel::<Result<(u64, Option<Row>), ProjectorError>>(config.max_batch.max(1) * 4);
-    let reader = tokio::spawn(async move {
-        while let Some(msg) = messages.next().await {
-            let item = match msg {
-                Err(e) => Err(ProjectorError::Nats(e.into())),
-                Ok(msg) => match msg.info().map(|i| i.stream_sequence) {
-                    Err(e) => Err(ProjectorError::Nats(e)),
-                    Ok(seq) => match codec::decode(msg.headers.as_ref(), &msg.payload) {
-                        Ok(env) => Ok((seq, Some(Row { seq, nats_subject: msg.subject.to_string(), env }))),
-                        // Only SKYNET's own services write this stream, through the
-                        // contract; an undecodable event is a bug worth shouting
-                        // about, but it must not stop every read model.
-                        Err(e) => {
-                            warn!(service = SERVICE, seq, error = %e, "undecodable event skipped in read models");
-                            Ok((seq, None))
-                        }
-                    },
-                },
-            };
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                return;
-            }
-        }
-    });
+    let reader = tokio::spawn(read_log(stream, from + 1, config.max_batch.max(1), tx));
     let mut applied = from;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut buf = Vec::with_capacity(config.max_batch.max(1));
@@ -138,6 +107,77 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
     reader.abort();
     info!(service = SERVICE, applied, "projector stopped");
     Ok(())
+}
+
+/// Delivers the log from `next` on, in order and without gaps, into `tx`.
+///
+/// A plain pull consumer without acks and with large, pipelined pulls (an
+/// ordered consumer pulls 500 at a time and waits between pulls, which capped
+/// rebuilds). Order and completeness are checked here instead: the stream denies
+/// deletes, so its sequences are contiguous, and any jump means a lost delivery —
+/// the consumer is recreated at the first missing sequence.
+async fn read_log(
+    stream: async_nats::jetstream::stream::Stream,
+    mut next: u64,
+    batch: usize,
+    tx: tokio::sync::mpsc::Sender<Result<(u64, Option<Row>), ProjectorError>>,
+) {
+    loop {
+        let created = stream
+            .create_consumer(consumer::pull::Config {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: next },
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: std::time::Duration::from_secs(60),
+                ..Default::default()
+            })
+            .await;
+        let consumer = match created {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.send(Err(ProjectorError::Nats(e.into()))).await;
+                return;
+            }
+        };
+        let mut messages = match consumer.stream().max_messages_per_batch(batch).messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = tx.send(Err(ProjectorError::Nats(e.into()))).await;
+                return;
+            }
+        };
+        // The first message of a new consumer is the first that exists at or
+        // after `next`; after that, every sequence must follow the last.
+        let mut first = true;
+        while let Some(msg) = messages.next().await {
+            let Ok(msg) = msg else { break }; // recreate from `next`
+            let Ok(seq) = msg.info().map(|i| i.stream_sequence) else { break };
+            if seq < next {
+                continue; // already delivered
+            }
+            if seq > next && !first {
+                warn!(service = SERVICE, expected = next, got = seq, "gap in delivery; re-reading from the gap");
+                break;
+            }
+            first = false;
+            let row = match codec::decode(msg.headers.as_ref(), &msg.payload) {
+                Ok(env) => Some(Row { seq, nats_subject: msg.subject.to_string(), env }),
+                // Only SKYNET's own services write this stream, through the
+                // contract; an undecodable event is a bug worth shouting about,
+                // but it must not stop every read model.
+                Err(e) => {
+                    warn!(service = SERVICE, seq, error = %e, "undecodable event skipped in read models");
+                    None
+                }
+            };
+            next = seq + 1;
+            if tx.send(Ok((seq, row))).await.is_err() {
+                return; // the writer stopped
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+    }
 }
 
 async fn write_batch(db: &PgPool, rows: &[Row], last_seq: u64) -> Result<(), sqlx::Error> {
