@@ -12,6 +12,6 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_batch: 2000 }
+        Config { max_batch: 5000 }
     }
 }
