@@ -124,7 +124,8 @@ async fn three_executor_processes_share_thirty_jobs_each_step_once() -> anyhow::
     let mut per_executor: BTreeMap<String, usize> = BTreeMap::new();
     for j in &jobs {
         assert_eq!(count(&events, j, "succeeded"), 1, "{j} succeeded once");
-        assert_eq!(count(&events, j, "step_started"), 1, "{j}: its one step ran exactly once");
+        assert_eq!(count(&events, j, "step_succeeded"), 1, "{j}: its one step ran exactly once");
+        assert_eq!(count(&events, j, "step_failed"), 0, "{j}: and never failed");
         assert_eq!(count(&events, j, "started"), 1, "{j}: taken once");
         for (_, _, d) in events.iter().filter(|(jj, t, _)| jj == j && t == "skynet.job.started.v1") {
             *per_executor.entry(d["executor"].as_str().unwrap_or("").to_owned()).or_default() += 1;

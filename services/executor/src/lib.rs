@@ -12,8 +12,10 @@
 //! * A cancel request reaches the running process within milliseconds (core
 //!   NATS subscription on the job's `cancel_requested` subject) and kills its
 //!   process group.
-//! * Output streams live as bounded `step_output` events; the full output goes
-//!   to the `SKYNET_OUTPUT` object store; plan artifacts to `SKYNET_ARTIFACTS`.
+//! * A step that ends within the live delay (250 ms) is recorded by its result
+//!   event alone, small output included. A longer step records `step_started`,
+//!   streams bounded `step_output` events, and stores its full output in the
+//!   `SKYNET_OUTPUT` object store. Plan artifacts go to `SKYNET_ARTIFACTS`.
 //! * Each executor heartbeats its providers, health, capabilities, capacity and
 //!   load into the `SKYNET_EXECUTORS` KV bucket; an entry that stops being
 //!   refreshed expires, which marks the executor offline.

@@ -212,16 +212,6 @@ async fn run_job(
             return Ok(());
         }
         let (limit, scope) = step_limit(step, remaining);
-        if let Some(r) = run
-            .record(
-                &format!("s{}-start", step.index),
-                Command::StartStep { step: step.index, executor: ctx.config.id.clone(), lease },
-            )
-            .await?
-        {
-            info!(reason = %r, "step not startable; job moved on");
-            return Ok(());
-        }
         let req = StepRequest {
             job: job.to_string(),
             step: step.index,
@@ -240,8 +230,17 @@ async fn run_job(
             () = tokio::time::sleep(Duration::from_millis(ctx.config.live_delay_ms)) => None,
         };
         let (outcome, streamed) = match quick {
+            // Done before anyone could watch it start: the result event is the
+            // step's whole record (fewer events per job; its duration says when
+            // it started).
             Some(o) => (o, false),
             None => {
+                let start = Command::StartStep { step: step.index, executor: ctx.config.id.clone(), lease };
+                if let Some(r) = run.record(&format!("s{}-start", step.index), start).await? {
+                    // Dropping the running step kills it (kill_on_drop).
+                    info!(reason = %r, "step not startable; job moved on");
+                    return Ok(());
+                }
                 let (o, fwd) = tokio::join!(exec, forward_output(&mut run, step.index, rx));
                 fwd?;
                 (o, true)
