@@ -94,7 +94,7 @@ async fn working_directories_outside_the_sandbox_are_refused_also_through_symlin
 }
 
 #[tokio::test]
-async fn a_cancel_stops_a_running_sleep_30_within_two_seconds() -> anyhow::Result<()> {
+async fn a_cancel_stops_a_running_sleep_within_two_seconds() -> anyhow::Result<()> {
     let env = env().await?;
     let root = tempfile::tempdir()?;
     let wd = root.path().canonicalize()?.display().to_string();
@@ -102,7 +102,8 @@ async fn a_cancel_stops_a_running_sleep_30_within_two_seconds() -> anyhow::Resul
     let job = scheduled(
         &env,
         "cancel-1",
-        vec![step("execute_command", json!({"command": "sleep 30"}))],
+        // 31, not 30: no other test runs this exact command, so pgrep below is ours.
+        vec![step("execute_command", json!({"command": "sleep 31"}))],
         &wd,
         "local",
         vec![],
@@ -118,7 +119,7 @@ async fn a_cancel_stops_a_running_sleep_30_within_two_seconds() -> anyhow::Resul
     let f = wait_for(&env, job, "step_failed").await?;
     assert_eq!(f["error"], "cancelled");
     // The process group is gone: no `sleep 30` of ours survives.
-    let ps = std::process::Command::new("pgrep").args(["-f", "^sleep 30$"]).output()?;
+    let ps = std::process::Command::new("pgrep").args(["-f", "^sleep 31$"]).output()?;
     assert!(String::from_utf8_lossy(&ps.stdout).trim().is_empty(), "sleep still running");
     stop.cancel();
     Ok(())
