@@ -5,11 +5,13 @@
 //!
 //! Nothing here mocks the broker or the database.
 
+mod fixtures;
 mod log;
 mod nats;
 mod pg;
 mod poll;
 
+pub use fixtures::{Log, requested};
 pub use log::{count_messages, fetch_one};
 pub use nats::{NatsServer, workspace_root};
 pub use pg::TestDb;

@@ -7,30 +7,17 @@ use std::sync::Arc;
 use chrono::Utc;
 use skynet_bus::consumer::Disposition;
 use skynet_bus::definitions::EVENTS_STREAM;
-use skynet_bus::{EventStore, Jobs, bootstrap};
-use skynet_contract::job::{Planned, PolicyDecided, Requested};
+use skynet_contract::job::{Planned, PolicyDecided};
 use skynet_contract::{JobId, Plan, PlanStep, Risk};
 use skynet_dispatcher::{Deps, handle};
 use skynet_job::{Command, Status, decide};
-use skynet_testkit::{NatsServer, fetch_one};
+use skynet_testkit::{Log, fetch_one, requested};
 
 #[tokio::test]
 async fn handling_the_same_approval_twice_dispatches_once() -> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let client = server.connect().await?;
-    let js = bootstrap(&client).await?;
-    let jobs = Jobs::new(EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?, "dispatcher");
+    let Log { js, jobs, server: _server, .. } = Log::start("dispatcher").await?;
     let job = JobId::for_request("t", "1");
-    let r = Requested {
-        intent: "check git status".into(),
-        working_dir: Some("/tmp".into()),
-        project: None,
-        requested_by: None,
-        constraints: BTreeMap::new(),
-        plan: None,
-        request_source: "t".into(),
-        request_id: "1".into(),
-    };
+    let r = requested("t", "1", "check git status");
     let plan = Plan {
         summary: "s".into(),
         steps: vec![PlanStep {

@@ -1,35 +1,20 @@
 //! The planner's handler is idempotent: the same `requested` delivery handled
 //! twice records one plan.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
 use skynet_bus::consumer::Disposition;
 use skynet_bus::definitions::EVENTS_STREAM;
-use skynet_bus::{EventStore, Jobs, bootstrap};
 use skynet_contract::JobId;
-use skynet_contract::job::Requested;
 use skynet_job::{Command, Status, decide};
 use skynet_planner::{Config, Deps, handle};
-use skynet_testkit::{NatsServer, fetch_one};
+use skynet_testkit::{Log, fetch_one, requested};
 
 #[tokio::test]
 async fn handling_the_same_requested_event_twice_plans_once() -> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let client = server.connect().await?;
-    let js = bootstrap(&client).await?;
-    let jobs = Jobs::new(EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?, "planner");
-    let r = Requested {
-        intent: "check git status and run the tests".into(),
-        working_dir: Some("/tmp".into()),
-        project: None,
-        requested_by: None,
-        constraints: BTreeMap::new(),
-        plan: None,
-        request_source: "t".into(),
-        request_id: "1".into(),
-    };
+    let Log { client, js, jobs, server: _server } = Log::start("planner").await?;
+    let r = requested("t", "1", "check git status and run the tests");
     let job = JobId::for_request("t", "1");
     jobs.execute(job, "open", Utc::now(), |s| decide(s, Command::Open(r.clone()))).await?;
 

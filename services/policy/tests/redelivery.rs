@@ -5,27 +5,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
+use skynet_bus::Jobs;
 use skynet_bus::consumer::Disposition;
 use skynet_bus::definitions::EVENTS_STREAM;
-use skynet_bus::{EventStore, Jobs, bootstrap};
-use skynet_contract::job::{Planned, Requested};
+use skynet_contract::job::Planned;
 use skynet_contract::{JobId, Plan, PlanStep, Risk};
 use skynet_job::{Command, Status, decide};
 use skynet_policy::deadlines::{Deadlines, sweep};
 use skynet_policy::{Deps, handle_planned};
-use skynet_testkit::{NatsServer, fetch_one};
+use skynet_testkit::{Log, fetch_one, requested};
 
 async fn planned_job(jobs: &Jobs, id: &str, action: &str, risk: Risk) -> anyhow::Result<JobId> {
-    let r = Requested {
-        intent: "x".into(),
-        working_dir: Some("/tmp".into()),
-        project: None,
-        requested_by: None,
-        constraints: BTreeMap::new(),
-        plan: None,
-        request_source: "t".into(),
-        request_id: id.into(),
-    };
+    let r = requested("t", id, "x");
     let job = JobId::for_request("t", id);
     let plan = Plan {
         summary: "s".into(),
@@ -48,10 +39,7 @@ async fn planned_job(jobs: &Jobs, id: &str, action: &str, risk: Risk) -> anyhow:
 
 #[tokio::test]
 async fn handling_the_same_planned_event_twice_decides_once() -> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let client = server.connect().await?;
-    let js = bootstrap(&client).await?;
-    let jobs = Jobs::new(EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?, "policy");
+    let Log { client, js, jobs, server: _server } = Log::start("policy").await?;
     let deadlines = Deadlines::open(&js).await.map_err(|e| anyhow::anyhow!(e))?;
     let deps = Deps {
         js: js.clone(),
@@ -82,10 +70,7 @@ async fn handling_the_same_planned_event_twice_decides_once() -> anyhow::Result<
 
 #[tokio::test]
 async fn the_sweeper_leaves_jobs_that_were_answered_in_time() -> anyhow::Result<()> {
-    let server = NatsServer::start()?;
-    let client = server.connect().await?;
-    let js = bootstrap(&client).await?;
-    let jobs = Jobs::new(EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?, "policy");
+    let Log { client, js, jobs, server: _server } = Log::start("policy").await?;
     let deadlines = Deadlines::open(&js).await.map_err(|e| anyhow::anyhow!(e))?;
     let deps = Deps {
         js: js.clone(),
