@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::audit::{self, Row};
 use crate::config::Config;
+use crate::rows::RowCache;
 
 /// Name of this projection in `projection_checkpoint`.
 const PROJECTION: &str = "read_models";
@@ -86,6 +87,7 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
         tokio::sync::mpsc::channel::<Result<(u64, Option<Row>), ProjectorError>>(config.max_batch.max(1) * 4);
     let reader = tokio::spawn(read_log(stream, from + 1, config.max_batch.max(1), tx));
     let mut applied = from;
+    let mut cache = RowCache::default();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut buf = Vec::with_capacity(config.max_batch.max(1));
     loop {
@@ -102,7 +104,7 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
             rows.extend(row);
             applied = applied.max(seq);
         }
-        write_batch(&deps.db, &rows, applied).await?;
+        write_batch(&deps.db, &rows, applied, &mut cache).await?;
     }
     reader.abort();
     info!(service = SERVICE, applied, "projector stopped");
@@ -180,7 +182,7 @@ async fn read_log(
     }
 }
 
-async fn write_batch(db: &PgPool, rows: &[Row], last_seq: u64) -> Result<(), sqlx::Error> {
+async fn write_batch(db: &PgPool, rows: &[Row], last_seq: u64, cache: &mut RowCache) -> Result<(), sqlx::Error> {
     let started = std::time::Instant::now();
     let mut tx = db.begin().await?;
     // Durability of read models comes from the log, not from Postgres: if a crash
@@ -201,14 +203,28 @@ async fn write_batch(db: &PgPool, rows: &[Row], last_seq: u64) -> Result<(), sql
             .filter_map(|r| r.env.subject.as_deref()?.parse::<uuid::Uuid>().ok())
             .filter(|j| !opened.contains(j))
             .collect();
-        let mut batch = crate::db::load(&mut tx, &touched).await?;
+        // Rows this projector wrote are in its cache; only the rest are read.
+        let mut cached = crate::rows::Batch::default();
+        let missing = cache.fill(&mut cached, &touched);
+        let mut batch = crate::db::load(&mut tx, &missing).await?;
+        batch.jobs.extend(cached.jobs);
+        batch.steps.extend(cached.steps);
         let loaded = started.elapsed();
         for r in rows {
             batch.apply(r.seq, &r.env);
         }
         crate::db::write(&mut tx, &batch).await?;
         tracing::debug!(service = SERVICE, events = rows.len(), jobs = batch.jobs.len(), ?audit_done, ?loaded, written = ?started.elapsed(), "batch");
+        finish(tx, last_seq).await?;
+        // Only what is committed is remembered.
+        cache.keep(&batch);
+        return Ok(());
     }
+    finish(tx, last_seq).await
+}
+
+/// Records the checkpoint and commits.
+async fn finish(mut tx: sqlx::Transaction<'_, sqlx::Postgres>, last_seq: u64) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO projection_checkpoint (projection, last_seq, updated_at) VALUES ($1, $2, now())
          ON CONFLICT (projection) DO UPDATE SET last_seq = EXCLUDED.last_seq, updated_at = now()",

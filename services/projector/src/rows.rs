@@ -382,3 +382,58 @@ impl Batch {
         }
     }
 }
+
+/// Rows of unfinished jobs as last committed. The projector is the only writer
+/// of these tables, so its copy is what the database holds, and a batch need
+/// not read them back. Finished jobs leave (they get no more events).
+#[derive(Debug, Default)]
+pub struct RowCache {
+    jobs: HashMap<Uuid, JobRow>,
+    steps: HashMap<Uuid, Vec<StepRow>>,
+}
+
+/// More unfinished jobs than this and the cache starts over (reads refill it).
+const ROW_CACHE_LIMIT: usize = 200_000;
+
+impl RowCache {
+    /// Copies the cached rows of `jobs` into `batch`; returns the jobs not cached.
+    pub fn fill(&self, batch: &mut Batch, jobs: &std::collections::HashSet<Uuid>) -> std::collections::HashSet<Uuid> {
+        let mut missing = std::collections::HashSet::new();
+        for id in jobs {
+            match self.jobs.get(id) {
+                Some(row) => {
+                    batch.jobs.insert(*id, row.clone());
+                    for s in self.steps.get(id).into_iter().flatten() {
+                        batch.steps.insert((s.job_id, s.idx), s.clone());
+                    }
+                }
+                None => {
+                    missing.insert(*id);
+                }
+            }
+        }
+        missing
+    }
+
+    /// Remembers what a committed batch wrote.
+    pub fn keep(&mut self, batch: &Batch) {
+        if self.jobs.len() > ROW_CACHE_LIMIT {
+            self.jobs.clear();
+            self.steps.clear();
+        }
+        let terminal = ["succeeded", "failed", "denied", "cancelled", "timed_out"];
+        let mut steps: HashMap<Uuid, Vec<StepRow>> = HashMap::new();
+        for s in batch.steps.values() {
+            steps.entry(s.job_id).or_default().push(s.clone());
+        }
+        for (id, row) in &batch.jobs {
+            if terminal.contains(&row.status.as_str()) {
+                self.jobs.remove(id);
+                self.steps.remove(id);
+            } else {
+                self.jobs.insert(*id, row.clone());
+                self.steps.insert(*id, steps.remove(id).unwrap_or_default());
+            }
+        }
+    }
+}
