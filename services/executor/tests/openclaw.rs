@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 struct Gateway {
     agent: Arc<AtomicBool>,
     stopped: Arc<AtomicBool>,
+    /// Set once a long action is in flight.
+    busy: Arc<AtomicBool>,
 }
 
 async fn action(State(g): State<Gateway>, Json(body): Json<serde_json::Value>) -> Response {
@@ -46,6 +48,8 @@ async fn action(State(g): State<Gateway>, Json(body): Json<serde_json::Value>) -
             .into_response()
         }
         Some("run_tests") => {
+            g.busy.store(true, Ordering::SeqCst);
+            // The fake agent hangs, as a real one running long tests would.
             tokio::time::sleep(Duration::from_secs(30)).await;
             Json(json!({"status": "success", "result": {"returncode": 0}})).into_response()
         }
@@ -122,9 +126,14 @@ async fn gateway_answers_are_read_correctly_including_error_bodies() -> anyhow::
 
     // Cancel sends the (whole-agent) emergency stop; resume undoes it.
     let cancel = CancellationToken::new();
-    let c2 = cancel.clone();
+    let (c2, busy) = (cancel.clone(), g.busy.clone());
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Cancel once the action is in flight at the gateway.
+        let _ = skynet_testkit::eventually(Duration::from_secs(10), "the action in flight", || {
+            let busy = busy.clone();
+            async move { busy.load(Ordering::SeqCst).then_some(()) }
+        })
+        .await;
         c2.cancel();
     });
     let stopped = p.run(&req("run_tests"), tx, &cancel).await;
