@@ -8,10 +8,13 @@ use serde::Deserialize;
 pub struct Config {
     /// Most events written in one transaction.
     pub max_batch: usize,
+    /// Stop at the first batch boundary at or after this sequence: the read
+    /// models as of a point in the log (and a deterministic stop for tests).
+    pub until: Option<u64>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_batch: 5000 }
+        Config { max_batch: 5000, until: None }
     }
 }

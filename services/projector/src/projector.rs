@@ -105,6 +105,9 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
             applied = applied.max(seq);
         }
         write_batch(&deps.db, &rows, applied, &mut cache).await?;
+        if config.until.is_some_and(|until| applied >= until) {
+            break;
+        }
     }
     reader.abort();
     info!(service = SERVICE, applied, "projector stopped");
