@@ -45,6 +45,7 @@ impl Service {
         Service::Scheduler,
         Service::Executor,
         Service::Projector,
+        Service::Api,
     ];
 
     pub fn name(self) -> &'static str {
@@ -153,4 +154,16 @@ pub async fn run(
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::Service;
+
+    #[test]
+    fn up_runs_every_service() {
+        assert_eq!(Service::ALL, Service::value_variants(), "`skynet up` must run every service `skynet run` knows");
+    }
 }
