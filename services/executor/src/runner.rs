@@ -316,10 +316,7 @@ fn timed_out(scope: TimeoutScope, step: Option<u32>, limit: Duration, provider: 
 }
 
 async fn confirm_cancel(run: &mut Run<'_>) -> Result<(), Stop> {
-    let reason = match run.ctx.jobs.load(run.job).await {
-        Ok((Some(_), _)) => "cancelled by request".to_owned(),
-        _ => "cancelled".to_owned(),
-    };
+    let reason = "cancelled by request".to_owned();
     let by = run.ctx.config.id.clone();
     if let Some(r) = run.record("cancelled", Command::ConfirmCancel { by, reason }).await? {
         info!(reason = %r, "cancel confirmation refused");

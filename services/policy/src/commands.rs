@@ -112,9 +112,9 @@ async fn handle(deps: &CommandDeps, subject: &str, payload: &[u8]) -> Result<Com
     let cause = event_id(&[subject, &String::from_utf8_lossy(payload)]);
     let outcome = deps.jobs.execute(job, &cause, Utc::now(), |s| decide(s, command.clone())).await;
     match outcome {
-        Ok(Outcome::Appended { .. }) => {
-            let (state, _) = deps.jobs.load(job).await.map_err(|e| refused(Some(job), "unavailable", e.to_string()))?;
-            let status = state.map(|j| j.status);
+        Ok(Outcome::Appended { state, .. }) => {
+            // The append returns the job as it now is: no need to read it back.
+            let status = Some(state.status);
             if status != Some(Status::AwaitingApproval)
                 && let Err(e) = deps.deadlines.clear(job).await
             {
