@@ -63,6 +63,16 @@ pub fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str>
         .map(|v| v.as_str())
 }
 
+/// A `ce-` header value as the CloudEvents bindings write it: percent-encoded
+/// UTF-8 (`%20` for a space). A value that is not valid encoding is refused.
+fn decode_header_value(value: &str) -> cloudevents::message::Result<String> {
+    percent_encoding::percent_decode_str(value).decode_utf8().map(|v| v.into_owned()).map_err(|e| {
+        cloudevents::message::Error::Other {
+            source: format!("header value {value:?} is not percent-encoded UTF-8: {e}").into(),
+        }
+    })
+}
+
 struct NatsMessage<'a> {
     headers: Option<&'a HeaderMap>,
     body: &'a [u8],
@@ -92,7 +102,7 @@ impl StructuredDeserializer for NatsMessage<'_> {
 impl BinaryDeserializer for NatsMessage<'_> {
     fn deserialize_binary<R: Sized, V: BinarySerializer<R>>(self, mut visitor: V) -> cloudevents::message::Result<R> {
         let version = header(self.headers, "ce-specversion").unwrap_or_default();
-        let spec = SpecVersion::try_from(version)?;
+        let spec = SpecVersion::try_from(decode_header_value(version)?.as_str())?;
         let known = spec.attribute_names();
         visitor = visitor.set_spec_version(spec)?;
         if let Some(h) = self.headers {
@@ -107,7 +117,9 @@ impl BinaryDeserializer for NatsMessage<'_> {
                 let Some(value) = values.first() else {
                     continue;
                 };
-                let value = MessageAttributeValue::String(value.as_str().to_owned());
+                // The binding percent-encodes header values (a space, a
+                // non-ASCII letter); the attribute is the decoded text.
+                let value = MessageAttributeValue::String(decode_header_value(value.as_str())?);
                 visitor = if known.contains(&attr) {
                     visitor.set_attribute(attr, value)?
                 } else {
@@ -158,6 +170,34 @@ mod tests {
         let env = decode(Some(&h), br#"{"intent":"run the tests"}"#).expect("binary");
         assert_eq!((env.id.as_str(), env.source.as_str(), env.ty.as_str()), ("b-1", "some/client", TASK_REQUESTED));
         assert_eq!(env.data["intent"], "run the tests");
+    }
+
+    #[test]
+    fn binary_header_values_are_percent_decoded() {
+        let mut h = HeaderMap::new();
+        h.insert("ce-specversion", "1.0");
+        h.insert("ce-id", "b%202");
+        h.insert("ce-source", "me/J%C3%BCrgen%20laptop");
+        h.insert("ce-type", TASK_REQUESTED);
+        let env = decode(Some(&h), br#"{"intent":"x"}"#).expect("binary");
+        assert_eq!((env.id.as_str(), env.source.as_str()), ("b 2", "me/Jürgen laptop"));
+        h.insert("ce-source", "bad%ff%fe");
+        assert!(decode(Some(&h), br#"{"intent":"x"}"#).is_err(), "not UTF-8 once decoded");
+    }
+
+    #[test]
+    fn only_cloudevents_1_0_is_accepted() {
+        let v03 = br#"{"specversion":"0.3","id":"x","source":"s","type":"t","data":{"a":1}}"#;
+        let err = decode(None, v03).expect_err("0.3 structured");
+        assert!(err.to_string().contains("0.3"), "{err}");
+        let mut h = HeaderMap::new();
+        h.insert("ce-specversion", "0.3");
+        h.insert("ce-id", "x");
+        h.insert("ce-source", "s");
+        h.insert("ce-type", "t");
+        h.insert("content-type", "application/json");
+        let err = decode(Some(&h), br#"{"a":1}"#).expect_err("0.3 binary");
+        assert!(err.to_string().contains("0.3"), "{err}");
     }
 
     #[test]

@@ -164,13 +164,26 @@ pub struct Received {
 }
 
 /// Decodes a job-event message; a message that can never be handled (not a
-/// CloudEvent, not a job event, or not one of `expected` when given) comes back
-/// as the dead-letter disposition saying why.
+/// CloudEvent, not a job event, recorded under a `source` that does not own its
+/// kind, or not one of `expected` when given) comes back as the dead-letter
+/// disposition saying why.
 pub fn receive(msg: &Message, expected: Option<skynet_contract::job::JobEventKind>) -> Result<Received, Disposition> {
     let undecodable =
         |e: skynet_contract::DecodeError| Disposition::DeadLetter { code: "undecodable", reason: e.to_string() };
     let env = crate::codec::decode(msg.headers.as_ref(), &msg.payload).map_err(undecodable)?;
     let (job, event) = env.job_event().map_err(undecodable)?;
+    // A message stored under one job that names another is not that job's event.
+    if skynet_contract::subjects::job_id_of(&msg.subject).is_some_and(|j| j != job) {
+        return Err(Disposition::DeadLetter {
+            code: "wrong_subject",
+            reason: format!("event {} names job {job} but is stored under {}", env.id, msg.subject),
+        });
+    }
+    // The broker lets only a kind's owner publish it; this catches what an
+    // operator's looser permissions or an old log would let through.
+    if let Some(reason) = skynet_contract::owners::wrong_source(event.kind(), &env.source) {
+        return Err(Disposition::DeadLetter { code: "wrong_source", reason });
+    }
     if let Some(kind) = expected.filter(|k| *k != event.kind()) {
         return Err(Disposition::DeadLetter {
             code: "unexpected_type",

@@ -12,9 +12,10 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use skynet_contract::ids::event_id;
-use skynet_contract::job::JobEvent;
-use skynet_contract::{Envelope, JobId};
-use skynet_job::{Job, Rejection};
+use skynet_contract::job::{Failed, JobEvent, JobEventKind, Stage};
+use skynet_contract::{Envelope, JobId, owners};
+use skynet_job::{Job, Rejection, Status};
+use tracing::warn;
 
 use crate::store::{AppendError, EventStore, History, LoadError};
 
@@ -44,12 +45,29 @@ pub enum ExecuteError {
         #[source]
         source: skynet_job::IllegalTransition,
     },
-    #[error("job {job}: stored event is not a job event")]
-    Decode {
-        job: JobId,
-        #[source]
-        source: skynet_contract::DecodeError,
-    },
+}
+
+/// A job as replayed from its log.
+#[derive(Debug, Clone, Default)]
+pub struct Replayed {
+    /// The state folded from every acceptable event (`None`: no job).
+    pub state: Option<Job>,
+    /// Sequence of the job's last stored message: append after it.
+    pub last_seq: u64,
+    /// Messages of the job's log that were not folded: (sequence, why). Not
+    /// decodable, written under a `source` that does not own the event's kind,
+    /// or not a legal continuation of the state.
+    pub skipped: Vec<(u64, String)>,
+}
+
+impl Replayed {
+    /// Why the job cannot be trusted to go on, if it cannot.
+    pub fn integrity_problem(&self) -> Option<String> {
+        let (seq, why) = self.skipped.first()?;
+        let more = self.skipped.len() - 1;
+        let more = if more > 0 { format!(" (and {more} more)") } else { String::new() };
+        Some(format!("the job's log holds a message that was skipped at sequence {seq}: {why}{more}"))
+    }
 }
 
 impl ExecuteError {
@@ -78,16 +96,55 @@ impl Jobs {
 
     /// Replays `job` into its state and the sequence to append after.
     pub async fn load(&self, job: JobId) -> Result<(Option<Job>, u64), ExecuteError> {
-        let History { events, last_seq } = self.store.load(job).await?;
+        let r = self.replay(job).await?;
+        Ok((r.state, r.last_seq))
+    }
+
+    /// Replays `job`, skipping (and reporting) every message that must not be
+    /// folded: undecodable, from a `source` that does not own its kind, or
+    /// illegal after the events before it. A job with skipped messages is
+    /// never cached, so every service that meets it sees the problem.
+    pub async fn replay(&self, job: JobId) -> Result<Replayed, ExecuteError> {
+        let History { events, last_seq, unreadable } = self.store.load(job).await?;
+        let mut skipped = unreadable;
+        let mut folded: Vec<JobEvent> = Vec::with_capacity(events.len());
         let mut state = None;
-        for (_, env) in &events {
-            let (_, event) = env.job_event().map_err(|source| ExecuteError::Decode { job, source })?;
-            state = Some(skynet_job::evolve(state, &event).map_err(|source| ExecuteError::Corrupt { job, source })?);
+        for (seq, env) in &events {
+            let event = match env.job_event() {
+                Ok((j, e)) if j == job => e,
+                Ok((j, _)) => {
+                    skipped.push((*seq, format!("event {} names job {j}, not this one", env.id)));
+                    continue;
+                }
+                Err(e) => {
+                    skipped.push((*seq, e.to_string()));
+                    continue;
+                }
+            };
+            if let Some(why) = owners::wrong_source(event.kind(), &env.source) {
+                skipped.push((*seq, why));
+                continue;
+            }
+            match skynet_job::evolve(state.take(), &event) {
+                Ok(next) => {
+                    state = Some(next);
+                    folded.push(event);
+                }
+                Err(e) => {
+                    skipped.push((*seq, format!("{} cannot be applied: {e}", event.kind().token())));
+                    // evolve consumed the state; rebuild it from what was folded (rare).
+                    state = skynet_job::replay(&folded).map_err(|source| ExecuteError::Corrupt { job, source })?;
+                }
+            }
         }
-        if let Some(s) = &state {
+        skipped.sort_by_key(|(seq, _)| *seq);
+        for (seq, why) in &skipped {
+            warn!(job = %job, seq, reason = %why, "skipped a message of the job's log");
+        }
+        if let (Some(s), true) = (&state, skipped.is_empty()) {
             self.store.cache().put(job, s, last_seq);
         }
-        Ok((state, last_seq))
+        Ok(Replayed { state, last_seq, skipped })
     }
 
     /// The job as of the event at `seq` that a consumer is handling: from the
@@ -135,7 +192,13 @@ impl Jobs {
             let first = known.lock().map(|mut k| k.take()).unwrap_or(None);
             let (state, last_seq) = match first {
                 Some(k) => k,
-                None => self.load(job).await?,
+                None => {
+                    let replayed = self.replay(job).await?;
+                    if let Some(outcome) = self.fail_untrustworthy(job, &replayed, cause, now).await? {
+                        return Ok(outcome);
+                    }
+                    (replayed.state, replayed.last_seq)
+                }
             };
             let events = match decide(state.as_ref()) {
                 Ok(events) => events,
@@ -161,6 +224,28 @@ impl Jobs {
             )
             .when(ExecuteError::is_conflict)
             .await
+    }
+
+    /// A job whose log had to be skipped in part does not go on: a service that
+    /// may fail jobs records `failed` (stage `integrity`, with the reason) and
+    /// the command is refused as for any finished job. Other services decide
+    /// on what could be folded.
+    async fn fail_untrustworthy(
+        &self,
+        job: JobId,
+        replayed: &Replayed,
+        cause: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Outcome>, ExecuteError> {
+        let (Some(state), Some(reason)) = (&replayed.state, replayed.integrity_problem()) else { return Ok(None) };
+        if state.status.is_terminal() || !owners::is_owner(JobEventKind::Failed, &self.source) {
+            return Ok(None);
+        }
+        warn!(job = %job, %reason, "failing a job whose log cannot be trusted");
+        let failed = JobEvent::Failed(Failed { stage: Stage::Integrity, reason, step: None, provider: None });
+        let envelopes = self.envelopes(job, &format!("integrity:{cause}"), now, std::slice::from_ref(&failed));
+        self.store.append(job, replayed.last_seq, &envelopes).await?;
+        Ok(Some(Outcome::Rejected(Rejection::AlreadyFinished(Status::Failed))))
     }
 
     /// Envelopes with deterministic ids for `events` caused by `cause`.

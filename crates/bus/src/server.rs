@@ -2,6 +2,11 @@
 //! `skynet bench`, the tests). The server configuration is compiled in from
 //! `nats/`, so the binary runs from any directory.
 //!
+//! The server is always secured: every role in `nats/roles.json` gets an nkey
+//! (generated into a credentials directory at first start, reused after), and
+//! the configuration gives each key its role's permissions. Nothing connects
+//! anonymously.
+//!
 //! Only servers >= 2.11 are accepted: Debian's `nats-server` (2.9) on port 4222
 //! lacks `Nats-Expected-Last-Subject-Sequence-Subject` and must never be picked
 //! up by accident.
@@ -11,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::auth::{AuthError, Credentials, Roles};
 use crate::definitions::MIN_SERVER_VERSION;
 
 /// `nats/server.conf`: fsync before every acknowledgement.
@@ -44,6 +50,8 @@ pub enum ServerError {
     },
     #[error("nats-server did not accept connections on port {port} within 10 s ({detail})")]
     NotListening { port: u16, detail: String },
+    #[error("preparing the server's credentials")]
+    Auth(#[from] AuthError),
     #[error("preparing the server's directory {dir}")]
     Dir {
         dir: PathBuf,
@@ -56,20 +64,32 @@ pub enum ServerError {
 pub struct ManagedServer {
     pub url: String,
     pub port: u16,
+    /// One credential per role; hand each service its own.
+    pub creds: Credentials,
     child: Child,
 }
 
 impl ManagedServer {
-    /// Starts a server with JetStream storing in `store_dir`. Port 0 picks a free port.
-    pub fn start(store_dir: &Path, port: u16, durability: Durability) -> Result<ManagedServer, ServerError> {
+    /// Starts a server with JetStream storing in `store_dir`, its role
+    /// credentials in `creds_dir` (created, or reused when they exist). Port 0
+    /// picks a free port.
+    pub fn start(
+        store_dir: &Path,
+        creds_dir: &Path,
+        port: u16,
+        durability: Durability,
+    ) -> Result<ManagedServer, ServerError> {
         let bin = find_nats_server()?;
         std::fs::create_dir_all(store_dir).map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?;
+        let roles = Roles::builtin()?;
+        let creds = Credentials::ensure(creds_dir, &roles)?;
         let conf = store_dir.join("skynet-nats.conf");
         let text = match durability {
             Durability::Durable => DURABLE_CONF,
             Durability::Fast => FAST_CONF,
         };
-        std::fs::write(&conf, text).map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?;
+        let text = format!("{text}\n{}", roles.render_authorization(&creds)?);
+        write_private(&conf, &text).map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?;
         let port = if port == 0 {
             free_port().map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?
         } else {
@@ -88,7 +108,7 @@ impl ManagedServer {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|source| ServerError::Spawn { bin: bin.clone(), source })?;
-        let mut server = ManagedServer { url: format!("nats://127.0.0.1:{port}"), port, child };
+        let mut server = ManagedServer { url: format!("nats://127.0.0.1:{port}"), port, creds, child };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             let exited = server.child.try_wait().ok().flatten();
@@ -115,6 +135,13 @@ impl Drop for ManagedServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes `text` to `path` readable by its owner only.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 /// Finds a nats-server of at least [`MIN_SERVER_VERSION`]: `$SKYNET_NATS_SERVER`,

@@ -12,9 +12,9 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
-use futures::StreamExt;
 use skynet_contract::job::JobEventKind;
-use skynet_contract::{DecodeError, Envelope, JobId, subjects};
+use skynet_contract::{Envelope, JobId, subjects};
+use tracing::warn;
 
 use crate::codec;
 use crate::definitions::EVENTS_STREAM;
@@ -22,10 +22,6 @@ use crate::definitions::EVENTS_STREAM;
 /// Header naming the subject filter the expected sequence applies to (NATS 2.11).
 const EXPECTED_SUBJECT_HEADER: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 const EXPECTED_SEQ_HEADER: &str = "Nats-Expected-Last-Subject-Sequence";
-/// Events fetched per direct-get request when replaying a job.
-const LOAD_BATCH: usize = 512;
-/// How long a replay waits for the server to answer.
-const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A job's history as stored.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +30,9 @@ pub struct History {
     pub events: Vec<(u64, Envelope)>,
     /// Sequence of the last event; 0 when the job has none. Pass it to `append`.
     pub last_seq: u64,
+    /// Messages stored under the job that are not events SKYNET can read
+    /// (sequence, why). They are skipped, never folded; see [`crate::repo`].
+    pub unreadable: Vec<(u64, String)>,
 }
 
 /// Why an append failed.
@@ -69,13 +68,6 @@ pub enum LoadError {
         #[source]
         source: async_nats::Error,
     },
-    #[error("event at sequence {seq} of job {job} cannot be decoded")]
-    Decode {
-        job: JobId,
-        seq: u64,
-        #[source]
-        source: DecodeError,
-    },
 }
 
 /// Handle on the event log. Cheap to clone; clones share the state cache.
@@ -94,6 +86,14 @@ impl EventStore {
     pub async fn open(js: jetstream::Context) -> Result<EventStore, async_nats::Error> {
         let stream = js.get_stream(EVENTS_STREAM).await?;
         Ok(EventStore { js, stream, cache: std::sync::Arc::default() })
+    }
+
+    /// This store with `other`'s state cache: services in one process each
+    /// connect under their own role but share what they computed, so the next
+    /// stage finds the job at the sequence the previous one appended.
+    pub fn sharing_cache_of(mut self, other: &EventStore) -> EventStore {
+        self.cache = other.cache.clone();
+        self
     }
 
     /// The process-wide cache of job states.
@@ -168,55 +168,27 @@ impl EventStore {
     /// Replays every event of `job`, oldest first.
     ///
     /// Uses JetStream's batched direct get (`next_by_subj` over the job's
-    /// wildcard subject): one request per `LOAD_BATCH` events, no consumer
+    /// wildcard subject): one request per 512 events, no consumer
     /// created on the server. (An ordered consumer per load leaks server-side
     /// consumers until their inactivity timeout and hits the account's limit
     /// under load.)
     pub async fn load(&self, job: JobId) -> Result<History, LoadError> {
-        let nats = |e: async_nats::Error| LoadError::Nats { job, source: e };
-        let client = self.js.client();
-        let filter = subjects::job_stream(job);
-        let api = format!("$JS.API.DIRECT.GET.{EVENTS_STREAM}");
+        let stored = crate::read::read_all(&self.js.client(), EVENTS_STREAM, &subjects::job_stream(job), 1)
+            .await
+            .map_err(|source| LoadError::Nats { job, source })?;
         let mut history = History::default();
-        let mut from = 1u64;
-        loop {
-            let inbox = client.new_inbox();
-            let mut sub = client.subscribe(inbox.clone()).await.map_err(|e| nats(e.into()))?;
-            let req = serde_json::json!({ "seq": from, "next_by_subj": filter, "batch": LOAD_BATCH });
-            client.publish_with_reply(api.clone(), inbox, req.to_string().into()).await.map_err(|e| nats(e.into()))?;
-            let mut got = 0usize;
-            loop {
-                let msg = tokio::time::timeout(LOAD_TIMEOUT, sub.next())
-                    .await
-                    .map_err(|_| nats(format!("no answer to direct get within {LOAD_TIMEOUT:?}").into()))?
-                    .ok_or_else(|| nats("direct get subscription closed".into()))?;
-                if let Some(status) = msg.status {
-                    match status.as_u16() {
-                        // 204: end of this batch; 404: nothing (more) for this subject.
-                        204 | 404 => break,
-                        code => {
-                            let detail = msg.description.unwrap_or_default();
-                            return Err(nats(format!("direct get failed: {code} {detail}").into()));
-                        }
-                    }
+        for m in stored {
+            // One unreadable message must not make the job unloadable forever
+            // (the log refuses deletes): it is skipped and reported.
+            match codec::decode(m.headers.as_ref(), &m.payload) {
+                Ok(env) => history.events.push((m.seq, env)),
+                Err(e) => {
+                    warn!(job = %job, seq = m.seq, error = %e, "skipping an unreadable message in the job's log");
+                    history.unreadable.push((m.seq, e.to_string()));
                 }
-                let seq = codec::header(msg.headers.as_ref(), "Nats-Sequence")
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| nats("direct get reply without Nats-Sequence".into()))?;
-                let env = codec::decode(msg.headers.as_ref(), &msg.payload).map_err(|source| LoadError::Decode {
-                    job,
-                    seq,
-                    source,
-                })?;
-                history.events.push((seq, env));
-                history.last_seq = seq;
-                got += 1;
             }
-            let _ = sub.unsubscribe().await;
-            if got < LOAD_BATCH {
-                return Ok(history);
-            }
-            from = history.last_seq + 1;
+            history.last_seq = m.seq;
         }
+        Ok(history)
     }
 }

@@ -30,7 +30,13 @@ async fn setup() -> anyhow::Result<(NatsServer, Jobs)> {
     // Bootstrap twice: the second run verifies instead of failing.
     bootstrap(&client).await?;
     let store = EventStore::open(js).await.map_err(|e| anyhow::anyhow!(e))?;
-    Ok((server, Jobs::new(store, "test")))
+    // The intake opens jobs; other commands go through their owner (`as_`).
+    Ok((server, Jobs::new(store, "intake")))
+}
+
+/// The repository of `service` on the same store.
+fn as_(jobs: &Jobs, service: &str) -> Jobs {
+    Jobs::new(jobs.store().clone(), service)
 }
 
 #[tokio::test]
@@ -128,9 +134,12 @@ async fn concurrent_commands_on_one_job_all_land_through_conflict_retries() -> a
     jobs.execute(job, "open", Utc::now(), |s| decide(s, Command::Open(r.clone()))).await?;
     // Cancel and fail-planning race: exactly one can apply; the other is refused
     // on the state it finds after reloading, never lost in a conflict.
+    let (policy, planner) = (as_(&jobs, "policy"), as_(&jobs, "planner"));
     let (a, b) = tokio::join!(
-        jobs.execute(job, "cancel", Utc::now(), |s| decide(s, Command::Cancel { by: "a".into(), reason: "r".into() })),
-        jobs.execute(job, "fail", Utc::now(), |s| decide(s, Command::FailPlanning { reason: "x".into() })),
+        policy.execute(job, "cancel", Utc::now(), |s| {
+            decide(s, Command::Cancel { by: "a".into(), reason: "r".into() })
+        }),
+        planner.execute(job, "fail", Utc::now(), |s| { decide(s, Command::FailPlanning { reason: "x".into() }) }),
     );
     let outcomes = [a?, b?];
     let appended = outcomes.iter().filter(|o| matches!(o, Outcome::Appended { .. })).count();
@@ -175,5 +184,69 @@ async fn replay_pages_through_long_histories_in_order() -> anyhow::Result<()> {
     let chunks: Vec<_> = history.events[1..].iter().map(|(_, e)| e.data["seq"].as_u64().unwrap_or(u64::MAX)).collect();
     assert_eq!(chunks, (0..1100).collect::<Vec<u64>>());
     assert_eq!(jobs.store().load(other).await?.events.len(), 11);
+    Ok(())
+}
+
+/// Publishes raw bytes into a job's log, as only a broken or hostile writer
+/// with publish rights on the subject could (here: the admin role).
+async fn forge(server: &NatsServer, subject: String, payload: &[u8]) -> anyhow::Result<()> {
+    let admin = server.connect().await?;
+    let js = async_nats::jetstream::new(admin);
+    js.publish(subject, payload.to_vec().into()).await?.await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_undecodable_event_is_skipped_and_fails_the_job_with_the_reason() -> anyhow::Result<()> {
+    let (server, jobs) = setup().await?;
+    let r = requested("garbage");
+    let job = JobId::for_request(&r.request_source, &r.request_id);
+    jobs.execute(job, "open", Utc::now(), |s| decide(s, Command::Open(r.clone()))).await?;
+    forge(&server, format!("skynet.job.{job}.planned"), b"\x00 not a CloudEvent").await?;
+
+    // The job still loads (the garbage is reported, not folded)...
+    let replayed = jobs.replay(job).await?;
+    assert_eq!(replayed.state.as_ref().map(|j| j.status), Some(Status::Requested));
+    assert_eq!(replayed.skipped.len(), 1, "{:?}", replayed.skipped);
+    // ...and the next service to touch it ends it instead of planning it.
+    let planner = as_(&jobs, "planner");
+    let plan = Command::FailPlanning { reason: "irrelevant".into() };
+    let out = planner.execute(job, "m", Utc::now(), |s| decide(s, plan.clone())).await?;
+    assert_eq!(out, Outcome::Rejected(Rejection::AlreadyFinished(Status::Failed)));
+    let (state, _) = jobs.load(job).await?;
+    assert_eq!(state.map(|j| j.status), Some(Status::Failed));
+    let history = jobs.store().load(job).await?;
+    let (_, last) = history.events.last().expect("events");
+    assert_eq!(last.ty, "skynet.job.failed.v1");
+    assert_eq!(last.source, "skynet/planner");
+    assert_eq!(last.data["stage"], "integrity");
+    let reason = last.data["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("sequence 2") && reason.contains("CloudEvent"), "{reason}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_event_under_the_wrong_source_is_never_folded() -> anyhow::Result<()> {
+    let (_server, jobs) = setup().await?;
+    let r = requested("forged");
+    let job = JobId::for_request(&r.request_source, &r.request_id);
+    jobs.execute(job, "open", Utc::now(), |s| decide(s, Command::Open(r.clone()))).await?;
+    // A `planned` written by the executor (allowed by no honest permission set).
+    let plan = skynet_contract::Plan { summary: "forged".into(), steps: vec![], artifacts: vec![] };
+    let planned = JobEvent::Planned(skynet_contract::job::Planned { plan, planner: "x".into(), fallback_reason: None });
+    let executor = as_(&jobs, "executor");
+    let (_, seq) = jobs.load(job).await?;
+    executor.store().append(job, seq, &executor.envelopes(job, "forged", Utc::now(), &[planned])).await?;
+
+    let replayed = jobs.replay(job).await?;
+    assert_eq!(replayed.state.as_ref().map(|j| j.status), Some(Status::Requested), "not folded");
+    assert!(replayed.skipped[0].1.contains("skynet/planner"), "{:?}", replayed.skipped);
+    // The intake may not fail jobs, so it decides on what it could fold...
+    let again = jobs.execute(job, "m2", Utc::now(), |s| decide(s, Command::Open(r.clone()))).await?;
+    assert_eq!(again, Outcome::Rejected(Rejection::AlreadyExists));
+    // ...and the policy service, which may, ends the job.
+    let cancel = Command::Cancel { by: "x".into(), reason: "y".into() };
+    let out = as_(&jobs, "policy").execute(job, "m3", Utc::now(), |s| decide(s, cancel.clone())).await?;
+    assert_eq!(out, Outcome::Rejected(Rejection::AlreadyFinished(Status::Failed)));
     Ok(())
 }

@@ -232,6 +232,11 @@ pub enum Stage {
     Dispatch,
     Scheduling,
     Execution,
+    /// The job's log holds an event that does not decode, was recorded by a
+    /// service that does not own its kind, or does not follow the job's state:
+    /// it was skipped, and the job ends here instead of running on a log that
+    /// cannot be trusted.
+    Integrity,
 }
 
 /// The job failed. Terminal.

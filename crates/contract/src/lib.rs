@@ -15,6 +15,7 @@ pub mod executor;
 pub mod ids;
 pub mod job;
 pub mod memory;
+pub mod owners;
 pub mod plan;
 pub mod schema;
 pub mod subjects;

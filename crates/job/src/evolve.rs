@@ -93,7 +93,6 @@ pub fn evolve(state: Option<Job>, event: &JobEvent) -> Result<Job, IllegalTransi
             job.provider = Some(s.provider.clone());
             S::Scheduled
         }
-        (S::Approved | S::Dispatched, E::Failed(_)) => S::Failed,
         // A second `started` is a new executor taking over after the old lease expired.
         (S::Scheduled | S::Running, E::Started(s)) => {
             if let Some(cur) = job.lease_token().filter(|cur| s.lease <= *cur) {
@@ -128,7 +127,6 @@ pub fn evolve(state: Option<Job>, event: &JobEvent) -> Result<Job, IllegalTransi
             job.status
         }
         (S::Running | S::Cancelling, E::Succeeded(_)) => S::Succeeded,
-        (S::Running | S::Cancelling | S::Scheduled, E::Failed(_)) => S::Failed,
         (S::Running, E::CancelRequested(_)) => S::Cancelling,
         // Nothing runs yet: a cancel ends the job at once. Running jobs go through
         // `Cancelling` so the executor can stop the process first.
@@ -143,6 +141,10 @@ pub fn evolve(state: Option<Job>, event: &JobEvent) -> Result<Job, IllegalTransi
             E::Cancelled(_),
         ) => S::Cancelled,
         (S::Dispatched | S::Scheduled | S::Running | S::Cancelling, E::TimedOut(_)) => S::TimedOut,
+        // Any stage may fail a job that has not finished: a stage that cannot go
+        // on, or a log that does not replay (`Stage::Integrity`). Failing is the
+        // one direction that never runs anything.
+        (_, E::Failed(_)) => S::Failed,
         _ => return Err(illegal(&job)),
     };
     job.status = next;

@@ -12,11 +12,14 @@ const TABLE: &[(S, K, S)] = &[
     (S::Requested, K::Planned, S::Planned),
     (S::Requested, K::PlanningFailed, S::Failed),
     (S::Requested, K::Cancelled, S::Cancelled),
+    (S::Requested, K::Failed, S::Failed), // any unfinished job can fail (e.g. its log does not replay)
     (S::Planned, K::PolicyDecided, S::Approved), // the sample decision auto-approves
     (S::Planned, K::Cancelled, S::Cancelled),
+    (S::Planned, K::Failed, S::Failed),
     (S::AwaitingApproval, K::Approved, S::Approved),
     (S::AwaitingApproval, K::Denied, S::Denied),
     (S::AwaitingApproval, K::Cancelled, S::Cancelled),
+    (S::AwaitingApproval, K::Failed, S::Failed),
     (S::Approved, K::Dispatched, S::Dispatched),
     (S::Approved, K::Failed, S::Failed),
     (S::Approved, K::Cancelled, S::Cancelled),

@@ -2,13 +2,11 @@
 
 use async_nats::jetstream::{self, consumer};
 
-/// How many messages of `stream` match `filter` right now.
+/// How many messages of `stream` match `filter` right now (read by direct
+/// get, as any role that may read the stream can).
 pub async fn count_messages(js: &jetstream::Context, stream: &str, filter: &str) -> anyhow::Result<u64> {
-    let stream = js.get_stream(stream).await?;
-    let c = stream
-        .create_consumer(consumer::pull::OrderedConfig { filter_subject: filter.into(), ..Default::default() })
-        .await?;
-    Ok(c.cached_info().num_pending)
+    let all = skynet_bus::read::read_all(&js.client(), stream, filter, 1).await.map_err(|e| anyhow::anyhow!(e))?;
+    Ok(all.len() as u64)
 }
 
 /// The next message of a durable consumer, fetched the way its service would

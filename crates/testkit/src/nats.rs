@@ -1,9 +1,12 @@
 //! A real nats-server for one test, on a random loopback port with its own
-//! temporary store, killed when dropped.
+//! temporary store, killed when dropped. Like the server `skynet up` starts, it
+//! runs with authorization on: every role of `nats/roles.json` has its own
+//! credential, and tests connect under the role whose rights they exercise.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
+use skynet_bus::auth::{self, Credentials};
 use skynet_bus::server::{Durability, ManagedServer};
 
 /// A running nats-server. The process and its store are removed on drop.
@@ -25,18 +28,47 @@ impl NatsServer {
     /// Starts a server with the given durability.
     pub fn start_with(durability: Durability) -> anyhow::Result<NatsServer> {
         let store = tempfile::tempdir().context("temp store for nats-server")?;
-        let server = ManagedServer::start(store.path(), 0, durability)?;
+        let server = ManagedServer::start(&store.path().join("js"), &store.path().join("creds"), 0, durability)?;
         Ok(NatsServer { url: server.url.clone(), port: server.port, server, _store: store })
     }
 
-    /// A connected client.
+    /// A client with the `admin` role: for bootstrapping streams and writing
+    /// test fixtures no service role could write. Services under test get
+    /// [`connect_as`](Self::connect_as) their own role.
     pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
-        async_nats::connect(&self.url).await.with_context(|| format!("connecting to {}", self.url))
+        self.connect_as(auth::ADMIN).await
+    }
+
+    /// A client with `role`'s credential and private inbox.
+    pub async fn connect_as(&self, role: &str) -> anyhow::Result<async_nats::Client> {
+        Ok(auth::connect(&self.url, &self.server.creds.credential(role), role, &format!("test-{role}")).await?)
+    }
+
+    /// Every role's credential.
+    pub fn creds(&self) -> &Credentials {
+        &self.server.creds
     }
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.server.pid()
+    }
+
+    /// The permission violations the server logged so far (`Publish
+    /// Violation - Subject "..."`), for tests that expect a refusal.
+    pub fn violations(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self._store.path().join("js/nats-server.log")).unwrap_or_default();
+        log.lines().filter(|l| l.contains("Violation")).map(str::to_owned).collect()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        // Shown with a failing test's output: a refused operation is otherwise
+        // only a timeout somewhere else.
+        for v in self.violations() {
+            eprintln!("[nats-server] {v}");
+        }
     }
 }
 

@@ -87,6 +87,19 @@ pub enum Cmd {
     Rebuild(#[command(flatten)] Settings),
     /// Measure the system and print a report.
     Bench(BenchArgs),
+    /// Create or update SKYNET's streams and consumers on a server SKYNET did
+    /// not start (with the admin credential: `SKYNET_NATS_CREDS` or
+    /// `SKYNET_NATS_CREDS_DIR`).
+    Bootstrap(#[command(flatten)] Settings),
+    /// Generate one NATS credential per role (nkey seeds, mode 0600) into a
+    /// directory, and the nats-server `authorization` block that gives each
+    /// role its permissions from `nats/roles.json` (include it in your server's
+    /// configuration).
+    NatsAuth {
+        /// Directory of the credentials (existing ones are kept).
+        #[arg(long, default_value = ".data/nats-creds")]
+        dir: std::path::PathBuf,
+    },
 }
 
 /// Runs a command; returns the process exit code.
@@ -103,7 +116,40 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Cancel { args, client } => commands::control::run(Verb::Cancel, args, &client).await,
         Cmd::Rebuild(settings) => rebuild(&settings).await.map(|()| 0),
         Cmd::Bench(args) => crate::bench::run(args).await.map(|()| 0),
+        Cmd::Bootstrap(settings) => bootstrap(&settings).await.map(|()| 0),
+        Cmd::NatsAuth { dir } => nats_auth(&dir).map(|()| 0),
     }
+}
+
+async fn bootstrap(settings: &Settings) -> anyhow::Result<()> {
+    use skynet_bus::auth;
+    let url = settings.nats_url.as_deref().context("set SKYNET_NATS_URL to the server to bootstrap")?;
+    let admin =
+        auth::connect(url, &settings.nats_auth().credential(auth::ADMIN), auth::ADMIN, "skynet-bootstrap").await?;
+    skynet_bus::bootstrap(&admin).await.with_context(|| format!("bootstrapping JetStream on {url}"))?;
+    eprintln!("streams and consumers on {url} match nats/");
+    Ok(())
+}
+
+fn nats_auth(dir: &std::path::Path) -> anyhow::Result<()> {
+    use skynet_bus::auth::{Credentials, Roles};
+    let roles = Roles::builtin()?;
+    let creds = Credentials::ensure(dir, &roles)?;
+    let conf = dir.join("authorization.conf");
+    let block = roles.render_authorization(&creds)?;
+    std::fs::write(&conf, &block).with_context(|| format!("writing {}", conf.display()))?;
+    // A complete server configuration too (ours, durable, plus the block), for
+    // a server that has no configuration of its own (compose.yaml uses it).
+    let full = dir.join("nats-server.conf");
+    std::fs::write(&full, format!("{}\n{block}", skynet_bus::server::DURABLE_CONF))
+        .with_context(|| format!("writing {}", full.display()))?;
+    eprintln!(
+        "credentials: {}/<role>.nk (give each service its own; users get client.nk)\n\
+         server: add `include {}` to your nats-server configuration",
+        dir.display(),
+        conf.display()
+    );
+    Ok(())
 }
 
 async fn rebuild(settings: &Settings) -> anyhow::Result<()> {

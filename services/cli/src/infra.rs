@@ -1,8 +1,10 @@
 //! NATS and Postgres for a running system: connect to what is configured, or
 //! start/create what is not.
 
+use std::path::PathBuf;
+
 use anyhow::Context;
-use async_nats::jetstream;
+use skynet_bus::auth::{self, Credential};
 use skynet_bus::server::ManagedServer;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -13,39 +15,88 @@ use crate::settings::Settings;
 /// Default read-model database when `DATABASE_URL` is not set.
 const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/skynet";
 
-/// Live connections, and the nats-server we started (stopped on drop).
+/// How this process authenticates to NATS, per role.
+#[derive(Debug, Clone)]
+pub enum NatsAuth {
+    /// A directory with one credential per role: `<role>.creds` (an operator's
+    /// JWT credentials) or `<role>.nk` (an nkey seed, as `skynet up` generates).
+    Dir(PathBuf),
+    /// One credential for every connection of this process (`skynet run
+    /// executor` with the executor's credential).
+    Single(Credential),
+    /// No credential: a server without authorization.
+    None,
+}
+
+impl NatsAuth {
+    /// The credential `role` connects with.
+    pub fn credential(&self, role: &str) -> Credential {
+        match self {
+            NatsAuth::Dir(dir) => {
+                let creds = dir.join(format!("{role}.creds"));
+                if creds.exists() {
+                    Credential::CredsFile(creds)
+                } else {
+                    Credential::SeedFile(dir.join(format!("{role}.nk")))
+                }
+            }
+            NatsAuth::Single(c) => c.clone(),
+            NatsAuth::None => Credential::None,
+        }
+    }
+
+    /// Whether this process holds the admin role (to create streams and consumers).
+    fn has_admin(&self) -> bool {
+        match self {
+            NatsAuth::Dir(dir) => dir.join("admin.creds").exists() || dir.join("admin.nk").exists(),
+            NatsAuth::Single(_) => false,
+            NatsAuth::None => true,
+        }
+    }
+}
+
+/// Where NATS is and how to connect to it, the read-model database, and the
+/// nats-server we started (stopped on drop).
 pub struct Infra {
-    pub nats: async_nats::Client,
-    pub js: jetstream::Context,
-    pub db: PgPool,
     pub nats_url: String,
+    pub nats_auth: NatsAuth,
+    pub db: PgPool,
     /// Keeps our own nats-server alive for as long as the system runs.
     pub managed_nats: Option<ManagedServer>,
 }
 
 impl Infra {
-    /// Connects to (or starts) NATS, bootstraps the streams, and connects to
-    /// (or creates) the read-model database.
+    /// Connects to (or starts, secured) NATS, bootstraps the streams when it
+    /// holds the admin role, and connects to (or creates) the read-model database.
     pub async fn up(settings: &Settings) -> anyhow::Result<Infra> {
-        let (nats_url, managed_nats) = match &settings.nats_url {
-            Some(url) => (url.clone(), None),
+        let (nats_url, nats_auth, managed_nats) = match &settings.nats_url {
+            Some(url) => (url.clone(), settings.nats_auth(), None),
             None => {
                 let dir = settings.data_dir.join("nats");
-                let server = ManagedServer::start(&dir, settings.nats_port, settings.durability.into())
+                let creds = settings.data_dir.join("nats-creds");
+                let server = ManagedServer::start(&dir, &creds, settings.nats_port, settings.durability.into())
                     .context("starting our own nats-server (set SKYNET_NATS_URL to use a running one)")?;
-                info!(url = %server.url, store = %dir.display(), durability = ?settings.durability, "started nats-server");
-                (server.url.clone(), Some(server))
+                info!(url = %server.url, store = %dir.display(), creds = %creds.display(), durability = ?settings.durability, "started nats-server");
+                (server.url.clone(), NatsAuth::Dir(creds), Some(server))
             }
         };
-        let nats = async_nats::ConnectOptions::new()
-            .name("skynet")
-            .connect(&nats_url)
-            .await
-            .with_context(|| format!("connecting to NATS at {nats_url}"))?;
-        let js =
-            skynet_bus::bootstrap(&nats).await.with_context(|| format!("bootstrapping JetStream on {nats_url}"))?;
-        let db = connect_db(settings.database_url.as_deref()).await?;
-        Ok(Infra { nats, js, db, nats_url, managed_nats })
+        let infra =
+            Infra { nats_url, nats_auth, db: connect_db(settings.database_url.as_deref()).await?, managed_nats };
+        if infra.nats_auth.has_admin() {
+            let admin = infra.connect(auth::ADMIN).await?;
+            skynet_bus::bootstrap(&admin)
+                .await
+                .with_context(|| format!("bootstrapping JetStream on {}", infra.nats_url))?;
+        } else {
+            info!("no admin credential: using the streams and consumers the operator created (`skynet bootstrap`)");
+        }
+        Ok(infra)
+    }
+
+    /// A connection under `role`, with that role's credential and inbox.
+    pub async fn connect(&self, role: &str) -> anyhow::Result<async_nats::Client> {
+        let name = format!("skynet-{role}");
+        Ok(auth::connect(&self.nats_url, &self.nats_auth.credential(role), role, &name).await?)
     }
 }
 

@@ -20,6 +20,16 @@ pub struct Settings {
     /// Durability of the nats-server SKYNET starts itself.
     #[arg(long, env = "SKYNET_DURABILITY", value_enum, default_value_t = DurabilityArg::Durable)]
     pub durability: DurabilityArg,
+    /// For a server SKYNET did not start: a directory with one credential per
+    /// role (`<role>.nk` nkey seed or `<role>.creds`); each service connects
+    /// with its own. (`skynet up` generates them into `<data-dir>/nats-creds`.)
+    #[arg(long, env = "SKYNET_NATS_CREDS_DIR")]
+    pub nats_creds_dir: Option<PathBuf>,
+    /// For a server SKYNET did not start: one credential file (nkey seed or
+    /// `.creds`) for every connection of this process, e.g. the executor's for
+    /// `skynet run executor`.
+    #[arg(long, env = "SKYNET_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
     /// Postgres URL for the read models. Unset: the local server on
     /// 127.0.0.1:5432, database `skynet` (created when missing).
     #[arg(long, env = "DATABASE_URL")]
@@ -162,6 +172,8 @@ impl Settings {
         Settings {
             nats_url,
             nats_port: 4333,
+            nats_creds_dir: None,
+            nats_creds: None,
             durability: DurabilityArg::Durable,
             database_url,
             data_dir: PathBuf::from(".data"),
@@ -175,6 +187,16 @@ impl Settings {
             api_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
             api_token: None,
             api_open_reads: true,
+        }
+    }
+
+    /// How to authenticate to the configured server (`nats_url`).
+    pub fn nats_auth(&self) -> crate::infra::NatsAuth {
+        use crate::infra::NatsAuth;
+        match (&self.nats_creds_dir, &self.nats_creds) {
+            (Some(dir), _) => NatsAuth::Dir(dir.clone()),
+            (None, Some(file)) => NatsAuth::Single(skynet_bus::auth::Credential::from_file(file)),
+            (None, None) => NatsAuth::None,
         }
     }
 

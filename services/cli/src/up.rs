@@ -74,12 +74,23 @@ pub async fn run(
     // The schema exists before any reader starts (migrations are idempotent and
     // serialised by sqlx's advisory lock, so every process may run them).
     skynet_projector::migrate(&infra.db).await.context("applying database migrations")?;
-    let store =
-        EventStore::open(infra.js.clone()).await.map_err(|e| anyhow::anyhow!(e)).context("opening the event log")?;
+    // Each service connects under its own role (its own credential, inbox and
+    // permissions); the job-state cache is shared by the whole process.
+    let mut shared: Option<EventStore> = None;
     let mut set = JoinSet::new();
     for &service in services {
         let stop = shutdown.clone().cancelled_owned();
-        let (js, nats, db, rules) = (infra.js.clone(), infra.nats.clone(), infra.db.clone(), rules.clone());
+        let nats = infra.connect(service.name()).await.with_context(|| format!("connecting {}", service.name()))?;
+        let js = async_nats::jetstream::new(nats.clone());
+        let store = EventStore::open(js.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!(e))
+            .with_context(|| format!("opening the event log as {}", service.name()))?;
+        let store = match &shared {
+            Some(first) => store.sharing_cache_of(first),
+            None => shared.insert(store).clone(),
+        };
+        let (db, rules) = (infra.db.clone(), rules.clone());
         let jobs = Jobs::new(store.clone(), service.name());
         let planner_config = settings.planner_config();
         let executor_config = settings.executor.config(&rules)?;

@@ -20,6 +20,7 @@ async fn system() -> anyhow::Result<Running> {
     let nats = NatsServer::start()?;
     let db = TestDb::create().await?;
     let mut settings = Settings::new(Some(nats.url.clone()), Some(db.url.clone()));
+    settings.nats_creds_dir = Some(nats.creds().dir.clone());
     settings.executor.providers = vec!["mock".into()];
     settings.executor.mock_latency_ms = 5;
     let infra = Infra::up(&settings).await?;
@@ -28,7 +29,7 @@ async fn system() -> anyhow::Result<Running> {
     let services: Vec<Service> = Service::ALL.iter().copied().filter(|s| *s != Service::Api).collect();
     tokio::spawn(async move { up::run(&infra, &settings, &services, token).await });
     // Ready once the policy service answers.
-    let client = nats.connect().await?;
+    let client = nats.connect_as("client").await?;
     skynet_testkit::eventually(std::time::Duration::from_secs(20), "the policy service", || async {
         client.request("skynet.policy.check", br#"{"action":"x"}"#.as_slice().into()).await.ok().map(|_| ())
     })
@@ -40,6 +41,7 @@ fn skynet(r: &Running, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_skynet"));
     c.args(args)
         .env("SKYNET_NATS_URL", &r.nats.url)
+        .env("SKYNET_NATS_CREDS", r.nats.creds().path("client"))
         .env("DATABASE_URL", &r.db.url)
         .env("SKYNET_LOG", "warn")
         .env("NO_COLOR", "1");

@@ -26,6 +26,8 @@ fn executor(nats: &NatsServer, db: &TestDb, id: &str, latency_ms: u64) -> anyhow
     let child = Command::new(env!("CARGO_BIN_EXE_skynet"))
         .args(["run", "executor"])
         .env("SKYNET_NATS_URL", &nats.url)
+        // One credential for the process, as an operator deploys an executor.
+        .env("SKYNET_NATS_CREDS", nats.creds().path("executor"))
         .env("DATABASE_URL", &db.url)
         .env("SKYNET_EXECUTOR_ID", id)
         .env("SKYNET_EXECUTOR_PROVIDERS", "mock")
@@ -43,7 +45,8 @@ async fn control_plane(
     nats: &NatsServer,
     db: &TestDb,
 ) -> anyhow::Result<(CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>)> {
-    let settings = Settings::new(Some(nats.url.clone()), Some(db.url.clone()));
+    let mut settings = Settings::new(Some(nats.url.clone()), Some(db.url.clone()));
+    settings.nats_creds_dir = Some(nats.creds().dir.clone());
     let infra = Infra::up(&settings).await?;
     let stop = CancellationToken::new();
     let token = stop.clone();
@@ -60,22 +63,14 @@ async fn submit(client: &async_nats::Client, id: &str) -> anyhow::Result<uuid::U
     Ok(uuid::Uuid::new_v5(&ns, format!("tests/scaling\0{id}").as_bytes()))
 }
 
-/// Every job event as (job, type, data), read with a plain client.
+/// Every job event as (job, type, data), read by direct get as a user may.
 async fn all_events(js: &async_nats::jetstream::Context) -> anyhow::Result<Vec<(String, String, serde_json::Value)>> {
-    use futures::StreamExt;
-    let n = skynet_testkit::count_messages(js, "SKYNET_EVENTS", "skynet.job.>").await?;
-    let c = js
-        .get_stream("SKYNET_EVENTS")
-        .await?
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: "skynet.job.>".into(),
-            ..Default::default()
-        })
-        .await?;
-    let mut msgs = c.messages().await?.take(usize::try_from(n)?);
+    let msgs = skynet_bus::read::read_all(&js.client(), "SKYNET_EVENTS", "skynet.job.>", 1)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     let mut out = Vec::new();
-    while let Some(m) = msgs.next().await {
-        let v: serde_json::Value = serde_json::from_slice(&m?.payload)?;
+    for m in msgs {
+        let v: serde_json::Value = serde_json::from_slice(&m.payload)?;
         out.push((
             v["subject"].as_str().unwrap_or("").to_owned(),
             v["type"].as_str().unwrap_or("").to_owned(),
@@ -100,10 +95,12 @@ async fn three_executor_processes_share_thirty_jobs_each_step_once() -> anyhow::
         executor(&nats, &db, "exec-b", 200)?,
         executor(&nats, &db, "exec-c", 200)?,
     ];
-    let client = nats.connect().await?;
+    // Users submit and read with the client role; the heartbeat check needs admin.
+    let client = nats.connect_as("client").await?;
     let js = async_nats::jetstream::new(client.clone());
+    let admin = async_nats::jetstream::new(nats.connect().await?);
     // Wait until all three heartbeat, so the first jobs do not all land on one.
-    let kv = js.get_key_value("SKYNET_EXECUTORS").await?;
+    let kv = admin.get_key_value("SKYNET_EXECUTORS").await?;
     eventually(Duration::from_secs(30), "three executors online", || async {
         use futures::StreamExt;
         let keys: Vec<String> = kv.keys().await.ok()?.filter_map(|k| async move { k.ok() }).collect().await;
@@ -148,8 +145,10 @@ async fn kill_9_mid_step_moves_the_job_to_another_executor_and_completes_it_once
     let (stop, plane) = control_plane(&nats, &db).await?;
     let mut a = Some(executor(&nats, &db, "victim-a", 3000)?);
     let mut b = Some(executor(&nats, &db, "victim-b", 3000)?);
-    let client = nats.connect().await?;
+    // Users submit and read with the client role; the heartbeat check needs admin.
+    let client = nats.connect_as("client").await?;
     let js = async_nats::jetstream::new(client.clone());
+    let admin = async_nats::jetstream::new(nats.connect().await?);
     let job = submit(&client, "kill-1").await?.to_string();
     client.flush().await?;
     let holder = eventually(Duration::from_secs(30), "the step to start", || async {

@@ -4,18 +4,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::Utc;
 use skynet_bus::consumer::Disposition;
 use skynet_bus::definitions::EVENTS_STREAM;
 use skynet_contract::job::{Planned, PolicyDecided};
 use skynet_contract::{JobId, Plan, PlanStep, Risk};
 use skynet_dispatcher::{Deps, handle};
-use skynet_job::{Command, Status, decide};
+use skynet_job::{Command, Status};
 use skynet_testkit::{Log, fetch_one, requested};
 
 #[tokio::test]
 async fn handling_the_same_approval_twice_dispatches_once() -> anyhow::Result<()> {
-    let Log { js, jobs, server: _server, .. } = Log::start("dispatcher").await?;
+    let Log { js, jobs, admin, server: _server, .. } = Log::start("dispatcher").await?;
     let job = JobId::for_request("t", "1");
     let r = requested("t", "1", "check git status");
     let plan = Plan {
@@ -48,7 +47,7 @@ async fn handling_the_same_approval_twice_dispatches_once() -> anyhow::Result<()
         Command::DecidePolicy(decision),
     ];
     for (i, c) in commands.iter().enumerate() {
-        jobs.execute(job, &i.to_string(), Utc::now(), |s| decide(s, c.clone())).await?;
+        skynet_testkit::record(&admin, job, &i.to_string(), c.clone()).await?;
     }
     let deps = Deps { js: js.clone(), jobs: jobs.clone(), rules: Arc::new(skynet_rules::PolicyRules::defaults()) };
     let msg = fetch_one(&js, EVENTS_STREAM, "dispatcher").await?;

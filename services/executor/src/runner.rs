@@ -15,7 +15,7 @@ use skynet_bus::{Jobs, Outcome, codec};
 use skynet_contract::job::{
     ArtifactStored, OutputStream, StepFailed, StepOutput, StepSucceeded, TimedOut, TimeoutScope,
 };
-use skynet_contract::{ExecStep, JobId, subjects};
+use skynet_contract::{ExecStep, JobEventKind, JobId, subjects};
 use skynet_job::{Command, IllegalTransition, Job, Rejection, Status, StepStatus, decide};
 use skynet_rules::{catalog, sandbox};
 use tokio::sync::mpsc;
@@ -97,6 +97,9 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
     let Some(job) = env.subject.as_deref().and_then(|s| s.parse::<JobId>().ok()) else {
         return Disposition::DeadLetter { code: "undecodable", reason: "scheduled event without a job id".into() };
     };
+    if let Some(reason) = skynet_contract::owners::wrong_source(JobEventKind::Scheduled, &env.source) {
+        return Disposition::DeadLetter { code: "wrong_source", reason };
+    }
     let lease = msg.info().map(|i| u64::try_from(i.delivered).unwrap_or(1)).unwrap_or(1);
     let at = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
     let span =

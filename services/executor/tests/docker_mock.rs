@@ -54,7 +54,8 @@ async fn mock_jobs_take_their_latency_and_fail_deterministically() -> anyhow::Re
         &env,
         "x-mock",
         ProvidersConfig { mock: Some(Mock { latency_ms: 50, failure_rate: 0.5 }), ..ProvidersConfig::default() },
-    );
+    )
+    .await?;
     let mut outcomes = Vec::new();
     for i in 0..8 {
         let job =
@@ -78,7 +79,8 @@ async fn an_executor_is_listed_with_providers_capacity_and_load_and_goes_offline
     let env = env().await?;
     let kv = env.js.get_key_value("SKYNET_EXECUTORS").await?;
     let stop =
-        start_executor(&env, "x-listed", ProvidersConfig { mock: Some(Mock::default()), ..ProvidersConfig::default() });
+        start_executor(&env, "x-listed", ProvidersConfig { mock: Some(Mock::default()), ..ProvidersConfig::default() })
+            .await?;
     let status = skynet_testkit::eventually(Duration::from_secs(10), "the heartbeat", || async {
         let v = kv.get("x-listed").await.ok()??;
         serde_json::from_slice::<skynet_contract::executor::ExecutorStatus>(&v).ok()

@@ -5,12 +5,11 @@ mod common;
 
 use std::time::Instant;
 
-use chrono::Utc;
 use common::*;
 use serde_json::json;
 use skynet_executor::ProvidersConfig;
 use skynet_executor::providers::local::Local;
-use skynet_job::{Command, decide};
+use skynet_job::Command;
 
 fn local(roots: &[&std::path::Path]) -> ProvidersConfig {
     ProvidersConfig {
@@ -34,7 +33,7 @@ async fn git_status_listing_and_echo_succeed_with_output_and_unknown_actions_fai
     let root = tempfile::tempdir()?;
     git_repo(root.path())?;
     let wd = root.path().canonicalize()?.display().to_string();
-    let stop = start_executor(&env, "x-local", local(&[root.path()]));
+    let stop = start_executor(&env, "x-local", local(&[root.path()])).await?;
     let job = scheduled(
         &env,
         "local-1",
@@ -72,7 +71,7 @@ async fn working_directories_outside_the_sandbox_are_refused_also_through_symlin
     let root = base.path().join("root");
     std::fs::create_dir_all(root.join("inside"))?;
     std::os::unix::fs::symlink("/etc", root.join("escape"))?;
-    let stop = start_executor(&env, "x-sandbox", local(&[&root]));
+    let stop = start_executor(&env, "x-sandbox", local(&[&root])).await?;
     let tries = [
         ("/etc".to_owned(), "abs"),
         (root.join("escape").display().to_string(), "symlink"),
@@ -98,7 +97,7 @@ async fn a_cancel_stops_a_running_sleep_within_two_seconds() -> anyhow::Result<(
     let env = env().await?;
     let root = tempfile::tempdir()?;
     let wd = root.path().canonicalize()?.display().to_string();
-    let stop = start_executor(&env, "x-cancel", local(&[root.path()]));
+    let stop = start_executor(&env, "x-cancel", local(&[root.path()])).await?;
     let job = scheduled(
         &env,
         "cancel-1",
@@ -112,7 +111,7 @@ async fn a_cancel_stops_a_running_sleep_within_two_seconds() -> anyhow::Result<(
     wait_for(&env, job, "step_started").await?;
     let asked = Instant::now();
     let cancel = Command::Cancel { by: "alice".into(), reason: "stop".into() };
-    env.jobs.execute(job, "cancel", Utc::now(), |s| decide(s, cancel.clone())).await?;
+    skynet_testkit::record(env.jobs.store(), job, "cancel", cancel.clone()).await?;
     assert_eq!(wait_end(&env, job).await?, "skynet.job.cancelled.v1");
     let took = asked.elapsed();
     assert!(took.as_secs_f64() < 2.0, "cancel took {took:?}");
@@ -130,7 +129,7 @@ async fn a_step_over_its_timeout_ends_timed_out() -> anyhow::Result<()> {
     let env = env().await?;
     let root = tempfile::tempdir()?;
     let wd = root.path().canonicalize()?.display().to_string();
-    let stop = start_executor(&env, "x-timeout", local(&[root.path()]));
+    let stop = start_executor(&env, "x-timeout", local(&[root.path()])).await?;
     // The command's own `timeout` parameter is the tightest of the four levels.
     let job = scheduled(
         &env,
@@ -155,7 +154,7 @@ async fn a_failed_step_fails_the_job_unless_marked_continue_on_error() -> anyhow
     let env = env().await?;
     let root = tempfile::tempdir()?;
     let wd = root.path().canonicalize()?.display().to_string();
-    let stop = start_executor(&env, "x-coe", local(&[root.path()]));
+    let stop = start_executor(&env, "x-coe", local(&[root.path()])).await?;
     let job = scheduled(
         &env,
         "coe-1",
@@ -192,8 +191,8 @@ async fn a_job_cancelled_before_it_runs_never_starts() -> anyhow::Result<()> {
     let wd = root.path().canonicalize()?.display().to_string();
     let job = scheduled(&env, "early-1", vec![step("list_directory", json!({}))], &wd, "local", vec![]).await?;
     let cancel = Command::Cancel { by: "alice".into(), reason: "not now".into() };
-    env.jobs.execute(job, "cancel", Utc::now(), |s| decide(s, cancel.clone())).await?;
-    let stop = start_executor(&env, "x-early", local(&[root.path()]));
+    skynet_testkit::record(env.jobs.store(), job, "cancel", cancel.clone()).await?;
+    let stop = start_executor(&env, "x-early", local(&[root.path()])).await?;
     // A later job on the same executor finishing proves the first was consumed.
     let probe = scheduled(&env, "early-2", vec![step("list_directory", json!({}))], &wd, "local", vec![]).await?;
     assert_eq!(wait_end(&env, probe).await?, "skynet.job.succeeded.v1");
@@ -209,7 +208,7 @@ async fn artifacts_named_by_the_plan_are_stored_with_size_type_and_checksum() ->
     let env = env().await?;
     let root = tempfile::tempdir()?;
     let wd = root.path().canonicalize()?.display().to_string();
-    let stop = start_executor(&env, "x-artifacts", local(&[root.path()]));
+    let stop = start_executor(&env, "x-artifacts", local(&[root.path()])).await?;
     let job = scheduled(
         &env,
         "art-1",

@@ -151,7 +151,8 @@ async fn a_job_runs_through_the_gateway_in_an_executor() -> anyhow::Result<()> {
         &env,
         "x-claw",
         ProvidersConfig { openclaw: Some(OpenClaw { url, timeout_secs: 130 }), ..ProvidersConfig::default() },
-    );
+    )
+    .await?;
     let job =
         scheduled(&env, "claw-1", vec![step("git_status", json!({"working_dir": "/tmp"}))], "/tmp", "openclaw", vec![])
             .await?;

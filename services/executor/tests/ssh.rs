@@ -94,7 +94,7 @@ async fn jobs_run_over_ssh_quoted_with_timeouts_and_health() -> anyhow::Result<(
     assert_eq!(h, Health::Unhealthy, "{msg}");
 
     let env = env().await?;
-    let stop = start_executor(&env, "x-ssh", ProvidersConfig { ssh: Some(ssh), ..ProvidersConfig::default() });
+    let stop = start_executor(&env, "x-ssh", ProvidersConfig { ssh: Some(ssh), ..ProvidersConfig::default() }).await?;
     let wd = server.dir.path().display().to_string();
     // `;` must reach echo as an argument, not the remote shell as a separator.
     let job = scheduled(

@@ -3,20 +3,19 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use skynet_bus::consumer::Disposition;
 use skynet_bus::definitions::EVENTS_STREAM;
 use skynet_contract::JobId;
-use skynet_job::{Command, Status, decide};
+use skynet_job::{Command, Status};
 use skynet_planner::{Config, Deps, handle};
 use skynet_testkit::{Log, fetch_one, requested};
 
 #[tokio::test]
 async fn handling_the_same_requested_event_twice_plans_once() -> anyhow::Result<()> {
-    let Log { client, js, jobs, server: _server } = Log::start("planner").await?;
+    let Log { client, js, jobs, admin, server: _server } = Log::start("planner").await?;
     let r = requested("t", "1", "check git status and run the tests");
     let job = JobId::for_request("t", "1");
-    jobs.execute(job, "open", Utc::now(), |s| decide(s, Command::Open(r.clone()))).await?;
+    skynet_testkit::record(&admin, job, "open", Command::Open(r.clone())).await?;
 
     let deps = Deps {
         js: js.clone(),

@@ -5,17 +5,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
-use skynet_bus::Jobs;
+use skynet_bus::EventStore;
 use skynet_bus::consumer::Disposition;
 use skynet_bus::definitions::EVENTS_STREAM;
 use skynet_contract::job::Planned;
 use skynet_contract::{JobId, Plan, PlanStep, Risk};
-use skynet_job::{Command, Status, decide};
+use skynet_job::{Command, Status};
 use skynet_policy::deadlines::{Deadlines, sweep};
 use skynet_policy::{Deps, handle_planned};
 use skynet_testkit::{Log, fetch_one, requested};
 
-async fn planned_job(jobs: &Jobs, id: &str, action: &str, risk: Risk) -> anyhow::Result<JobId> {
+async fn planned_job(admin: &EventStore, id: &str, action: &str, risk: Risk) -> anyhow::Result<JobId> {
     let r = requested("t", id, "x");
     let job = JobId::for_request("t", id);
     let plan = Plan {
@@ -31,15 +31,15 @@ async fn planned_job(jobs: &Jobs, id: &str, action: &str, risk: Risk) -> anyhow:
         }],
         artifacts: vec![],
     };
-    jobs.execute(job, "open", Utc::now(), |s| decide(s, Command::Open(r.clone()))).await?;
+    skynet_testkit::record(admin, job, "open", Command::Open(r.clone())).await?;
     let planned = Planned { plan, planner: "rules".into(), fallback_reason: None };
-    jobs.execute(job, "plan", Utc::now(), |s| decide(s, Command::RecordPlan(planned.clone()))).await?;
+    skynet_testkit::record(admin, job, "plan", Command::RecordPlan(planned.clone())).await?;
     Ok(job)
 }
 
 #[tokio::test]
 async fn handling_the_same_planned_event_twice_decides_once() -> anyhow::Result<()> {
-    let Log { client, js, jobs, server: _server } = Log::start("policy").await?;
+    let Log { client, js, jobs, admin, server: _server } = Log::start("policy").await?;
     let deadlines = Deadlines::open(&js).await.map_err(|e| anyhow::anyhow!(e))?;
     let deps = Deps {
         js: js.clone(),
@@ -47,7 +47,7 @@ async fn handling_the_same_planned_event_twice_decides_once() -> anyhow::Result<
         jobs: jobs.clone(),
         rules: Arc::new(skynet_rules::PolicyRules::defaults()),
     };
-    let job = planned_job(&jobs, "1", "build_project", Risk::Write).await?;
+    let job = planned_job(&admin, "1", "build_project", Risk::Write).await?;
 
     let msg = fetch_one(&js, EVENTS_STREAM, "policy").await?;
     for _ in 0..2 {
@@ -70,7 +70,7 @@ async fn handling_the_same_planned_event_twice_decides_once() -> anyhow::Result<
 
 #[tokio::test]
 async fn the_sweeper_leaves_jobs_that_were_answered_in_time() -> anyhow::Result<()> {
-    let Log { client, js, jobs, server: _server } = Log::start("policy").await?;
+    let Log { client, js, jobs, admin, server: _server } = Log::start("policy").await?;
     let deadlines = Deadlines::open(&js).await.map_err(|e| anyhow::anyhow!(e))?;
     let deps = Deps {
         js: js.clone(),
@@ -78,10 +78,10 @@ async fn the_sweeper_leaves_jobs_that_were_answered_in_time() -> anyhow::Result<
         jobs: jobs.clone(),
         rules: Arc::new(skynet_rules::PolicyRules::defaults()),
     };
-    let job = planned_job(&jobs, "2", "build_project", Risk::Write).await?;
+    let job = planned_job(&admin, "2", "build_project", Risk::Write).await?;
     handle_planned(&deps, &deadlines, fetch_one(&js, EVENTS_STREAM, "policy").await?).await;
     let approve = Command::Approve { approver: "bob".into(), comment: None, confirmation: None, phrase_required: None };
-    jobs.execute(job, "approve", Utc::now(), |s| decide(s, approve.clone())).await?;
+    skynet_testkit::record(&admin, job, "approve", approve.clone()).await?;
     let later = Utc::now() + chrono::Duration::hours(1);
     assert_eq!(sweep(&deadlines, &jobs, later).await.map_err(|e| anyhow::anyhow!(e))?, 0);
     assert_eq!(jobs.load(job).await?.0.map(|j| j.status), Some(Status::Approved));

@@ -130,6 +130,9 @@ async fn read_log(
     loop {
         let created = stream
             .create_consumer(consumer::pull::Config {
+                // Named: the projector's role may create consumers on the log
+                // only by name, never under a durable's name (nats/roles.json).
+                name: Some(format!("projector-{}", uuid::Uuid::new_v4().simple())),
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: next },
                 ack_policy: consumer::AckPolicy::None,
                 inactive_threshold: std::time::Duration::from_secs(60),

@@ -152,6 +152,12 @@ impl Batch {
             return;
         }
         let Ok((job, event)) = env.job_event() else { return };
+        // The audit row keeps what the log holds; the job's rows fold only
+        // events recorded by the service that owns their kind.
+        if let Some(reason) = skynet_contract::owners::wrong_source(event.kind(), &env.source) {
+            tracing::warn!(seq, job = %job, %reason, "event not folded into the read models");
+            return;
+        }
         self.apply_job(seq, env.time, job, &event);
     }
 

@@ -165,9 +165,14 @@ pub async fn follow_outcomes(
 ) -> Result<(), async_nats::Error> {
     let stream = js.get_stream(EVENTS_STREAM).await?;
     let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
+        .create_consumer(consumer::pull::Config {
+            // Named: the scheduler's role may create consumers on the log only
+            // by name, and never under a durable's name (nats/roles.json).
+            name: Some(format!("scheduler-signals-{}", uuid::Uuid::new_v4().simple())),
             filter_subjects: ["succeeded", "failed", "timed_out"].iter().map(|k| format!("skynet.job.*.{k}")).collect(),
             deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: Utc::now() - window },
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: std::time::Duration::from_secs(60),
             ..Default::default()
         })
         .await?;
@@ -175,7 +180,8 @@ pub async fn follow_outcomes(
     while let Some(msg) = messages.next().await {
         let Ok(msg) = msg else { continue };
         let Ok(env) = codec::decode(msg.headers.as_ref(), &msg.payload) else { continue };
-        match env.job_event() {
+        let owned = |k| skynet_contract::owners::is_owner(k, &env.source);
+        match env.job_event().ok().filter(|(_, e)| owned(e.kind())).ok_or(()) {
             Ok((_, JobEvent::Succeeded(s))) => {
                 if let Some(p) = s.provider {
                     signals.record_finish(&p, true, Some(s.duration_ms));

@@ -95,8 +95,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     for &mode in modes {
         let dir = tempfile::tempdir()?;
-        let server = ManagedServer::start(dir.path(), 0, mode)?;
-        let client = async_nats::connect(&server.url).await?;
+        let server = ManagedServer::start(&dir.path().join("nats"), &dir.path().join("creds"), 0, mode)?;
+        let client = skynet_bus::auth::connect(
+            &server.url,
+            &server.creds.credential(skynet_bus::auth::ADMIN),
+            skynet_bus::auth::ADMIN,
+            "bench",
+        )
+        .await?;
         report.log.push(log::log_bench(&client, mode, &log_args).await?);
         drop(server);
         eprintln!("[bench] {:?}: system run…", mode);
@@ -218,7 +224,8 @@ pub fn render(r: &Report) -> String {
 /// Waits until the projector has applied everything in the log at the time of
 /// the call, then cancels `stop`; returns the sequence reached.
 pub async fn wait_projected(infra: &Infra, stop: CancellationToken) -> anyhow::Result<u64> {
-    let target = infra.js.get_stream(skynet_bus::definitions::EVENTS_STREAM).await?.info().await?.state.last_sequence;
+    let js = async_nats::jetstream::new(infra.connect("projector").await?);
+    let target = js.get_stream(skynet_bus::definitions::EVENTS_STREAM).await?.info().await?.state.last_sequence;
     loop {
         // The projector creates the checkpoint table; it may not exist yet.
         let applied = skynet_projector::checkpoint(&infra.db).await.unwrap_or(0);

@@ -48,13 +48,14 @@ pub async fn run(counts: &[usize], jobs: usize, capacity: usize, step_ms: u64) -
 
 async fn one(n: usize, jobs: usize, capacity: usize, step_ms: u64) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
-    let server = ManagedServer::start(&dir.path().join("nats"), 0, Durability::Fast)?;
+    let server = ManagedServer::start(&dir.path().join("nats"), &dir.path().join("creds"), 0, Durability::Fast)?;
     let db = BenchDb::create().await?;
     let result = async {
         let mut settings = Settings::new(Some(server.url.clone()), Some(db.url.clone()));
+        settings.nats_creds_dir = Some(server.creds.dir.clone());
         settings.policy_file = Some(bench_policy(dir.path())?);
         let infra = Infra::up(&settings).await?;
-        let client = infra.nats.clone();
+        let client = infra.connect(skynet_bus::auth::ADMIN).await?;
         let stop = CancellationToken::new();
         let token = stop.clone();
         let services = [
@@ -71,6 +72,7 @@ async fn one(n: usize, jobs: usize, capacity: usize, step_ms: u64) -> anyhow::Re
             let child = Command::new(std::env::current_exe()?)
                 .args(["run", "executor"])
                 .env("SKYNET_NATS_URL", &server.url)
+                .env("SKYNET_NATS_CREDS_DIR", &server.creds.dir)
                 .env("DATABASE_URL", &db.url)
                 .env("SKYNET_EXECUTOR_ID", format!("bench-exec-{i}"))
                 .env("SKYNET_EXECUTOR_PROVIDERS", "mock")

@@ -158,9 +158,14 @@ pub async fn terminal_events(
     Ok(futures::stream::select_all(subs))
 }
 
+/// A connection to the benchmark's server under `role`.
+pub async fn connect_as(server: &ManagedServer, role: &str) -> anyhow::Result<async_nats::Client> {
+    Ok(skynet_bus::auth::connect(&server.url, &server.creds.credential(role), role, "bench").await?)
+}
+
 /// Starts `skynet up` (this binary) against `nats` and `db`, and waits until it serves.
 async fn start_up(
-    nats_url: &str,
+    server: &ManagedServer,
     db_url: &str,
     dir: &std::path::Path,
     client: &async_nats::Client,
@@ -169,7 +174,8 @@ async fn start_up(
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let child = Command::new(std::env::current_exe()?)
         .arg("up")
-        .env("SKYNET_NATS_URL", nats_url)
+        .env("SKYNET_NATS_URL", &server.url)
+        .env("SKYNET_NATS_CREDS_DIR", &server.creds.dir)
         .env("DATABASE_URL", db_url)
         .env("SKYNET_POLICY_FILE", &policy)
         .env("SKYNET_EXECUTOR_PROVIDERS", "mock")
@@ -215,9 +221,9 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 /// Runs the system benchmark for one durability mode.
 pub async fn run(mode: Durability, args: SystemArgs) -> anyhow::Result<SystemReport> {
     let dir = tempfile::tempdir()?;
-    let server = ManagedServer::start(&dir.path().join("nats"), 0, mode)?;
+    let server = ManagedServer::start(&dir.path().join("nats"), &dir.path().join("creds"), 0, mode)?;
     let db = BenchDb::create().await?;
-    let client = async_nats::connect(&server.url).await?;
+    let client = connect_as(&server, skynet_bus::auth::ADMIN).await?;
     let js = skynet_bus::bootstrap(&client).await?;
     let result = run_on(mode, args, &server, &db, &client, &js, dir.path()).await;
     db.drop_it().await;
@@ -245,9 +251,11 @@ async fn run_on(
     let raw_publish_per_sec = args.raw_messages as f64 / raw.publish_secs;
     let raw_consume_ack_per_sec = args.raw_messages as f64 / raw.consume_secs;
 
-    let up = start_up(&server.url, &db.url, dir, client).await?;
+    let up = start_up(server, &db.url, dir, client).await?;
     tokio::time::sleep(Duration::from_secs(2)).await; // settle before measuring idle memory
     let rss_idle_mib = rss_mib(up.0.id());
+    // The load comes from a user's connection, with the `client` role's rights.
+    let client = &connect_as(server, skynet_bus::auth::CLIENT).await?;
     let mut ends = terminal_events(client).await?;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
 
@@ -329,7 +337,8 @@ async fn run_on(
     let target = stream.info().await?.state.last_sequence;
     let events = stream.info().await?.state.messages;
     let stop = tokio_util::sync::CancellationToken::new();
-    let deps = skynet_projector::Deps { js: js.clone(), db: pool.clone() };
+    let projector_js = async_nats::jetstream::new(connect_as(server, "projector").await?);
+    let deps = skynet_projector::Deps { js: projector_js, db: pool.clone() };
     let token = stop.clone();
     let started = Instant::now();
     let projector = tokio::spawn(async move {

@@ -10,6 +10,7 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::Args;
+use skynet_bus::auth::{self, Credential};
 
 use crate::render::Style;
 
@@ -19,6 +20,14 @@ pub struct ClientArgs {
     /// NATS of the running system (`skynet up` listens on 4333).
     #[arg(long, env = "SKYNET_NATS_URL", default_value = "nats://127.0.0.1:4333", global = true)]
     pub nats_url: String,
+    /// NATS credential of the `client` role (nkey seed or `.creds` file).
+    /// Unset: `<data-dir>/nats-creds/client.nk` when it exists (what `skynet up`
+    /// generates), else none.
+    #[arg(long, env = "SKYNET_NATS_CREDS", global = true)]
+    pub nats_creds: Option<std::path::PathBuf>,
+    /// Where `skynet up` keeps its state (to find the client credential).
+    #[arg(long, env = "SKYNET_DATA_DIR", default_value = ".data", global = true)]
+    pub data_dir: std::path::PathBuf,
     /// Read-model database (for `jobs` and `job`).
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
@@ -40,9 +49,23 @@ impl ClientArgs {
         }
     }
 
+    /// The credential the CLI connects with (role `client`).
+    pub fn credential(&self) -> Credential {
+        let generated = self.data_dir.join("nats-creds").join(format!("{}.nk", auth::CLIENT));
+        match &self.nats_creds {
+            Some(file) => Credential::from_file(file),
+            None if generated.exists() => Credential::SeedFile(generated),
+            None => Credential::None,
+        }
+    }
+
     pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
-        async_nats::ConnectOptions::new().name("skynet-cli").connect(&self.nats_url).await.with_context(|| {
-            format!("cannot reach SKYNET's NATS at {} — is `skynet up` running? (set SKYNET_NATS_URL)", self.nats_url)
+        auth::connect(&self.nats_url, &self.credential(), auth::CLIENT, "skynet-cli").await.with_context(|| {
+            format!(
+                "cannot reach SKYNET's NATS at {} — is `skynet up` running? (set SKYNET_NATS_URL, and \
+                 SKYNET_NATS_CREDS to the client credential)",
+                self.nats_url
+            )
         })
     }
 

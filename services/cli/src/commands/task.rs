@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use async_nats::jetstream::consumer;
 use chrono::Utc;
 use clap::Args;
 use futures::StreamExt;
@@ -73,8 +72,11 @@ pub async fn run(args: TaskArgs, c: &ClientArgs) -> anyhow::Result<i32> {
         plan: None,
     };
     let env = Envelope::new(TASK_REQUESTED, id, source, None, Utc::now(), &data)?;
-    // Listen for a refusal before submitting, so it cannot be missed.
+    // Listen before submitting, so nothing can be missed: the job is new, so
+    // every event of it arrives live (a client reads the log, it creates no
+    // consumers on it).
     let mut rejections = client.subscribe(subjects::TASK_REJECTED).await?;
+    let mut events = client.subscribe(subjects::job_stream(job)).await?;
     skynet_bus::publish(&js, subjects::INTAKE_TASK, &env).await.context("submitting the task")?;
     let style = c.style();
     if c.json {
@@ -85,27 +87,18 @@ pub async fn run(args: TaskArgs, c: &ClientArgs) -> anyhow::Result<i32> {
     if !args.wait {
         return Ok(0);
     }
-    // History and live events alike: an ordered consumer from the job's first event.
-    let stream = js.get_stream(skynet_bus::definitions::EVENTS_STREAM).await?;
-    let follow = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subjects::job_stream(job),
-            ..Default::default()
-        })
-        .await?;
-    let mut events = follow.messages().await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     loop {
         let next = tokio::select! {
-            m = events.next() => m.map(|m| m.map(|m| (m.headers.clone(), m.payload.clone())).map_err(|e| anyhow::anyhow!(e))),
-            r = rejections.next() => r.map(|m| Ok((m.headers.clone(), m.payload.clone()))),
+            m = events.next() => m.map(|m| (m.headers.clone(), m.payload.clone())),
+            r = rejections.next() => r.map(|m| (m.headers.clone(), m.payload.clone())),
             () = tokio::time::sleep_until(deadline) => {
                 eprintln!("gave up waiting after {} s; the job goes on: skynet job {job}", args.timeout);
                 return Ok(exit::GAVE_UP_WAITING);
             }
         };
         let Some(next) = next else { anyhow::bail!("the event stream ended unexpectedly") };
-        let (headers, payload) = next?;
+        let (headers, payload) = next;
         let Ok(env) = codec::decode(headers.as_ref(), &payload) else { continue };
         let mine = env.subject.as_deref() == Some(&job.to_string());
         if !mine {

@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::Utc;
 use skynet_bus::{EventStore, Jobs, bootstrap};
 use skynet_contract::job::{PolicyDecided, Requested, Scheduled};
 use skynet_contract::{ExecSpec, ExecStep, JobId, Plan, PlanStep, Risk};
 use skynet_executor::{Config, Deps, ProvidersConfig};
-use skynet_job::{Command, decide};
+use skynet_job::Command;
 use skynet_testkit::{NatsServer, eventually};
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +24,7 @@ pub async fn env() -> anyhow::Result<Env> {
     let server = NatsServer::start()?;
     let client = server.connect().await?;
     let js = bootstrap(&client).await?;
-    let jobs = Jobs::new(EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?, "test");
+    let jobs = Jobs::new(EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?, "executor");
     Ok(Env { server, client, js, jobs })
 }
 
@@ -106,15 +105,19 @@ pub async fn scheduled(
         Command::Schedule(Scheduled { provider: provider.into(), scores: vec![] }),
     ];
     for (i, c) in commands.into_iter().enumerate() {
-        env.jobs.execute(job, &format!("setup{i}"), Utc::now(), |s| decide(s, c.clone())).await?;
+        // Each step recorded by the service that owns it, as the pipeline would.
+        skynet_testkit::record(env.jobs.store(), job, &format!("setup{i}"), c).await?;
     }
     Ok(job)
 }
 
-/// Starts an executor in-process; cancel the token to stop it.
-pub fn start_executor(env: &Env, id: &str, providers: ProvidersConfig) -> CancellationToken {
+/// Starts an executor in-process under the `executor` role; cancel the token to stop it.
+pub async fn start_executor(env: &Env, id: &str, providers: ProvidersConfig) -> anyhow::Result<CancellationToken> {
     let config = Config { id: id.into(), providers, capacity: 4, heartbeat_ms: 200, ..Config::default() };
-    let deps = Deps { js: env.js.clone(), nats: env.client.clone(), jobs: env.jobs.clone() };
+    let nats = env.server.connect_as("executor").await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let jobs = Jobs::new(EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?, "executor");
+    let deps = Deps { js, nats, jobs };
     let token = CancellationToken::new();
     let stop = token.clone().cancelled_owned();
     tokio::spawn(async move {
@@ -122,7 +125,7 @@ pub fn start_executor(env: &Env, id: &str, providers: ProvidersConfig) -> Cancel
             eprintln!("executor stopped: {e}");
         }
     });
-    token
+    Ok(token)
 }
 
 /// The job's events as (type, data), oldest first.

@@ -1,0 +1,148 @@
+//! The roles file checked against the event contract and the stream
+//! definitions: each job event kind is publishable by its owners only, no role
+//! but admin manages streams or durable consumers, and inboxes are private.
+
+use skynet_contract::JobEventKind;
+use skynet_contract::owners::owners;
+
+use super::*;
+use crate::definitions;
+
+fn roles() -> Roles {
+    Roles::builtin().expect("nats/roles.json parses")
+}
+
+fn services(r: &Roles) -> impl Iterator<Item = (&String, &Role)> {
+    r.roles.iter().filter(|(n, _)| n.as_str() != ADMIN)
+}
+
+#[test]
+fn wildcards_match_like_the_server() {
+    assert!(subject_matches("skynet.job.*.approved", "skynet.job.abc.approved"));
+    assert!(!subject_matches("skynet.job.*.approved", "skynet.job.abc.approved.x"));
+    assert!(subject_matches("skynet.job.>", "skynet.job.abc.approved"));
+    assert!(!subject_matches("skynet.job.>", "skynet.job"));
+    assert!(subject_matches(">", "anything.at.all"));
+    assert!(!subject_matches("a.b", "a.b.c"));
+    let rule = Rule { allow: vec!["a.>".into()], deny: vec!["a.b".into()] };
+    assert!(rule.permits("a.c") && !rule.permits("a.b"));
+}
+
+#[test]
+fn every_service_and_the_client_and_admin_have_a_role() {
+    let r = roles();
+    for name in [
+        "intake",
+        "planner",
+        "policy",
+        "dispatcher",
+        "scheduler",
+        "executor",
+        "projector",
+        "api",
+        "memory",
+        "initiative",
+        "sentinel",
+        "telegram",
+        CLIENT,
+        ADMIN,
+    ] {
+        let role = r.get(name).expect(name);
+        assert!(!role.description.is_empty(), "{name} says what it is for");
+    }
+}
+
+#[test]
+fn each_job_event_kind_is_publishable_by_its_owners_only() {
+    let r = roles();
+    let job = "0b7d5a55-7c3e-5c46-9a39-3b0f0a7c2a10";
+    for kind in JobEventKind::ALL {
+        let subject = format!("skynet.job.{job}.{}", kind.token());
+        for (name, role) in services(&r) {
+            let owner = owners(*kind).contains(&name.as_str());
+            assert_eq!(role.permissions.may_publish(&subject), owner, "{name} publishing {subject}");
+        }
+    }
+    // Nothing outside the contract's kinds can be written under a job either.
+    for (name, role) in services(&r) {
+        assert!(!role.permissions.may_publish(&format!("skynet.job.{job}.made_up")), "{name}");
+        assert!(!role.permissions.may_publish(&format!("skynet.job.{job}")), "{name}");
+    }
+}
+
+#[test]
+fn only_admin_manages_streams_and_durable_consumers() {
+    let r = roles();
+    let streams = definitions::streams().expect("streams");
+    let durables = definitions::consumers().expect("consumers");
+    for (name, role) in services(&r) {
+        let p = &role.permissions;
+        for s in &streams {
+            for op in ["CREATE", "UPDATE", "DELETE"] {
+                assert!(!p.may_publish(&format!("$JS.API.STREAM.{op}.{}", s.name)), "{name} {op} {}", s.name);
+            }
+            // Only object-store chunks are ever purged (replacing an object).
+            if !s.name.starts_with("OBJ_") || name != "executor" {
+                assert!(!p.may_publish(&format!("$JS.API.STREAM.PURGE.{}", s.name)), "{name} purge {}", s.name);
+            }
+            assert!(!p.may_publish(&format!("$JS.API.STREAM.MSG.DELETE.{}", s.name)), "{name}");
+        }
+        for (stream, c) in &durables {
+            let d = c.durable_name.as_deref().expect("durable");
+            for subject in [
+                format!("$JS.API.CONSUMER.CREATE.{stream}.{d}"),
+                format!("$JS.API.CONSUMER.CREATE.{stream}.{d}.skynet.job.x.scheduled"),
+                format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{d}"),
+                format!("$JS.API.CONSUMER.DELETE.{stream}.{d}"),
+                format!("$JS.API.CONSUMER.CREATE.{stream}"),
+            ] {
+                assert!(!p.may_publish(&subject), "{name} may not {subject}");
+            }
+            // A durable's messages and acks belong to the service of that name.
+            let own = name == d;
+            assert_eq!(p.may_publish(&format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{d}")), own, "{name} pull {d}");
+            assert_eq!(p.may_publish(&format!("$JS.ACK.{stream}.{d}.1.2.3.4.5")), own, "{name} ack {d}");
+            assert_eq!(p.may_publish(&format!("$JS.ACK.dom.acc.{stream}.{d}.1.2.3.4.5.6")), own, "{name} ack v2 {d}");
+        }
+    }
+}
+
+#[test]
+fn inboxes_are_private_and_the_client_only_submits_and_asks() {
+    let r = roles();
+    for (name, role) in services(&r) {
+        let p = &role.permissions;
+        assert!(p.may_subscribe(&format!("{}.abc", inbox_prefix(name))), "{name} reads its inbox");
+        assert!(!p.may_subscribe("_INBOX.abc"), "{name} reads the default inbox");
+        for other in r.roles.keys().filter(|o| *o != name) {
+            assert!(!p.may_subscribe(&format!("{}.abc", inbox_prefix(other))), "{name} reads {other}'s inbox");
+        }
+        let consumes = ["intake", "planner", "policy", "dispatcher", "scheduler", "executor"].contains(&name.as_str());
+        if consumes {
+            assert!(p.may_publish(&format!("skynet.dlq.{name}")), "{name} dead-letters what it cannot handle");
+        }
+        for other in r.roles.keys().filter(|o| *o != name) {
+            assert!(!p.may_publish(&format!("skynet.dlq.{other}")), "{name} dead-letters as {other}");
+        }
+    }
+    let client = &r.get(CLIENT).expect("client").permissions;
+    assert!(client.may_publish("skynet.intake.task"));
+    assert!(!client.may_publish("skynet.intake.other"));
+    for subject in [
+        "$KV.SKYNET_EXECUTORS.exec-1",
+        "$KV.SKYNET_APPROVALS.job",
+        "$KV.SKYNET_RATE.x",
+        "$O.SKYNET_OUTPUT.C.x",
+        "skynet.task.rejected",
+        "skynet.report.x",
+        "skynet.planner.preview",
+        "$JS.API.CONSUMER.CREATE.SKYNET_EVENTS.mine",
+        "$JS.API.CONSUMER.CREATE.SKYNET_EVENTS.mine.skynet.job.>",
+    ] {
+        assert!(!client.may_publish(subject), "client may not publish {subject}");
+    }
+    assert!(client.may_publish("$JS.API.DIRECT.GET.SKYNET_EVENTS"));
+    assert!(client.may_publish("$JS.API.DIRECT.GET.SKYNET_DLQ"));
+    assert!(!client.allow_responses, "a client answers no service's requests");
+    assert!(!client.may_subscribe("skynet.cmd.job.approve"), "a client cannot read others' commands");
+}
