@@ -218,8 +218,9 @@ async fn every_error_status_is_problem_json() -> anyhow::Result<()> {
     // 503 when a service does not answer: an API whose NATS has no services.
     let lonely = NatsServer::start()?;
     let db = TestDb::create().await?;
-    let client = lonely.connect().await?;
-    let js = skynet_bus::bootstrap(&client).await?;
+    skynet_bus::bootstrap(&lonely.connect().await?).await?;
+    let client = lonely.connect_as("api").await?;
+    let js = async_nats::jetstream::new(client.clone());
     let store = skynet_bus::EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?;
     let mut cfg = config();
     cfg.service_timeout_ms = 300;

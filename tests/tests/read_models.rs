@@ -112,8 +112,7 @@ async fn rebuilt_read_models_equal_the_incremental_ones_also_after_a_stop_betwee
     })
     .await?;
     let (nats, db) = sys.stop_services().await?;
-    let client = nats.connect().await?;
-    let js = async_nats::jetstream::new(client);
+    let js = async_nats::jetstream::new(nats.connect_as("projector").await?);
     let incremental = snapshot(&pool).await?;
     let jobs = &incremental[0].1;
     assert!(jobs.len() >= 16, "{} jobs", jobs.len());
@@ -146,8 +145,8 @@ async fn rebuilt_read_models_equal_the_incremental_ones_also_after_a_stop_betwee
 async fn a_projector_refuses_a_log_behind_its_checkpoint() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
     let db = TestDb::create().await?;
-    let client = nats.connect().await?;
-    let js = skynet_bus::bootstrap(&client).await?;
+    skynet_bus::bootstrap(&nats.connect().await?).await?;
+    let js = async_nats::jetstream::new(nats.connect_as("projector").await?);
     let pool = db.pool().await?;
     skynet_projector::migrate(&pool).await?;
     // The read models claim more than the (fresh, empty) log holds: a lost stream.

@@ -17,8 +17,10 @@ use skynet_testkit::{NatsServer, count_messages};
 #[tokio::test]
 async fn handling_the_same_delivery_twice_has_one_effect() -> anyhow::Result<()> {
     let server = NatsServer::start()?;
-    let client = server.connect().await?;
-    let js = bootstrap(&client).await?;
+    bootstrap(&server.connect().await?).await?;
+    // The service under its own role; submissions from a user's.
+    let js = async_nats::jetstream::new(server.connect_as("intake").await?);
+    let user = async_nats::jetstream::new(server.connect_as("client").await?);
     let store = EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?;
     let deps = Deps {
         js: js.clone(),
@@ -31,8 +33,8 @@ async fn handling_the_same_delivery_twice_has_one_effect() -> anyhow::Result<()>
         "specversion": "1.0", "id": "redeliver-1", "source": "tests/redelivery",
         "type": "skynet.task.requested.v1", "data": {"intent": "list files"}
     });
-    js.publish(subjects::INTAKE_TASK, serde_json::to_vec(&valid)?.into()).await?.await?;
-    js.publish(subjects::INTAKE_TASK, "definitely not json".into()).await?.await?;
+    user.publish(subjects::INTAKE_TASK, serde_json::to_vec(&valid)?.into()).await?.await?;
+    user.publish(subjects::INTAKE_TASK, "definitely not json".into()).await?.await?;
 
     // The service is not running: take the two messages from its durable consumer.
     let consumer: PullConsumer =

@@ -146,3 +146,11 @@ fn inboxes_are_private_and_the_client_only_submits_and_asks() {
     assert!(!client.allow_responses, "a client answers no service's requests");
     assert!(!client.may_subscribe("skynet.cmd.job.approve"), "a client cannot read others' commands");
 }
+
+#[test]
+fn every_role_is_in_the_table_of_nats_readme() {
+    let readme = include_str!("../../../../nats/README.md");
+    for name in roles().roles.keys() {
+        assert!(readme.contains(&format!("`{name}`")), "nats/README.md's role table lacks `{name}`");
+    }
+}
