@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 pub struct System {
     pub nats: NatsServer,
     pub db: TestDb,
+    /// A project directory (a Makefile and a requirements.txt) for steps that
+    /// run the project's own tests, lint, build or install.
+    project: tempfile::TempDir,
     /// A plain client, as any user would have.
     pub client: async_nats::Client,
     pub js: async_nats::jetstream::Context,
@@ -60,7 +63,18 @@ impl System {
                 .map(|_| ())
         })
         .await?;
-        Ok(System { nats, db, client, js, stop: StopOnDrop(stop), task })
+        let project = tempfile::tempdir()?;
+        std::fs::write(
+            project.path().join("Makefile"),
+            "test:\n\t@echo tests passed\nlint:\n\t@true\nall:\n\t@true\n",
+        )?;
+        std::fs::write(project.path().join("requirements.txt"), "")?;
+        Ok(System { nats, db, project, client, js, stop: StopOnDrop(stop), task })
+    }
+
+    /// The test project's directory.
+    pub fn project(&self) -> String {
+        self.project.path().display().to_string()
     }
 
     /// Stops the services and returns how they ended.
@@ -72,6 +86,7 @@ impl System {
     pub async fn stop_services(self) -> anyhow::Result<(NatsServer, TestDb)> {
         self.stop.0.cancel();
         self.task.await??;
+        drop(self.project);
         Ok((self.nats, self.db))
     }
 }

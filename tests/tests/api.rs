@@ -55,15 +55,16 @@ async fn tasks_jobs_history_output_and_commands_over_http() -> anyhow::Result<()
     let api = Api { url: sys.api(config()).await?, http: reqwest::Client::new() };
 
     // Idempotent submission.
+    let project = sys.project();
     let submit = |key: &'static str, intent: &'static str| {
-        let api = &api;
+        let (api, project) = (&api, &project);
         async move {
             let r = api
                 .http
                 .post(format!("{}/v1/tasks", api.url))
                 .bearer_auth(TOKEN)
                 .header("Idempotency-Key", key)
-                .json(&json!({"intent": intent, "working_dir": "/tmp", "requested_by": "alice", "project": "web"}))
+                .json(&json!({"intent": intent, "working_dir": project, "requested_by": "alice", "project": "web"}))
                 .send()
                 .await?;
             anyhow::Ok((r.status(), r.json::<Value>().await?))
@@ -116,7 +117,7 @@ async fn tasks_jobs_history_output_and_commands_over_http() -> anyhow::Result<()
     for i in 0..4 {
         api.post(
             "/v1/tasks",
-            json!({"intent": "list files", "working_dir": "/tmp", "requested_by": format!("pager-{}", i % 2)}),
+            json!({"intent": "list files", "working_dir": sys.project(), "requested_by": format!("pager-{}", i % 2)}),
         )
         .await?;
     }
@@ -192,12 +193,12 @@ async fn every_error_status_is_problem_json() -> anyhow::Result<()> {
         assert_eq!((got.as_u16(), got_code.as_str()), (status, code), "case {status} {code}");
     }
     // 409: approving a finished job.
-    let job = sys.submit("err-409", json!({"intent": "list files", "working_dir": "/tmp"})).await?;
+    let job = sys.submit("err-409", json!({"intent": "list files", "working_dir": sys.project()})).await?;
     sys.wait_for(job, "skynet.job.succeeded.v1").await?;
     let (got, code) = problem(post(&format!("/v1/jobs/{job}/approve")).send().await?).await;
     assert_eq!((got.as_u16(), code.as_str()), (409, "conflict"));
     // 422: ADMIN approval without the phrase.
-    let admin = sys.submit("err-422", json!({"intent": "deploy", "working_dir": "/tmp"})).await?;
+    let admin = sys.submit("err-422", json!({"intent": "deploy", "working_dir": sys.project()})).await?;
     sys.wait_for(admin, "skynet.job.policy_decided.v1").await?;
     let (got, _) = problem(post(&format!("/v1/jobs/{admin}/approve")).send().await?).await;
     assert_eq!(got.as_u16(), 422);
@@ -245,7 +246,7 @@ async fn live_events_arrive_as_server_sent_events_filtered_by_type() -> anyhow::
     let resp = reqwest::Client::new().get(format!("{url}/v1/events?type=skynet.job.succeeded.v1")).send().await?;
     assert_eq!(resp.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("text/event-stream"));
     let mut resp = resp;
-    let job = sys.submit("sse-1", json!({"intent": "check git status", "working_dir": "/tmp"})).await?;
+    let job = sys.submit("sse-1", json!({"intent": "check git status", "working_dir": sys.project()})).await?;
     let mut text = String::new();
     let found = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(chunk) = resp.chunk().await? {

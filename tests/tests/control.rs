@@ -9,15 +9,15 @@ use skynet_testkit::{NatsServer, TestDb, eventually};
 const DISPATCHED: &str = "skynet.job.dispatched.v1";
 const DECIDED: &str = "skynet.job.policy_decided.v1";
 
-fn tmp() -> String {
-    std::fs::canonicalize("/tmp").map(|p| p.display().to_string()).unwrap_or_else(|_| "/tmp".into())
+fn canonical(dir: &str) -> String {
+    std::fs::canonicalize(dir).map(|p| p.display().to_string()).unwrap_or_else(|_| dir.into())
 }
 
 #[tokio::test]
 async fn read_only_flow_is_approved_by_policy_and_dispatched() -> anyhow::Result<()> {
     // §18.1: one READ_ONLY step, no approval, dispatched as git_status with timeout 90.
     let sys = System::start().await?;
-    let job = sys.submit("ro-1", json!({"intent": "check git status", "working_dir": "/tmp"})).await?;
+    let job = sys.submit("ro-1", json!({"intent": "check git status", "working_dir": sys.project()})).await?;
     let dispatched = sys.wait_for(job, DISPATCHED).await?;
     let decided = sys.wait_for(job, DECIDED).await?;
     assert_eq!(decided["data"]["risk"], "READ_ONLY");
@@ -26,7 +26,7 @@ async fn read_only_flow_is_approved_by_policy_and_dispatched() -> anyhow::Result
     let step = &dispatched["data"]["spec"]["steps"][0];
     assert_eq!(step["action"], "git_status");
     assert_eq!(step["timeout_secs"], 90);
-    assert_eq!(step["params"]["working_dir"], tmp());
+    assert_eq!(step["params"]["working_dir"], canonical(&sys.project()));
     assert_eq!(
         sys.types(job).await?[..4],
         ["skynet.job.requested.v1", "skynet.job.planned.v1", DECIDED, DISPATCHED],
@@ -39,7 +39,7 @@ async fn read_only_flow_is_approved_by_policy_and_dispatched() -> anyhow::Result
 async fn write_flow_waits_for_a_person_then_dispatches() -> anyhow::Result<()> {
     // §18.2 adapted: a WRITE plan waits; the approver is recorded.
     let sys = System::start().await?;
-    let job = sys.submit("w-1", json!({"intent": "build the project", "working_dir": "/tmp"})).await?;
+    let job = sys.submit("w-1", json!({"intent": "build the project", "working_dir": sys.project()})).await?;
     let decided = sys.wait_for(job, DECIDED).await?;
     assert_eq!(
         (decided["data"]["risk"].as_str(), decided["data"]["requires_approval"].as_bool()),
@@ -62,7 +62,7 @@ async fn write_flow_waits_for_a_person_then_dispatches() -> anyhow::Result<()> {
 async fn admin_approval_needs_the_confirmation_phrase() -> anyhow::Result<()> {
     // §18.3: ADMIN deploy; the phrase declared in rules.yaml is now enforced.
     let sys = System::start().await?;
-    let job = sys.submit("a-1", json!({"intent": "deploy to production", "working_dir": "/tmp"})).await?;
+    let job = sys.submit("a-1", json!({"intent": "deploy to production", "working_dir": sys.project()})).await?;
     assert_eq!(sys.wait_for(job, DECIDED).await?["data"]["risk"], "ADMIN");
     let without = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob"})).await?;
     assert_eq!((without["accepted"].as_bool(), without["code"].as_str()), (Some(false), Some("confirmation_required")));
@@ -81,7 +81,7 @@ async fn admin_approval_needs_the_confirmation_phrase() -> anyhow::Result<()> {
 async fn cancel_and_deny_respect_the_jobs_state() -> anyhow::Result<()> {
     // §18.4 and the §19.11 fix: cancel works once; finished jobs refuse cancel and deny.
     let sys = System::start().await?;
-    let job = sys.submit("c-1", json!({"intent": "install dependencies", "working_dir": "/tmp"})).await?;
+    let job = sys.submit("c-1", json!({"intent": "install dependencies", "working_dir": sys.project()})).await?;
     sys.wait_for(job, DECIDED).await?;
     let cancel = sys
         .request("skynet.cmd.job.cancel", json!({"job_id": job, "by": "alice", "reason": "changed my mind"}))
@@ -103,7 +103,7 @@ async fn cancel_and_deny_respect_the_jobs_state() -> anyhow::Result<()> {
     assert_eq!(bad["code"], "bad_request");
 
     // Deny of a job awaiting approval ends it denied with the reason.
-    let job2 = sys.submit("c-2", json!({"intent": "build", "working_dir": "/tmp"})).await?;
+    let job2 = sys.submit("c-2", json!({"intent": "build", "working_dir": sys.project()})).await?;
     sys.wait_for(job2, DECIDED).await?;
     let deny =
         sys.request("skynet.cmd.job.deny", json!({"job_id": job2, "by": "bob", "reason": "Too dangerous"})).await?;
@@ -116,7 +116,9 @@ async fn cancel_and_deny_respect_the_jobs_state() -> anyhow::Result<()> {
 async fn multi_step_intents_keep_their_order() -> anyhow::Result<()> {
     // §18.6: git_status then run_tests.
     let sys = System::start().await?;
-    let job = sys.submit("m-1", json!({"intent": "check git status and run the tests", "working_dir": "/tmp"})).await?;
+    let job = sys
+        .submit("m-1", json!({"intent": "check git status and run the tests", "working_dir": sys.project()}))
+        .await?;
     let d = sys.wait_for(job, DISPATCHED).await?;
     let actions: Vec<_> =
         d["data"]["spec"]["steps"].as_array().into_iter().flatten().map(|s| s["action"].clone()).collect();
@@ -143,7 +145,7 @@ async fn a_blocked_step_denies_the_job_and_a_bad_directory_too() -> anyhow::Resu
     let path = dir.path().join("policy.toml");
     std::fs::write(&path, rules)?;
     let sys = System::start_with(NatsServer::start()?, TestDb::create().await?, |s| s.policy_file = Some(path)).await?;
-    let job = sys.submit("b-1", json!({"intent": "git push", "working_dir": "/tmp"})).await?;
+    let job = sys.submit("b-1", json!({"intent": "git push", "working_dir": sys.project()})).await?;
     let decided = sys.wait_for(job, DECIDED).await?;
     assert_eq!(
         (decided["data"]["allowed"].as_bool(), decided["data"]["risk"].as_str()),
@@ -165,7 +167,7 @@ async fn a_blocked_step_denies_the_job_and_a_bad_directory_too() -> anyhow::Resu
 async fn an_unanswered_approval_cancels_the_job_even_across_a_restart() -> anyhow::Result<()> {
     let short = |s: &mut skynet_cli::settings::Settings| s.approval_timeout_secs = Some(2);
     let sys = System::start_with(NatsServer::start()?, TestDb::create().await?, short).await?;
-    let job = sys.submit("t-1", json!({"intent": "build the project", "working_dir": "/tmp"})).await?;
+    let job = sys.submit("t-1", json!({"intent": "build the project", "working_dir": sys.project()})).await?;
     let decided = sys.wait_for(job, DECIDED).await?;
     assert_eq!(decided["data"]["approval_timeout_secs"], 2);
     // The policy service goes down before the deadline and comes back after it.
@@ -192,7 +194,7 @@ async fn requesters_over_their_rate_limit_are_rejected_not_queued() -> anyhow::R
         jobs.push(
             sys.submit(
                 &format!("rl-{i}"),
-                json!({"intent": "list files", "requested_by": "bob", "working_dir": "/tmp"}),
+                json!({"intent": "list files", "requested_by": "bob", "working_dir": sys.project()}),
             )
             .await?,
         );
@@ -209,8 +211,9 @@ async fn requesters_over_their_rate_limit_are_rejected_not_queued() -> anyhow::R
     assert!(rejected["data"]["reason"].as_str().unwrap_or_default().contains("2 tasks per minute"), "{rejected}");
     assert!(sys.job_events(jobs[2]).await?.is_empty(), "not queued");
     // Other requesters are unaffected.
-    let other =
-        sys.submit("rl-other", json!({"intent": "list files", "requested_by": "carol", "working_dir": "/tmp"})).await?;
+    let other = sys
+        .submit("rl-other", json!({"intent": "list files", "requested_by": "carol", "working_dir": sys.project()}))
+        .await?;
     sys.wait_for(other, "skynet.job.requested.v1").await?;
     sys.shutdown().await
 }

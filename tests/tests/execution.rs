@@ -19,8 +19,9 @@ async fn with_providers(providers: &[&str]) -> anyhow::Result<System> {
 async fn a_multi_step_read_only_job_runs_to_success_in_order() -> anyhow::Result<()> {
     // §18.6/§18.13: git_status then run_tests, each recorded, in order.
     let sys = with_providers(&["mock"]).await?;
-    let job =
-        sys.submit("e2e-1", json!({"intent": "check git status and run the tests", "working_dir": "/tmp"})).await?;
+    let job = sys
+        .submit("e2e-1", json!({"intent": "check git status and run the tests", "working_dir": sys.project()}))
+        .await?;
     let done = sys.wait_for(job, "skynet.job.succeeded.v1").await?;
     assert_eq!(done["data"]["provider"], "mock");
     let types = sys.types(job).await?;
@@ -89,7 +90,7 @@ async fn with_no_capable_provider_the_job_fails_with_the_reason_and_diagnose_exp
     // Wait for the executor's heartbeat so the scheduler knows the provider.
     let diag = skynet_testkit::eventually(skynet_system_tests::WAIT, "a diagnosis with local online", || async {
         let spec = json!({"spec": {"steps": [{"index": 0, "action": "git_status", "params": {}, "timeout_secs": 30, "risk": "READ_ONLY"}],
-            "working_dir": "/tmp", "total_timeout_secs": 60, "approved_risk": "READ_ONLY"}});
+            "working_dir": sys.project(), "total_timeout_secs": 60, "approved_risk": "READ_ONLY"}});
         let d = sys.request("skynet.scheduler.diagnose", spec).await.ok()?;
         (d["selected_provider"] == "local").then_some(d)
     })
@@ -99,7 +100,7 @@ async fn with_no_capable_provider_the_job_fails_with_the_reason_and_diagnose_exp
     for part in ["health", "load", "capability", "success", "latency"] {
         assert!(diag["scores"][0][part].is_number(), "{part} in {diag}");
     }
-    let job = sys.submit("nocap-1", json!({"intent": "zip the project", "working_dir": "/tmp"})).await?;
+    let job = sys.submit("nocap-1", json!({"intent": "zip the project", "working_dir": sys.project()})).await?;
     sys.wait_for(job, "skynet.job.policy_decided.v1").await?;
     let r = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob"})).await?;
     assert_eq!(r["accepted"], true, "{r}");

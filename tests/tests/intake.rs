@@ -86,7 +86,7 @@ async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_good_tasks
     let bad: Vec<(&str, Vec<u8>)> = vec![
         ("not_json", b"{ this is not json".to_vec()),
         ("not_cloudevent", br#"{"intent":"run the tests"}"#.to_vec()),
-        ("invalid_data", ce("skynet.task.requested.v1", serde_json::json!({"working_dir": "/tmp"}))),
+        ("invalid_data", ce("skynet.task.requested.v1", serde_json::json!({"working_dir": sys.project()}))),
         ("invalid_data", ce("skynet.task.requested.v1", serde_json::json!({"intent": ""}))),
         ("too_large", ce("skynet.task.requested.v1", serde_json::json!({"intent": "x".repeat(1024 * 1024 + 1)}))),
         ("unknown_type", ce("com.example.something.v1", serde_json::json!({"intent": "x"}))),

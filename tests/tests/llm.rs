@@ -33,7 +33,7 @@ async fn system_with_llm(url: String) -> anyhow::Result<System> {
 #[tokio::test]
 async fn llm_garbage_falls_back_to_the_rules_with_the_reason_in_the_event() -> anyhow::Result<()> {
     let sys = system_with_llm(fake_llm("Sorry, I only speak prose.").await?).await?;
-    let job = sys.submit("llm-garbage", json!({"intent": "check git status", "working_dir": "/tmp"})).await?;
+    let job = sys.submit("llm-garbage", json!({"intent": "check git status", "working_dir": sys.project()})).await?;
     let planned = sys.wait_for(job, "skynet.job.planned.v1").await?;
     assert_eq!(planned["data"]["planner"], "rules");
     let reason = planned["data"]["fallback_reason"].as_str().unwrap_or_default();
@@ -49,7 +49,7 @@ async fn a_good_llm_plan_is_used_and_a_step_without_action_fails_dispatch_by_nam
     // ADMIN; once approved, the dispatcher refuses to guess and names the step.
     let plan = r#"{"summary":"odd","steps":[{"title":"Do something unusual","description":"Perform an uncommon workflow","risk":"READ_ONLY","estimated_minutes":2}]}"#;
     let sys = system_with_llm(fake_llm(plan).await?).await?;
-    let job = sys.submit("llm-odd", json!({"intent": "be creative", "working_dir": "/tmp"})).await?;
+    let job = sys.submit("llm-odd", json!({"intent": "be creative", "working_dir": sys.project()})).await?;
     let planned = sys.wait_for(job, "skynet.job.planned.v1").await?;
     assert_eq!(planned["data"]["planner"], "llm:fake");
     let decided = sys.wait_for(job, "skynet.job.policy_decided.v1").await?;

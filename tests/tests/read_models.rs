@@ -79,15 +79,21 @@ async fn rebuilt_read_models_equal_the_incremental_ones_also_after_a_stop_betwee
     let mut ends = Vec::new();
     for i in 0..12 {
         ends.push(
-            sys.submit(&format!("rm-{i}"), json!({"intent": "check git status and list files", "working_dir": "/tmp"}))
-                .await?,
+            sys.submit(
+                &format!("rm-{i}"),
+                json!({"intent": "check git status and list files", "working_dir": sys.project()}),
+            )
+            .await?,
         );
     }
     let approve = sys
-        .submit("rm-approve", json!({"intent": "build the project", "working_dir": "/tmp", "requested_by": "ann"}))
+        .submit(
+            "rm-approve",
+            json!({"intent": "build the project", "working_dir": sys.project(), "requested_by": "ann"}),
+        )
         .await?;
-    let deny = sys.submit("rm-deny", json!({"intent": "install dependencies", "working_dir": "/tmp"})).await?;
-    let cancel = sys.submit("rm-cancel", json!({"intent": "deploy", "working_dir": "/tmp"})).await?;
+    let deny = sys.submit("rm-deny", json!({"intent": "install dependencies", "working_dir": sys.project()})).await?;
+    let cancel = sys.submit("rm-cancel", json!({"intent": "deploy", "working_dir": sys.project()})).await?;
     let nonsense = sys.submit("rm-nonsense", json!({"intent": "paint the fence"})).await?;
     sys.client.publish("skynet.intake.task", "not even json".into()).await?;
     for job in [approve, deny, cancel] {

@@ -4,6 +4,9 @@
 //! wrong `source` or one that does not decode in a job's log. Each attempt is
 //! refused by the server or dead-lettered, and nothing runs that should not.
 
+// Forging raw publishes is what these tests are about.
+#![allow(clippy::disallowed_methods)]
+
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -36,7 +39,7 @@ async fn refused(sys: &System, subject: &str) -> anyhow::Result<()> {
 
 /// A job waiting for a person's approval.
 async fn awaiting(sys: &System, id: &str) -> anyhow::Result<Uuid> {
-    let job = sys.submit(id, json!({"intent": "build the project", "working_dir": "/tmp"})).await?;
+    let job = sys.submit(id, json!({"intent": "build the project", "working_dir": sys.project()})).await?;
     assert_eq!(sys.wait_for(job, DECIDED).await?["data"]["requires_approval"], true);
     Ok(job)
 }
@@ -195,7 +198,7 @@ async fn an_undecodable_event_fails_its_job_and_the_services_keep_running() -> a
     assert!(reason.contains("skipped at sequence") && reason.contains("CloudEvent"), "{reason}");
 
     // The pipeline goes on for everyone else.
-    let next = sys.submit("after-garbage", json!({"intent": "check git status", "working_dir": "/tmp"})).await?;
+    let next = sys.submit("after-garbage", json!({"intent": "check git status", "working_dir": sys.project()})).await?;
     sys.wait_for(next, "skynet.job.dispatched.v1").await?;
     sys.shutdown().await
 }

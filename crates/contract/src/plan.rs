@@ -101,6 +101,11 @@ impl Plan {
     }
 }
 
+/// The parameter of an [`ExecStep`] holding the argv of a project's own task
+/// (tests, lint, build, install), resolved by the dispatcher from the policy's
+/// allow-list or the project's files. A plan can never set it.
+pub const PROJECT_COMMAND: &str = "project_command";
+
 /// One executable step: a catalog action with its parameters and limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -2,7 +2,8 @@
 //! service and the dispatcher (and later the executors). Pure: no I/O except
 //! reading the rules file and canonicalising paths.
 //!
-//! * [`catalog`]: every action, its required parameters and timeouts.
+//! * [`catalog`]: every action, its typed parameters and timeouts.
+//! * [`project`]: the commands of a project's tests, lint, build and install.
 //! * [`mapping`]: plan-step text → action, by whole words.
 //! * [`policy`]: the rules file (risk table, blocked actions, sandbox, approvals,
 //!   rate limits), its validation, and the checks built on it.
@@ -11,6 +12,7 @@
 pub mod catalog;
 pub mod mapping;
 pub mod policy;
+pub mod project;
 pub mod sandbox;
 
 pub use policy::{PolicyRules, RulesError};

@@ -94,6 +94,10 @@ pub struct PolicyRules {
     pub risk: RiskRules,
     pub sandbox: Sandbox,
     pub rate_limits: RateLimits,
+    /// Commands allow-listed per project directory (tests, lint, build,
+    /// install); without an entry they are detected from the project's files.
+    #[serde(default)]
+    pub projects: Vec<crate::project::ProjectCommands>,
 }
 
 /// The answer of a single-action check (the predecessor's `/v1/policy/check`).
@@ -226,9 +230,23 @@ impl PolicyRules {
 
     /// Checks a working directory against the sandbox.
     pub fn check_working_dir(&self, path: &str) -> Result<PathBuf, sandbox::SandboxError> {
-        let allowed = sandbox::canonical_roots(&self.sandbox.allowed_roots);
-        let denied = sandbox::canonical_roots(&self.sandbox.denied_paths);
+        let (allowed, denied) = self.sandbox_paths();
         sandbox::check(path, &allowed, &denied)
+    }
+
+    /// The sandbox's allowed roots and denied paths, canonical.
+    pub fn sandbox_paths(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        (sandbox::canonical_roots(&self.sandbox.allowed_roots), sandbox::canonical_roots(&self.sandbox.denied_paths))
+    }
+
+    /// Denies `paths` whatever the roots say (SKYNET's own data and tools).
+    pub fn deny(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
+        for p in paths {
+            let p = std::fs::canonicalize(&p).unwrap_or(p).display().to_string();
+            if !self.sandbox.denied_paths.contains(&p) {
+                self.sandbox.denied_paths.push(p);
+            }
+        }
     }
 }
 

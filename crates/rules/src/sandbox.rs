@@ -12,6 +12,10 @@ pub enum SandboxError {
     Outside { path: String, resolved: PathBuf, roots: Vec<PathBuf> },
     #[error("working directory {resolved:?} (from {path:?}) is inside denied path {denied:?}")]
     Denied { path: String, resolved: PathBuf, denied: PathBuf },
+    #[error("path {path:?} is a symbolic link; only the file it points to may be named")]
+    Symlink { path: String },
+    #[error("path {path:?} has no parent directory that exists, or names `..` or `.` last")]
+    BadPath { path: String },
 }
 
 /// Expands a leading `~` to `$HOME`.
@@ -33,6 +37,34 @@ pub fn canonical_roots(roots: &[String]) -> Vec<PathBuf> {
 pub fn check(path: &str, allowed: &[PathBuf], denied: &[PathBuf]) -> Result<PathBuf, SandboxError> {
     let resolved =
         std::fs::canonicalize(expand_home(path)).map_err(|_| SandboxError::Unresolvable { path: path.to_owned() })?;
+    if let Some(d) = denied.iter().find(|d| resolved.starts_with(d)) {
+        return Err(SandboxError::Denied { path: path.to_owned(), resolved, denied: d.clone() });
+    }
+    if allowed.iter().any(|root| resolved.starts_with(root)) {
+        Ok(resolved)
+    } else {
+        Err(SandboxError::Outside { path: path.to_owned(), resolved, roots: allowed.to_vec() })
+    }
+}
+
+/// Resolves `path` — relative to `base` unless absolute — which may not exist
+/// yet (a file to write, a directory to create): an existing path is
+/// canonicalised whole, but must not itself be a symbolic link; a new one needs
+/// an existing parent, which is canonicalised. The result must lie inside an
+/// allowed root and inside no denied path.
+pub fn check_path(path: &str, base: &Path, allowed: &[PathBuf], denied: &[PathBuf]) -> Result<PathBuf, SandboxError> {
+    let bad = || SandboxError::BadPath { path: path.to_owned() };
+    let expanded = expand_home(path);
+    let full = if expanded.is_absolute() { expanded } else { base.join(expanded) };
+    let resolved = match std::fs::symlink_metadata(&full) {
+        Ok(m) if m.file_type().is_symlink() => return Err(SandboxError::Symlink { path: path.to_owned() }),
+        Ok(_) => std::fs::canonicalize(&full).map_err(|_| SandboxError::Unresolvable { path: path.to_owned() })?,
+        Err(_) => {
+            let name = full.file_name().filter(|n| *n != "." && *n != "..").ok_or_else(bad)?;
+            let parent = full.parent().ok_or_else(bad)?;
+            std::fs::canonicalize(parent).map_err(|_| bad())?.join(name)
+        }
+    };
     if let Some(d) = denied.iter().find(|d| resolved.starts_with(d)) {
         return Err(SandboxError::Denied { path: path.to_owned(), resolved, denied: d.clone() });
     }
@@ -75,6 +107,26 @@ mod tests {
         // A sibling sharing a prefix is not inside.
         std::fs::create_dir_all(base.path().join("rootx"))?;
         assert!(check(&p(&base.path().join("rootx")), &allowed, &[]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn paths_that_may_not_exist_are_resolved_and_contained() -> std::io::Result<()> {
+        let base = tempfile::tempdir()?;
+        let root = std::fs::canonicalize(base.path())?.join("root");
+        std::fs::create_dir_all(root.join("proj"))?;
+        std::fs::write(root.join("proj/notes.txt"), "x")?;
+        std::fs::write(base.path().join("secret"), "s")?;
+        std::os::unix::fs::symlink(base.path().join("secret"), root.join("proj/link"))?;
+        let allowed = vec![root.clone()];
+        let proj = root.join("proj");
+        assert_eq!(check_path("notes.txt", &proj, &allowed, &[]), Ok(proj.join("notes.txt")));
+        assert_eq!(check_path("new.txt", &proj, &allowed, &[]), Ok(proj.join("new.txt")));
+        assert!(matches!(check_path("../../secret", &proj, &allowed, &[]), Err(SandboxError::Outside { .. })));
+        assert!(matches!(check_path("link", &proj, &allowed, &[]), Err(SandboxError::Symlink { .. })));
+        assert!(matches!(check_path("missing/new.txt", &proj, &allowed, &[]), Err(SandboxError::BadPath { .. })));
+        assert!(check_path("..", &proj, &allowed, &[]).is_ok(), "an existing `..` is just its directory");
+        assert!(matches!(check_path("/etc/passwd", &proj, &allowed, &[]), Err(SandboxError::Outside { .. })));
         Ok(())
     }
 }

@@ -130,7 +130,11 @@ impl ExecutorSettings {
                     p.mock = Some(Mock { latency_ms: self.mock_latency_ms, failure_rate: self.mock_failure_rate })
                 }
                 "local" => {
-                    p.local = Some(Local { allowed_roots: rules.sandbox.allowed_roots.clone(), ..Local::default() })
+                    p.local = Some(Local {
+                        allowed_roots: rules.sandbox.allowed_roots.clone(),
+                        denied_paths: rules.sandbox.denied_paths.clone(),
+                        ..Local::default()
+                    })
                 }
                 "ssh" => {
                     p.ssh = Some(Ssh {
@@ -229,6 +233,9 @@ impl Settings {
         if let Some(secs) = self.approval_timeout_secs.filter(|s| *s > 0) {
             rules.approval.timeout_secs = secs;
         }
+        // SKYNET's own state (credentials, the API token, the log's store) and
+        // tools are never a step's business, whatever the roots say.
+        rules.deny([self.data_dir.clone(), PathBuf::from(".tools")]);
         Ok(rules)
     }
 

@@ -14,6 +14,8 @@ struct Running {
     nats: NatsServer,
     db: TestDb,
     stop: CancellationToken,
+    /// A project (a Makefile) whose tests and build the jobs run.
+    project: tempfile::TempDir,
 }
 
 async fn system() -> anyhow::Result<Running> {
@@ -34,7 +36,9 @@ async fn system() -> anyhow::Result<Running> {
         client.request("skynet.policy.check", br#"{"action":"x"}"#.as_slice().into()).await.ok().map(|_| ())
     })
     .await?;
-    Ok(Running { nats, db, stop })
+    let project = tempfile::tempdir()?;
+    std::fs::write(project.path().join("Makefile"), "test:\n\t@true\nall:\n\t@true\n")?;
+    Ok(Running { nats, db, stop, project })
 }
 
 fn skynet(r: &Running, args: &[&str]) -> Command {
@@ -61,7 +65,8 @@ async fn task_wait_exits_with_the_jobs_outcome_and_the_other_commands_work() -> 
     let r = system().await?;
     // Success: 0, with live progress.
     let ok = tokio::task::spawn_blocking({
-        let cmd = run(&r, &["task", "check git status and run the tests", "--dir", "/tmp", "--wait"]);
+        let dir = r.project.path().display().to_string();
+        let cmd = run(&r, &["task", "check git status and run the tests", "--dir", &dir, "--wait"]);
         move || cmd
     })
     .await??;
@@ -79,7 +84,8 @@ async fn task_wait_exits_with_the_jobs_outcome_and_the_other_commands_work() -> 
     assert!(text(&failed).contains("planning_failed"));
 
     // Approval from another terminal while one waits.
-    let mut waiting = skynet(&r, &["task", "build the project", "--dir", "/tmp", "--wait", "--timeout", "60"])
+    let dir = r.project.path().display().to_string();
+    let mut waiting = skynet(&r, &["task", "build the project", "--dir", &dir, "--wait", "--timeout", "60"])
         .stdout(Stdio::piped())
         .spawn()?;
     let mut first = String::new();

@@ -145,10 +145,9 @@ async fn kill_9_mid_step_moves_the_job_to_another_executor_and_completes_it_once
     let (stop, plane) = control_plane(&nats, &db).await?;
     let mut a = Some(executor(&nats, &db, "victim-a", 3000)?);
     let mut b = Some(executor(&nats, &db, "victim-b", 3000)?);
-    // Users submit and read with the client role; the heartbeat check needs admin.
+    // Users submit and read with the client role.
     let client = nats.connect_as("client").await?;
     let js = async_nats::jetstream::new(client.clone());
-    let admin = async_nats::jetstream::new(nats.connect().await?);
     let job = submit(&client, "kill-1").await?.to_string();
     client.flush().await?;
     let holder = eventually(Duration::from_secs(30), "the step to start", || async {

@@ -1,9 +1,13 @@
 //! Plan → execution spec. Pure but for path canonicalisation.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use skynet_contract::plan::PROJECT_COMMAND;
 use skynet_contract::{ExecSpec, ExecStep, Risk};
 use skynet_job::Job;
 use skynet_rules::mapping::map_step;
-use skynet_rules::{PolicyRules, catalog, sandbox};
+use skynet_rules::{PolicyRules, catalog, project, sandbox};
 
 /// Builds the spec for an approved job, or says which step cannot run and why.
 pub fn build_spec(job: &Job, rules: &PolicyRules) -> Result<ExecSpec, String> {
@@ -43,24 +47,8 @@ pub fn build_spec(job: &Job, rules: &PolicyRules) -> Result<ExecSpec, String> {
                 approved.as_str()
             ));
         }
-        let mut params = step.params.clone();
-        // Every directory a step names is checked and replaced by its canonical form.
-        for key in ["working_dir", "directory"] {
-            if let Some(dir) = params.get(key).and_then(|v| v.as_str()).map(str::to_owned) {
-                let canonical = rules.check_working_dir(&dir).map_err(|e| format!("{name}: {e}"))?;
-                params.insert(key.into(), canonical.display().to_string().into());
-            }
-        }
-        for key in entry.required {
-            if !params.contains_key(*key) {
-                match *key {
-                    "working_dir" | "directory" => {
-                        params.insert((*key).into(), working_dir.clone().into());
-                    }
-                    missing => return Err(format!("{name}: action {action} requires parameter {missing:?}")),
-                }
-            }
-        }
+        catalog::check_params(entry, &step.params).map_err(|e| format!("{name}: {e}"))?;
+        let params = step_params(entry, &step.params, &working_dir, rules).map_err(|e| format!("{name}: {e}"))?;
         steps.push(ExecStep {
             index: i as u32,
             action: action.clone(),
@@ -79,6 +67,46 @@ pub fn build_spec(job: &Job, rules: &PolicyRules) -> Result<ExecSpec, String> {
         .unwrap_or(catalog::JOB_TIMEOUT_SECS)
         .min(catalog::JOB_TIMEOUT_SECS);
     Ok(ExecSpec { steps, working_dir, total_timeout_secs: total, approved_risk: approved })
+}
+
+/// The step's parameters as the executor gets them: every directory and path
+/// canonical and inside the sandbox (relative paths against the step's
+/// directory), the job's directory where one is required and missing, and the
+/// project's own command for tests, lint, build and install.
+fn step_params(
+    entry: &catalog::Action,
+    given: &BTreeMap<String, serde_json::Value>,
+    job_dir: &str,
+    rules: &PolicyRules,
+) -> Result<BTreeMap<String, serde_json::Value>, String> {
+    let mut params = given.clone();
+    for p in entry.all_params().filter(|p| p.kind == catalog::Kind::Dir) {
+        match params.get(p.name).and_then(|v| v.as_str()).map(str::to_owned) {
+            Some(dir) => {
+                let canonical = rules.check_working_dir(&dir).map_err(|e| e.to_string())?;
+                params.insert(p.name.into(), canonical.display().to_string().into());
+            }
+            // Every step names its directory in the spec, so the log says where it ran.
+            None if p.required || p.name == "working_dir" => {
+                params.insert(p.name.into(), job_dir.into());
+            }
+            None => {}
+        }
+    }
+    let step_dir = PathBuf::from(params.get("working_dir").and_then(|v| v.as_str()).unwrap_or(job_dir));
+    let (allowed, denied) = rules.sandbox_paths();
+    for p in entry.all_params().filter(|p| p.kind == catalog::Kind::Path) {
+        if let Some(path) = params.get(p.name).and_then(|v| v.as_str()).map(str::to_owned) {
+            let canonical = sandbox::check_path(&path, &step_dir, &allowed, &denied)
+                .map_err(|e| format!("parameter {:?}: {e}", p.name))?;
+            params.insert(p.name.into(), canonical.display().to_string().into());
+        }
+    }
+    if entry.project_command {
+        let argv = project::command(entry.name, &step_dir, &rules.projects)?;
+        params.insert(PROJECT_COMMAND.into(), argv.into());
+    }
+    Ok(params)
 }
 
 #[cfg(test)]
@@ -137,7 +165,10 @@ mod tests {
 
     #[test]
     fn the_predecessors_mapping_scenario() {
-        // §18.9: three steps, WRITE approved.
+        // §18.9: three steps, WRITE approved, in a project with a Makefile.
+        let project = tempfile::tempdir().expect("tempdir");
+        std::fs::write(project.path().join("Makefile"), "test:\n").expect("Makefile");
+        let dir = std::fs::canonicalize(project.path()).expect("dir").display().to_string();
         let j = job(
             vec![
                 ("Check git status", "Run git status", None, Risk::ReadOnly),
@@ -145,14 +176,22 @@ mod tests {
                 ("Build app", "Build the project", None, Risk::Write),
             ],
             Risk::Write,
-            Some("/tmp"),
+            Some(&dir),
         );
         let spec = build_spec(&j, &PolicyRules::defaults()).expect("spec");
         let got: Vec<_> = spec.steps.iter().map(|s| (s.action.as_str(), s.timeout_secs)).collect();
         assert_eq!(got, [("git_status", 90), ("run_tests", 300), ("build_project", 600)]);
-        let tmp = std::fs::canonicalize("/tmp").expect("tmp").display().to_string();
-        assert_eq!(spec.working_dir, tmp);
-        assert_eq!(spec.steps[0].params["working_dir"], tmp.as_str());
+        assert_eq!(spec.working_dir, dir);
+        assert_eq!(spec.steps[0].params["working_dir"], dir.as_str());
+        // The commands come from the project, recorded in the spec.
+        assert_eq!(spec.steps[1].params[PROJECT_COMMAND], serde_json::json!(["make", "test"]));
+        assert_eq!(spec.steps[2].params[PROJECT_COMMAND], serde_json::json!(["make"]));
+        // No project file: no command, and the step is named.
+        let bare = tempfile::tempdir().expect("tempdir");
+        let bare_dir = bare.path().display().to_string();
+        let j = job(vec![("Run tests", "", Some("run_tests"), Risk::ReadOnly)], Risk::Write, Some(&bare_dir));
+        let err = build_spec(&j, &PolicyRules::defaults()).expect_err("nothing to run");
+        assert!(err.contains("step 0") && err.contains("no command for run_tests"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ fn local(roots: &[&std::path::Path]) -> ProvidersConfig {
     ProvidersConfig {
         local: Some(Local {
             allowed_roots: roots.iter().map(|p| p.display().to_string()).collect(),
+            denied_paths: vec![],
             max_output: 1 << 20,
         }),
         ..ProvidersConfig::default()

@@ -123,14 +123,20 @@ impl LlmPlanner {
     }
 
     fn request_body(&self, intent: &str, working_dir: Option<&str>, memories: &[PastJob]) -> serde_json::Value {
-        let actions: Vec<&str> = catalog::ACTIONS.iter().map(|a| a.name).collect();
+        let actions: Vec<String> = catalog::ACTIONS
+            .iter()
+            .map(|a| format!("{}({})", a.name, a.all_params().map(|p| p.name).collect::<Vec<_>>().join(", ")))
+            .collect();
         let mut system = format!(
             "You are SKYNET's planner. Turn the user's request into a JSON object, and output only that object:\n\
-             {{\"summary\": string, \"steps\": [{{\"title\": string, \"description\": string, \"action\": one of {actions:?}, \
+             {{\"summary\": string, \"steps\": [{{\"title\": string, \"description\": string, \"action\": string, \
              \"params\": object, \"risk\": \"READ_ONLY\"|\"WRITE\"|\"ADMIN\", \"estimated_minutes\": integer}}], \
              \"artifacts\": [string]}}\n\
+             Actions, with the only parameters each takes: {}.\n\
              READ_ONLY only inspects (git status, tests, listing files); WRITE changes files or state (installs, builds); \
-             ADMIN deploys, pushes, deletes or touches production. Make steps atomic and ordered; use only listed actions."
+             ADMIN deploys, pushes, deletes or touches production. Make steps atomic and ordered; use only listed actions \
+             and parameters (tests, lint, build and install run the project's own commands).",
+            actions.join("; ")
         );
         if !memories.is_empty() {
             system.push_str("\nRelevant past jobs (learn from failures, repeat what worked):");
@@ -195,10 +201,16 @@ pub fn parse_plan(text: &str) -> Result<Plan, LlmError> {
     for (i, s) in raw.steps.into_iter().enumerate() {
         let title = if s.title.trim().is_empty() { format!("Step {}", i + 1) } else { s.title };
         let action = match s.action.map(|a| a.trim().to_ascii_lowercase()).filter(|a| !a.is_empty()) {
-            Some(a) if catalog::action(&a).is_none() => {
-                return Err(LlmError::Invalid(format!("step {i} ({title:?}) uses unknown action {a:?}")));
-            }
-            other => other,
+            Some(a) => match catalog::action(&a) {
+                None => return Err(LlmError::Invalid(format!("step {i} ({title:?}) uses unknown action {a:?}"))),
+                Some(entry) => {
+                    // A model fed a hostile intent must not smuggle in a command.
+                    catalog::check_params(entry, &s.params)
+                        .map_err(|e| LlmError::Invalid(format!("step {i} ({title:?}): {e}")))?;
+                    Some(a)
+                }
+            },
+            None => None,
         };
         let risk_text = s.risk.unwrap_or_else(|| "WRITE".into());
         let risk = Risk::parse(&risk_text)

@@ -146,7 +146,8 @@ async fn make_plan(
     }
 }
 
-/// A supplied plan must name a catalog action for every step.
+/// A supplied plan must name a catalog action for every step, with only the
+/// parameters that action takes, each of its kind.
 fn check_supplied(plan: &Plan) -> Result<Plan, String> {
     if plan.steps.is_empty() {
         return Err("the supplied plan has no steps".into());
@@ -154,9 +155,11 @@ fn check_supplied(plan: &Plan) -> Result<Plan, String> {
     let mut plan = plan.clone();
     for (i, s) in plan.steps.iter_mut().enumerate() {
         let action = s.action.as_deref().map(|a| a.trim().to_ascii_lowercase()).unwrap_or_default();
-        if skynet_rules::catalog::action(&action).is_none() {
+        let Some(entry) = skynet_rules::catalog::action(&action) else {
             return Err(format!("step {i} ({:?}) of the supplied plan has no known action ({action:?})", s.title));
-        }
+        };
+        skynet_rules::catalog::check_params(entry, &s.params)
+            .map_err(|e| format!("step {i} ({:?}) of the supplied plan: {e}", s.title))?;
         s.action = Some(action);
     }
     Ok(plan)

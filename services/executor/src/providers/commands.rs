@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use skynet_contract::plan::PROJECT_COMMAND;
 
 /// Why an action has no command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,9 +70,10 @@ pub fn argv(action: &str, params: &BTreeMap<String, Value>) -> Result<Vec<String
         }
         "git_pull" => v(&["git", "pull"]),
         "git_push" => {
+            // Both are single words that cannot start with '-' (catalog kind Word).
             let mut a = v(&["git", "push"]);
-            a.extend(s("remote"));
-            a.extend(s("branch"));
+            a.extend(s("remote").filter(|w| skynet_rules::catalog::is_word(w)));
+            a.extend(s("branch").filter(|w| skynet_rules::catalog::is_word(w)));
             a
         }
         "git_commit" => {
@@ -81,20 +83,26 @@ pub fn argv(action: &str, params: &BTreeMap<String, Value>) -> Result<Vec<String
         "git_init" => v(&["git", "init"]),
         "git_add_all" => v(&["git", "add", "--all"]),
         "list_directory" => {
-            vec!["ls".into(), "-la".into(), s("directory").or_else(|| s("path")).unwrap_or_else(|| ".".into())]
+            vec!["ls".into(), "-la".into(), "--".into(), s("directory").unwrap_or_else(|| ".".into())]
         }
         "file_read" => {
-            let f = s("file")
-                .or_else(|| s("file_path"))
-                .ok_or(CommandError::BadParam { action: action.into(), param: "file" })?;
+            // Remote providers only: the local provider opens the file itself.
+            let f = s("file").ok_or(CommandError::BadParam { action: action.into(), param: "file" })?;
             vec!["cat".into(), "--".into(), f]
         }
-        "run_tests" => words("command", "pytest")?,
-        "lint_project" => words("command", "ruff check .")?,
-        "build_project" => words("command", "make")?,
-        "install_dependencies" => words("command", "pip install -r requirements.txt")?,
+        // The project's own command, resolved by the dispatcher from the
+        // policy's allow-list or the project's files; never from the plan.
+        "run_tests" | "lint_project" | "build_project" | "install_dependencies" => match params.get(PROJECT_COMMAND) {
+            Some(Value::Array(a)) if !a.is_empty() => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or(CommandError::BadParam { action: action.into(), param: PROJECT_COMMAND })?,
+            _ => return Err(CommandError::BadParam { action: action.into(), param: PROJECT_COMMAND }),
+        },
         "docker_build" => {
-            vec!["docker".into(), "build".into(), "-t".into(), s("tag").unwrap_or_else(|| "myapp".into()), ".".into()]
+            let tag = s("tag").filter(|w| skynet_rules::catalog::is_word(w)).unwrap_or_else(|| "myapp".into());
+            vec!["docker".into(), "build".into(), "-t".into(), tag, ".".into()]
         }
         "docker_compose_up" => v(&["docker", "compose", "up", "-d"]),
         "check_disk_space" => v(&["df", "-h"]),
@@ -128,10 +136,17 @@ mod tests {
             ("git_status", p(&[]), Ok(vec!["git", "status"])),
             ("git_diff", p(&[]), Ok(vec!["git", "diff"])),
             ("git_log", p(&[]), Ok(vec!["git", "log", "--oneline", "-n", "10"])),
-            ("list_directory", p(&[("directory", "/tmp".into())]), Ok(vec!["ls", "-la", "/tmp"])),
-            ("list_directory", p(&[]), Ok(vec!["ls", "-la", "."])),
-            ("run_tests", p(&[]), Ok(vec!["pytest"])),
-            ("run_tests", p(&[("command", "cargo test --workspace".into())]), Ok(vec!["cargo", "test", "--workspace"])),
+            ("list_directory", p(&[("directory", "/tmp".into())]), Ok(vec!["ls", "-la", "--", "/tmp"])),
+            ("list_directory", p(&[]), Ok(vec!["ls", "-la", "--", "."])),
+            // No command from the plan: only the dispatcher's project command.
+            ("run_tests", p(&[]), Err(())),
+            ("run_tests", p(&[("command", serde_json::json!(["sh", "-c", "touch /tmp/x"]))]), Err(())),
+            (
+                "run_tests",
+                p(&[(PROJECT_COMMAND, serde_json::json!(["cargo", "test", "--workspace"]))]),
+                Ok(vec!["cargo", "test", "--workspace"]),
+            ),
+            ("git_push", p(&[("remote", "--receive-pack=x".into())]), Ok(vec!["git", "push"])),
             (
                 "execute_command",
                 p(&[("command", "echo 'Hello from SKYNET'".into())]),

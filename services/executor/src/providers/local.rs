@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use skynet_contract::executor::Health;
-use skynet_rules::sandbox;
+use skynet_rules::{catalog, sandbox};
 use tokio_util::sync::CancellationToken;
 
 use super::process::{self, Spawn};
@@ -19,13 +19,16 @@ use super::{OutputSink, StepOutcome, StepRequest, commands};
 pub struct Local {
     /// Directories steps may run in (`~` and `.` allowed); usually the policy's sandbox roots.
     pub allowed_roots: Vec<String>,
+    /// Paths no step may touch, whatever the roots say (the policy's denied
+    /// paths, SKYNET's own data and tools).
+    pub denied_paths: Vec<String>,
     /// Bytes of stdout and of stderr kept per step.
     pub max_output: usize,
 }
 
 impl Default for Local {
     fn default() -> Self {
-        Local { allowed_roots: vec![".".into()], max_output: 1024 * 1024 }
+        Local { allowed_roots: vec![".".into()], denied_paths: Vec::new(), max_output: 1024 * 1024 }
     }
 }
 
@@ -35,17 +38,16 @@ impl Local {
             Ok(d) => d,
             Err(e) => return StepOutcome::error(e),
         };
+        if let Err(e) = self.check_paths(req, &dir) {
+            return StepOutcome::error(e);
+        }
+        if req.action == "file_read" {
+            return self.read_file(req);
+        }
         let argv = match commands::argv(&req.action, &req.params) {
             Ok(a) => a,
             Err(e) => return StepOutcome::error(e.to_string()),
         };
-        if req.action == "file_read" {
-            // The file, too, must stay inside the working directory.
-            let target = argv.last().map(|f| dir.join(f)).unwrap_or_default();
-            if let Err(e) = sandbox::check(&target.display().to_string(), std::slice::from_ref(&dir), &[]) {
-                return StepOutcome::error(format!("file not allowed: {e}"));
-            }
-        }
         let Some((program, args)) = argv.split_first() else { return StepOutcome::error("empty command".into()) };
         let spawn = Spawn {
             program,
@@ -66,8 +68,66 @@ impl Local {
             .get("working_dir")
             .and_then(|v| v.as_str())
             .map_or_else(|| req.working_dir.display().to_string(), str::to_owned);
-        let roots = sandbox::canonical_roots(&self.allowed_roots);
-        sandbox::check(&wanted, &roots, &[]).map_err(|e| format!("working directory not allowed: {e}"))
+        let (roots, denied) = self.sandbox();
+        sandbox::check(&wanted, &roots, &denied).map_err(|e| format!("working directory not allowed: {e}"))
+    }
+
+    fn sandbox(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        (sandbox::canonical_roots(&self.allowed_roots), sandbox::canonical_roots(&self.denied_paths))
+    }
+
+    /// Every directory and path parameter again, right before the step runs:
+    /// still inside the sandbox, and still the canonical path the dispatcher
+    /// checked (a symbolic link swapped in since then is refused).
+    fn check_paths(&self, req: &StepRequest, dir: &std::path::Path) -> Result<(), String> {
+        let Some(entry) = catalog::action(&req.action) else { return Ok(()) };
+        let (roots, denied) = self.sandbox();
+        for p in entry.all_params().filter(|p| matches!(p.kind, catalog::Kind::Dir | catalog::Kind::Path)) {
+            let Some(given) = req.params.get(p.name).and_then(|v| v.as_str()) else { continue };
+            let now = match p.kind {
+                catalog::Kind::Dir => sandbox::check(given, &roots, &denied),
+                _ => sandbox::check_path(given, dir, &roots, &denied),
+            }
+            .map_err(|e| format!("parameter {:?} not allowed: {e}", p.name))?;
+            if now.as_path() != std::path::Path::new(given) {
+                return Err(format!(
+                    "parameter {:?}: {given:?} now resolves to {} (changed since it was checked); refused",
+                    p.name,
+                    now.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `file_read`: opens the checked file itself — never through a symbolic
+    /// link in its last component, only a regular file — and returns up to
+    /// `max_output` bytes of it as the step's output.
+    fn read_file(&self, req: &StepRequest) -> StepOutcome {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let Some(path) = req.params.get("file").and_then(|v| v.as_str()) else {
+            return StepOutcome::error("file_read needs a file".into());
+        };
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(path)
+            .and_then(|f| match f.metadata() {
+                Ok(m) if m.is_file() => Ok(f),
+                Ok(_) => Err(std::io::Error::other("not a regular file")),
+                Err(e) => Err(e),
+            });
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) => return StepOutcome::error(format!("cannot read {path}: {e}")),
+        };
+        let mut stdout = Vec::new();
+        let cap = u64::try_from(self.max_output).unwrap_or(u64::MAX);
+        if let Err(e) = file.take(cap).read_to_end(&mut stdout) {
+            return StepOutcome::error(format!("cannot read {path}: {e}"));
+        }
+        StepOutcome { exit_code: Some(0), stdout, ..StepOutcome::default() }
     }
 
     pub async fn health(&self) -> (Health, String) {
