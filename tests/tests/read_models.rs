@@ -112,7 +112,7 @@ async fn rebuilt_read_models_equal_the_incremental_ones_also_after_a_stop_betwee
     }
     sys.wait_for(nonsense, "skynet.job.planning_failed.v1").await?;
     let pool = sys.db.pool().await?;
-    let target = last_seq(&sys.js).await?;
+    let target = last_seq(&async_nats::jetstream::new(sys.nats.connect_as("projector").await?)).await?;
     eventually(Duration::from_secs(30), "the projector to catch up", || async {
         (checkpoint(&pool).await >= target).then_some(())
     })

@@ -230,3 +230,88 @@ async fn binary_headers_are_percent_decoded_and_other_spec_versions_refused() ->
     assert!(letter.2.contains("1.0"), "the reason says what is accepted: {}", letter.2);
     sys.shutdown().await
 }
+
+/// Dead letters as stored (sequence, subject, payload), read as a client may.
+async fn dlq(sys: &System) -> anyhow::Result<Vec<skynet_bus::read::Stored>> {
+    skynet_bus::read::read_all(&sys.client, "SKYNET_DLQ", "skynet.dlq.>", 1).await.map_err(|e| anyhow::anyhow!(e))
+}
+
+#[tokio::test]
+async fn a_client_cannot_reflect_stored_bytes_into_the_log() -> anyhow::Result<()> {
+    let sys = System::start().await?;
+    let job = awaiting(&sys, "reflect-1").await?;
+    // Step 1: get forged bytes stored somewhere the client can read: a
+    // submission the intake refuses is kept unchanged in the dead letters.
+    let event = forged(job, "approved", "skynet/policy", json!({"approver": "mallory"}));
+    sys.client.publish(INTAKE, event.clone().into()).await?;
+    let stored = eventually(WAIT, "the forged submission dead-lettered", || async {
+        dlq(&sys).await.ok()?.into_iter().find(|m| m.payload.as_ref() == event.as_slice())
+    })
+    .await?;
+    // Step 2: ask the server to send it (a direct get) to the job's subject,
+    // and a publish acknowledgement to another of its subjects.
+    let get = json!({"seq": stored.seq}).to_string();
+    sys.client
+        .publish_with_reply("$JS.API.DIRECT.GET.SKYNET_DLQ", format!("skynet.job.{job}.approved"), get.into())
+        .await?;
+    let ack_target = format!("skynet.job.{job}.started");
+    sys.client.publish_with_reply(INTAKE, ack_target, task("reflect-ack", json!({"intent": "x"})).into()).await?;
+    // Step 3: an answer from the policy service aimed at the JetStream API.
+    let before = dlq(&sys).await?.len();
+    sys.client.publish_with_reply("skynet.policy.check", "$JS.API.STREAM.PURGE.SKYNET_DLQ", "{}".into()).await?;
+    sys.client.flush().await?;
+    // A real approval after all of that is the first and only one.
+    let reply = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob"})).await?;
+    assert_eq!(reply["accepted"], true, "the job was no longer awaiting approval: {reply}");
+    let events = sys.job_events(job).await?;
+    let approvers: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "skynet.job.approved.v1")
+        .map(|e| e["data"]["approver"].clone())
+        .collect();
+    assert_eq!(approvers, [json!("bob")]);
+    let raw = skynet_bus::read::read_all(&sys.client, "SKYNET_EVENTS", &format!("skynet.job.{job}.>"), 1)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    for m in &raw {
+        // A reflected acknowledgement or answer would not decode; a reflected
+        // dead letter would be mallory's approval (above).
+        let env = skynet_bus::codec::decode(m.headers.as_ref(), &m.payload);
+        let ok = env.as_ref().is_ok_and(|e| e.subject.as_deref() == Some(job.to_string().as_str()));
+        assert!(ok, "message {} of the job is not one of its events: {:?}", m.seq, m.payload);
+    }
+    assert!(dlq(&sys).await?.len() >= before, "the dead letters were not purged");
+    sys.shutdown().await
+}
+
+#[tokio::test]
+async fn a_service_answers_only_to_inboxes() -> anyhow::Result<()> {
+    let sys = System::start().await?;
+    sys.client.publish(INTAKE, "not json".into()).await?;
+    eventually(WAIT, "a dead letter", || async { (!dlq(&sys).await.ok()?.is_empty()).then_some(()) }).await?;
+    // Even a service role (here the API's) cannot aim the policy's answer at
+    // the JetStream API: the policy service may publish only to inboxes.
+    let api = sys.nats.connect_as("api").await?;
+    api.publish_with_reply("skynet.policy.check", "$JS.API.STREAM.PURGE.SKYNET_DLQ", "{}".into()).await?;
+    api.flush().await?;
+    refused(&sys, "$JS.API.STREAM.PURGE.SKYNET_DLQ").await?;
+    assert_eq!(dlq(&sys).await?.len(), 1, "the dead letters are all still there");
+    sys.shutdown().await
+}
+
+#[tokio::test]
+async fn a_client_cannot_claim_a_skynet_source() -> anyhow::Result<()> {
+    let sys = System::start().await?;
+    // The API's jobs are UUIDv5("skynet/api", idempotency key): squatting one
+    // would hand a victim's later submission the attacker's job.
+    let body = serde_json::to_vec(&json!({"specversion": "1.0", "id": "victim-key", "source": "skynet/api",
+        "type": "skynet.task.requested.v1", "data": {"intent": "deploy to production"}}))?;
+    sys.client.publish(INTAKE, body.into()).await?;
+    let letter = eventually(WAIT, "the squatting submission refused", || async {
+        dead_letters(&sys, "intake").await.ok()?.into_iter().find(|(c, _, _)| c == "reserved_source")
+    })
+    .await?;
+    assert!(letter.2.contains("skynet/api"), "{}", letter.2);
+    assert!(sys.job_events(job_id("skynet/api", "victim-key")).await?.is_empty(), "no job opened");
+    sys.shutdown().await
+}

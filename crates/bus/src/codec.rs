@@ -53,6 +53,14 @@ pub fn is_binary_mode(headers: Option<&HeaderMap>) -> bool {
     header(headers, "ce-specversion").is_some()
 }
 
+/// Whether a live message is a copy of a *stored* one (a direct-get reply,
+/// which carries `Nats-Stream`) rather than an event as a service published it.
+/// In the CLIENTS account any client can aim a direct get's reply at another
+/// job's subject; watchers skip such copies instead of believing them.
+pub fn is_reflected(headers: Option<&HeaderMap>) -> bool {
+    header(headers, "Nats-Stream").is_some() || header(headers, "Nats-Sequence").is_some()
+}
+
 /// A header value, looked up case-insensitively (NATS header names are
 /// case-sensitive on the wire, clients are not consistent).
 pub fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {

@@ -170,6 +170,14 @@ pub struct Received {
 pub fn receive(msg: &Message, expected: Option<skynet_contract::job::JobEventKind>) -> Result<Received, Disposition> {
     let undecodable =
         |e: skynet_contract::DecodeError| Disposition::DeadLetter { code: "undecodable", reason: e.to_string() };
+    // A copy of a stored message (a direct-get reply aimed at a job's subject)
+    // is not an event any service appended.
+    if crate::codec::is_reflected(msg.headers.as_ref()) {
+        return Err(Disposition::DeadLetter {
+            code: "reflected",
+            reason: "a copy of a stored message (it carries Nats-Stream), not an appended event".into(),
+        });
+    }
     let env = crate::codec::decode(msg.headers.as_ref(), &msg.payload).map_err(undecodable)?;
     let (job, event) = env.job_event().map_err(undecodable)?;
     // A message stored under one job that names another is not that job's event.

@@ -88,7 +88,7 @@ impl ManagedServer {
             Durability::Durable => DURABLE_CONF,
             Durability::Fast => FAST_CONF,
         };
-        let text = format!("{text}\n{}", roles.render_authorization(&creds)?);
+        let text = format!("{text}\n{}", roles.render_accounts(&creds)?);
         write_private(&conf, &text).map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?;
         let port = if port == 0 {
             free_port().map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?

@@ -2,7 +2,8 @@
 //! here; `nats/README.md` lists them with their publishers and consumers.
 //!
 //! ```text
-//! skynet.intake.task                 untrusted task submissions (stream SKYNET_INTAKE)
+//! skynet.intake.task                 task submissions of SKYNET's own services (stream SKYNET_INTAKE)
+//! skynet.intake.client               task submissions of clients (their skynet.intake.task, imported)
 //! skynet.job.<job_id>.<event>        the job aggregates' events  (stream SKYNET_EVENTS)
 //! skynet.task.rejected               rejected submissions        (stream SKYNET_EVENTS)
 //! skynet.dlq.<origin>                dead letters with reasons   (stream SKYNET_DLQ)
@@ -12,6 +13,10 @@ use crate::ids::JobId;
 
 /// Where anyone submits a task request (structured or binary CloudEvent).
 pub const INTAKE_TASK: &str = "skynet.intake.task";
+/// Where submissions of the CLIENTS account arrive: a client publishes on
+/// `skynet.intake.task` in its own account, and the server's import maps it here,
+/// so the intake knows a submission came from outside SKYNET.
+pub const INTAKE_CLIENT: &str = "skynet.intake.client";
 /// Every job event of every job.
 pub const JOB_ALL: &str = "skynet.job.>";
 /// Where rejections of submitted tasks are recorded.

@@ -97,6 +97,8 @@ pub enum RejectionCode {
     InvalidData,
     /// The requester is over its rate limit.
     RateLimited,
+    /// A client claimed a `source` reserved for SKYNET's own services (`skynet/...`).
+    ReservedSource,
 }
 
 impl RejectionCode {
@@ -109,6 +111,7 @@ impl RejectionCode {
             RejectionCode::UnknownType => "unknown_type",
             RejectionCode::InvalidData => "invalid_data",
             RejectionCode::RateLimited => "rate_limited",
+            RejectionCode::ReservedSource => "reserved_source",
         }
     }
 }

@@ -92,7 +92,7 @@ pub enum Cmd {
     /// `SKYNET_NATS_CREDS_DIR`).
     Bootstrap(#[command(flatten)] Settings),
     /// Generate one NATS credential per role (nkey seeds, mode 0600) into a
-    /// directory, and the nats-server `authorization` block that gives each
+    /// directory, and the nats-server `accounts` block that gives each
     /// role its permissions from `nats/roles.json` (include it in your server's
     /// configuration).
     NatsAuth {
@@ -135,8 +135,8 @@ fn nats_auth(dir: &std::path::Path) -> anyhow::Result<()> {
     use skynet_bus::auth::{Credentials, Roles};
     let roles = Roles::builtin()?;
     let creds = Credentials::ensure(dir, &roles)?;
-    let conf = dir.join("authorization.conf");
-    let block = roles.render_authorization(&creds)?;
+    let conf = dir.join("accounts.conf");
+    let block = roles.render_accounts(&creds)?;
     std::fs::write(&conf, &block).with_context(|| format!("writing {}", conf.display()))?;
     // A complete server configuration too (ours, durable, plus the block), for
     // a server that has no configuration of its own (compose.yaml uses it).

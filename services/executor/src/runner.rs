@@ -90,6 +90,12 @@ impl Run<'_> {
 
 /// Handles one `scheduled` delivery.
 pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
+    if codec::is_reflected(msg.headers.as_ref()) {
+        return Disposition::DeadLetter {
+            code: "reflected",
+            reason: "a copy of a stored message, not an event".into(),
+        };
+    }
     let env = match codec::decode(msg.headers.as_ref(), &msg.payload) {
         Ok(e) => e,
         Err(e) => return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() },

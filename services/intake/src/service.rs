@@ -21,7 +21,7 @@ use skynet_rules::PolicyRules;
 
 use crate::config::Config;
 use crate::ratelimit::RateLimiter;
-use crate::validate::{Refusal, validate};
+use crate::validate::{Refusal, check_channel, validate};
 
 const SERVICE: &str = "intake";
 
@@ -60,7 +60,7 @@ pub async fn run(
 /// Handles one submission. Public so tests can deliver the same message twice.
 pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
-    match validate(msg.headers.as_ref(), &msg.payload) {
+    match validate(msg.headers.as_ref(), &msg.payload).and_then(|a| check_channel(&msg.subject, &a).map(|()| a)) {
         Ok(accepted) => {
             let span =
                 info_span!("open", service = SERVICE, job_id = %accepted.job, event_id = %accepted.request_event_id);

@@ -5,7 +5,7 @@ use async_nats::HeaderMap;
 use skynet_bus::codec;
 use skynet_contract::job::Requested;
 use skynet_contract::task::{MAX_SUBMISSION_BYTES, RejectionCode, TASK_REQUESTED, TASK_REQUESTED_ALIAS, TaskRequested};
-use skynet_contract::{DecodeError, JobId};
+use skynet_contract::{DecodeError, JobId, subjects};
 
 /// A submission the intake accepts.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +29,23 @@ impl Refusal {
     fn new(code: RejectionCode, reason: impl Into<String>) -> Refusal {
         Refusal { code, reason: reason.into(), request: None }
     }
+}
+
+/// A submission that arrived from outside SKYNET (the CLIENTS account, on
+/// [`subjects::INTAKE_CLIENT`]) may not claim a `source` of SKYNET's own
+/// services: the job id derives from the source, so a client could otherwise
+/// take the job an API caller's idempotency key will map to, or pass for a
+/// service in the log.
+pub fn check_channel(subject: &str, accepted: &Accepted) -> Result<(), Refusal> {
+    let source = &accepted.requested.request_source;
+    if subject == subjects::INTAKE_CLIENT && source.starts_with("skynet/") {
+        return Err(Refusal {
+            code: RejectionCode::ReservedSource,
+            reason: format!("source {source:?} is reserved for SKYNET's own services; name your client another way"),
+            request: Some((source.clone(), accepted.request_event_id.clone())),
+        });
+    }
+    Ok(())
 }
 
 /// Validates one submission.

@@ -154,3 +154,43 @@ fn every_role_is_in_the_table_of_nats_readme() {
         assert!(readme.contains(&format!("`{name}`")), "nats/README.md's role table lacks `{name}`");
     }
 }
+
+#[test]
+fn no_role_answers_to_a_subject_its_requester_chooses() {
+    let r = roles();
+    for (name, role) in &r.roles {
+        // allow_responses would let a requester aim the answer at a stream's
+        // subject or at the JetStream API (a purge), under the service's name.
+        assert!(!role.permissions.allow_responses, "{name} has allow_responses");
+    }
+    let policy = &r.get("policy").expect("policy").permissions;
+    assert!(policy.may_publish("_R_.abc.def"), "answers imported requests");
+    assert!(policy.may_publish("_INBOX_api.abc"), "answers the API");
+    assert!(!policy.may_publish("$JS.API.STREAM.PURGE.SKYNET_DLQ"));
+}
+
+#[test]
+fn clients_live_in_their_own_account_and_reach_only_what_skynet_exports() {
+    let r = roles();
+    let imports: Vec<String> = r.accounts["CLIENTS"]["imports"]
+        .as_array()
+        .expect("imports")
+        .iter()
+        .filter_map(|i| {
+            let service = i.get("service")?;
+            Some(i.get("to").or_else(|| service.get("subject"))?.as_str()?.to_owned())
+        })
+        .collect();
+    for name in [CLIENT, "telegram", "initiative"] {
+        let role = r.get(name).expect(name);
+        assert_eq!(role.account, "CLIENTS", "{name}");
+        for subject in &role.permissions.publish.allow {
+            assert!(imports.contains(subject), "{name} publishes {subject}, which SKYNET does not export");
+        }
+    }
+    for (name, role) in r.roles.iter().filter(|(_, role)| role.account != "CLIENTS") {
+        assert_eq!(role.account, SKYNET_ACCOUNT, "{name}");
+    }
+    assert_eq!(r.accounts[SKYNET_ACCOUNT]["jetstream"], "enabled");
+    assert!(r.accounts["CLIENTS"].get("jetstream").is_none(), "clients hold no streams");
+}

@@ -191,10 +191,12 @@ async fn start_up(
         .context("starting `skynet up`")?;
     let up = Up(child);
     let js = async_nats::jetstream::new(client.clone());
+    // The policy service answers users (and the API), not the admin role.
+    let user = connect_as(server, skynet_bus::auth::CLIENT).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let policy_ok =
-            client.request("skynet.policy.check", br#"{"action":"git_status"}"#.as_slice().into()).await.is_ok();
+            user.request("skynet.policy.check", br#"{"action":"git_status"}"#.as_slice().into()).await.is_ok();
         let executor_ok = match js.get_key_value(skynet_bus::definitions::EXECUTORS_BUCKET).await {
             Ok(kv) => match kv.keys().await {
                 Ok(keys) => keys.count().await > 0,

@@ -3,8 +3,9 @@
 
 use anyhow::Context;
 use clap::Args;
-use skynet_bus::EventStore;
-use skynet_contract::JobId;
+use skynet_bus::codec;
+use skynet_bus::definitions::EVENTS_STREAM;
+use skynet_contract::{JobId, subjects};
 
 use super::ClientArgs;
 use crate::render;
@@ -50,8 +51,12 @@ pub struct JobArgs {
 pub async fn show(args: JobArgs, c: &ClientArgs) -> anyhow::Result<i32> {
     let job: JobId = args.id.parse().map_err(|_| anyhow::anyhow!("{:?} is not a job id (a UUID)", args.id))?;
     let client = c.connect().await?;
-    let store = EventStore::open(async_nats::jetstream::new(client)).await.map_err(|e| anyhow::anyhow!(e))?;
-    let events: Vec<_> = store.load(job).await?.events.into_iter().map(|(_, e)| e).collect();
+    // A client reads the log by direct get (it may create no consumer, and
+    // the rest of the JetStream API is not exported to its account).
+    let stored = skynet_bus::read::read_all(&client, EVENTS_STREAM, &subjects::job_stream(job), 1)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let events: Vec<_> = stored.iter().filter_map(|m| codec::decode(m.headers.as_ref(), &m.payload).ok()).collect();
     if events.is_empty() {
         anyhow::bail!("no job {job}: nothing in the log under skynet.job.{job}.>");
     }

@@ -61,7 +61,13 @@ pub async fn run(args: TaskArgs, c: &ClientArgs) -> anyhow::Result<i32> {
     let client = c.connect().await?;
     let js = async_nats::jetstream::new(client.clone());
     let id = uuid::Uuid::new_v4().to_string();
-    let source = "skynet/cli";
+    // `skynet/...` sources are SKYNET's own services'; a user's CLI is a client.
+    let user: String = std::env::var("USER")
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .collect();
+    let source = &format!("cli/{}", if user.is_empty() { "anonymous" } else { &user });
     let job = JobId::for_request(source, &id);
     let data = TaskRequested {
         intent: args.intent.clone(),
@@ -99,6 +105,9 @@ pub async fn run(args: TaskArgs, c: &ClientArgs) -> anyhow::Result<i32> {
         };
         let Some(next) = next else { anyhow::bail!("the event stream ended unexpectedly") };
         let (headers, payload) = next;
+        if codec::is_reflected(headers.as_ref()) {
+            continue; // a stored message another client aimed at this job's subject
+        }
         let Ok(env) = codec::decode(headers.as_ref(), &payload) else { continue };
         let mine = env.subject.as_deref() == Some(&job.to_string());
         if !mine {

@@ -37,6 +37,9 @@ pub async fn run(args: WatchArgs, c: &ClientArgs) -> anyhow::Result<i32> {
     let style = c.style();
     let mut seen = 0usize;
     while let Some(msg) = sub.next().await {
+        if codec::is_reflected(msg.headers.as_ref()) {
+            continue; // a stored message another client aimed here, not a live event
+        }
         let printed = match codec::decode(msg.headers.as_ref(), &msg.payload) {
             Ok(env) if c.json => super::emit(serde_json::to_string(&env.to_cloudevent())?.to_string()),
             Ok(env) => super::emit(render::event_line(&env, style).to_string()),
