@@ -44,6 +44,8 @@ impl System {
         let mut settings = Settings::new(Some(nats.url.clone()), Some(db.url.clone()));
         // Every service connects under its own role, as with `skynet up`.
         settings.nats_creds_dir = Some(nats.creds().dir.clone());
+        // The first admin principal's token (as `skynet up` makes it).
+        settings.api_token = Some(ADMIN_TOKEN.into());
         tune(&mut settings);
         let infra = Infra::up(&settings).await?;
         let stop = CancellationToken::new();
@@ -63,6 +65,15 @@ impl System {
                 .map(|_| ())
         })
         .await?;
+        // The people of the tests: each an approver and submitter who may read,
+        // with the token `token-<name>` (see [`token`]).
+        let store =
+            skynet_bus::principals::Principals::open(&async_nats::jetstream::new(nats.connect().await?)).await?;
+        for name in PEOPLE {
+            use skynet_contract::principal::{Principal, PrincipalRole as R};
+            let p = Principal { name: (*name).into(), roles: vec![R::Submit, R::Approve, R::Read] };
+            store.put(&self::token(name), &p).await?;
+        }
         let project = tempfile::tempdir()?;
         std::fs::write(
             project.path().join("Makefile"),
@@ -90,6 +101,17 @@ impl System {
         Ok((self.nats, self.db))
     }
 }
+
+/// Principals every test system knows (see [`token`]).
+pub const PEOPLE: &[&str] = &["alice", "bob", "carol", "ann"];
+
+/// The API token of one of [`PEOPLE`].
+pub fn token(name: &str) -> String {
+    format!("token-{name}")
+}
+
+/// The token of the first admin principal of every test system.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// Where tasks are submitted.
 pub const INTAKE: &str = "skynet.intake.task";
@@ -121,6 +143,16 @@ impl System {
     /// Submits a task with a plain client; returns its job id.
     pub async fn submit(&self, id: &str, data: serde_json::Value) -> anyhow::Result<uuid::Uuid> {
         self.client.publish(INTAKE, task(id, data).into()).await?;
+        self.client.flush().await?;
+        Ok(job_id(SOURCE, id))
+    }
+
+    /// Submits a task authenticated as the principal holding `token` (the
+    /// `Authorization` header); returns its job id.
+    pub async fn submit_as(&self, token: &str, id: &str, data: serde_json::Value) -> anyhow::Result<uuid::Uuid> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Authorization", format!("Bearer {token}").as_str());
+        self.client.publish_with_headers(INTAKE, headers, task(id, data).into()).await?;
         self.client.flush().await?;
         Ok(job_id(SOURCE, id))
     }
@@ -171,12 +203,28 @@ impl System {
         let nats = self.nats.connect_as("api").await?;
         let js = async_nats::jetstream::new(nats.clone());
         let store = skynet_bus::EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?;
-        let deps = skynet_api::Deps { nats, js, store, db: self.db.pool().await? };
+        let principals = std::sync::Arc::new(skynet_bus::principals::Principals::open(&js).await?);
+        let deps = skynet_api::Deps { nats, js, store, db: self.db.pool().await?, principals };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let app = skynet_api::router(config, deps).into_make_service_with_connect_info::<std::net::SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(url)
+    }
+
+    /// Registers `token` for principal `name` with `roles`, as an operator
+    /// does with `skynet principal add` (admin role).
+    pub async fn principal(
+        &self,
+        name: &str,
+        token: &str,
+        roles: &[skynet_contract::principal::PrincipalRole],
+    ) -> anyhow::Result<()> {
+        let js = async_nats::jetstream::new(self.nats.connect().await?);
+        let store = skynet_bus::principals::Principals::open(&js).await?;
+        let p = skynet_contract::principal::Principal { name: name.into(), roles: roles.to_vec() };
+        store.put(token, &p).await?;
+        Ok(())
     }
 
     /// Sends a command (or any request) and returns the JSON reply.

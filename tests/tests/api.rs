@@ -9,10 +9,13 @@ use serde_json::{Value, json};
 use skynet_system_tests::System;
 use skynet_testkit::{NatsServer, TestDb, eventually};
 
-const TOKEN: &str = "test-token-123";
+/// Alice's token: she submits, approves and reads (see the harness's people).
+const TOKEN: &str = "token-alice";
+/// Bob's: he approves what alice submits (nobody approves their own job).
+const BOB: &str = "token-bob";
 
 fn config() -> skynet_api::Config {
-    skynet_api::Config { token: TOKEN.into(), ..skynet_api::Config::default() }
+    skynet_api::Config::default()
 }
 
 async fn mock_system() -> anyhow::Result<System> {
@@ -30,11 +33,14 @@ struct Api {
 
 impl Api {
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
-        let r = self.http.post(format!("{}{path}", self.url)).bearer_auth(TOKEN).json(&body).send().await?;
+        self.post_as(TOKEN, path, body).await
+    }
+    async fn post_as(&self, token: &str, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+        let r = self.http.post(format!("{}{path}", self.url)).bearer_auth(token).json(&body).send().await?;
         Ok((r.status(), r.json().await.unwrap_or(Value::Null)))
     }
     async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
-        let r = self.http.get(format!("{}{path}", self.url)).send().await?;
+        let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(TOKEN).send().await?;
         Ok((r.status(), r.json().await.unwrap_or(Value::Null)))
     }
     async fn job_status(&self, job: &str) -> Option<String> {
@@ -64,7 +70,7 @@ async fn tasks_jobs_history_output_and_commands_over_http() -> anyhow::Result<()
                 .post(format!("{}/v1/tasks", api.url))
                 .bearer_auth(TOKEN)
                 .header("Idempotency-Key", key)
-                .json(&json!({"intent": intent, "working_dir": project, "requested_by": "alice", "project": "web"}))
+                .json(&json!({"intent": intent, "working_dir": project, "project": "web"}))
                 .send()
                 .await?;
             anyhow::Ok((r.status(), r.json::<Value>().await?))
@@ -96,30 +102,37 @@ async fn tasks_jobs_history_output_and_commands_over_http() -> anyhow::Result<()
     let (code, out) = api.get(&format!("/v1/jobs/{job}/steps/1/output")).await?;
     assert_eq!(code, StatusCode::OK, "{out}");
     assert!(out["stdout"].as_str().unwrap_or("").contains("24 passed"), "{out}");
-    let text =
-        api.http.get(format!("{}/v1/jobs/{job}/steps/1/output?stream=stdout", api.url)).send().await?.text().await?;
+    let text = api
+        .http
+        .get(format!("{}/v1/jobs/{job}/steps/1/output?stream=stdout", api.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?
+        .text()
+        .await?;
     assert!(text.contains("24 passed"));
 
     // A WRITE job waits; approve over HTTP; then approving again is 409.
     let (_, w) = submit("k-2", "build the project").await?;
     let wjob = w["job_id"].as_str().unwrap_or_default().to_owned();
     api.wait_status(&wjob, "awaiting_approval").await?;
-    let (code, ok) = api.post(&format!("/v1/jobs/{wjob}/approve"), json!({"by": "bob"})).await?;
+    // Alice requested it: she may not approve it; bob may, and is recorded.
+    let (code, own) = api.post(&format!("/v1/jobs/{wjob}/approve"), json!({})).await?;
+    assert_eq!((code, own["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{own}");
+    let (code, ok) = api.post_as(BOB, &format!("/v1/jobs/{wjob}/approve"), json!({})).await?;
     assert_eq!(code, StatusCode::OK, "{ok}");
     api.wait_status(&wjob, "succeeded").await?;
-    let (code, problem) = api.post(&format!("/v1/jobs/{wjob}/approve"), json!({"by": "carol"})).await?;
+    let approved = sys.wait_for(uuid::Uuid::parse_str(&wjob)?, "skynet.job.approved.v1").await?;
+    assert_eq!(approved["data"]["approver"], "bob", "the principal of the token, not a body field");
+    let (code, problem) = api.post_as("token-carol", &format!("/v1/jobs/{wjob}/approve"), json!({})).await?;
     assert_eq!(code, StatusCode::CONFLICT);
     assert_eq!(problem["code"], "conflict");
     let (code, _) = api.post(&format!("/v1/jobs/{wjob}/cancel"), json!({})).await?;
     assert_eq!(code, StatusCode::CONFLICT, "a finished job cannot be cancelled");
 
     // Filters and cursor pagination.
-    for i in 0..4 {
-        api.post(
-            "/v1/tasks",
-            json!({"intent": "list files", "working_dir": sys.project(), "requested_by": format!("pager-{}", i % 2)}),
-        )
-        .await?;
+    for _ in 0..4 {
+        api.post("/v1/tasks", json!({"intent": "list files", "working_dir": sys.project()})).await?;
     }
     eventually(Duration::from_secs(20), "six jobs listed", || async {
         let (_, v) = api.get("/v1/jobs?limit=100").await.ok()?;
@@ -144,7 +157,7 @@ async fn tasks_jobs_history_output_and_commands_over_http() -> anyhow::Result<()
     let unique: std::collections::BTreeSet<_> = seen.iter().collect();
     assert_eq!((seen.len(), unique.len()), (6, 6), "every job once across pages");
     let (_, alice) = api.get("/v1/jobs?requester=alice&project=web").await?;
-    assert_eq!(alice["jobs"].as_array().map(Vec::len), Some(2));
+    assert_eq!(alice["jobs"].as_array().map(Vec::len), Some(2), "the requester is the principal");
     let (_, none) = api.get("/v1/jobs?state=cancelled").await?;
     assert_eq!(none["jobs"], json!([]));
 
@@ -172,6 +185,7 @@ async fn every_error_status_is_problem_json() -> anyhow::Result<()> {
         (status, body["code"].as_str().unwrap_or("").to_owned())
     };
     let post = |path: &str| http.post(format!("{url}{path}")).bearer_auth(TOKEN);
+    let get = |path: &str| http.get(format!("{url}{path}")).bearer_auth(TOKEN);
     // 400 malformed JSON, 422 invalid fields, 413 too large, 401 no token, 404 unknown job.
     let cases = vec![
         (post("/v1/tasks").header("content-type", "application/json").body("{not json"), 400, "bad_request"),
@@ -181,11 +195,13 @@ async fn every_error_status_is_problem_json() -> anyhow::Result<()> {
         (post("/v1/tasks").json(&json!({"intent": "x".repeat(10_000)})), 413, "too_large"),
         (http.post(format!("{url}/v1/tasks")).json(&json!({"intent": "x"})), 401, "unauthorized"),
         (http.post(format!("{url}/v1/tasks")).bearer_auth("wrong").json(&json!({"intent": "x"})), 401, "unauthorized"),
-        (http.get(format!("{url}/v1/jobs/{}", uuid::Uuid::new_v4())), 404, "not_found"),
-        (http.get(format!("{url}/v1/jobs/not-a-uuid")), 404, "not_found"),
+        (get(&format!("/v1/jobs/{}", uuid::Uuid::new_v4())), 404, "not_found"),
+        (get("/v1/jobs/not-a-uuid"), 404, "not_found"),
         (post(&format!("/v1/jobs/{}/approve", uuid::Uuid::new_v4())), 404, "not_found"),
-        (http.get(format!("{url}/v1/jobs?limit=0")), 422, "invalid"),
-        (http.get(format!("{url}/v1/nowhere")), 404, "not_found"),
+        (get("/v1/jobs?limit=0"), 422, "invalid"),
+        (get("/v1/nowhere"), 404, "not_found"),
+        (http.get(format!("{url}/v1/jobs")), 401, "unauthorized"),
+        (http.get(format!("{url}/v1/jobs")).bearer_auth("token-nobody"), 401, "unauthorized"),
     ];
     for (req, status, code) in cases {
         let r = req.send().await?;
@@ -203,17 +219,27 @@ async fn every_error_status_is_problem_json() -> anyhow::Result<()> {
     let (got, _) = problem(post(&format!("/v1/jobs/{admin}/approve")).send().await?).await;
     assert_eq!(got.as_u16(), 422);
 
-    // 429 per client.
+    // 429 per principal; before authentication per address, so a fresh random
+    // token on every request is limited like no token at all.
     let mut cfg = config();
     cfg.rate_per_minute = 3;
     let limited = sys.api(cfg).await?;
     let mut codes = Vec::new();
     for _ in 0..5 {
-        codes.push(http.get(format!("{limited}/v1/jobs")).send().await?.status().as_u16());
+        codes.push(http.get(format!("{limited}/v1/jobs")).bearer_auth(TOKEN).send().await?.status().as_u16());
     }
     assert_eq!(codes, [200, 200, 200, 429, 429]);
-    let r = http.get(format!("{limited}/v1/jobs")).send().await?;
+    let r = http.get(format!("{limited}/v1/jobs")).bearer_auth(TOKEN).send().await?;
     assert!(r.headers().contains_key("retry-after"));
+    let mut random = Vec::new();
+    for _ in 0..5 {
+        let t = uuid::Uuid::new_v4().to_string();
+        random.push(http.get(format!("{limited}/v1/jobs")).bearer_auth(t).send().await?.status().as_u16());
+    }
+    assert_eq!(random, [401, 401, 401, 429, 429], "random tokens share their address's quota");
+    let (code, _) =
+        Api { url: limited.clone(), http: http.clone() }.post_as(BOB, "/v1/policy/check", json!({})).await?;
+    assert_ne!(code, StatusCode::TOO_MANY_REQUESTS, "another principal has its own quota");
     sys.shutdown().await?;
 
     // 503 when a service does not answer: an API whose NATS has no services.
@@ -225,7 +251,16 @@ async fn every_error_status_is_problem_json() -> anyhow::Result<()> {
     let store = skynet_bus::EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?;
     let mut cfg = config();
     cfg.service_timeout_ms = 300;
-    let app = skynet_api::router(cfg, skynet_api::Deps { nats: client, js, store, db: db.pool().await? });
+    cfg.open_reads = true;
+    let principals = std::sync::Arc::new(skynet_bus::principals::Principals::open(&js).await?);
+    let deps = skynet_api::Deps { nats: client, js, store, db: db.pool().await?, principals: principals.clone() };
+    let admin_js = async_nats::jetstream::new(lonely.connect().await?);
+    let p = skynet_contract::principal::Principal {
+        name: "alice".into(),
+        roles: vec![skynet_contract::principal::PrincipalRole::Admin],
+    };
+    skynet_bus::principals::Principals::open(&admin_js).await?.put(TOKEN, &p).await?;
+    let app = skynet_api::router(cfg, deps);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move {
@@ -243,7 +278,11 @@ async fn every_error_status_is_problem_json() -> anyhow::Result<()> {
 async fn live_events_arrive_as_server_sent_events_filtered_by_type() -> anyhow::Result<()> {
     let sys = mock_system().await?;
     let url = sys.api(config()).await?;
-    let resp = reqwest::Client::new().get(format!("{url}/v1/events?type=skynet.job.succeeded.v1")).send().await?;
+    let resp = reqwest::Client::new()
+        .get(format!("{url}/v1/events?type=skynet.job.succeeded.v1"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?;
     assert_eq!(resp.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("text/event-stream"));
     let mut resp = resp;
     let job = sys.submit("sse-1", json!({"intent": "check git status", "working_dir": sys.project()})).await?;
@@ -333,5 +372,84 @@ async fn the_predecessors_endpoints_answer_as_specified() -> anyhow::Result<()> 
     let (code, ph) = api.get("/v1/providers/health").await?;
     assert_eq!((code, ph["status"].as_str()), (StatusCode::OK, Some("healthy")), "{ph}");
     assert_eq!(ph["healthy_count"], 1);
+    sys.shutdown().await
+}
+
+#[tokio::test]
+async fn every_route_of_the_openapi_document_needs_a_token_and_its_role() -> anyhow::Result<()> {
+    use skynet_contract::principal::PrincipalRole;
+    let sys = mock_system().await?;
+    sys.principal("nobody", "token-nobody", &[]).await?;
+    sys.principal("reader", "token-reader", &[PrincipalRole::Read]).await?;
+    let url = sys.api(config()).await?;
+    let http = reqwest::Client::new();
+    // Every route the document lists: a route added to the API without its
+    // guard entry would be found here.
+    let doc: Value = serde_json::from_str(include_str!("../../services/api/openapi.json"))?;
+    let job = uuid::Uuid::new_v4().to_string();
+    let mut checked = Vec::new();
+    for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
+        for method in ops.as_object().into_iter().flatten().map(|(m, _)| m.to_uppercase()) {
+            let concrete = path.replace("{id}", &job).replace("{n}", "0");
+            let public = matches!(path.as_str(), "/" | "/v1/health");
+            let read =
+                method == "GET" || ["/v1/plan", "/v1/policy/check", "/v1/scheduler/diagnose"].contains(&path.as_str());
+            let send = |token: Option<&str>| {
+                let mut r = http.request(method.parse().unwrap_or(reqwest::Method::GET), format!("{url}{concrete}"));
+                if let Some(t) = token {
+                    r = r.bearer_auth(t);
+                }
+                // A body the handler would accept or refuse on its own: the guard answers first.
+                r.json(&json!({})).timeout(Duration::from_secs(5)).send()
+            };
+            let status = |r: Result<reqwest::Response, reqwest::Error>| r.map(|r| r.status().as_u16()).unwrap_or(0);
+            let anonymous = status(send(None).await);
+            let nobody = status(send(Some("token-nobody")).await);
+            let reader = status(send(Some("token-reader")).await);
+            if public {
+                assert!(![401, 403].contains(&anonymous), "{method} {path} is public: {anonymous}");
+                continue;
+            }
+            assert_eq!(anonymous, 401, "{method} {path} without a token");
+            assert_eq!(nobody, 403, "{method} {path} with a token holding no role");
+            if read {
+                assert!(![401, 403].contains(&reader), "{method} {path} is a read: {reader}");
+            } else {
+                assert_eq!(reader, 403, "{method} {path} mutates: a reader may not");
+            }
+            checked.push(format!("{method} {path}"));
+        }
+    }
+    for route in [
+        "POST /v1/tasks",
+        "POST /v1/execute",
+        "POST /v1/report",
+        "POST /v1/jobs/{id}/approve",
+        "POST /v1/jobs/{id}/deny",
+        "POST /v1/jobs/{id}/cancel",
+    ] {
+        assert!(checked.iter().any(|c| c == route), "{route} was checked: {checked:?}");
+    }
+    sys.shutdown().await
+}
+
+#[tokio::test]
+async fn live_event_streams_are_capped() -> anyhow::Result<()> {
+    let sys = mock_system().await?;
+    let url = sys.api(skynet_api::Config { max_sse: 1, ..config() }).await?;
+    let http = reqwest::Client::new();
+    let open = || http.get(format!("{url}/v1/events")).bearer_auth(TOKEN).send();
+    let first = open().await?;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = open().await?;
+    assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ct = second.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert_eq!(ct, "application/problem+json");
+    // Closing the first frees its place.
+    drop(first);
+    eventually(Duration::from_secs(10), "a place for a new stream", || async {
+        (open().await.ok()?.status() == StatusCode::OK).then_some(())
+    })
+    .await?;
     sys.shutdown().await
 }

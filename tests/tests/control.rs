@@ -45,7 +45,7 @@ async fn write_flow_waits_for_a_person_then_dispatches() -> anyhow::Result<()> {
         (decided["data"]["risk"].as_str(), decided["data"]["requires_approval"].as_bool()),
         (Some("WRITE"), Some(true))
     );
-    let reply = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob"})).await?;
+    let reply = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "token": "token-bob"})).await?;
     assert_eq!(reply["accepted"], true, "{reply}");
     let dispatched = sys.wait_for(job, DISPATCHED).await?;
     assert_eq!(dispatched["data"]["spec"]["steps"][0]["action"], "build_project");
@@ -53,7 +53,7 @@ async fn write_flow_waits_for_a_person_then_dispatches() -> anyhow::Result<()> {
     assert_eq!(approved["data"]["approver"], "bob");
     assert_eq!(approved["source"], "skynet/policy");
     // A second approval of a dispatched job is refused as a conflict.
-    let again = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "carol"})).await?;
+    let again = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "token": "token-carol"})).await?;
     assert_eq!((again["accepted"].as_bool(), again["code"].as_str()), (Some(false), Some("conflict")));
     sys.shutdown().await
 }
@@ -64,13 +64,23 @@ async fn admin_approval_needs_the_confirmation_phrase() -> anyhow::Result<()> {
     let sys = System::start().await?;
     let job = sys.submit("a-1", json!({"intent": "deploy to production", "working_dir": sys.project()})).await?;
     assert_eq!(sys.wait_for(job, DECIDED).await?["data"]["risk"], "ADMIN");
-    let without = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob"})).await?;
+    let without = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "token": "token-bob"})).await?;
     assert_eq!((without["accepted"].as_bool(), without["code"].as_str()), (Some(false), Some("confirmation_required")));
-    let wrong =
-        sys.request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob", "confirmation": "yes"})).await?;
+    let wrong = sys
+        .request("skynet.cmd.job.approve", json!({"job_id": job, "token": "token-bob", "confirmation": "yes"}))
+        .await?;
     assert_eq!(wrong["code"], "confirmation_mismatch");
+    // The bare phrase, typed ahead, confirms nothing: the job's short id is part
+    // of it, and the approval request shows the whole of it.
+    let typed_ahead = sys
+        .request("skynet.cmd.job.approve", json!({"job_id": job, "token": "token-bob", "confirmation": "execute"}))
+        .await?;
+    assert_eq!(typed_ahead["code"], "confirmation_mismatch");
+    let phrase = format!("execute {}", &job.to_string()[..8]);
+    let decided = sys.wait_for(job, DECIDED).await?;
+    assert!(decided["data"]["reasons"].to_string().contains(&phrase), "shown with the request: {decided}");
     let right = sys
-        .request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob", "confirmation": "execute"}))
+        .request("skynet.cmd.job.approve", json!({"job_id": job, "token": "token-bob", "confirmation": phrase}))
         .await?;
     assert_eq!(right["accepted"], true, "{right}");
     assert_eq!(sys.wait_for(job, DISPATCHED).await?["data"]["spec"]["steps"][0]["action"], "docker_compose_up");
@@ -84,20 +94,21 @@ async fn cancel_and_deny_respect_the_jobs_state() -> anyhow::Result<()> {
     let job = sys.submit("c-1", json!({"intent": "install dependencies", "working_dir": sys.project()})).await?;
     sys.wait_for(job, DECIDED).await?;
     let cancel = sys
-        .request("skynet.cmd.job.cancel", json!({"job_id": job, "by": "alice", "reason": "changed my mind"}))
+        .request("skynet.cmd.job.cancel", json!({"job_id": job, "token": "token-alice", "reason": "changed my mind"}))
         .await?;
     assert_eq!((cancel["accepted"].as_bool(), cancel["status"].as_str()), (Some(true), Some("cancelled")), "{cancel}");
     let cancelled = sys.wait_for(job, "skynet.job.cancelled.v1").await?;
     assert_eq!(cancelled["data"]["reason"], "changed my mind");
     for (subject, body) in [
-        ("skynet.cmd.job.cancel", json!({"job_id": job, "by": "alice"})),
-        ("skynet.cmd.job.deny", json!({"job_id": job, "by": "alice"})),
+        ("skynet.cmd.job.cancel", json!({"job_id": job, "token": "token-alice"})),
+        ("skynet.cmd.job.deny", json!({"job_id": job, "token": "token-alice"})),
     ] {
         let r = sys.request(subject, body).await?;
         assert_eq!((r["accepted"].as_bool(), r["code"].as_str()), (Some(false), Some("conflict")), "{subject}: {r}");
     }
     // Unknown jobs and malformed commands get clear answers.
-    let unknown = sys.request("skynet.cmd.job.cancel", json!({"job_id": uuid::Uuid::nil(), "by": "a"})).await?;
+    let unknown =
+        sys.request("skynet.cmd.job.cancel", json!({"job_id": uuid::Uuid::nil(), "token": "token-alice"})).await?;
     assert_eq!(unknown["code"], "not_found");
     let bad = sys.request("skynet.cmd.job.approve", json!({"job": "x"})).await?;
     assert_eq!(bad["code"], "bad_request");
@@ -105,8 +116,9 @@ async fn cancel_and_deny_respect_the_jobs_state() -> anyhow::Result<()> {
     // Deny of a job awaiting approval ends it denied with the reason.
     let job2 = sys.submit("c-2", json!({"intent": "build", "working_dir": sys.project()})).await?;
     sys.wait_for(job2, DECIDED).await?;
-    let deny =
-        sys.request("skynet.cmd.job.deny", json!({"job_id": job2, "by": "bob", "reason": "Too dangerous"})).await?;
+    let deny = sys
+        .request("skynet.cmd.job.deny", json!({"job_id": job2, "token": "token-bob", "reason": "Too dangerous"}))
+        .await?;
     assert_eq!(deny["status"], "denied", "{deny}");
     assert_eq!(sys.wait_for(job2, "skynet.job.denied.v1").await?["data"]["reason"], "Too dangerous");
     sys.shutdown().await
@@ -176,7 +188,7 @@ async fn an_unanswered_approval_cancels_the_job_even_across_a_restart() -> anyho
     let cancelled = sys.wait_for(job, "skynet.job.cancelled.v1").await?;
     assert_eq!(cancelled["data"]["reason"], "approval timed out");
     assert_eq!(cancelled["data"]["by"], "policy");
-    let late = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob"})).await?;
+    let late = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "token": "token-bob"})).await?;
     assert_eq!(late["code"], "conflict");
     sys.shutdown().await
 }
@@ -189,18 +201,28 @@ async fn requesters_over_their_rate_limit_are_rejected_not_queued() -> anyhow::R
     let path = dir.path().join("policy.toml");
     std::fs::write(&path, rules)?;
     let sys = System::start_with(NatsServer::start()?, TestDb::create().await?, |s| s.policy_file = Some(path)).await?;
+    // A mere claim to be bob counts against the claimant's source, not against
+    // bob, and is recorded as a claim.
+    let claimed = sys
+        .submit("rl-claim", json!({"intent": "list files", "requested_by": "bob", "working_dir": sys.project()}))
+        .await?;
+    let opened = sys.wait_for(claimed, "skynet.job.requested.v1").await?;
+    assert_eq!(opened["data"]["requested_by"], "bob (unverified)");
     let mut jobs = Vec::new();
     for i in 0..3 {
         jobs.push(
-            sys.submit(
+            sys.submit_as(
+                "token-bob",
                 &format!("rl-{i}"),
-                json!({"intent": "list files", "requested_by": "bob", "working_dir": sys.project()}),
+                json!({"intent": "list files", "requested_by": "somebody else", "working_dir": sys.project()}),
             )
             .await?,
         );
         // One at a time, so which one is third is certain.
         sys.wait_for_any(jobs[i], i).await?;
     }
+    let first = sys.wait_for(jobs[0], "skynet.job.requested.v1").await?;
+    assert_eq!(first["data"]["requested_by"], "bob", "the token's principal, not the claim");
     let rejected = eventually(skynet_system_tests::WAIT, "the rate-limit rejection", || async {
         let r = sys.read_all("SKYNET_EVENTS", "skynet.task.rejected").await.ok()?;
         r.first().map(|(_, _, p)| serde_json::from_slice::<serde_json::Value>(p).unwrap_or_default())
@@ -211,9 +233,8 @@ async fn requesters_over_their_rate_limit_are_rejected_not_queued() -> anyhow::R
     assert!(rejected["data"]["reason"].as_str().unwrap_or_default().contains("2 tasks per minute"), "{rejected}");
     assert!(sys.job_events(jobs[2]).await?.is_empty(), "not queued");
     // Other requesters are unaffected.
-    let other = sys
-        .submit("rl-other", json!({"intent": "list files", "requested_by": "carol", "working_dir": sys.project()}))
-        .await?;
+    let other =
+        sys.submit_as("token-carol", "rl-other", json!({"intent": "list files", "working_dir": sys.project()})).await?;
     sys.wait_for(other, "skynet.job.requested.v1").await?;
     sys.shutdown().await
 }

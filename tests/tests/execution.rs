@@ -102,7 +102,7 @@ async fn with_no_capable_provider_the_job_fails_with_the_reason_and_diagnose_exp
     }
     let job = sys.submit("nocap-1", json!({"intent": "zip the project", "working_dir": sys.project()})).await?;
     sys.wait_for(job, "skynet.job.policy_decided.v1").await?;
-    let r = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob"})).await?;
+    let r = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "token": "token-bob"})).await?;
     assert_eq!(r["accepted"], true, "{r}");
     let failed = sys.wait_for(job, "skynet.job.failed.v1").await?;
     assert_eq!(failed["data"]["stage"], "scheduling");

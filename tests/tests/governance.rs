@@ -40,12 +40,12 @@ async fn a_command_in_a_supplied_plan_is_refused_over_nats_and_http() -> anyhow:
 
     // `POST /v1/execute`, the predecessor's direct-execution endpoint.
     let m2 = marker();
-    let url = sys.api(skynet_api::Config { token: "t".into(), ..Default::default() }).await?;
+    let url = sys.api(skynet_api::Config::default()).await?;
     let spec = json!({"working_dir": sys.project(), "steps": [{"action": "run_tests",
         "params": {"command": format!("touch {}", m2.display())}}]});
     let r: Value = reqwest::Client::new()
         .post(format!("{url}/v1/execute"))
-        .bearer_auth("t")
+        .bearer_auth(skynet_system_tests::token("alice"))
         .json(&json!({"execution_spec": spec, "timeout": 20}))
         .send()
         .await?
@@ -162,7 +162,10 @@ async fn a_file_swapped_for_a_link_after_the_policy_decided_is_not_read() -> any
         .await?;
     sys.wait_for(job, "skynet.job.policy_decided.v1").await?;
     let r = sys
-        .request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob", "confirmation": "execute"}))
+        .request(
+            "skynet.cmd.job.approve",
+            json!({"job_id": job, "token": "token-bob", "confirmation": format!("execute {}", &job.to_string()[..8])}),
+        )
         .await?;
     assert_eq!(r["accepted"], true, "{r}");
     let dispatched = sys.wait_for(job, "skynet.job.dispatched.v1").await?;
@@ -178,5 +181,66 @@ async fn a_file_swapped_for_a_link_after_the_policy_decided_is_not_read() -> any
     assert!(error.contains("symbolic link"), "{error}");
     let all = serde_json::to_string(&sys.job_events(job).await?)?;
     assert!(!all.contains("SECRET"), "the swapped link was followed: {all}");
+    sys.shutdown().await
+}
+
+#[tokio::test]
+async fn one_principal_is_one_approver_however_it_is_named_and_never_for_its_own_job() -> anyhow::Result<()> {
+    use skynet_contract::principal::PrincipalRole as R;
+    // ADMIN jobs need two distinct approvers here.
+    let rules = skynet_rules::policy::DEFAULT_RULES.replace("admin_approvers = 1", "admin_approvers = 2");
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, rules)?;
+    let sys = System::start_with(NatsServer::start()?, TestDb::create().await?, |s| s.policy_file = Some(path)).await?;
+    // Dave holds three tokens, added as "dave", "Dave" and "dave " (one principal).
+    for (spelling, token) in [("dave", "dave-1"), ("Dave", "dave-2"), ("dave ", "dave-3")] {
+        let name = skynet_contract::principal::normalize_name(spelling).map_err(|e| anyhow::anyhow!(e))?;
+        sys.principal(&name, token, &[R::Approve, R::Submit]).await?;
+    }
+    // Erin asks for an ADMIN job with her own token.
+    sys.principal("erin", "erin-token", &[R::Approve, R::Submit]).await?;
+    let job = sys
+        .submit_as(
+            "erin-token",
+            "two-approvers",
+            json!({"intent": "deploy to production", "working_dir": sys.project()}),
+        )
+        .await?;
+    sys.wait_for(job, "skynet.job.policy_decided.v1").await?;
+    let confirm = format!("execute {}", &job.to_string()[..8]);
+    let approve = |token: &str| {
+        sys.request("skynet.cmd.job.approve", json!({"job_id": job, "token": token, "confirmation": confirm}))
+    };
+    let own = approve("erin-token").await?;
+    assert_eq!((own["accepted"].as_bool(), own["code"].as_str()), (Some(false), Some("forbidden")), "{own}");
+    assert_eq!(approve("dave-1").await?["accepted"], true);
+    for token in ["dave-2", "dave-3"] {
+        let again = approve(token).await?;
+        assert_eq!(again["accepted"], false, "dave counted twice: {again}");
+    }
+    let forged_body = sys
+        .request("skynet.cmd.job.approve", json!({"job_id": job, "token": "no-such-token", "approver": "carol"}))
+        .await?;
+    assert_eq!(forged_body["code"], "bad_request", "a name in the body is not accepted at all: {forged_body}");
+    // Still one approval of two: the job waits. A second principal completes it.
+    let events = sys.job_events(job).await?;
+    let approvers: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "skynet.job.approved.v1")
+        .map(|e| e["data"]["approver"].clone())
+        .collect();
+    assert_eq!(approvers, [json!("dave")]);
+    assert_eq!(approve(&skynet_system_tests::token("bob")).await?["accepted"], true);
+    let dispatched = sys.wait_for(job, "skynet.job.dispatched.v1").await?;
+    assert_eq!(dispatched["data"]["spec"]["steps"][0]["action"], "docker_compose_up");
+    let approvers: Vec<_> = sys
+        .job_events(job)
+        .await?
+        .iter()
+        .filter(|e| e["type"] == "skynet.job.approved.v1")
+        .map(|e| e["data"]["approver"].clone())
+        .collect();
+    assert_eq!(approvers, [json!("dave"), json!("bob")], "the principals of the tokens");
     sys.shutdown().await
 }

@@ -29,7 +29,8 @@ async fn a_task_published_by_any_client_opens_a_job_under_the_derived_id_once() 
     assert_eq!(first["subject"], job.to_string());
     assert_eq!(first["source"], "skynet/intake");
     assert_eq!(first["data"]["intent"], "check git status in /tmp and run the tests");
-    assert_eq!(first["data"]["requested_by"], "alice");
+    // Said without a token, the requester is a claim, and recorded as one.
+    assert_eq!(first["data"]["requested_by"], "alice (unverified)");
 
     // Both submissions consumed, still one job with one requested event.
     // (Stream state is an operator's view: the admin role reads it.)

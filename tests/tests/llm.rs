@@ -55,7 +55,10 @@ async fn a_good_llm_plan_is_used_and_a_step_without_action_fails_dispatch_by_nam
     let decided = sys.wait_for(job, "skynet.job.policy_decided.v1").await?;
     assert_eq!(decided["data"]["risk"], "ADMIN");
     let r = sys
-        .request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob", "confirmation": "execute"}))
+        .request(
+            "skynet.cmd.job.approve",
+            json!({"job_id": job, "token": "token-bob", "confirmation": format!("execute {}", &job.to_string()[..8])}),
+        )
         .await?;
     assert_eq!(r["accepted"], true, "{r}");
     let failed = sys.wait_for(job, "skynet.job.failed.v1").await?;

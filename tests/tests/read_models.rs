@@ -99,9 +99,9 @@ async fn rebuilt_read_models_equal_the_incremental_ones_also_after_a_stop_betwee
     for job in [approve, deny, cancel] {
         sys.wait_for(job, "skynet.job.policy_decided.v1").await?;
     }
-    sys.request("skynet.cmd.job.approve", json!({"job_id": approve, "approver": "bob", "comment": "ok"})).await?;
-    sys.request("skynet.cmd.job.deny", json!({"job_id": deny, "by": "bob", "reason": "no"})).await?;
-    sys.request("skynet.cmd.job.cancel", json!({"job_id": cancel, "by": "ann"})).await?;
+    sys.request("skynet.cmd.job.approve", json!({"job_id": approve, "token": "token-bob", "comment": "ok"})).await?;
+    sys.request("skynet.cmd.job.deny", json!({"job_id": deny, "token": "token-bob", "reason": "no"})).await?;
+    sys.request("skynet.cmd.job.cancel", json!({"job_id": cancel, "token": "token-ann"})).await?;
     ends.extend([approve]);
     for job in &ends {
         eventually(Duration::from_secs(30), "the job to end", || async {

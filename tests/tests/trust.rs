@@ -69,7 +69,7 @@ async fn a_client_cannot_forge_an_approval() -> anyhow::Result<()> {
     let types = status(&sys, job).await?;
     assert!(!types.iter().any(|t| t == "skynet.job.approved.v1"), "{types:?}");
     assert_eq!(types.last().map(String::as_str), Some(DECIDED));
-    let reply = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob"})).await?;
+    let reply = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "token": "token-bob"})).await?;
     assert_eq!(reply["accepted"], true, "{reply}");
     let approved = sys.wait_for(job, "skynet.job.approved.v1").await?;
     assert_eq!(approved["data"]["approver"], "bob");
@@ -175,7 +175,7 @@ async fn an_event_under_the_wrong_source_is_dead_lettered_and_never_folded() -> 
     assert_eq!(letter.0, "wrong_source");
     assert!(letter.2.contains("skynet/policy"), "the reason names the owner: {}", letter.2);
     // Not folded: no dispatch; the next service to touch the job ends it.
-    let reply = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob"})).await?;
+    let reply = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "token": "token-bob"})).await?;
     assert_eq!(reply["accepted"], false, "{reply}");
     let failed = sys.wait_for(job, "skynet.job.failed.v1").await?;
     assert_eq!(failed["data"]["stage"], "integrity");
@@ -190,7 +190,7 @@ async fn an_undecodable_event_fails_its_job_and_the_services_keep_running() -> a
     let admin = async_nats::jetstream::new(sys.nats.connect().await?);
     admin.publish(format!("skynet.job.{job}.denied"), "{not json".into()).await?.await?;
 
-    let reply = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob"})).await?;
+    let reply = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "token": "token-bob"})).await?;
     assert_eq!(reply["accepted"], false, "{reply}");
     let failed = sys.wait_for(job, "skynet.job.failed.v1").await?;
     assert_eq!(failed["data"]["stage"], "integrity");
@@ -261,7 +261,7 @@ async fn a_client_cannot_reflect_stored_bytes_into_the_log() -> anyhow::Result<(
     sys.client.publish_with_reply("skynet.policy.check", "$JS.API.STREAM.PURGE.SKYNET_DLQ", "{}".into()).await?;
     sys.client.flush().await?;
     // A real approval after all of that is the first and only one.
-    let reply = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "approver": "bob"})).await?;
+    let reply = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "token": "token-bob"})).await?;
     assert_eq!(reply["accepted"], true, "the job was no longer awaiting approval: {reply}");
     let events = sys.job_events(job).await?;
     let approvers: Vec<_> = events

@@ -18,6 +18,8 @@ pub const APPROVALS_BUCKET: &str = "SKYNET_APPROVALS";
 pub const RATE_BUCKET: &str = "SKYNET_RATE";
 /// Key-value bucket of executor heartbeats.
 pub const EXECUTORS_BUCKET: &str = "SKYNET_EXECUTORS";
+/// Key-value bucket of principals (token hash → name and roles).
+pub const PRINCIPALS_BUCKET: &str = "SKYNET_PRINCIPALS";
 /// Object store of step output.
 pub const OUTPUT_BUCKET: &str = "SKYNET_OUTPUT";
 /// Object store of artifacts.
@@ -30,6 +32,7 @@ const STREAMS: &[(&str, &str)] = &[
     ("nats/streams/KV_SKYNET_APPROVALS.json", include_str!("../../../nats/streams/KV_SKYNET_APPROVALS.json")),
     ("nats/streams/KV_SKYNET_RATE.json", include_str!("../../../nats/streams/KV_SKYNET_RATE.json")),
     ("nats/streams/KV_SKYNET_EXECUTORS.json", include_str!("../../../nats/streams/KV_SKYNET_EXECUTORS.json")),
+    ("nats/streams/KV_SKYNET_PRINCIPALS.json", include_str!("../../../nats/streams/KV_SKYNET_PRINCIPALS.json")),
     ("nats/streams/OBJ_SKYNET_OUTPUT.json", include_str!("../../../nats/streams/OBJ_SKYNET_OUTPUT.json")),
     ("nats/streams/OBJ_SKYNET_ARTIFACTS.json", include_str!("../../../nats/streams/OBJ_SKYNET_ARTIFACTS.json")),
 ];

@@ -41,7 +41,14 @@ pub async fn dead_letter(js: &jetstream::Context, dl: DeadLetter<'_>) -> Result<
         for (name, values) in orig.iter() {
             // NATS control headers would make the DLQ publish be deduplicated or
             // refused as if it were the original.
-            if AsRef::<str>::as_ref(name).to_ascii_lowercase().starts_with("nats-") {
+            let lower = AsRef::<str>::as_ref(name).to_ascii_lowercase();
+            if lower.starts_with("nats-") {
+                continue;
+            }
+            // Dead letters are readable by every client: a submitter's token
+            // is kept only as the fact that one was there.
+            if lower == "authorization" {
+                headers.insert(name.clone(), "(redacted)");
                 continue;
             }
             for v in values {

@@ -7,6 +7,7 @@
 //! * [`repo`]: load → decide → append with bounded conflict retries.
 //! * [`dlq`]: dead letters with reasons.
 //! * [`read`]: reading stored messages by direct get, without a consumer.
+//! * [`principals`]: API tokens of named principals with roles.
 //! * [`publish`](mod@publish): publishing events outside job aggregates.
 //! * [`consumer`]: the durable-consumer loop services run.
 //! * [`server`]: a nats-server child process when none is configured.
@@ -17,6 +18,7 @@ pub mod codec;
 pub mod consumer;
 pub mod definitions;
 pub mod dlq;
+pub mod principals;
 pub mod publish;
 pub mod read;
 pub mod repo;

@@ -19,26 +19,27 @@ pub const CANCEL: &str = "skynet.cmd.job.cancel";
 /// Single-action policy check (the predecessor's `/v1/policy/check`).
 pub const POLICY_CHECK: &str = "skynet.policy.check";
 
-/// Body of [`APPROVE`].
+/// Body of [`APPROVE`]. The approver recorded is the principal holding `token`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Approve {
     pub job_id: JobId,
-    /// Who approves (recorded in the `approved` event).
-    pub approver: String,
+    /// The approver's API token (`skynet principal add`).
+    pub token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
-    /// The confirmation phrase, required for ADMIN jobs.
+    /// For ADMIN jobs: the confirmation phrase and the job's short id
+    /// (`execute 1a2b3c4d`), as the approval request shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmation: Option<String>,
 }
 
-/// Body of [`DENY`].
+/// Body of [`DENY`]. The denier recorded is the principal holding `token`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Deny {
     pub job_id: JobId,
-    pub by: String,
+    pub token: String,
     #[serde(default = "default_deny_reason")]
     pub reason: String,
 }
@@ -47,12 +48,13 @@ fn default_deny_reason() -> String {
     "denied".into()
 }
 
-/// Body of [`CANCEL`].
+/// Body of [`CANCEL`]. The canceller recorded is the principal holding
+/// `token`: an approver may cancel any job, a submitter their own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cancel {
     pub job_id: JobId,
-    pub by: String,
+    pub token: String,
     #[serde(default = "default_cancel_reason")]
     pub reason: String,
 }
@@ -72,8 +74,10 @@ pub struct CommandReply {
     /// The job's status after the command, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    /// Stable error code when refused: `bad_request`, `not_found`, `conflict`,
-    /// `confirmation_required`, `confirmation_mismatch`, `unavailable`.
+    /// Stable error code when refused: `bad_request`, `unauthorized` (no or an
+    /// unknown token), `forbidden` (the principal lacks the role, or approves
+    /// its own job), `not_found`, `conflict`, `confirmation_required`,
+    /// `confirmation_mismatch`, `unavailable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// What happened, in words.

@@ -17,6 +17,7 @@ pub mod job;
 pub mod memory;
 pub mod owners;
 pub mod plan;
+pub mod principal;
 pub mod schema;
 pub mod subjects;
 pub mod task;

@@ -30,7 +30,9 @@ pub struct TaskRequested {
     /// Project the job belongs to, for grouping and filtering.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
-    /// Who asked (user name, chat id, service); used for rate limits and audit.
+    /// Who asked, as the submitter claims it. A client's claim is recorded as
+    /// `<claim> (unverified)`; a submission with an `Authorization: Bearer
+    /// <token>` header is requested by the token's principal instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
     /// Free-form constraints for the planner (time budget, allowed targets, ...).
@@ -99,6 +101,8 @@ pub enum RejectionCode {
     RateLimited,
     /// A client claimed a `source` reserved for SKYNET's own services (`skynet/...`).
     ReservedSource,
+    /// The submission carried an `Authorization` token no principal holds.
+    Unauthorized,
 }
 
 impl RejectionCode {
@@ -112,6 +116,7 @@ impl RejectionCode {
             RejectionCode::InvalidData => "invalid_data",
             RejectionCode::RateLimited => "rate_limited",
             RejectionCode::ReservedSource => "reserved_source",
+            RejectionCode::Unauthorized => "unauthorized",
         }
     }
 }

@@ -23,9 +23,18 @@ pub enum Command {
     FailPlanning { reason: String },
     /// Record the policy's decision (policy).
     DecidePolicy(PolicyDecided),
-    /// A person approves. `phrase_required` is the ADMIN confirmation phrase from
-    /// the policy's configuration; `confirmation` is what the approver typed.
-    Approve { approver: String, comment: Option<String>, confirmation: Option<String>, phrase_required: Option<String> },
+    /// A principal approves. `phrase_required` is the ADMIN confirmation phrase
+    /// from the policy's configuration; the approver must type it followed by
+    /// the job's short id ([`confirmation_for`]), so a typed-ahead constant
+    /// cannot confirm a job its approver has not seen. A requester may approve
+    /// their own WRITE or ADMIN job only when `self_approval` allows it.
+    Approve {
+        approver: String,
+        comment: Option<String>,
+        confirmation: Option<String>,
+        phrase_required: Option<String>,
+        self_approval: bool,
+    },
     /// A person denies.
     Deny { by: String, reason: String },
     /// Record the execution spec (dispatcher).
@@ -73,8 +82,10 @@ pub enum Rejection {
     AlreadyCancelling,
     #[error("approving an ADMIN job requires the confirmation phrase")]
     ConfirmationRequired,
-    #[error("the confirmation phrase does not match")]
+    #[error("the confirmation does not match: type the phrase and the job's short id")]
     ConfirmationMismatch,
+    #[error("{0} requested this job and may not approve it")]
+    SelfApproval(String),
     #[error("not every step has finished; cannot decide the outcome yet")]
     StepsUnfinished,
     #[error("intent must not be empty")]
@@ -111,15 +122,21 @@ pub fn decide(state: Option<&Job>, cmd: Command) -> Result<Vec<JobEvent>, Reject
             vec![JobEvent::PlanningFailed(PlanningFailed { reason })]
         }
         (Some(_), C::DecidePolicy(d)) => vec![JobEvent::PolicyDecided(d)],
-        (Some(job), C::Approve { approver, comment, confirmation, phrase_required }) => {
+        (Some(job), C::Approve { approver, comment, confirmation, phrase_required, self_approval }) => {
             if job.status != Status::AwaitingApproval {
                 return Err(Rejection::NotAwaitingApproval(job.status));
             }
-            let admin = job.policy.as_ref().is_some_and(|p| p.risk >= Risk::Admin);
-            if let (true, Some(phrase)) = (admin, phrase_required) {
+            let risk = job.policy.as_ref().map_or(Risk::Admin, |p| p.risk);
+            let requester = job.request.requested_by.as_deref().map(|r| r.trim().to_lowercase());
+            if !self_approval && risk >= Risk::Write && requester.as_deref() == Some(approver.as_str()) {
+                return Err(Rejection::SelfApproval(approver));
+            }
+            if let (true, Some(phrase)) = (risk >= Risk::Admin, phrase_required) {
                 match confirmation {
                     None => return Err(Rejection::ConfirmationRequired),
-                    Some(c) if c.trim() != phrase => return Err(Rejection::ConfirmationMismatch),
+                    Some(c) if !words_eq(&c, &confirmation_for(&phrase, job.id)) => {
+                        return Err(Rejection::ConfirmationMismatch);
+                    }
                     Some(_) => {}
                 }
             }
@@ -169,6 +186,18 @@ pub fn decide(state: Option<&Job>, cmd: Command) -> Result<Vec<JobEvent>, Reject
         s = Some(evolve(s, e)?);
     }
     Ok(events)
+}
+
+/// What an approver of an ADMIN job types: the phrase and the job's short id
+/// (its first 8 characters), e.g. `execute 1a2b3c4d`.
+pub fn confirmation_for(phrase: &str, job: skynet_contract::JobId) -> String {
+    format!("{} {}", phrase.trim(), &job.to_string()[..8])
+}
+
+/// Equal ignoring case and runs of whitespace.
+fn words_eq(a: &str, b: &str) -> bool {
+    let words = |s: &str| s.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>();
+    words(a) == words(b)
 }
 
 fn not_planned(job: &Job) -> Result<(), Rejection> {

@@ -15,6 +15,7 @@ fn approve(by: &str, confirmation: Option<&str>) -> Command {
         comment: None,
         confirmation: confirmation.map(str::to_owned),
         phrase_required: Some("execute".into()),
+        self_approval: false,
     }
 }
 
@@ -62,15 +63,36 @@ fn admin_approval_needs_the_phrase_and_two_approvers_when_configured() {
     job = evolve(Some(job), &JobEvent::PolicyDecided(policy(Risk::Admin, true, true, 2))).expect("decided");
     assert_eq!(decide(Some(&job), approve("a", None)), Err(Rejection::ConfirmationRequired));
     assert_eq!(decide(Some(&job), approve("a", Some("yes"))), Err(Rejection::ConfirmationMismatch));
-    let first = decide(Some(&job), approve("a", Some("execute"))).expect("first approval");
+    // The bare phrase, typed ahead, does not confirm a job its approver has not seen.
+    assert_eq!(decide(Some(&job), approve("a", Some("execute"))), Err(Rejection::ConfirmationMismatch));
+    let phrase = skynet_job::confirmation_for("execute", job.id);
+    assert_eq!(phrase.len(), "execute ".len() + 8);
+    let first = decide(Some(&job), approve("a", Some(&phrase.to_uppercase()))).expect("first approval");
     job = evolve(Some(job), &first[0]).expect("apply");
     assert_eq!(job.status, Status::AwaitingApproval, "one of two approvals");
-    let dup = decide(Some(&job), approve("a", Some("execute"))).expect_err("same approver twice");
+    let dup = decide(Some(&job), approve("a", Some(&phrase))).expect_err("same approver twice");
     assert!(matches!(dup, Rejection::Illegal(_)), "{dup}");
-    let second = decide(Some(&job), approve("b", Some("execute"))).expect("second approval");
+    let second = decide(Some(&job), approve("b", Some(&phrase))).expect("second approval");
     job = evolve(Some(job), &second[0]).expect("apply");
     assert_eq!(job.status, Status::Approved);
     assert_eq!(job.approvers, ["a", "b"]);
+}
+
+#[test]
+fn a_requester_cannot_approve_their_own_write_or_admin_job_unless_allowed() {
+    // The fixture's job was requested by alice.
+    let mut job = job_in(Status::Planned);
+    job = evolve(Some(job), &JobEvent::PolicyDecided(policy(Risk::Write, true, true, 1))).expect("decided");
+    assert_eq!(decide(Some(&job), approve("alice", None)), Err(Rejection::SelfApproval("alice".into())));
+    let allowed = Command::Approve {
+        approver: "alice".into(),
+        comment: None,
+        confirmation: None,
+        phrase_required: None,
+        self_approval: true,
+    };
+    assert!(decide(Some(&job), allowed).is_ok(), "the policy file may allow it");
+    assert!(decide(Some(&job), approve("bob", None)).is_ok());
 }
 
 #[test]

@@ -27,8 +27,9 @@ pub enum Kind {
     /// Free text (a commit message, a file's content), at most 1 MiB, no NUL.
     Text,
     /// One argument for a tool (a remote, a branch, a tag, a name): letters,
-    /// digits and `._-/:@+=`, at most 200 bytes, never starting with `-` (so
-    /// it can never be read as an option).
+    /// digits and `._-/:@=`, at most 200 bytes, starting with a letter or
+    /// digit (so it is never an option, a `+force` refspec, a `:delete` one or
+    /// an absolute path).
     Word,
     /// A non-negative integer.
     Int,
@@ -44,7 +45,7 @@ impl Kind {
             Kind::Dir => "an existing directory",
             Kind::Path => "a path",
             Kind::Text => "text without NUL, at most 1 MiB",
-            Kind::Word => "one word of letters, digits and ._-/:@+= not starting with '-'",
+            Kind::Word => "one word of letters, digits and ._-/:@= starting with a letter or digit",
             Kind::Int => "a non-negative integer",
             Kind::Messages => "a list of {role, content} objects",
             Kind::Command => "a command (a string or a list of strings)",
@@ -212,10 +213,9 @@ fn kind_fits(kind: Kind, value: &Value) -> bool {
 
 /// Whether `s` is a single, option-free argument (see [`Kind::Word`]).
 pub fn is_word(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 200
-        && !s.starts_with('-')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@+=".contains(c))
+    s.len() <= 200
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@=".contains(c))
 }
 
 #[cfg(test)]
@@ -258,6 +258,9 @@ mod tests {
             ("lint_project", json!({"args": "x"}), false, "no parameter \"args\""),
             ("git_push", json!({"remote": "--receive-pack=evil"}), false, "\"remote\" must be one word"),
             ("git_push", json!({"remote": "origin", "branch": "feature/x"}), true, ""),
+            ("git_push", json!({"branch": "+main"}), false, "one word"),
+            ("git_push", json!({"branch": ":main"}), false, "one word"),
+            ("git_push", json!({"remote": "/srv/elsewhere"}), false, "one word"),
             ("git_log", json!({"limit": "ten"}), false, "non-negative integer"),
             ("file_read", json!({}), false, "requires parameter \"file\""),
             ("file_read", json!({"file": "a\u{0}b"}), false, "\"file\" must be a path"),

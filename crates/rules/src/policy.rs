@@ -46,6 +46,9 @@ pub struct Approval {
     pub admin_approvers: u8,
     /// Seconds before an unanswered approval cancels the job.
     pub timeout_secs: u64,
+    /// Whether the principal who requested a WRITE or ADMIN job may approve it.
+    #[serde(default)]
+    pub allow_self_approval: bool,
 }
 
 /// Risk classification.

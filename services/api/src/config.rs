@@ -10,10 +10,8 @@ use serde::Deserialize;
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Bearer token required by every mutating endpoint (and by reads when
-    /// `open_reads` is false). Never logged.
-    pub token: String,
-    /// Whether reads work without the token.
+    /// Whether reads (jobs, history, step output, live events) work without a
+    /// token holding the `read` role. Off unless set explicitly.
     pub open_reads: bool,
     /// Requests per minute per client (token, else address); over it: 429.
     pub rate_per_minute: u32,
@@ -21,17 +19,22 @@ pub struct Config {
     pub body_limit: usize,
     /// How long to wait for a service's answer over NATS; then 503.
     pub service_timeout_ms: u64,
+    /// Live event streams (`GET /v1/events`) open at once; over it: 503.
+    pub max_sse: usize,
+    /// Events buffered per live stream; a reader that falls further behind is dropped.
+    pub sse_buffer: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            token: String::new(),
-            open_reads: true,
+            open_reads: false,
             rate_per_minute: 600,
             body_limit: 1024 * 1024,
             service_timeout_ms: 5000,
+            max_sse: 256,
+            sse_buffer: 1024,
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct Deps {
     pub js: async_nats::jetstream::Context,
     pub store: EventStore,
     pub db: PgPool,
+    /// The principal store (tokens → names and roles).
+    pub principals: Arc<skynet_bus::principals::Principals>,
 }
 
 /// Every route, behind the guard and the body limit.
@@ -34,6 +36,8 @@ pub fn router(config: Config, deps: Deps) -> Router {
         js: deps.js,
         store: deps.store,
         db: deps.db,
+        principals: deps.principals,
+        sse: Arc::new(tokio::sync::Semaphore::new(config.max_sse)),
     };
     Router::new()
         .route("/", get(legacy::root))

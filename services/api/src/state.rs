@@ -23,6 +23,10 @@ pub struct AppState {
     /// The read models.
     pub db: PgPool,
     pub limiter: Arc<Limiter>,
+    /// Who holds which token.
+    pub principals: Arc<skynet_bus::principals::Principals>,
+    /// Permits for live event streams (`Config::max_sse`).
+    pub sse: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {

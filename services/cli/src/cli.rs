@@ -87,6 +87,8 @@ pub enum Cmd {
     Rebuild(#[command(flatten)] Settings),
     /// Measure the system and print a report.
     Bench(BenchArgs),
+    /// Manage principals: who holds an API token, with which roles.
+    Principal(commands::principal::PrincipalArgs),
     /// Create or update SKYNET's streams and consumers on a server SKYNET did
     /// not start (with the admin credential: `SKYNET_NATS_CREDS` or
     /// `SKYNET_NATS_CREDS_DIR`).
@@ -116,6 +118,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Cancel { args, client } => commands::control::run(Verb::Cancel, args, &client).await,
         Cmd::Rebuild(settings) => rebuild(&settings).await.map(|()| 0),
         Cmd::Bench(args) => crate::bench::run(args).await.map(|()| 0),
+        Cmd::Principal(args) => commands::principal::run(args).await,
         Cmd::Bootstrap(settings) => bootstrap(&settings).await.map(|()| 0),
         Cmd::NatsAuth { dir } => nats_auth(&dir).map(|()| 0),
     }
@@ -126,8 +129,14 @@ async fn bootstrap(settings: &Settings) -> anyhow::Result<()> {
     let url = settings.nats_url.as_deref().context("set SKYNET_NATS_URL to the server to bootstrap")?;
     let admin =
         auth::connect(url, &settings.nats_auth().credential(auth::ADMIN), auth::ADMIN, "skynet-bootstrap").await?;
-    skynet_bus::bootstrap(&admin).await.with_context(|| format!("bootstrapping JetStream on {url}"))?;
+    let js = skynet_bus::bootstrap(&admin).await.with_context(|| format!("bootstrapping JetStream on {url}"))?;
     eprintln!("streams and consumers on {url} match nats/");
+    if let Some(token) = settings.api_token.as_deref().filter(|t| !t.is_empty()) {
+        use skynet_contract::principal::{Principal, PrincipalRole};
+        let first = Principal { name: "admin".into(), roles: vec![PrincipalRole::Admin] };
+        skynet_bus::principals::Principals::open(&js).await?.put(token, &first).await?;
+        eprintln!("principal admin holds SKYNET_API_TOKEN");
+    }
     Ok(())
 }
 

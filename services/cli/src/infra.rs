@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use skynet_bus::auth::{self, Credential};
+use skynet_bus::principals::Principals;
 use skynet_bus::server::ManagedServer;
+use skynet_contract::principal::{Principal, PrincipalRole};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tracing::info;
@@ -84,9 +86,14 @@ impl Infra {
             Infra { nats_url, nats_auth, db: connect_db(settings.database_url.as_deref()).await?, managed_nats };
         if infra.nats_auth.has_admin() {
             let admin = infra.connect(auth::ADMIN).await?;
-            skynet_bus::bootstrap(&admin)
+            let js = skynet_bus::bootstrap(&admin)
                 .await
                 .with_context(|| format!("bootstrapping JetStream on {}", infra.nats_url))?;
+            // The first principal: `admin`, holding the configured or generated
+            // token (`<data-dir>/api-token`); others come from `skynet principal add`.
+            let principals = Principals::open(&js).await.map_err(|e| anyhow::anyhow!(e))?;
+            let first = Principal { name: "admin".into(), roles: vec![PrincipalRole::Admin] };
+            principals.put(&settings.api_token()?, &first).await.map_err(|e| anyhow::anyhow!(e))?;
         } else {
             info!("no admin credential: using the streams and consumers the operator created (`skynet bootstrap`)");
         }

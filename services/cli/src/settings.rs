@@ -60,12 +60,13 @@ pub struct Settings {
     /// Where the HTTP API listens.
     #[arg(long, env = "SKYNET_API_LISTEN", default_value = "127.0.0.1:8080")]
     pub api_listen: std::net::SocketAddr,
-    /// Bearer token for the API's mutating endpoints. Unset: a random token is
-    /// generated at start and written to `<data-dir>/api-token`.
+    /// The first admin principal's API token. Unset: a random token is
+    /// generated at first start and written to `<data-dir>/api-token`.
     #[arg(long, env = "SKYNET_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
-    /// Whether the API's reads need no token.
-    #[arg(long, env = "SKYNET_API_OPEN_READS", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Whether the API's reads (jobs, history, step output) work without a
+    /// token holding the `read` role.
+    #[arg(long, env = "SKYNET_API_OPEN_READS", default_value_t = false, action = clap::ArgAction::Set)]
     pub api_open_reads: bool,
 }
 
@@ -190,7 +191,7 @@ impl Settings {
             executor: ExecutorSettings::default(),
             api_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
             api_token: None,
-            api_open_reads: true,
+            api_open_reads: false,
         }
     }
 

@@ -96,7 +96,6 @@ pub async fn run(
         let executor_config = settings.executor.config(&rules)?;
         let api_config = skynet_api::Config {
             listen: settings.api_listen,
-            token: if service == Service::Api { settings.api_token()? } else { String::new() },
             open_reads: settings.api_open_reads,
             ..Default::default()
         };
@@ -107,7 +106,10 @@ pub async fn run(
                     Service::Intake => {
                         let limiter =
                             skynet_intake::ratelimit::RateLimiter::open(&js).await.map_err(|e| anyhow::anyhow!(e))?;
-                        let deps = skynet_intake::Deps { js, jobs, rules, limiter };
+                        let principals = std::sync::Arc::new(
+                            skynet_bus::principals::Principals::open(&js).await.map_err(|e| anyhow::anyhow!(e))?,
+                        );
+                        let deps = skynet_intake::Deps { js, jobs, rules, limiter, principals };
                         skynet_intake::run(skynet_intake::Config::default(), deps, stop)
                             .await
                             .map_err(|e| anyhow::anyhow!(e))
@@ -139,7 +141,10 @@ pub async fn run(
                         skynet_executor::run(executor_config, deps, stop).await.map_err(|e| anyhow::anyhow!(e))
                     }
                     Service::Api => {
-                        let deps = skynet_api::Deps { nats, js, store: api_store, db };
+                        let principals = std::sync::Arc::new(
+                            skynet_bus::principals::Principals::open(&js).await.map_err(|e| anyhow::anyhow!(e))?,
+                        );
+                        let deps = skynet_api::Deps { nats, js, store: api_store, db, principals };
                         skynet_api::run(api_config, deps, stop).await.map_err(anyhow::Error::from)
                     }
                     Service::Projector => {

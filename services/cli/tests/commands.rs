@@ -10,6 +10,8 @@ use skynet_cli::up::{self, Service};
 use skynet_testkit::{NatsServer, TestDb};
 use tokio_util::sync::CancellationToken;
 
+const ADMIN_TOKEN: &str = "cli-test-admin-token";
+
 struct Running {
     nats: NatsServer,
     db: TestDb,
@@ -23,6 +25,9 @@ async fn system() -> anyhow::Result<Running> {
     let db = TestDb::create().await?;
     let mut settings = Settings::new(Some(nats.url.clone()), Some(db.url.clone()));
     settings.nats_creds_dir = Some(nats.creds().dir.clone());
+    // The first admin principal (registered by `Infra::up`), whose token the
+    // commands below present.
+    settings.api_token = Some(ADMIN_TOKEN.into());
     settings.executor.providers = vec!["mock".into()];
     settings.executor.mock_latency_ms = 5;
     let infra = Infra::up(&settings).await?;
@@ -46,6 +51,7 @@ fn skynet(r: &Running, args: &[&str]) -> Command {
     c.args(args)
         .env("SKYNET_NATS_URL", &r.nats.url)
         .env("SKYNET_NATS_CREDS", r.nats.creds().path("client"))
+        .env("SKYNET_TOKEN", ADMIN_TOKEN)
         .env("DATABASE_URL", &r.db.url)
         .env("SKYNET_LOG", "warn")
         .env("NO_COLOR", "1");
@@ -96,7 +102,7 @@ async fn task_wait_exits_with_the_jobs_outcome_and_the_other_commands_work() -> 
             let r = &r;
             let wjob = wjob.clone();
             async move {
-                let o = run(r, &["approve", &wjob, "--as", "bob"]).ok()?;
+                let o = run(r, &["approve", &wjob]).ok()?;
                 (o.status.code() == Some(0)).then_some(o)
             }
         })

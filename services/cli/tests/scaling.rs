@@ -47,6 +47,7 @@ async fn control_plane(
 ) -> anyhow::Result<(CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>)> {
     let mut settings = Settings::new(Some(nats.url.clone()), Some(db.url.clone()));
     settings.nats_creds_dir = Some(nats.creds().dir.clone());
+    settings.api_token = Some("scaling-test-admin-token".into());
     let infra = Infra::up(&settings).await?;
     let stop = CancellationToken::new();
     let token = stop.clone();

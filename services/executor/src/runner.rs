@@ -388,7 +388,17 @@ async fn store_output(ctx: &Ctx, job: JobId, step: u32, lease: u64, o: &StepOutc
 async fn store_artifacts(run: &mut Run<'_>, names: Vec<String>, working_dir: &str) -> Result<(), Stop> {
     for name in names {
         let root = std::path::PathBuf::from(working_dir);
-        let path = match sandbox::check(&root.join(&name).display().to_string(), std::slice::from_ref(&root), &[]) {
+        // Inside the job's directory, never inside a denied path (SKYNET's own
+        // data), and never through a symbolic link in the last component.
+        let denied = run
+            .ctx
+            .config
+            .providers
+            .local
+            .as_ref()
+            .map(|l| sandbox::canonical_roots(&l.denied_paths))
+            .unwrap_or_default();
+        let path = match sandbox::check_path(&name, &root, std::slice::from_ref(&root), &denied) {
             Ok(p) => p,
             Err(e) => {
                 warn!(artifact = %name, error = %e, "artifact not stored");

@@ -52,25 +52,16 @@ struct Counts {
     hour: Window,
 }
 
-/// The limiter of one intake instance.
-#[derive(Clone)]
-pub struct RateLimiter {
-    kv: kv::Store,
-    /// Requester → its windows; shared by the handlers and the sync task.
-    counts: Arc<Mutex<HashMap<String, Counts>>>,
-}
+/// Requester → its windows. Pure: admission and forgetting, no I/O.
+#[derive(Debug, Default)]
+struct Ledger(HashMap<String, Counts>);
 
-impl RateLimiter {
-    pub async fn open(js: &jetstream::Context) -> Result<RateLimiter, async_nats::Error> {
-        Ok(RateLimiter { kv: js.get_key_value(RATE_BUCKET).await?, counts: Arc::default() })
-    }
-
+impl Ledger {
     /// Counts one task for `requester` if both windows have room; otherwise
-    /// says which limit it is over. No I/O.
-    pub fn admit(&self, requester: &str, limit: Limit, now: DateTime<Utc>) -> Result<(), String> {
+    /// says which limit it is over.
+    fn admit(&mut self, requester: &str, limit: Limit, now: DateTime<Utc>) -> Result<(), String> {
         let (m, h) = (now.timestamp() / 60, now.timestamp() / 3600);
-        let mut all = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let c = all.entry(requester.to_owned()).or_default();
+        let c = self.0.entry(requester.to_owned()).or_default();
         c.minute.roll(m);
         c.hour.roll(h);
         if c.minute.total() >= u64::from(limit.per_minute) {
@@ -84,11 +75,57 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// Folds local counts into the shared counters and reads the others' back.
+    /// Forgets requesters that cannot matter any more: nothing unsynced, and
+    /// not seen in the current hour (their windows would roll over anyway).
+    /// Without this the map — and every sync — grew with every name ever seen.
+    fn prune(&mut self, now: DateTime<Utc>) {
+        let hour = now.timestamp() / 3600;
+        self.0.retain(|_, c| c.hour.id == hour || c.minute.local > 0 || c.hour.local > 0);
+    }
+}
+
+/// The limiter of one intake instance.
+#[derive(Clone)]
+pub struct RateLimiter {
+    kv: kv::Store,
+    /// Shared by the handlers and the sync task.
+    counts: Arc<Mutex<Ledger>>,
+}
+
+impl RateLimiter {
+    pub async fn open(js: &jetstream::Context) -> Result<RateLimiter, async_nats::Error> {
+        Ok(RateLimiter { kv: js.get_key_value(RATE_BUCKET).await?, counts: Arc::default() })
+    }
+
+    /// Counts one task for `requester` if both windows have room; otherwise
+    /// says which limit it is over. No I/O.
+    pub fn admit(&self, requester: &str, limit: Limit, now: DateTime<Utc>) -> Result<(), String> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).admit(requester, limit, now)
+    }
+
+    /// Forgets requesters whose windows are over (see `Ledger::prune`).
+    pub fn prune(&self, now: DateTime<Utc>) {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).prune(now);
+    }
+
+    /// Requesters tracked now.
+    pub fn tracked(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).0.len()
+    }
+
+    /// Folds local counts into the shared counters and reads the others' back,
+    /// for the requesters active this minute (the rest are not being admitted).
     pub async fn sync(&self) {
+        let now = Utc::now();
+        self.prune(now);
+        let minute = now.timestamp() / 60;
         let snapshot: Vec<(String, Window, Window)> = {
             let all = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-            all.iter().map(|(r, c)| (r.clone(), c.minute, c.hour)).collect()
+            all.0
+                .iter()
+                .filter(|(_, c)| c.minute.id == minute || c.minute.local > 0 || c.hour.local > 0)
+                .map(|(r, c)| (r.clone(), c.minute, c.hour))
+                .collect()
         };
         for (requester, minute, hour) in snapshot {
             let who: String = requester.bytes().map(|b| format!("{b:02x}")).collect();
@@ -97,7 +134,7 @@ impl RateLimiter {
                 match self.add(&key, w.local).await {
                     Ok(shared) => {
                         let mut all = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Some(c) = all.get_mut(&requester) {
+                        if let Some(c) = all.0.get_mut(&requester) {
                             let win = if kind == "m" { &mut c.minute } else { &mut c.hour };
                             if win.id == w.id {
                                 // What was added is now part of `shared`.
@@ -143,5 +180,34 @@ impl RateLimiter {
             }
         }
         self.sync().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn limits_hold_and_ten_thousand_requesters_are_forgotten_after_their_window() {
+        let mut ledger = Ledger::default();
+        let t = Utc.timestamp_opt(1_800_000_000, 0).single().unwrap_or_default();
+        let limit = Limit { per_minute: 2, per_hour: 100 };
+        assert!(ledger.admit("a", limit, t).is_ok() && ledger.admit("a", limit, t).is_ok());
+        assert!(ledger.admit("a", limit, t).is_err_and(|e| e.contains("per minute")));
+        for i in 0..10_000 {
+            assert!(ledger.admit(&format!("requester-{i}"), limit, t).is_ok());
+        }
+        // Synced (as the sync task does), they still count within the hour...
+        for c in ledger.0.values_mut() {
+            c.minute.local = 0;
+            c.hour.local = 0;
+        }
+        ledger.prune(t + chrono::Duration::minutes(5));
+        assert_eq!(ledger.0.len(), 10_001);
+        // ...and are forgotten once it is over.
+        ledger.prune(t + chrono::Duration::hours(2));
+        assert_eq!(ledger.0.len(), 0);
     }
 }

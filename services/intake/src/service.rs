@@ -35,6 +35,8 @@ pub struct Deps {
     /// Rate limits per requester (from the policy rules file).
     pub rules: Arc<PolicyRules>,
     pub limiter: RateLimiter,
+    /// Who holds which token: an authenticated client submits as its principal.
+    pub principals: Arc<skynet_bus::principals::Principals>,
 }
 
 /// Runs the intake until `shutdown` resolves.
@@ -61,16 +63,29 @@ pub async fn run(
 pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
     match validate(msg.headers.as_ref(), &msg.payload).and_then(|a| check_channel(&msg.subject, &a).map(|()| a)) {
-        Ok(accepted) => {
+        Ok(mut accepted) => {
             let span =
                 info_span!("open", service = SERVICE, job_id = %accepted.job, event_id = %accepted.request_event_id);
             async {
-                // Over its requester's limit: rejected with the reason, not queued.
-                let requester = accepted
-                    .requested
-                    .requested_by
-                    .clone()
-                    .unwrap_or_else(|| accepted.requested.request_source.clone());
+                // Who is asking: on the client channel, the principal of the
+                // token if one came, else only a claim; SKYNET's own services
+                // (the API) name the principal they authenticated.
+                let requester = if msg.subject.as_str() == subjects::INTAKE_CLIENT {
+                    match identify(deps, &msg, &accepted).await {
+                        Ok(Some(principal)) => {
+                            accepted.requested.requested_by = Some(principal.clone());
+                            principal
+                        }
+                        Ok(None) => {
+                            let claim = accepted.requested.requested_by.take();
+                            accepted.requested.requested_by = claim.map(|c| format!("{c} (unverified)"));
+                            format!("source:{}", accepted.requested.request_source)
+                        }
+                        Err(d) => return d,
+                    }
+                } else {
+                    accepted.requested.requested_by.clone().unwrap_or_else(|| accepted.requested.request_source.clone())
+                };
                 if let Err(reason) = deps.limiter.admit(&requester, deps.rules.rate_limit(&requester), Utc::now()) {
                     let request = Some((accepted.requested.request_source.clone(), accepted.request_event_id.clone()));
                     return reject(deps, &msg, seq, Refusal { code: RejectionCode::RateLimited, reason, request })
@@ -111,6 +126,30 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
             .await
         }
         Err(refusal) => reject(deps, &msg, seq, refusal).await,
+    }
+}
+
+/// The principal of a client submission's `Authorization: Bearer` token, if
+/// it carries one; an unknown token is refused.
+async fn identify(
+    deps: &Deps,
+    msg: &Message,
+    accepted: &crate::validate::Accepted,
+) -> Result<Option<String>, Disposition> {
+    let Some(token) = skynet_bus::codec::header(msg.headers.as_ref(), "Authorization")
+        .map(|v| v.trim().strip_prefix("Bearer ").or_else(|| v.trim().strip_prefix("bearer ")).unwrap_or(v).trim())
+    else {
+        return Ok(None);
+    };
+    match deps.principals.verify(token).await {
+        Ok(Some(p)) => Ok(Some(p.name)),
+        Ok(None) => {
+            let request = Some((accepted.requested.request_source.clone(), accepted.request_event_id.clone()));
+            let reason = "the Authorization token belongs to no principal".to_owned();
+            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
+            Err(reject(deps, msg, seq, Refusal { code: RejectionCode::Unauthorized, reason, request }).await)
+        }
+        Err(e) => Err(Disposition::Retry(format!("verifying a token: {e}"))),
     }
 }
 

@@ -27,6 +27,7 @@ async fn handling_the_same_delivery_twice_has_one_effect() -> anyhow::Result<()>
         jobs: Jobs::new(store.clone(), "intake"),
         rules: std::sync::Arc::new(skynet_rules::PolicyRules::defaults()),
         limiter: skynet_intake::ratelimit::RateLimiter::open(&js).await.map_err(|e| anyhow::anyhow!(e))?,
+        principals: std::sync::Arc::new(skynet_bus::principals::Principals::open(&js).await?),
     };
 
     let valid = serde_json::json!({

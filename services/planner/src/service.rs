@@ -152,6 +152,13 @@ fn check_supplied(plan: &Plan) -> Result<Plan, String> {
     if plan.steps.is_empty() {
         return Err("the supplied plan has no steps".into());
     }
+    // Artifacts are files the job produces in its own directory.
+    if let Some(a) = plan.artifacts.iter().find(|a| {
+        let p = std::path::Path::new(a.as_str());
+        a.is_empty() || p.is_absolute() || p.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
+    }) {
+        return Err(format!("artifact {a:?} of the supplied plan is not a plain path inside the job's directory"));
+    }
     let mut plan = plan.clone();
     for (i, s) in plan.steps.iter_mut().enumerate() {
         let action = s.action.as_deref().map(|a| a.trim().to_ascii_lowercase()).unwrap_or_default();

@@ -7,10 +7,12 @@
 use async_nats::Message;
 use chrono::Utc;
 use futures::StreamExt;
+use skynet_bus::principals::Principals;
 use skynet_bus::{Jobs, Outcome};
 use skynet_contract::JobId;
 use skynet_contract::commands::{self, Approve, Cancel, CommandReply, Deny, PolicyCheck, PolicyCheckReply};
 use skynet_contract::ids::event_id;
+use skynet_contract::principal::PrincipalRole;
 use skynet_job::{Command, Rejection, Status, decide};
 use skynet_rules::PolicyRules;
 use tracing::{info, warn};
@@ -27,6 +29,8 @@ pub struct CommandDeps {
     pub jobs: Jobs,
     pub rules: std::sync::Arc<PolicyRules>,
     pub deadlines: Deadlines,
+    /// Who holds which token: approvers, deniers and cancellers are principals.
+    pub principals: std::sync::Arc<Principals>,
 }
 
 /// Serves commands until `shutdown` resolves.
@@ -87,26 +91,64 @@ pub async fn answer(deps: &CommandDeps, msg: &Message) -> Vec<u8> {
 
 async fn handle(deps: &CommandDeps, subject: &str, payload: &[u8]) -> Result<CommandReply, CommandReply> {
     let bad = |e: serde_json::Error| refused(None, "bad_request", format!("invalid command body: {e}"));
-    let (job, command, verb) = match subject {
+    let (job, token, verb) = match subject {
+        commands::APPROVE => serde_json::from_slice::<Approve>(payload).map(|a| (a.job_id, a.token, "approve")),
+        commands::DENY => serde_json::from_slice::<Deny>(payload).map(|d| (d.job_id, d.token, "deny")),
+        commands::CANCEL => serde_json::from_slice::<Cancel>(payload).map(|c| (c.job_id, c.token, "cancel")),
+        other => return Err(refused(None, "bad_request", format!("no command on {other}"))),
+    }
+    .map_err(bad)?;
+    // Who is asking is the principal holding the token, never a name in the body.
+    let principal = match deps.principals.verify(&token).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Err(refused(Some(job), "unauthorized", format!("cannot {verb}: unknown token"))),
+        Err(e) => return Err(refused(Some(job), "unavailable", format!("cannot {verb} now: {e}"))),
+    };
+    let forbidden = |why: String| refused(Some(job), "forbidden", format!("cannot {verb}: {why}"));
+    let command = match subject {
         commands::APPROVE => {
             let a: Approve = serde_json::from_slice(payload).map_err(bad)?;
-            let cmd = Command::Approve {
-                approver: a.approver,
+            if !principal.has(PrincipalRole::Approve) {
+                return Err(forbidden(format!("{} does not hold the approve role", principal.name)));
+            }
+            Command::Approve {
+                approver: principal.name.clone(),
                 comment: a.comment,
                 confirmation: a.confirmation,
                 phrase_required: Some(deps.rules.approval.confirmation_phrase.clone()),
-            };
-            (a.job_id, cmd, "approve")
+                self_approval: deps.rules.approval.allow_self_approval,
+            }
         }
         commands::DENY => {
             let d: Deny = serde_json::from_slice(payload).map_err(bad)?;
-            (d.job_id, Command::Deny { by: d.by, reason: d.reason }, "deny")
+            if !principal.has(PrincipalRole::Approve) {
+                return Err(forbidden(format!("{} does not hold the approve role", principal.name)));
+            }
+            Command::Deny { by: principal.name.clone(), reason: d.reason }
         }
-        commands::CANCEL => {
+        _ => {
             let c: Cancel = serde_json::from_slice(payload).map_err(bad)?;
-            (c.job_id, Command::Cancel { by: c.by, reason: c.reason }, "cancel")
+            if !principal.has(PrincipalRole::Approve) {
+                // A submitter may cancel only a job it requested.
+                if !principal.has(PrincipalRole::Submit) {
+                    return Err(forbidden(format!("{} holds neither the approve nor the submit role", principal.name)));
+                }
+                let requester = match deps.jobs.load(job).await {
+                    Ok((Some(state), _)) => state.request.requested_by.map(|r| r.trim().to_lowercase()),
+                    Ok((None, _)) => {
+                        return Err(refused(Some(job), "not_found", "cannot cancel: job does not exist".into()));
+                    }
+                    Err(e) => return Err(refused(Some(job), "unavailable", format!("cannot cancel now: {e}"))),
+                };
+                if requester.as_deref() != Some(principal.name.as_str()) {
+                    return Err(forbidden(format!(
+                        "{} did not request this job and is not an approver",
+                        principal.name
+                    )));
+                }
+            }
+            Command::Cancel { by: principal.name.clone(), reason: c.reason }
         }
-        other => return Err(refused(None, "bad_request", format!("no command on {other}"))),
     };
     // Identical retries of one command get identical event ids (stored once).
     let cause = event_id(&[subject, &String::from_utf8_lossy(payload)]);
@@ -134,6 +176,7 @@ async fn handle(deps: &CommandDeps, subject: &str, payload: &[u8]) -> Result<Com
                 Rejection::NoSuchJob => "not_found",
                 Rejection::ConfirmationRequired => "confirmation_required",
                 Rejection::ConfirmationMismatch => "confirmation_mismatch",
+                Rejection::SelfApproval(_) => "forbidden",
                 _ => "conflict",
             };
             info!(service = "policy", job_id = %job, verb, reason = %r, "command refused");

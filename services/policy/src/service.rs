@@ -49,6 +49,7 @@ pub async fn run(
         jobs: deps.jobs.clone(),
         rules: deps.rules.clone(),
         deadlines: deadlines.clone(),
+        principals: std::sync::Arc::new(skynet_bus::principals::Principals::open(&deps.js).await?),
     };
     info!(service = SERVICE, "policy running");
     let consumer_deps = (deps.clone(), deadlines.clone());
@@ -87,7 +88,12 @@ pub async fn handle_planned(deps: &Deps, deadlines: &Deadlines, msg: Message) ->
             return Disposition::Ack; // already decided (redelivery) or cancelled meanwhile
         };
         let Some(plan) = &current.plan else { return Disposition::Ack };
-        let decision = decide_plan(plan, current.request.working_dir.as_deref(), &deps.rules);
+        let mut decision = decide_plan(plan, current.request.working_dir.as_deref(), &deps.rules);
+        if decision.requires_approval && decision.risk >= skynet_contract::Risk::Admin {
+            // What the approver must type, shown with the request (job-specific).
+            let phrase = skynet_job::confirmation_for(&deps.rules.approval.confirmation_phrase, job);
+            decision.reasons.push(format!("to approve, confirm with {phrase:?}"));
+        }
         if let Some(secs) = decision.approval_timeout_secs.filter(|_| decision.requires_approval) {
             // Deadline first: if we crash after appending, it is already there.
             let at = Utc::now() + chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000));

@@ -80,7 +80,13 @@ async fn the_sweeper_leaves_jobs_that_were_answered_in_time() -> anyhow::Result<
     };
     let job = planned_job(&admin, "2", "build_project", Risk::Write).await?;
     handle_planned(&deps, &deadlines, fetch_one(&js, EVENTS_STREAM, "policy").await?).await;
-    let approve = Command::Approve { approver: "bob".into(), comment: None, confirmation: None, phrase_required: None };
+    let approve = Command::Approve {
+        approver: "bob".into(),
+        comment: None,
+        confirmation: None,
+        phrase_required: None,
+        self_approval: false,
+    };
     skynet_testkit::record(&admin, job, "approve", approve.clone()).await?;
     let later = Utc::now() + chrono::Duration::hours(1);
     assert_eq!(sweep(&deadlines, &jobs, later).await.map_err(|e| anyhow::anyhow!(e))?, 0);

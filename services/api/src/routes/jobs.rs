@@ -1,10 +1,10 @@
 //! Jobs: list, detail, history from the log, step output, and the commands
 //! approve / deny / cancel (sent to the policy service over NATS).
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 use crate::extract::OptionalJson;
+use crate::guard::Caller;
 use crate::state::AppState;
 
 /// Filters of `GET /v1/jobs`.
@@ -57,14 +58,13 @@ pub struct JobDetail {
     pub artifacts: Vec<serde_json::Value>,
 }
 
-/// Body of approve / deny / cancel.
+/// Body of approve / deny / cancel. Who acts is the principal of the token.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandBody {
-    /// Who acts (default `api`).
-    pub by: Option<String>,
     pub comment: Option<String>,
-    /// The ADMIN confirmation phrase (approve).
+    /// For ADMIN jobs (approve): the confirmation phrase and the job's short
+    /// id, e.g. `execute 1a2b3c4d`, as the approval request shows it.
     pub confirmation: Option<String>,
     pub reason: Option<String>,
 }
@@ -93,7 +93,8 @@ fn parse_job(id: &str) -> Result<JobId, ApiError> {
 
 /// Lists jobs, newest first, with filters and cursor pagination.
 #[utoipa::path(get, path = "/v1/jobs", params(ListQuery),
-    responses((status = 200, body = JobPage), (status = 400, body = crate::error::Problem)))]
+    responses((status = 200, body = JobPage), (status = 400, body = crate::error::Problem)),
+    security(("bearer" = [])))]
 pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<JobPage>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
@@ -139,7 +140,8 @@ fn decode_cursor(c: &str) -> Result<(DateTime<Utc>, uuid::Uuid), ApiError> {
 
 /// One job with its steps, approvals and artifacts.
 #[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path)),
-    responses((status = 200, body = JobDetail), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = JobDetail), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<JobDetail>, ApiError> {
     let job = parse_job(&id)?;
     let row: Option<serde_json::Value> =
@@ -160,7 +162,8 @@ pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> Result<Js
 
 /// The job's full history, from the event log itself (CloudEvents, oldest first).
 #[utoipa::path(get, path = "/v1/jobs/{id}/events", params(("id" = String, Path)),
-    responses((status = 200, body = Vec<Object>), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = Vec<Object>), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
 pub async fn events(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -185,7 +188,8 @@ pub async fn events(
 /// A step's full stored output (`?stream=stdout` or `stderr` for plain text).
 #[utoipa::path(get, path = "/v1/jobs/{id}/steps/{n}/output",
     params(("id" = String, Path), ("n" = i32, Path), ("stream" = Option<String>, Query)),
-    responses((status = 200, body = StepOutput), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = StepOutput), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
 pub async fn output(
     State(s): State<AppState>,
     Path((id, n)): Path<(String, i32)>,
@@ -262,6 +266,8 @@ async fn command(
         Some("not_found") => ApiError::NotFound(reply.message),
         Some("conflict") => ApiError::Conflict(reply.message),
         Some("unavailable") => ApiError::Unavailable(reply.message),
+        Some("unauthorized") => ApiError::Unauthorized,
+        Some("forbidden") => ApiError::Forbidden(reply.message),
         _ => ApiError::Invalid(reply.message),
     })
 }
@@ -273,16 +279,12 @@ async fn command(
         (status = 503, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn approve(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     OptionalJson(b): OptionalJson<CommandBody>,
 ) -> Result<Json<CommandOutcome>, ApiError> {
     let job = parse_job(&id)?;
-    let cmd = commands::Approve {
-        job_id: job,
-        approver: b.by.unwrap_or_else(|| "api".into()),
-        comment: b.comment,
-        confirmation: b.confirmation,
-    };
+    let cmd = commands::Approve { job_id: job, token: caller.token, comment: b.comment, confirmation: b.confirmation };
     command(&s, commands::APPROVE, job, serde_json::to_value(cmd).unwrap_or_default()).await
 }
 
@@ -292,15 +294,12 @@ pub async fn approve(
         (status = 409, body = crate::error::Problem), (status = 503, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn deny(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     OptionalJson(b): OptionalJson<CommandBody>,
 ) -> Result<Json<CommandOutcome>, ApiError> {
     let job = parse_job(&id)?;
-    let cmd = commands::Deny {
-        job_id: job,
-        by: b.by.unwrap_or_else(|| "api".into()),
-        reason: b.reason.unwrap_or_else(|| "denied".into()),
-    };
+    let cmd = commands::Deny { job_id: job, token: caller.token, reason: b.reason.unwrap_or_else(|| "denied".into()) };
     command(&s, commands::DENY, job, serde_json::to_value(cmd).unwrap_or_default()).await
 }
 
@@ -310,13 +309,14 @@ pub async fn deny(
         (status = 409, body = crate::error::Problem), (status = 503, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn cancel(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     OptionalJson(b): OptionalJson<CommandBody>,
 ) -> Result<Json<CommandOutcome>, ApiError> {
     let job = parse_job(&id)?;
     let cmd = commands::Cancel {
         job_id: job,
-        by: b.by.unwrap_or_else(|| "api".into()),
+        token: caller.token,
         reason: b.reason.unwrap_or_else(|| "cancelled by request".into()),
     };
     command(&s, commands::CANCEL, job, serde_json::to_value(cmd).unwrap_or_default()).await

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use chrono::Utc;
 use futures::StreamExt;
 use serde::Deserialize;
@@ -67,7 +67,8 @@ pub struct PlanRequest {
 
 /// Plans without creating a job; risk comes from the policy, not the planner.
 #[utoipa::path(post, path = "/v1/plan", request_body = PlanRequest,
-    responses((status = 200, body = Object), (status = 422, body = crate::error::Problem), (status = 503, body = crate::error::Problem)))]
+    responses((status = 200, body = Object), (status = 422, body = crate::error::Problem), (status = 503, body = crate::error::Problem)),
+    security(("bearer" = [])))]
 pub async fn plan(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<PlanRequest>,
@@ -229,7 +230,8 @@ pub async fn report(
 
 /// `POST /v1/policy/check` (§2.6, case-insensitive now).
 #[utoipa::path(post, path = "/v1/policy/check", request_body = Object,
-    responses((status = 200, body = Object), (status = 422, body = crate::error::Problem), (status = 503, body = crate::error::Problem)))]
+    responses((status = 200, body = Object), (status = 422, body = crate::error::Problem), (status = 503, body = crate::error::Problem)),
+    security(("bearer" = [])))]
 pub async fn policy_check(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<skynet_contract::commands::PolicyCheck>,
@@ -282,6 +284,7 @@ pub struct ExecuteRequest {
     security(("bearer" = [])))]
 pub async fn execute(
     State(s): State<AppState>,
+    Extension(caller): Extension<guard::Caller>,
     ApiJson(req): ApiJson<ExecuteRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let timeout = req.timeout.unwrap_or(300);
@@ -314,7 +317,7 @@ pub async fn execute(
         intent: format!("execute {}", steps.iter().map(|x| x.action.as_str()).collect::<Vec<_>>().join(", ")),
         working_dir,
         project: None,
-        requested_by: Some("api:execute".into()),
+        requested_by: Some(caller.principal.name.clone()),
         constraints: BTreeMap::new(),
         plan: Some(plan),
     };
@@ -389,7 +392,8 @@ fn default_fallback() -> String {
 
 /// The scheduler's score breakdown for a spec, without scheduling it.
 #[utoipa::path(post, path = "/v1/scheduler/diagnose", request_body = DiagnoseRequest,
-    responses((status = 200, body = Object), (status = 422, body = crate::error::Problem), (status = 503, body = crate::error::Problem)))]
+    responses((status = 200, body = Object), (status = 422, body = crate::error::Problem), (status = 503, body = crate::error::Problem)),
+    security(("bearer" = [])))]
 pub async fn diagnose(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<DiagnoseRequest>,
@@ -454,9 +458,10 @@ async fn executors(s: &AppState) -> Result<Vec<ExecutorStatus>, ApiError> {
 
 /// Provider health as the executors report it; unhealthy details are redacted
 /// for unauthenticated callers (as before).
-#[utoipa::path(get, path = "/v1/providers/health", responses((status = 200, body = Object), (status = 503, body = crate::error::Problem)))]
+#[utoipa::path(get, path = "/v1/providers/health", responses((status = 200, body = Object), (status = 503, body = crate::error::Problem)),
+    security(("bearer" = [])))]
 pub async fn providers_health(State(s): State<AppState>, req: Request) -> Result<Json<serde_json::Value>, ApiError> {
-    let authed = guard::authorized(&s.config.token, guard::bearer(&req));
+    let authed = req.extensions().get::<guard::Caller>().is_some();
     let list = executors(&s).await?;
     let mut providers = serde_json::Map::new();
     let (mut healthy, mut unhealthy, mut unknown) = (0, 0, 0);

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -28,7 +29,6 @@ pub struct SubmitTask {
     pub intent: String,
     pub working_dir: Option<String>,
     pub project: Option<String>,
-    pub requested_by: Option<String>,
     #[serde(default)]
     #[schema(value_type = Object)]
     pub constraints: BTreeMap<String, serde_json::Value>,
@@ -53,6 +53,7 @@ pub struct TaskAccepted {
     security(("bearer" = [])))]
 pub async fn submit(
     State(s): State<AppState>,
+    Extension(caller): Extension<crate::guard::Caller>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SubmitTask>,
 ) -> Result<(StatusCode, Json<TaskAccepted>), ApiError> {
@@ -63,12 +64,16 @@ pub async fn submit(
     if key.is_some_and(|k| k.len() > 200) {
         return Err(ApiError::Invalid("Idempotency-Key is longer than 200 characters".into()));
     }
-    let id = key.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    // Keys are the caller's own: the same key from two principals is two jobs.
+    let who = &caller.principal.name;
+    let id = key.map_or_else(|| uuid::Uuid::new_v4().to_string(), |k| format!("{who}:{k}"));
     let data = TaskRequested {
         intent: body.intent,
         working_dir: body.working_dir,
         project: body.project,
-        requested_by: Some(body.requested_by.unwrap_or_else(|| "api".into())),
+        // The requester is the authenticated principal (whatever the body says):
+        // it decides who may not approve the job and who may cancel it.
+        requested_by: Some(who.clone()),
         constraints: body.constraints,
         plan: None,
     };

@@ -53,6 +53,7 @@ async fn one(n: usize, jobs: usize, capacity: usize, step_ms: u64) -> anyhow::Re
     let result = async {
         let mut settings = Settings::new(Some(server.url.clone()), Some(db.url.clone()));
         settings.nats_creds_dir = Some(server.creds.dir.clone());
+        settings.data_dir = dir.path().to_owned();
         settings.policy_file = Some(bench_policy(dir.path())?);
         let infra = Infra::up(&settings).await?;
         let client = infra.connect(skynet_bus::auth::ADMIN).await?;

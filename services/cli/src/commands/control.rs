@@ -14,13 +14,15 @@ use super::ClientArgs;
 #[derive(Debug, Args)]
 pub struct ControlArgs {
     pub id: String,
-    /// Who acts (default: $USER).
-    #[arg(long = "as")]
-    pub by: Option<String>,
+    /// Your API token: it says who acts (`skynet principal add`). Default: the
+    /// first admin token `skynet up` wrote to `<data-dir>/api-token`.
+    #[arg(long, env = "SKYNET_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Why (deny, cancel) or a comment (approve).
     #[arg(long)]
     pub reason: Option<String>,
-    /// The ADMIN confirmation phrase.
+    /// For ADMIN jobs: the confirmation phrase and the job's short id, as the
+    /// approval request shows it (`--confirm "execute 1a2b3c4d"`).
     #[arg(long)]
     pub confirm: Option<String>,
 }
@@ -35,13 +37,19 @@ pub enum Verb {
 
 pub async fn run(verb: Verb, args: ControlArgs, c: &ClientArgs) -> anyhow::Result<i32> {
     let job: JobId = args.id.parse().map_err(|_| anyhow::anyhow!("{:?} is not a job id (a UUID)", args.id))?;
-    let by = args.by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".into());
+    let token =
+        match args.token {
+            Some(t) => t,
+            None => std::fs::read_to_string(c.data_dir.join("api-token")).map(|t| t.trim().to_owned()).with_context(
+                || format!("no --token (SKYNET_TOKEN) and none in {}", c.data_dir.join("api-token").display()),
+            )?,
+        };
     let (subject, body) = match verb {
         Verb::Approve => (
             commands::APPROVE,
             serde_json::to_vec(&commands::Approve {
                 job_id: job,
-                approver: by,
+                token,
                 comment: args.reason,
                 confirmation: args.confirm,
             })?,
@@ -50,7 +58,7 @@ pub async fn run(verb: Verb, args: ControlArgs, c: &ClientArgs) -> anyhow::Resul
             commands::DENY,
             serde_json::to_vec(&commands::Deny {
                 job_id: job,
-                by,
+                token,
                 reason: args.reason.unwrap_or_else(|| "denied".into()),
             })?,
         ),
@@ -58,7 +66,7 @@ pub async fn run(verb: Verb, args: ControlArgs, c: &ClientArgs) -> anyhow::Resul
             commands::CANCEL,
             serde_json::to_vec(&commands::Cancel {
                 job_id: job,
-                by,
+                token,
                 reason: args.reason.unwrap_or_else(|| "cancelled by request".into()),
             })?,
         ),

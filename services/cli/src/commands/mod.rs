@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod jobs;
+pub mod principal;
 pub mod task;
 pub mod watch;
 

@@ -101,7 +101,10 @@ pub fn argv(action: &str, params: &BTreeMap<String, Value>) -> Result<Vec<String
             _ => return Err(CommandError::BadParam { action: action.into(), param: PROJECT_COMMAND }),
         },
         "docker_build" => {
+            // Images SKYNET builds live under `skynet/`, so a build can never
+            // replace an image other steps run (the docker provider's own).
             let tag = s("tag").filter(|w| skynet_rules::catalog::is_word(w)).unwrap_or_else(|| "myapp".into());
+            let tag = format!("skynet/{}", tag.trim_start_matches("skynet/"));
             vec!["docker".into(), "build".into(), "-t".into(), tag, ".".into()]
         }
         "docker_compose_up" => v(&["docker", "compose", "up", "-d"]),
@@ -155,7 +158,12 @@ mod tests {
             ("execute_command", p(&[("command", serde_json::json!(["sleep", "1"]))]), Ok(vec!["sleep", "1"])),
             ("execute_command", p(&[]), Err(())),
             ("execute_command", p(&[("command", "".into())]), Err(())),
-            ("docker_build", p(&[]), Ok(vec!["docker", "build", "-t", "myapp", "."])),
+            ("docker_build", p(&[]), Ok(vec!["docker", "build", "-t", "skynet/myapp", "."])),
+            (
+                "docker_build",
+                p(&[("tag", "ubuntu:22.04".into())]),
+                Ok(vec!["docker", "build", "-t", "skynet/ubuntu:22.04", "."]),
+            ),
             ("check_disk_space", p(&[]), Ok(vec!["df", "-h"])),
             ("file_read", p(&[("file", "README.md".into())]), Ok(vec!["cat", "--", "README.md"])),
             ("close_app", p(&[]), Err(())),
