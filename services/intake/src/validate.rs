@@ -84,6 +84,21 @@ pub fn validate(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Accepted,
     if data.intent.trim().is_empty() {
         return Err(refuse(RejectionCode::InvalidData, "intent must not be empty".into()));
     }
+    // NUL and other control characters are nobody's intent, and some stores
+    // (Postgres text and jsonb) refuse NUL outright: refused here, with the field.
+    let fields = [
+        ("intent", Some(data.intent.as_str())),
+        ("working_dir", data.working_dir.as_deref()),
+        ("project", data.project.as_deref()),
+        ("requested_by", data.requested_by.as_deref()),
+    ];
+    for (name, value) in fields {
+        let multiline = name == "intent";
+        if let Some(c) = value.and_then(|v| v.chars().find(|c| forbidden_control(*c, multiline))) {
+            let reason = format!("{name} contains the control character U+{:04X}; send text", u32::from(c));
+            return Err(refuse(RejectionCode::InvalidData, reason));
+        }
+    }
     Ok(Accepted {
         job: JobId::for_request(&env.source, &env.id),
         request_event_id: env.id.clone(),
@@ -98,6 +113,12 @@ pub fn validate(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Accepted,
             request_id: env.id,
         },
     })
+}
+
+/// A control character a text field may not hold (an intent may hold line
+/// breaks and tabs).
+fn forbidden_control(c: char, multiline: bool) -> bool {
+    c.is_control() && !(multiline && matches!(c, '\n' | '\t' | '\r'))
 }
 
 fn source_text(e: &DecodeError) -> String {
@@ -144,6 +165,12 @@ mod tests {
             ("unknown field", ce(TASK_REQUESTED, serde_json::json!({"intent": "x", "bogus": 1})), C::InvalidData),
             ("unknown type", ce("com.example.other", serde_json::json!({"intent": "x"})), C::UnknownType),
             ("unknown version", ce("skynet.task.requested.v7", serde_json::json!({"intent": "x"})), C::UnknownType),
+            ("NUL in the intent", ce(TASK_REQUESTED, serde_json::json!({"intent": "list\u{0}files"})), C::InvalidData),
+            (
+                "escape in a directory",
+                ce(TASK_REQUESTED, serde_json::json!({"intent": "x", "working_dir": "/tmp\u{1b}[2J"})),
+                C::InvalidData,
+            ),
             (
                 "too large",
                 ce(TASK_REQUESTED, serde_json::json!({"intent": "x".repeat(MAX_SUBMISSION_BYTES)})),

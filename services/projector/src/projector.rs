@@ -168,7 +168,7 @@ async fn read_log(
             }
             first = false;
             let row = match codec::decode(msg.headers.as_ref(), &msg.payload) {
-                Ok(env) => Some(Row { seq, nats_subject: msg.subject.to_string(), env }),
+                Ok(env) => Some(Row::storable(seq, &msg.subject, env)),
                 // Only SKYNET's own services write this stream, through the
                 // contract; an undecodable event is a bug worth shouting about,
                 // but it must not stop every read model.

@@ -1,0 +1,60 @@
+//! Poison never stops the pipeline: a NUL in an intent is refused with its
+//! reason; a NUL that reaches the log (a binary file's output) is projected
+//! into the read models as U+FFFD, and every later event is projected too.
+
+use serde_json::json;
+use skynet_system_tests::{System, WAIT};
+use skynet_testkit::{NatsServer, TestDb, eventually};
+
+async fn projected_status(sys: &System, job: uuid::Uuid) -> Option<String> {
+    let pool = sys.db.pool().await.ok()?;
+    sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1").bind(job).fetch_optional(&pool).await.ok()?
+}
+
+#[tokio::test]
+async fn a_nul_is_refused_at_the_door_and_survives_in_the_log_without_stopping_the_read_models() -> anyhow::Result<()> {
+    let sys = System::start_with(NatsServer::start()?, TestDb::create().await?, |s| {
+        s.executor.providers = vec!["local".into()];
+    })
+    .await?;
+    // At the door: refused, with the reason, into the dead letters.
+    sys.client
+        .publish(
+            skynet_system_tests::INTAKE,
+            skynet_system_tests::task("nul-1", json!({"intent": "list\u{0}files"})).into(),
+        )
+        .await?;
+    let reason = eventually(WAIT, "the NUL intent refused", || async {
+        let letters = sys.read_all("SKYNET_DLQ", "skynet.dlq.intake").await.ok()?;
+        letters.iter().find_map(|(_, h, _)| {
+            let r = h.as_ref()?.get("Skynet-Dlq-Reason")?.to_string();
+            r.contains("U+0000").then_some(r)
+        })
+    })
+    .await?;
+    assert!(reason.contains("intent"), "{reason}");
+
+    // Past the door: a binary file's bytes ride on the step's result event.
+    let project = std::path::PathBuf::from(sys.project());
+    std::fs::write(project.join("blob.bin"), b"head\x00tail")?;
+    let binary =
+        sys.submit("nul-2", json!({"intent": "read the file ./blob.bin", "working_dir": sys.project()})).await?;
+    let step = sys.wait_for(binary, "skynet.job.step_succeeded.v1").await?;
+    assert_eq!(step["data"]["stdout"], "head\u{0}tail", "the log keeps the byte");
+    // The projector writes it (as U+FFFD) and goes on with the next job.
+    let after = sys.submit("nul-3", json!({"intent": "list files", "working_dir": sys.project()})).await?;
+    for job in [binary, after] {
+        eventually(WAIT, &format!("job {job} projected as succeeded"), || async {
+            (projected_status(&sys, job).await.as_deref() == Some("succeeded")).then_some(())
+        })
+        .await?;
+    }
+    let pool = sys.db.pool().await?;
+    let stdout: Option<String> = sqlx::query_scalar("SELECT stdout FROM steps WHERE job_id = $1")
+        .bind(binary)
+        .fetch_optional(&pool)
+        .await?
+        .flatten();
+    assert_eq!(stdout.as_deref(), Some("head\u{FFFD}tail"));
+    sys.shutdown().await
+}
