@@ -58,3 +58,21 @@ async fn a_nul_is_refused_at_the_door_and_survives_in_the_log_without_stopping_t
     assert_eq!(stdout.as_deref(), Some("head\u{FFFD}tail"));
     sys.shutdown().await
 }
+
+#[tokio::test]
+async fn a_failing_service_is_restarted_while_the_others_run_on() -> anyhow::Result<()> {
+    let sys = System::start().await?;
+    let pool = sys.db.pool().await?;
+    // Take a read model's table away: every batch the projector writes fails.
+    sqlx::query("ALTER TABLE jobs RENAME TO jobs_away").execute(&pool).await?;
+    let job = sys.submit("restart-1", json!({"intent": "list files", "working_dir": sys.project()})).await?;
+    // The rest of the system runs on: the job completes in the log.
+    sys.wait_for(job, "skynet.job.succeeded.v1").await?;
+    // Put it back: the restarted projector catches up from its checkpoint.
+    sqlx::query("ALTER TABLE jobs_away RENAME TO jobs").execute(&pool).await?;
+    eventually(std::time::Duration::from_secs(60), "the read model to catch up", || async {
+        (projected_status(&sys, job).await.as_deref() == Some("succeeded")).then_some(())
+    })
+    .await?;
+    sys.shutdown().await
+}

@@ -270,6 +270,22 @@ pub async fn connect(
         .map_err(|source| ConnectError::Nats { url: url.to_owned(), role: role.to_owned(), source })
 }
 
+impl ConnectError {
+    /// Whether the server could not be reached (worth waiting for), as opposed
+    /// to refusing us (a bad credential, which waiting does not mend).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            ConnectError::Credential(_) => false,
+            ConnectError::Nats { source, .. } => matches!(
+                source.kind(),
+                async_nats::ConnectErrorKind::Io
+                    | async_nats::ConnectErrorKind::TimedOut
+                    | async_nats::ConnectErrorKind::Dns
+            ),
+        }
+    }
+}
+
 /// Why connecting failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

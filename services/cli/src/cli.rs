@@ -163,7 +163,7 @@ fn nats_auth(dir: &std::path::Path) -> anyhow::Result<()> {
 
 async fn rebuild(settings: &Settings) -> anyhow::Result<()> {
     let infra = Infra::up(settings).await?;
-    skynet_projector::rebuild(&infra.db).await.context("dropping the read models")?;
+    skynet_projector::rebuild(infra.database().await?).await.context("dropping the read models")?;
     let stop = CancellationToken::new();
     let done = crate::bench::wait_projected(&infra, stop.clone());
     let (run, caught_up) = tokio::join!(up::run(&infra, settings, &[Service::Projector], stop.clone()), done);

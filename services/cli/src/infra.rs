@@ -10,7 +10,10 @@ use skynet_bus::server::ManagedServer;
 use skynet_contract::principal::{Principal, PrincipalRole};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
-use tracing::info;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use tracing::{info, warn};
 
 use crate::settings::Settings;
 
@@ -65,6 +68,7 @@ pub struct Infra {
     pub db: PgPool,
     /// Keeps our own nats-server alive for as long as the system runs.
     pub managed_nats: Option<ManagedServer>,
+    db_url: Option<String>,
 }
 
 impl Infra {
@@ -82,8 +86,13 @@ impl Infra {
                 (server.url.clone(), NatsAuth::Dir(creds), Some(server))
             }
         };
-        let infra =
-            Infra { nats_url, nats_auth, db: connect_db(settings.database_url.as_deref()).await?, managed_nats };
+        let infra = Infra {
+            nats_url,
+            nats_auth,
+            db: lazy_db(settings.database_url.as_deref())?,
+            managed_nats,
+            db_url: settings.database_url.clone(),
+        };
         if infra.nats_auth.has_admin() {
             let admin = infra.connect(auth::ADMIN).await?;
             let js = skynet_bus::bootstrap(&admin)
@@ -100,11 +109,48 @@ impl Infra {
         Ok(infra)
     }
 
-    /// A connection under `role`, with that role's credential and inbox.
+    /// A connection under `role`, with that role's credential and inbox. A
+    /// server that is not reachable yet is waited for (with backoff, saying so)
+    /// rather than given up on; a refused credential is an error at once.
     pub async fn connect(&self, role: &str) -> anyhow::Result<async_nats::Client> {
         let name = format!("skynet-{role}");
-        Ok(auth::connect(&self.nats_url, &self.nats_auth.credential(role), role, &name).await?)
+        let credential = self.nats_auth.credential(role);
+        let attempt = || auth::connect(&self.nats_url, &credential, role, &name);
+        Ok(attempt
+            .retry(ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(60))
+            .when(|e| e.is_unreachable())
+            .notify(|e, wait| warn!(url = %self.nats_url, role, error = %e, ?wait, "NATS not reachable yet; waiting"))
+            .await?)
     }
+
+    /// The read-model database, once it answers: created when missing (a
+    /// concurrent creator is fine), migrated, waited for with backoff while
+    /// Postgres is down. Only services that use it call this.
+    pub async fn database(&self) -> anyhow::Result<&PgPool> {
+        let url = self.db_url.as_deref().unwrap_or(LOCAL_POSTGRES);
+        let ready = || async {
+            ensure_database(url).await?;
+            sqlx::query("SELECT 1").execute(&self.db).await.context("Postgres does not answer")?;
+            anyhow::Ok(())
+        };
+        ready
+            .retry(ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(60))
+            .notify(|e, wait| warn!(%url, error = format!("{e:#}"), ?wait, "Postgres not ready yet; waiting"))
+            .await?;
+        skynet_projector::migrate(&self.db).await.context("applying database migrations")?;
+        Ok(&self.db)
+    }
+}
+
+/// A pool that connects on first use: a service that never touches Postgres
+/// never needs it, and one that does waits for it (see [`Infra::database`]).
+fn lazy_db(url: Option<&str>) -> anyhow::Result<PgPool> {
+    let url = url.unwrap_or(LOCAL_POSTGRES);
+    PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(url)
+        .with_context(|| format!("DATABASE_URL {url:?} is not a Postgres URL"))
 }
 
 /// Connects to `url`, or to the local default, creating its database when missing.
@@ -137,7 +183,12 @@ async fn ensure_database(url: &str) -> anyhow::Result<()> {
     if !exists {
         // Identifiers cannot be bound; quote it.
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut admin).await?;
+        match sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut admin).await {
+            Ok(_) => {}
+            // Another process created it between our check and our create.
+            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
         info!(database = %name, "created read-model database");
     }
     Ok(())

@@ -2,20 +2,22 @@
 //! (`skynet run <service>`). Each service is its own library; this module only
 //! wires their dependencies and a shared shutdown signal.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
 use skynet_bus::{EventStore, Jobs};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::infra::Infra;
 use crate::settings::Settings;
 
 /// Every service `skynet run` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 pub enum Service {
     /// Validates submissions and opens jobs.
     Intake,
@@ -62,8 +64,9 @@ impl Service {
     }
 }
 
-/// Runs `services` until `shutdown` is cancelled or one of them fails (which
-/// stops the others and returns its error).
+/// Runs `services` until `shutdown` is cancelled. A service that fails (an
+/// error or a panic) is restarted with backoff, the others running on; only a
+/// configuration error (the rules, the schema, the first start) ends `run`.
 pub async fn run(
     infra: &Infra,
     settings: &Settings,
@@ -71,14 +74,84 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let rules = Arc::new(settings.policy_rules().context("loading the policy rules")?);
-    // The schema exists before any reader starts (migrations are idempotent and
-    // serialised by sqlx's advisory lock, so every process may run them).
-    skynet_projector::migrate(&infra.db).await.context("applying database migrations")?;
-    // Each service connects under its own role (its own credential, inbox and
-    // permissions); the job-state cache is shared by the whole process.
-    let mut shared: Option<EventStore> = None;
-    let mut set = JoinSet::new();
+    // Only the services that use Postgres wait for it: the schema exists
+    // before any reader starts (migrations are idempotent and serialised by
+    // sqlx's advisory lock, so every process may run them).
+    if services.iter().any(|s| matches!(s, Service::Projector | Service::Api)) {
+        infra.database().await?;
+    }
+    let mut up = Supervisor {
+        infra,
+        settings,
+        rules,
+        shutdown: shutdown.clone(),
+        shared: None,
+        set: JoinSet::new(),
+        which: HashMap::new(),
+    };
     for &service in services {
+        up.start(service).await.with_context(|| format!("starting {}", service.name()))?;
+    }
+    info!(services = ?services.iter().map(|s| s.name()).collect::<Vec<_>>(), "skynet running");
+    let mut failures: HashMap<Service, u32> = HashMap::new();
+    while let Some(joined) = up.set.join_next_with_id().await {
+        let (id, failure) = match joined {
+            Ok((id, (_, Ok(())))) => (id, None),
+            Ok((id, (_, Err(e)))) => (id, Some(format!("{e:#}"))),
+            Err(e) => (e.id(), Some(format!("panicked: {e}"))),
+        };
+        let Some(service) = up.which.remove(&id) else { continue };
+        if shutdown.is_cancelled() {
+            if let Some(why) = failure {
+                warn!(service = service.name(), %why, "service failed while stopping");
+            }
+            continue;
+        }
+        let why = failure.unwrap_or_else(|| "stopped by itself".into());
+        let n = failures.entry(service).or_default();
+        *n += 1;
+        loop {
+            let delay = restart_delay(*n);
+            error!(service = service.name(), %why, restarts = *n, ?delay, "service failed; restarting it, the others run on");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.cancelled() => break,
+            }
+            match up.start(service).await {
+                Ok(()) => break,
+                Err(e) => {
+                    *n += 1;
+                    warn!(service = service.name(), error = format!("{e:#}"), "could not restart yet");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Restart backoff: 100 ms doubling per failure, at most 30 s.
+fn restart_delay(failures: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << failures.clamp(1, 20).saturating_sub(1)))
+        .min(Duration::from_secs(30))
+}
+
+/// The services of this process and what starting one needs.
+struct Supervisor<'a> {
+    infra: &'a Infra,
+    settings: &'a Settings,
+    rules: Arc<skynet_rules::PolicyRules>,
+    shutdown: CancellationToken,
+    /// The first service's store: the others share its job-state cache.
+    shared: Option<EventStore>,
+    set: JoinSet<(Service, anyhow::Result<()>)>,
+    which: HashMap<tokio::task::Id, Service>,
+}
+
+impl Supervisor<'_> {
+    /// Connects `service` under its own role (its own credential, inbox and
+    /// permissions) and spawns it.
+    async fn start(&mut self, service: Service) -> anyhow::Result<()> {
+        let (infra, settings, shutdown) = (self.infra, self.settings, &self.shutdown);
         let stop = shutdown.clone().cancelled_owned();
         let nats = infra.connect(service.name()).await.with_context(|| format!("connecting {}", service.name()))?;
         let js = async_nats::jetstream::new(nats.clone());
@@ -86,11 +159,11 @@ pub async fn run(
             .await
             .map_err(|e| anyhow::anyhow!(e))
             .with_context(|| format!("opening the event log as {}", service.name()))?;
-        let store = match &shared {
+        let store = match &self.shared {
             Some(first) => store.sharing_cache_of(first),
-            None => shared.insert(store).clone(),
+            None => self.shared.insert(store).clone(),
         };
-        let (db, rules) = (infra.db.clone(), rules.clone());
+        let (db, rules) = (infra.db.clone(), self.rules.clone());
         let jobs = Jobs::new(store.clone(), service.name());
         let planner_config = settings.planner_config();
         let executor_config = settings.executor.config(&rules)?;
@@ -100,7 +173,7 @@ pub async fn run(
             ..Default::default()
         };
         let api_store = store.clone();
-        set.spawn(async move {
+        let handle = self.set.spawn(async move {
             let result: anyhow::Result<()> = async move {
                 match service {
                     Service::Intake => {
@@ -158,18 +231,9 @@ pub async fn run(
             .await;
             (service, result)
         });
+        self.which.insert(handle.id(), service);
+        Ok(())
     }
-    info!(services = ?services.iter().map(|s| s.name()).collect::<Vec<_>>(), "skynet running");
-    let mut first_error = None;
-    while let Some(joined) = set.join_next().await {
-        let (service, result) = joined.context("service task panicked")?;
-        if let Err(e) = result {
-            error!(service = service.name(), error = format!("{e:#}"), "service failed; stopping the others");
-            shutdown.cancel();
-            first_error.get_or_insert(e.context(format!("service {} failed", service.name())));
-        }
-    }
-    first_error.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
