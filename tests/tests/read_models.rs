@@ -167,3 +167,57 @@ async fn a_projector_refuses_a_log_behind_its_checkpoint() -> anyhow::Result<()>
     assert!(err.to_string().contains("skynet rebuild"), "{err}");
     Ok(())
 }
+
+/// Advisory locks held now on the database (the projector's writer lock).
+async fn writer_locks(db: &PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+         WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()",
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+#[tokio::test]
+async fn two_projectors_never_both_write_and_the_second_takes_over() -> anyhow::Result<()> {
+    // The system's own projector is A; B is started beside it, as a second
+    // `skynet up` or `skynet run projector` would be.
+    let sys = System::start().await?;
+    let pool = sys.db.pool().await?;
+    let first = sys.submit("two-1", json!({"intent": "list files", "working_dir": sys.project()})).await?;
+    sys.wait_for(first, "skynet.job.succeeded.v1").await?;
+    let js = async_nats::jetstream::new(sys.nats.connect_as("projector").await?);
+    let b_stop = CancellationToken::new();
+    let deps = skynet_projector::Deps { js, db: pool.clone() };
+    let stop = b_stop.clone().cancelled_owned();
+    let b = tokio::spawn(async move { skynet_projector::run(skynet_projector::Config::default(), deps, stop).await });
+    // B waits: one writer lock, and a rebuild (which empties the tables) is refused.
+    eventually(Duration::from_secs(10), "A holding the writer lock", || async {
+        (writer_locks(&pool).await.ok()? == 1).then_some(())
+    })
+    .await?;
+    let refused = skynet_projector::rebuild(&pool).await.expect_err("a rebuild under a live projector");
+    assert!(matches!(refused, skynet_projector::ProjectorError::Busy), "{refused}");
+    assert!(!b.is_finished(), "B waits rather than writing or giving up");
+    // A goes away with the system; B takes over and projects what comes next.
+    let (nats, db) = sys.stop_services().await?;
+    let admin = async_nats::jetstream::new(nats.connect().await?);
+    let rejected = serde_json::to_vec(&json!({"specversion": "1.0", "id": "takeover-1", "source": "skynet/intake",
+        "type": "skynet.task.rejected.v1", "datacontenttype": "application/json",
+        "data": {"code": "not_json", "reason": "marker for the takeover"}}))?;
+    #[allow(clippy::disallowed_methods)] // a marker event, as the intake would write it
+    admin.publish("skynet.task.rejected", rejected.into()).await?.await?;
+    eventually(Duration::from_secs(20), "B to project the marker", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rejections WHERE reason = 'marker for the takeover'")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        (n == 1).then_some(())
+    })
+    .await?;
+    assert_eq!(writer_locks(&pool).await?, 1, "B alone holds the lock");
+    b_stop.cancel();
+    b.await??;
+    drop((nats, db));
+    Ok(())
+}

@@ -34,6 +34,8 @@ pub enum ProjectorError {
     Db(#[from] sqlx::Error),
     #[error("reading the event log")]
     Nats(#[source] async_nats::Error),
+    #[error("a projector is writing the read models; stop it before rebuilding them")]
+    Busy,
     #[error(
         "the event log ends at sequence {log_last} but the read models have applied up to {checkpoint}: \
          the log was lost or replaced. Refusing to serve a wrong view; run `skynet rebuild` once the log is right"
@@ -60,6 +62,13 @@ pub async fn checkpoint(db: &PgPool) -> Result<u64, sqlx::Error> {
 /// the whole log.
 pub async fn rebuild(db: &PgPool) -> Result<(), ProjectorError> {
     migrate(db).await?;
+    // Never under a live projector: it would write into what is being emptied.
+    let mut lock = db.acquire().await?.detach();
+    let got: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(WRITER_LOCK).fetch_one(&mut lock).await?;
+    if !got {
+        return Err(ProjectorError::Busy);
+    }
     let mut tx = db.begin().await?;
     sqlx::query(&format!("TRUNCATE {}", crate::db::TABLES.join(", "))).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM projection_checkpoint WHERE projection = $1").bind(PROJECTION).execute(&mut *tx).await?;
@@ -67,9 +76,42 @@ pub async fn rebuild(db: &PgPool) -> Result<(), ProjectorError> {
     Ok(())
 }
 
-/// Projects the log into the read models until `shutdown` resolves.
+/// Advisory-lock key of the read models' single writer.
+const WRITER_LOCK: i64 = 0x534b_594e_5052_4f4a;
+
+/// Takes the writer lock on a connection of its own, which holds it for as
+/// long as it lives: a second projector waits (saying so) and takes over when
+/// the first one's session ends — a crash included. `None` if `shutdown` came first.
+async fn writer_lock(
+    db: &PgPool,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<Option<sqlx::PgConnection>, ProjectorError> {
+    // Detached: returned to the pool, the session (and the lock) would live on.
+    let mut conn = db.acquire().await?.detach();
+    let mut told = false;
+    loop {
+        let got: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(WRITER_LOCK).fetch_one(&mut conn).await?;
+        if got {
+            return Ok(Some(conn));
+        }
+        if !told {
+            warn!(service = SERVICE, "another projector is writing the read models; waiting to take over");
+            told = true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            () = &mut *shutdown => return Ok(None),
+        }
+    }
+}
+
+/// Projects the log into the read models until `shutdown` resolves. Only one
+/// projector writes at a time (see `writer_lock`).
 pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> + Send) -> Result<(), ProjectorError> {
     migrate(&deps.db).await?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let Some(_writer) = writer_lock(&deps.db, &mut shutdown).await? else { return Ok(()) };
     let from = checkpoint(&deps.db).await?;
     let nats = |e: async_nats::Error| ProjectorError::Nats(e);
     let mut stream = deps.js.get_stream(EVENTS_STREAM).await.map_err(|e| nats(e.into()))?;
@@ -88,7 +130,6 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
     let reader = tokio::spawn(read_log(stream, from + 1, config.max_batch.max(1), tx));
     let mut applied = from;
     let mut cache = RowCache::default();
-    let mut shutdown = std::pin::pin!(shutdown);
     let mut buf = Vec::with_capacity(config.max_batch.max(1));
     loop {
         let got = tokio::select! {
@@ -233,7 +274,8 @@ async fn write_batch(db: &PgPool, rows: &[Row], last_seq: u64, cache: &mut RowCa
 async fn finish(mut tx: sqlx::Transaction<'_, sqlx::Postgres>, last_seq: u64) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO projection_checkpoint (projection, last_seq, updated_at) VALUES ($1, $2, now())
-         ON CONFLICT (projection) DO UPDATE SET last_seq = EXCLUDED.last_seq, updated_at = now()",
+         ON CONFLICT (projection) DO UPDATE
+         SET last_seq = GREATEST(projection_checkpoint.last_seq, EXCLUDED.last_seq), updated_at = now()",
     )
     .bind(PROJECTION)
     .bind(i64::try_from(last_seq).unwrap_or(i64::MAX))
