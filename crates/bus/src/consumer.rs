@@ -42,6 +42,23 @@ pub struct ConsumerSpec {
     pub service: &'static str,
     /// Messages handled at once.
     pub concurrency: usize,
+    /// Deliveries after which a failing message is given up on.
+    pub max_deliveries: i64,
+    /// For consumers of job events: the repository (and stage) that records a
+    /// given-up message's job as `failed`, so no job is stranded non-terminal.
+    pub fail_jobs: Option<(crate::Jobs, skynet_contract::job::Stage)>,
+}
+
+impl ConsumerSpec {
+    pub fn new(stream: &'static str, durable: &'static str, service: &'static str, concurrency: usize) -> Self {
+        ConsumerSpec { stream, durable, service, concurrency, max_deliveries: MAX_DELIVERIES, fail_jobs: None }
+    }
+
+    /// A message given up on fails its job in `stage`, recorded through `jobs`.
+    pub fn failing_jobs(mut self, jobs: crate::Jobs, stage: skynet_contract::job::Stage) -> Self {
+        self.fail_jobs = Some((jobs, stage));
+        self
+    }
 }
 
 /// Runs until `shutdown` resolves. In-flight messages finish before it returns.
@@ -94,7 +111,7 @@ where
                 }
                 return;
             }
-            Disposition::Retry(reason) if delivered < MAX_DELIVERIES => {
+            Disposition::Retry(reason) if delivered < spec.max_deliveries => {
                 let delay = backoff(delivered);
                 warn!(%reason, ?delay, "handler failed; message will be redelivered");
                 if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
@@ -121,7 +138,11 @@ where
             deliveries: delivered,
             dedupe_key: format!("{}:{}:{seq}", spec.stream, spec.durable),
         };
-        let result = match dlq::dead_letter(js, dl).await {
+        let stored = dlq::dead_letter(js, dl).await;
+        if stored.is_ok() && code == "gave_up" {
+            fail_job(spec, &msg, seq, &reason).await;
+        }
+        let result = match stored {
             Ok(_) => msg.ack().await,
             Err(e) => {
                 error!(error = %e, "dead-lettering failed; will retry the message");
@@ -134,6 +155,23 @@ where
     }
     .instrument(span)
     .await
+}
+
+/// Records `failed` for the job of a message given up on (dead-lettered
+/// after its deliveries), naming the stage and the reason: the job would
+/// otherwise stay non-terminal for ever. A job already finished is left as is.
+async fn fail_job(spec: &ConsumerSpec, msg: &Message, seq: u64, reason: &str) {
+    let (Some((jobs, stage)), Some(job)) = (&spec.fail_jobs, skynet_contract::subjects::job_id_of(&msg.subject)) else {
+        return;
+    };
+    let reason = format!("{} gave up on {} ({reason})", spec.service, msg.subject);
+    let cause = format!("gave-up:{}:{}:{seq}", spec.stream, spec.durable);
+    let fail = skynet_job::Command::Fail { stage: *stage, reason, step: None };
+    match jobs.execute(job, &cause, chrono::Utc::now(), |s| skynet_job::decide(s, fail.clone())).await {
+        Ok(crate::Outcome::Appended { .. }) => warn!(job_id = %job, "job failed: a message of it was given up on"),
+        Ok(crate::Outcome::Rejected(r)) => debug!(job_id = %job, reason = %r, "given-up message's job left as is"),
+        Err(e) => error!(job_id = %job, error = %e, "could not fail the job of a given-up message"),
+    }
 }
 
 /// Redelivery delay: 100 ms doubling per delivery, at most 30 s.

@@ -84,6 +84,12 @@ pub struct Jobs {
     source: String,
 }
 
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs").field("source", &self.source).finish_non_exhaustive()
+    }
+}
+
 impl Jobs {
     pub fn new(store: EventStore, service: &str) -> Jobs {
         Jobs { store, source: format!("skynet/{service}") }

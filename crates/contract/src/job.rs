@@ -229,6 +229,8 @@ pub struct Succeeded {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
+    Planning,
+    Policy,
     Dispatch,
     Scheduling,
     Execution,

@@ -33,12 +33,8 @@ pub async fn run(
     deps: Deps,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), async_nats::Error> {
-    let spec = ConsumerSpec {
-        stream: EVENTS_STREAM,
-        durable: "dispatcher",
-        service: SERVICE,
-        concurrency: config.concurrency,
-    };
+    let spec = ConsumerSpec::new(EVENTS_STREAM, "dispatcher", SERVICE, config.concurrency)
+        .failing_jobs(deps.jobs.clone(), skynet_contract::job::Stage::Dispatch);
     info!(service = SERVICE, "dispatcher running");
     let js = deps.js.clone();
     consumer::run(

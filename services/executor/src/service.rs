@@ -57,8 +57,8 @@ pub async fn run(
         },
         stop.clone(),
     );
-    let spec =
-        ConsumerSpec { stream: EVENTS_STREAM, durable: "executor", service: "executor", concurrency: config.capacity };
+    let spec = ConsumerSpec::new(EVENTS_STREAM, "executor", "executor", config.capacity)
+        .failing_jobs(deps.jobs.clone(), skynet_contract::job::Stage::Execution);
     let consume = consumer::run(
         deps.js.clone(),
         spec,

@@ -45,8 +45,7 @@ pub async fn run(
     deps: Deps,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), async_nats::Error> {
-    let spec =
-        ConsumerSpec { stream: INTAKE_STREAM, durable: "intake", service: SERVICE, concurrency: config.concurrency };
+    let spec = ConsumerSpec::new(INTAKE_STREAM, "intake", SERVICE, config.concurrency);
     info!(service = SERVICE, concurrency = config.concurrency, "intake running");
     let js = deps.js.clone();
     let stop = futures::FutureExt::shared(shutdown);

@@ -48,8 +48,8 @@ pub async fn run(
     deps: Deps,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), async_nats::Error> {
-    let spec =
-        ConsumerSpec { stream: EVENTS_STREAM, durable: "planner", service: SERVICE, concurrency: config.concurrency };
+    let spec = ConsumerSpec::new(EVENTS_STREAM, "planner", SERVICE, config.concurrency)
+        .failing_jobs(deps.jobs.clone(), skynet_contract::job::Stage::Planning);
     let llm = (config.backend == Backend::Llm).then(|| LlmPlanner::new(config.llm.clone()));
     info!(service = SERVICE, backend = ?config.backend, llm = ?llm, "planner running");
     let js = deps.js.clone();

@@ -42,8 +42,8 @@ pub async fn run(
 ) -> Result<(), async_nats::Error> {
     let deadlines = Deadlines::open(&deps.js).await?;
     let stop = shutdown.shared();
-    let spec =
-        ConsumerSpec { stream: EVENTS_STREAM, durable: "policy", service: SERVICE, concurrency: config.concurrency };
+    let spec = ConsumerSpec::new(EVENTS_STREAM, "policy", SERVICE, config.concurrency)
+        .failing_jobs(deps.jobs.clone(), skynet_contract::job::Stage::Policy);
     let command_deps = CommandDeps {
         nats: deps.nats.clone(),
         jobs: deps.jobs.clone(),

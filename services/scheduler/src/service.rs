@@ -47,8 +47,8 @@ pub async fn run(
     );
     let config = Arc::new(config);
     let diagnose = serve_diagnose(deps.nats.clone(), signals.clone(), config.clone(), stop.clone());
-    let spec =
-        ConsumerSpec { stream: EVENTS_STREAM, durable: "scheduler", service: SERVICE, concurrency: config.concurrency };
+    let spec = ConsumerSpec::new(EVENTS_STREAM, "scheduler", SERVICE, config.concurrency)
+        .failing_jobs(deps.jobs.clone(), skynet_contract::job::Stage::Scheduling);
     info!(service = SERVICE, weights = ?config.weights, "scheduler running");
     let (js, handler_deps) = (deps.js.clone(), deps.clone());
     let consume = consumer::run(
