@@ -47,11 +47,24 @@ pub struct ConsumerSpec {
     /// For consumers of job events: the repository (and stage) that records a
     /// given-up message's job as `failed`, so no job is stranded non-terminal.
     pub fail_jobs: Option<(crate::Jobs, skynet_contract::job::Stage)>,
+    /// Pull ahead of the free handlers (throughput), or take one message per
+    /// free handler and no more (leases: a message waiting in a buffer is not
+    /// progress-acked, so its ack wait would run out and a second consumer get
+    /// it while this one still starts it).
+    pub prefetch: bool,
 }
 
 impl ConsumerSpec {
     pub fn new(stream: &'static str, durable: &'static str, service: &'static str, concurrency: usize) -> Self {
-        ConsumerSpec { stream, durable, service, concurrency, max_deliveries: MAX_DELIVERIES, fail_jobs: None }
+        ConsumerSpec {
+            stream,
+            durable,
+            service,
+            concurrency,
+            max_deliveries: MAX_DELIVERIES,
+            fail_jobs: None,
+            prefetch: true,
+        }
     }
 
     /// A message given up on fails its job in `stage`, recorded through `jobs`.
@@ -69,12 +82,15 @@ pub async fn run<H, Fut, S>(
     shutdown: S,
 ) -> Result<(), async_nats::Error>
 where
-    H: Fn(Message) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Disposition> + Send,
+    H: Fn(Message) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Disposition> + Send + 'static,
     S: Future<Output = ()> + Send,
 {
     let consumer: jetstream::consumer::PullConsumer =
         js.get_stream(spec.stream).await?.get_consumer(spec.durable).await?;
+    if !spec.prefetch {
+        return run_per_slot(js, spec, consumer, handler, shutdown).await;
+    }
     let messages =
         consumer.stream().max_messages_per_batch(spec.concurrency.max(1) * 4).messages().await?.take_until(shutdown);
     messages
@@ -92,6 +108,64 @@ where
             }
         })
         .await;
+    Ok(())
+}
+
+/// One message per free handler: a slot is taken before a message is asked
+/// for, so nothing waits unacknowledged in a buffer.
+async fn run_per_slot<H, Fut, S>(
+    js: jetstream::Context,
+    spec: ConsumerSpec,
+    consumer: jetstream::consumer::PullConsumer,
+    handler: H,
+    shutdown: S,
+) -> Result<(), async_nats::Error>
+where
+    H: Fn(Message) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Disposition> + Send + 'static,
+    S: Future<Output = ()> + Send,
+{
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(spec.concurrency.max(1)));
+    // Handlers run as tasks of their own, so they go on while this loop waits
+    // for the next message.
+    let mut running = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        while running.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => p?,
+        };
+        let fetched = tokio::select! {
+            () = &mut shutdown => break,
+            f = consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages() => f,
+        };
+        let mut batch = match fetched {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(service = spec.service, error = %e, "fetching failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let msg = tokio::select! {
+            () = &mut shutdown => break,
+            m = batch.next() => m,
+        };
+        match msg {
+            Some(Ok(msg)) => {
+                let (js, spec, handler) = (js.clone(), spec.clone(), handler.clone());
+                running.spawn(async move {
+                    handle_one(&js, &spec, handler, msg).await;
+                    drop(permit);
+                });
+            }
+            Some(Err(e)) => debug!(service = spec.service, error = %e, "fetch returned no message"),
+            None => {}
+        }
+    }
+    // In-flight messages finish before returning.
+    while running.join_next().await.is_some() {}
     Ok(())
 }
 

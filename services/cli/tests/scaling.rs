@@ -23,6 +23,16 @@ impl Drop for Executor {
 }
 
 fn executor(nats: &NatsServer, db: &TestDb, id: &str, latency_ms: u64) -> anyhow::Result<Executor> {
+    executor_with(nats, db, id, "mock", latency_ms)
+}
+
+fn executor_with(
+    nats: &NatsServer,
+    db: &TestDb,
+    id: &str,
+    providers: &str,
+    latency_ms: u64,
+) -> anyhow::Result<Executor> {
     let child = Command::new(env!("CARGO_BIN_EXE_skynet"))
         .args(["run", "executor"])
         .env("SKYNET_NATS_URL", &nats.url)
@@ -30,7 +40,7 @@ fn executor(nats: &NatsServer, db: &TestDb, id: &str, latency_ms: u64) -> anyhow
         .env("SKYNET_NATS_CREDS", nats.creds().path("executor"))
         .env("DATABASE_URL", &db.url)
         .env("SKYNET_EXECUTOR_ID", id)
-        .env("SKYNET_EXECUTOR_PROVIDERS", "mock")
+        .env("SKYNET_EXECUTOR_PROVIDERS", providers)
         .env("SKYNET_EXECUTOR_CAPACITY", "4")
         .env("SKYNET_MOCK_LATENCY_MS", latency_ms.to_string())
         .env("SKYNET_LOG", "warn")
@@ -183,6 +193,70 @@ async fn kill_9_mid_step_moves_the_job_to_another_executor_and_completes_it_once
     assert_eq!(ok.len(), 1, "the step's result is recorded once");
     assert_eq!(ok[0].2["lease"], started[1]["lease"], "under the new lease");
     drop((a, b));
+    stop.cancel();
+    plane.await??;
+    Ok(())
+}
+
+/// Process ids whose parent is `pid` (from /proc).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|stat| stat.rsplit(") ").next()?.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(pid)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_executor_records_nothing_after_it_resumes_and_its_step_is_killed() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let db = TestDb::create().await?;
+    let (stop, plane) = control_plane(&nats, &db).await?;
+    // A project whose tests take a while (a real child process of the executor).
+    let project = tempfile::tempdir()?;
+    std::fs::write(project.path().join("Makefile"), "test:\n\tsleep 15\n")?;
+    let mut a = executor_with(&nats, &db, "paused-a", "local", 0)?;
+    let client = nats.connect_as("client").await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let body = json!({"specversion": "1.0", "id": "pause-1", "source": "tests/scaling", "type": "skynet.task.requested.v1",
+        "data": {"intent": "run the tests", "working_dir": project.path().display().to_string()}});
+    client.publish("skynet.intake.task", serde_json::to_vec(&body)?.into()).await?;
+    let ns = uuid::Uuid::from_u128(0x6b1f_0d4e_93a2_4c57_8f0e_5d2a_c3b1_7e90);
+    let job = uuid::Uuid::new_v5(&ns, b"tests/scaling\0pause-1").to_string();
+    eventually(Duration::from_secs(30), "A's step to start", || async {
+        (count(&all_events(&js).await.ok()?, &job, "step_started") == 1).then_some(())
+    })
+    .await?;
+    let a_pid = a.0.id();
+    eventually(Duration::from_secs(10), "A's child process", || async {
+        (!children_of(a_pid).is_empty()).then_some(())
+    })
+    .await?;
+    // Pause A past the lease (5 s ack wait); B takes the job over.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(a_pid)?), nix::sys::signal::Signal::SIGSTOP)?;
+    let _b = executor_with(&nats, &db, "paused-b", "local", 0)?;
+    let takeover = eventually(Duration::from_secs(30), "B to take the job over", || async {
+        let evs = all_events(&js).await.ok()?;
+        evs.iter().position(|(j, t, d)| *j == job && t == "skynet.job.started.v1" && d["lease"] == 2)
+    })
+    .await?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(a_pid)?), nix::sys::signal::Signal::SIGCONT)?;
+    // Resumed, A kills its step at once (not when the step would have ended)...
+    eventually(Duration::from_secs(3), "A's step killed", || async { children_of(a_pid).is_empty().then_some(()) })
+        .await?;
+    // ...and records nothing: the job ends once, by B's lease.
+    let events = eventually(Duration::from_secs(30), "the job to succeed", || async {
+        let evs = all_events(&js).await.ok()?;
+        (count(&evs, &job, "succeeded") == 1).then_some(evs)
+    })
+    .await?;
+    let after: Vec<_> = events[takeover..].iter().filter(|(j, _, d)| *j == job && d["lease"] == 1).collect();
+    assert!(after.is_empty(), "A recorded after losing its lease: {after:?}");
+    assert!(a.0.try_wait()?.is_none(), "A itself lives on, only its step was stopped");
     stop.cancel();
     plane.await??;
     Ok(())

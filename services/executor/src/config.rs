@@ -43,6 +43,9 @@ pub struct Config {
     pub health_every: u32,
     /// Period of progress acks (must stay well under the consumer's 5 s ack wait).
     pub progress_ms: u64,
+    /// The lease: the executor consumer's ack wait (`nats/consumers/SKYNET_EVENTS/executor.json`).
+    /// A progress ack not confirmed within half of it counts as the lease lost.
+    pub lease_ms: u64,
     /// Largest live-output chunk (one `step_output` event).
     pub live_chunk_bytes: usize,
     /// Live-output events per step; later output is only in the stored log.
@@ -64,6 +67,7 @@ impl Default for Config {
             heartbeat_ms: 2000,
             health_every: 5,
             progress_ms: 1000,
+            lease_ms: 5000,
             live_chunk_bytes: 4096,
             live_chunks_per_step: 64,
             live_delay_ms: 250,

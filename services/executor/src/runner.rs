@@ -53,6 +53,8 @@ struct Run<'a> {
     ctx: &'a Ctx,
     job: JobId,
     lease: u64,
+    /// Cancelled when the lease is no longer ours: nothing more is recorded.
+    lost: CancellationToken,
     /// The job as of the last event this run recorded or loaded.
     state: Option<Job>,
     seq: u64,
@@ -62,6 +64,9 @@ struct Run<'a> {
 impl Run<'_> {
     /// Records a command's events; keeps the local state current.
     async fn record(&mut self, what: &str, cmd: Command) -> Result<Option<Rejection>, Stop> {
+        if self.lost.is_cancelled() {
+            return Err(Stop::LostLease);
+        }
         let cause = format!("{}:{}:{what}", self.cause, self.lease);
         let known = Some((self.state.clone(), self.seq));
         match self.ctx.jobs.execute_from(self.job, known, &cause, Utc::now(), |s| decide(s, cmd.clone())).await {
@@ -112,10 +117,13 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
         info_span!("job", service = "executor", executor = %ctx.config.id, job_id = %job, event_id = %env.id, lease);
     async move {
         // Subscribe before loading, so a cancel between the two is not missed.
-        let cancel = CancellationToken::new();
+        // `stop` kills the running step's process group: a person's cancel, or
+        // the lease going to another executor (`lost`, which also stops any
+        // recording — whatever this executor did after that is not the truth).
+        let (stop, lost) = (CancellationToken::new(), CancellationToken::new());
         let watcher = match ctx.nats.subscribe(subjects::job_event(job, "cancel_requested")).await {
             Ok(mut sub) => {
-                let token = cancel.clone();
+                let token = stop.clone();
                 tokio::spawn(async move {
                     if sub.next().await.is_some() {
                         token.cancel();
@@ -124,11 +132,16 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
             }
             Err(e) => return Disposition::Retry(format!("subscribing to cancels: {e}")),
         };
-        let progress = keep_lease(msg.clone(), Duration::from_millis(ctx.config.progress_ms));
-        let result =
-            run_job(ctx, job, lease, env.id.clone(), &cancel, msg.info().map(|i| i.delivered).unwrap_or(1), at).await;
+        let takeover = match ctx.nats.subscribe(subjects::job_event(job, "started")).await {
+            Ok(sub) => watch_takeover(sub, lease, lost.clone(), stop.clone()),
+            Err(e) => return Disposition::Retry(format!("subscribing to takeovers: {e}")),
+        };
+        let progress = keep_lease(msg.clone(), &ctx.config, lost.clone(), stop.clone());
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+        let result = run_job(ctx, job, lease, env.id.clone(), &stop, &lost, delivered, at).await;
         progress.abort();
         watcher.abort();
+        takeover.abort();
         match result {
             Ok(()) => Disposition::Ack,
             Err(Stop::LostLease) => {
@@ -142,31 +155,73 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
     .await
 }
 
-/// Progress acks every `period` keep the delivery (the lease) ours.
-fn keep_lease(msg: Message, period: Duration) -> tokio::task::JoinHandle<()> {
+/// Keeps the delivery (the lease) ours with progress acks — the first at once,
+/// then every `progress_ms` — each confirmed by the server (a double ack). One
+/// that is not confirmed within half the ack wait means the lease may be gone:
+/// the step is killed and nothing more recorded.
+fn keep_lease(
+    msg: Message,
+    config: &Config,
+    lost: CancellationToken,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let period = Duration::from_millis(config.progress_ms);
+    let confirm_within = Duration::from_millis(config.lease_ms / 2);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
-        tick.tick().await;
         loop {
             tick.tick().await;
-            if msg.ack_with(AckKind::Progress).await.is_err() {
+            match tokio::time::timeout(confirm_within, msg.double_ack_with(AckKind::Progress)).await {
+                Ok(Ok(())) => {}
+                outcome => {
+                    warn!(?outcome, "lease not confirmed in time; stopping the step and recording nothing more");
+                    lost.cancel();
+                    stop.cancel();
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// Watches the job's `started` events: one under a newer lease means another
+/// executor took the job over (this one was paused or cut off past the ack
+/// wait); the step is killed and nothing more recorded.
+fn watch_takeover(
+    mut sub: async_nats::Subscriber,
+    lease: u64,
+    lost: CancellationToken,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            let newer = codec::decode(msg.headers.as_ref(), &msg.payload)
+                .ok()
+                .and_then(|env| env.data.get("lease").and_then(serde_json::Value::as_u64))
+                .is_some_and(|l| l > lease);
+            if newer {
+                warn!(lease, "another executor took the job over; stopping the step and recording nothing more");
+                lost.cancel();
+                stop.cancel();
                 return;
             }
         }
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_job(
     ctx: &Ctx,
     job: JobId,
     lease: u64,
     cause: String,
     cancel: &CancellationToken,
+    lost: &CancellationToken,
     delivered: i64,
     at: u64,
 ) -> Result<(), Stop> {
     let (state, seq) = ctx.jobs.load_at(job, at).await.map_err(|e| Stop::Transient(e.to_string()))?;
-    let mut run = Run { ctx, job, lease, state, seq, cause };
+    let mut run = Run { ctx, job, lease, lost: lost.clone(), state, seq, cause };
     match run.status() {
         Some(Status::Scheduled | Status::Running) => {}
         // A cancel requested while a previous executor ran it, which then died.

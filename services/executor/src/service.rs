@@ -57,8 +57,10 @@ pub async fn run(
         },
         stop.clone(),
     );
-    let spec = ConsumerSpec::new(EVENTS_STREAM, "executor", "executor", config.capacity)
+    let mut spec = ConsumerSpec::new(EVENTS_STREAM, "executor", "executor", config.capacity)
         .failing_jobs(deps.jobs.clone(), skynet_contract::job::Stage::Execution);
+    // A job waiting in a buffer is a lease nobody keeps: take one per free slot.
+    spec.prefetch = false;
     let consume = consumer::run(
         deps.js.clone(),
         spec,
