@@ -76,3 +76,25 @@ async fn a_failing_service_is_restarted_while_the_others_run_on() -> anyhow::Res
     .await?;
     sys.shutdown().await
 }
+
+#[tokio::test]
+async fn output_that_is_not_text_survives_byte_for_byte() -> anyhow::Result<()> {
+    let sys = System::start_with(NatsServer::start()?, TestDb::create().await?, |s| {
+        s.executor.providers = vec!["local".into()];
+    })
+    .await?;
+    let bytes: Vec<u8> = vec![0xff, 0xfe, 0x00, b'x', 0x80, b'\n'];
+    let project = std::path::PathBuf::from(sys.project());
+    std::fs::write(project.join("raw.bin"), &bytes)?;
+    let job = sys.submit("bytes-1", json!({"intent": "read the file ./raw.bin", "working_dir": sys.project()})).await?;
+    let step = sys.wait_for(job, "skynet.job.step_succeeded.v1").await?;
+    assert!(step["data"].get("stdout").is_none(), "not carried as (lossy) text: {step}");
+    let key = format!("{}/stdout", step["data"]["output_ref"].as_str().unwrap_or_default());
+    // Stored output is read by the API (and operators), not by clients.
+    let js = async_nats::jetstream::new(sys.nats.connect_as("api").await?);
+    let mut object = js.get_object_store("SKYNET_OUTPUT").await?.get(key.as_str()).await?;
+    let mut stored = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut object, &mut stored).await?;
+    assert_eq!(stored, bytes);
+    sys.shutdown().await
+}

@@ -312,8 +312,11 @@ async fn run_job(
         };
         let duration_ms = u64::try_from(step_started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let inline = ctx.config.inline_output_bytes;
+        // Inline only what is text: output that is not UTF-8 goes to the object
+        // store, where every byte survives (an event can only carry text).
+        let text_only = std::str::from_utf8(&outcome.stdout).is_ok() && std::str::from_utf8(&outcome.stderr).is_ok();
         let (stdout, stderr, output_ref) =
-            if !streamed && outcome.stdout.len() <= inline && outcome.stderr.len() <= inline {
+            if !streamed && text_only && outcome.stdout.len() <= inline && outcome.stderr.len() <= inline {
                 let text = |b: &[u8]| (!b.is_empty()).then(|| String::from_utf8_lossy(b).into_owned());
                 (text(&outcome.stdout), text(&outcome.stderr), None)
             } else {
