@@ -118,12 +118,28 @@ pub fn bench_policy(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf>
     Ok(path)
 }
 
-/// Submits one READ_ONLY task; returns its job id.
+/// The token of the principal `bench` the load is submitted as (its rate
+/// limit is lifted in [`bench_policy`]).
+pub const BENCH_TOKEN: &str = "bench-submitter-token";
+
+/// Submits one READ_ONLY task as the principal `bench`; returns its job id.
 pub async fn submit(client: &async_nats::Client, id: &str) -> anyhow::Result<String> {
     let body = serde_json::json!({"specversion": "1.0", "id": id, "source": SOURCE, "type": "skynet.task.requested.v1",
-        "data": {"intent": "check git status", "working_dir": "/tmp", "requested_by": "bench"}});
-    client.publish(skynet_contract::subjects::INTAKE_TASK, serde_json::to_vec(&body)?.into()).await?;
+        "data": {"intent": "check git status", "working_dir": "/tmp"}});
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Authorization", format!("Bearer {BENCH_TOKEN}").as_str());
+    client
+        .publish_with_headers(skynet_contract::subjects::INTAKE_TASK, headers, serde_json::to_vec(&body)?.into())
+        .await?;
     Ok(JobId::for_request(SOURCE, id).to_string())
+}
+
+/// Registers the principal `bench` (admin role needed).
+pub async fn register_bench_principal(js: &async_nats::jetstream::Context) -> anyhow::Result<()> {
+    use skynet_contract::principal::{Principal, PrincipalRole};
+    let bench = Principal { name: "bench".into(), roles: vec![PrincipalRole::Submit] };
+    skynet_bus::principals::Principals::open(js).await?.put(BENCH_TOKEN, &bench).await?;
+    Ok(())
 }
 
 /// Follows every job's end into `tally` until all submitted jobs ended, or no
@@ -256,6 +272,7 @@ async fn run_on(
     let up = start_up(server, &db.url, dir, client).await?;
     tokio::time::sleep(Duration::from_secs(2)).await; // settle before measuring idle memory
     let rss_idle_mib = rss_mib(up.0.id());
+    register_bench_principal(js).await?;
     // The load comes from a user's connection, with the `client` role's rights.
     let client = &connect_as(server, skynet_bus::auth::CLIENT).await?;
     let mut ends = terminal_events(client).await?;
