@@ -111,8 +111,9 @@ where
     Ok(())
 }
 
-/// One message per free handler: a slot is taken before a message is asked
-/// for, so nothing waits unacknowledged in a buffer.
+/// One message per free handler: slots are taken before messages are asked
+/// for (as many as are free, in one pull request that the server holds until
+/// messages come or it expires), so nothing waits unacknowledged in a buffer.
 async fn run_per_slot<H, Fut, S>(
     js: jetstream::Context,
     spec: ConsumerSpec,
@@ -127,47 +128,61 @@ where
 {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(spec.concurrency.max(1)));
     // Handlers run as tasks of their own, so they go on while this loop waits
-    // for the next message.
+    // for the next messages.
     let mut running = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    loop {
+    'pulling: loop {
         while running.try_join_next().is_some() {}
-        let permit = tokio::select! {
+        let first = tokio::select! {
             () = &mut shutdown => break,
             p = slots.clone().acquire_owned() => p?,
         };
-        let fetched = tokio::select! {
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        // Not `fetch` (no-wait: an idle consumer would spin) but a waiting pull.
+        let pull = consumer.batch().max_messages(permits.len()).expires(PULL_EXPIRES).messages();
+        let mut batch = tokio::select! {
             () = &mut shutdown => break,
-            f = consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages() => f,
+            b = pull => match b {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(service = spec.service, error = %e, "pulling failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
         };
-        let mut batch = match fetched {
-            Ok(b) => b,
-            Err(e) => {
-                warn!(service = spec.service, error = %e, "fetching failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
+        loop {
+            let next = tokio::select! {
+                () = &mut shutdown => break 'pulling,
+                m = batch.next() => m,
+            };
+            let Some(msg) = next else { break };
+            let Some(permit) = permits.pop() else { break };
+            match msg {
+                Ok(msg) => {
+                    let (js, spec, handler) = (js.clone(), spec.clone(), handler.clone());
+                    running.spawn(async move {
+                        handle_one(&js, &spec, handler, msg).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    debug!(service = spec.service, error = %e, "pull ended without a message");
+                    break;
+                }
             }
-        };
-        let msg = tokio::select! {
-            () = &mut shutdown => break,
-            m = batch.next() => m,
-        };
-        match msg {
-            Some(Ok(msg)) => {
-                let (js, spec, handler) = (js.clone(), spec.clone(), handler.clone());
-                running.spawn(async move {
-                    handle_one(&js, &spec, handler, msg).await;
-                    drop(permit);
-                });
-            }
-            Some(Err(e)) => debug!(service = spec.service, error = %e, "fetch returned no message"),
-            None => {}
         }
     }
     // In-flight messages finish before returning.
     while running.join_next().await.is_some() {}
     Ok(())
 }
+
+/// How long one pull waits for messages before it is renewed.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
 async fn handle_one<H, Fut>(js: &jetstream::Context, spec: &ConsumerSpec, handler: H, msg: Message)
 where

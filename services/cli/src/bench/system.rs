@@ -351,8 +351,17 @@ async fn run_on(
     };
     drop(up);
 
-    // Rebuild: empty read models, replay everything.
-    skynet_projector::rebuild(&pool).await?;
+    // Rebuild: empty read models, replay everything (once the stopped
+    // `skynet up`'s projector session, and with it its writer lock, is gone).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match skynet_projector::rebuild(&pool).await {
+            Err(skynet_projector::ProjectorError::Busy) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => break other?,
+        }
+    }
     let target = stream.info().await?.state.last_sequence;
     let events = stream.info().await?.state.messages;
     let stop = tokio_util::sync::CancellationToken::new();
