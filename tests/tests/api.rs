@@ -216,8 +216,12 @@ async fn every_error_status_is_problem_json() -> anyhow::Result<()> {
     // 422: ADMIN approval without the phrase.
     let admin = sys.submit("err-422", json!({"intent": "deploy", "working_dir": sys.project()})).await?;
     sys.wait_for(admin, "skynet.job.policy_decided.v1").await?;
-    let (got, _) = problem(post(&format!("/v1/jobs/{admin}/approve")).send().await?).await;
+    let by_bob = http.post(format!("{url}/v1/jobs/{admin}/approve")).bearer_auth(BOB);
+    let (got, _) = problem(by_bob.send().await?).await;
     assert_eq!(got.as_u16(), 422);
+    // ...and its requester may not approve it at all.
+    let (got, code) = problem(post(&format!("/v1/jobs/{admin}/approve")).send().await?).await;
+    assert_eq!((got.as_u16(), code.as_str()), (403, "forbidden"));
 
     // 429 per principal; before authentication per address, so a fresh random
     // token on every request is limited like no token at all.

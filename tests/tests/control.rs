@@ -204,7 +204,10 @@ async fn requesters_over_their_rate_limit_are_rejected_not_queued() -> anyhow::R
     // A mere claim to be bob counts against the claimant's source, not against
     // bob, and is recorded as a claim.
     let claimed = sys
-        .submit("rl-claim", json!({"intent": "list files", "requested_by": "bob", "working_dir": sys.project()}))
+        .submit_anonymous(
+            "rl-claim",
+            json!({"intent": "list files", "requested_by": "bob", "working_dir": sys.project()}),
+        )
         .await?;
     let opened = sys.wait_for(claimed, "skynet.job.requested.v1").await?;
     assert_eq!(opened["data"]["requested_by"], "bob (unverified)");

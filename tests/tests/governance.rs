@@ -244,3 +244,28 @@ async fn one_principal_is_one_approver_however_it_is_named_and_never_for_its_own
     assert_eq!(approvers, [json!("dave"), json!("bob")], "the principals of the tokens");
     sys.shutdown().await
 }
+
+#[tokio::test]
+async fn a_job_nobody_authenticated_asked_for_is_approved_by_nobody() -> anyhow::Result<()> {
+    let sys = System::start().await?;
+    // No token: the requester is only a claim ("carol"), and it could be anyone —
+    // the approver included. A WRITE job of it cannot be approved.
+    let job = sys
+        .submit_anonymous(
+            "anon-1",
+            json!({"intent": "build the project", "requested_by": "carol", "working_dir": sys.project()}),
+        )
+        .await?;
+    let opened = sys.wait_for(job, "skynet.job.requested.v1").await?;
+    assert_eq!(opened["data"]["requested_by"], "carol (unverified)");
+    sys.wait_for(job, "skynet.job.policy_decided.v1").await?;
+    let reply = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "token": "token-bob"})).await?;
+    assert_eq!((reply["accepted"].as_bool(), reply["code"].as_str()), (Some(false), Some("forbidden")), "{reply}");
+    assert!(reply["message"].as_str().unwrap_or_default().contains("submit it with a token"), "{reply}");
+    // Submitted with a token, the same request is approved by someone else.
+    let signed = sys.submit("anon-2", json!({"intent": "build the project", "working_dir": sys.project()})).await?;
+    sys.wait_for(signed, "skynet.job.policy_decided.v1").await?;
+    let reply = sys.request("skynet.cmd.job.approve", json!({"job_id": signed, "token": "token-bob"})).await?;
+    assert_eq!(reply["accepted"], true, "{reply}");
+    sys.shutdown().await
+}

@@ -4,8 +4,8 @@
 //! claims.
 //!
 //! A principal's record is stored under the SHA-256 of its token (the token
-//! itself is shown once and never stored), so verifying a token is one lookup
-//! and a holder of the store cannot recover any token.
+//! itself is shown once and never kept by SKYNET), so verifying a token is one
+//! lookup and a holder of the store cannot recover any token.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -86,6 +86,8 @@ pub enum Rejection {
     ConfirmationMismatch,
     #[error("{0} requested this job and may not approve it")]
     SelfApproval(String),
+    #[error("nobody authenticated requested this job, so its approver could be its requester; submit it with a token")]
+    UnknownRequester,
     #[error("not every step has finished; cannot decide the outcome yet")]
     StepsUnfinished,
     #[error("intent must not be empty")]
@@ -127,9 +129,20 @@ pub fn decide(state: Option<&Job>, cmd: Command) -> Result<Vec<JobEvent>, Reject
                 return Err(Rejection::NotAwaitingApproval(job.status));
             }
             let risk = job.policy.as_ref().map_or(Risk::Admin, |p| p.risk);
-            let requester = job.request.requested_by.as_deref().map(|r| r.trim().to_lowercase());
-            if !self_approval && risk >= Risk::Write && requester.as_deref() == Some(approver.as_str()) {
-                return Err(Rejection::SelfApproval(approver));
+            // The requester is known only when a principal submitted it: an
+            // anonymous or merely claimed requester could be the approver.
+            let requester = job
+                .request
+                .requested_by
+                .as_deref()
+                .filter(|r| !r.ends_with(UNVERIFIED))
+                .map(|r| r.trim().to_lowercase());
+            if !self_approval && risk >= Risk::Write {
+                match requester.as_deref() {
+                    Some(r) if r == approver => return Err(Rejection::SelfApproval(approver)),
+                    Some(_) => {}
+                    None => return Err(Rejection::UnknownRequester),
+                }
             }
             if let (true, Some(phrase)) = (risk >= Risk::Admin, phrase_required) {
                 match confirmation {
@@ -187,6 +200,9 @@ pub fn decide(state: Option<&Job>, cmd: Command) -> Result<Vec<JobEvent>, Reject
     }
     Ok(events)
 }
+
+/// The mark of a requester a submitter merely claimed (the intake appends it).
+pub const UNVERIFIED: &str = " (unverified)";
 
 /// What an approver of an ADMIN job types: the phrase and the job's short id
 /// (its first 8 characters), e.g. `execute 1a2b3c4d`.

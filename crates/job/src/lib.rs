@@ -13,6 +13,6 @@ mod decide;
 mod evolve;
 mod state;
 
-pub use decide::{Command, Rejection, confirmation_for, decide};
+pub use decide::{Command, Rejection, UNVERIFIED, confirmation_for, decide};
 pub use evolve::{IllegalTransition, evolve, replay};
 pub use state::{Job, Status, StepState, StepStatus};

@@ -38,7 +38,8 @@ pub fn requested(source: &str, id: &str, intent: &str) -> Requested {
         intent: intent.into(),
         working_dir: Some("/tmp".into()),
         project: None,
-        requested_by: None,
+        // A principal asked (an anonymous requester's WRITE jobs cannot be approved).
+        requested_by: Some("alice".into()),
         constraints: Default::default(),
         plan: None,
         request_source: source.into(),

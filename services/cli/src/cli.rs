@@ -134,7 +134,9 @@ async fn bootstrap(settings: &Settings) -> anyhow::Result<()> {
     if let Some(token) = settings.api_token.as_deref().filter(|t| !t.is_empty()) {
         use skynet_contract::principal::{Principal, PrincipalRole};
         let first = Principal { name: "admin".into(), roles: vec![PrincipalRole::Admin] };
-        skynet_bus::principals::Principals::open(&js).await?.put(token, &first).await?;
+        let principals = skynet_bus::principals::Principals::open(&js).await?;
+        principals.remove("admin").await?;
+        principals.put(token, &first).await?;
         eprintln!("principal admin holds SKYNET_API_TOKEN");
     }
     Ok(())

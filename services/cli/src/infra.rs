@@ -101,7 +101,9 @@ impl Infra {
             // The first principal: `admin`, holding the configured or generated
             // token (`<data-dir>/api-token`); others come from `skynet principal add`.
             let principals = Principals::open(&js).await.map_err(|e| anyhow::anyhow!(e))?;
+            // Its previous token (a rotated SKYNET_API_TOKEN) stops working.
             let first = Principal { name: "admin".into(), roles: vec![PrincipalRole::Admin] };
+            principals.remove("admin").await.map_err(|e| anyhow::anyhow!(e))?;
             principals.put(&settings.api_token()?, &first).await.map_err(|e| anyhow::anyhow!(e))?;
         } else {
             info!("no admin credential: using the streams and consumers the operator created (`skynet bootstrap`)");

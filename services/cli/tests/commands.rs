@@ -11,6 +11,7 @@ use skynet_testkit::{NatsServer, TestDb};
 use tokio_util::sync::CancellationToken;
 
 const ADMIN_TOKEN: &str = "cli-test-admin-token";
+const BOB_TOKEN: &str = "cli-test-bob-token";
 
 struct Running {
     nats: NatsServer,
@@ -43,6 +44,13 @@ async fn system() -> anyhow::Result<Running> {
     .await?;
     let project = tempfile::tempdir()?;
     std::fs::write(project.path().join("Makefile"), "test:\n\t@true\nall:\n\t@true\n")?;
+    let principals =
+        skynet_bus::principals::Principals::open(&async_nats::jetstream::new(nats.connect().await?)).await?;
+    let bob = skynet_contract::principal::Principal {
+        name: "bob".into(),
+        roles: vec![skynet_contract::principal::PrincipalRole::Approve],
+    };
+    principals.put(BOB_TOKEN, &bob).await?;
     Ok(Running { nats, db, stop, project })
 }
 
@@ -102,7 +110,8 @@ async fn task_wait_exits_with_the_jobs_outcome_and_the_other_commands_work() -> 
             let r = &r;
             let wjob = wjob.clone();
             async move {
-                let o = run(r, &["approve", &wjob]).ok()?;
+                // Not the requester (the admin token submitted it): bob approves.
+                let o = run(r, &["approve", &wjob, "--token", BOB_TOKEN]).ok()?;
                 (o.status.code() == Some(0)).then_some(o)
             }
         })

@@ -77,7 +77,7 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
                         }
                         Ok(None) => {
                             let claim = accepted.requested.requested_by.take();
-                            accepted.requested.requested_by = claim.map(|c| format!("{c} (unverified)"));
+                            accepted.requested.requested_by = claim.map(|c| format!("{c}{}", skynet_job::UNVERIFIED));
                             format!("source:{}", accepted.requested.request_source)
                         }
                         Err(d) => return d,

@@ -7,6 +7,9 @@ use skynet_contract::job::Requested;
 use skynet_contract::task::{MAX_SUBMISSION_BYTES, RejectionCode, TASK_REQUESTED, TASK_REQUESTED_ALIAS, TaskRequested};
 use skynet_contract::{DecodeError, JobId, subjects};
 
+/// The longest CloudEvent `source` or `id` accepted.
+pub const MAX_ATTRIBUTE_BYTES: usize = 256;
+
 /// A submission the intake accepts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Accepted {
@@ -71,6 +74,13 @@ pub fn validate(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Accepted,
     })?;
     let request = Some((env.source.clone(), env.id.clone()));
     let refuse = |code, reason: String| Refusal { code, reason, request: request.clone() };
+    // Both name the job and key rate limits: bounded, like any identifier.
+    for (name, value) in [("source", &env.source), ("id", &env.id)] {
+        if value.len() > MAX_ATTRIBUTE_BYTES {
+            let reason = format!("CloudEvent {name} is {} bytes; at most {MAX_ATTRIBUTE_BYTES}", value.len());
+            return Err(refuse(RejectionCode::InvalidData, reason));
+        }
+    }
     if env.ty != TASK_REQUESTED && env.ty != TASK_REQUESTED_ALIAS {
         let reason = if env.ty.starts_with(TASK_REQUESTED_ALIAS) {
             format!("unsupported version of {TASK_REQUESTED_ALIAS}: {:?}; this intake accepts {TASK_REQUESTED}", env.ty)
@@ -165,6 +175,7 @@ mod tests {
             ("unknown field", ce(TASK_REQUESTED, serde_json::json!({"intent": "x", "bogus": 1})), C::InvalidData),
             ("unknown type", ce("com.example.other", serde_json::json!({"intent": "x"})), C::UnknownType),
             ("unknown version", ce("skynet.task.requested.v7", serde_json::json!({"intent": "x"})), C::UnknownType),
+            ("a 3,000-byte source", serde_json::to_vec(&serde_json::json!({"specversion": "1.0", "id": "x", "source": "s".repeat(3000), "type": TASK_REQUESTED, "data": {"intent": "x"}})).expect("json"), C::InvalidData),
             ("NUL in the intent", ce(TASK_REQUESTED, serde_json::json!({"intent": "list\u{0}files"})), C::InvalidData),
             (
                 "escape in a directory",

@@ -19,6 +19,10 @@ use tracing::{info, warn};
 
 use crate::deadlines::Deadlines;
 
+/// The largest command body (a comment or reason is text for a person, and
+/// it lands in the log).
+const MAX_COMMAND_BYTES: usize = 8 * 1024;
+
 /// Queue group shared by all policy instances.
 pub const QUEUE: &str = "skynet-policy";
 
@@ -105,6 +109,9 @@ async fn handle(deps: &CommandDeps, subject: &str, payload: &[u8]) -> Result<Com
         Err(e) => return Err(refused(Some(job), "unavailable", format!("cannot {verb} now: {e}"))),
     };
     let forbidden = |why: String| refused(Some(job), "forbidden", format!("cannot {verb}: {why}"));
+    if payload.len() > MAX_COMMAND_BYTES {
+        return Err(refused(Some(job), "bad_request", format!("a command is at most {MAX_COMMAND_BYTES} bytes")));
+    }
     let command = match subject {
         commands::APPROVE => {
             let a: Approve = serde_json::from_slice(payload).map_err(bad)?;
@@ -151,7 +158,12 @@ async fn handle(deps: &CommandDeps, subject: &str, payload: &[u8]) -> Result<Com
         }
     };
     // Identical retries of one command get identical event ids (stored once).
-    let cause = event_id(&[subject, &String::from_utf8_lossy(payload)]);
+    // Built from who and what, never from the token: event ids are public.
+    let mut what: serde_json::Value = serde_json::from_slice(payload).map_err(bad)?;
+    if let Some(o) = what.as_object_mut() {
+        o.remove("token");
+    }
+    let cause = event_id(&[subject, &principal.name, &what.to_string()]);
     let outcome = deps.jobs.execute(job, &cause, Utc::now(), |s| decide(s, command.clone())).await;
     match outcome {
         Ok(Outcome::Appended { state, .. }) => {
@@ -176,7 +188,7 @@ async fn handle(deps: &CommandDeps, subject: &str, payload: &[u8]) -> Result<Com
                 Rejection::NoSuchJob => "not_found",
                 Rejection::ConfirmationRequired => "confirmation_required",
                 Rejection::ConfirmationMismatch => "confirmation_mismatch",
-                Rejection::SelfApproval(_) => "forbidden",
+                Rejection::SelfApproval(_) | Rejection::UnknownRequester => "forbidden",
                 _ => "conflict",
             };
             info!(service = "policy", job_id = %job, verb, reason = %r, "command refused");

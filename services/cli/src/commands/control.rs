@@ -14,10 +14,6 @@ use super::ClientArgs;
 #[derive(Debug, Args)]
 pub struct ControlArgs {
     pub id: String,
-    /// Your API token: it says who acts (`skynet principal add`). Default: the
-    /// first admin token `skynet up` wrote to `<data-dir>/api-token`.
-    #[arg(long, env = "SKYNET_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     /// Why (deny, cancel) or a comment (approve).
     #[arg(long)]
     pub reason: Option<String>,
@@ -37,13 +33,10 @@ pub enum Verb {
 
 pub async fn run(verb: Verb, args: ControlArgs, c: &ClientArgs) -> anyhow::Result<i32> {
     let job: JobId = args.id.parse().map_err(|_| anyhow::anyhow!("{:?} is not a job id (a UUID)", args.id))?;
-    let token =
-        match args.token {
-            Some(t) => t,
-            None => std::fs::read_to_string(c.data_dir.join("api-token")).map(|t| t.trim().to_owned()).with_context(
-                || format!("no --token (SKYNET_TOKEN) and none in {}", c.data_dir.join("api-token").display()),
-            )?,
-        };
+    // Who acts is the principal of the token.
+    let token = c
+        .api_token()
+        .with_context(|| format!("no --token (SKYNET_TOKEN) and none in {}", c.data_dir.join("api-token").display()))?;
     let (subject, body) = match verb {
         Verb::Approve => (
             commands::APPROVE,

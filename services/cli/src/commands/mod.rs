@@ -26,6 +26,10 @@ pub struct ClientArgs {
     /// generates), else none.
     #[arg(long, env = "SKYNET_NATS_CREDS", global = true)]
     pub nats_creds: Option<std::path::PathBuf>,
+    /// Your API token: who you are to SKYNET (`skynet principal add`). Default:
+    /// the first admin token `skynet up` wrote to `<data-dir>/api-token`.
+    #[arg(long, env = "SKYNET_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
     /// Where `skynet up` keeps its state (to find the client credential).
     #[arg(long, env = "SKYNET_DATA_DIR", default_value = ".data", global = true)]
     pub data_dir: std::path::PathBuf,
@@ -68,6 +72,14 @@ impl ClientArgs {
                 self.nats_url
             )
         })
+    }
+
+    /// The API token: `--token`, else `<data-dir>/api-token` if there is one.
+    pub fn api_token(&self) -> Option<String> {
+        self.token
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| std::fs::read_to_string(self.data_dir.join("api-token")).ok().map(|t| t.trim().to_owned()))
     }
 
     pub async fn db(&self) -> anyhow::Result<sqlx::PgPool> {

@@ -37,6 +37,9 @@ pub enum PrincipalCmd {
         /// Any of submit, approve, read, admin.
         #[arg(long, value_delimiter = ',', default_value = "submit,read")]
         roles: Vec<String>,
+        /// The principal exists: remove its tokens first (new roles, new token).
+        #[arg(long)]
+        replace: bool,
     },
     /// Every principal and its roles (tokens are not stored, only their hashes).
     List,
@@ -54,8 +57,13 @@ pub async fn run(args: PrincipalArgs) -> anyhow::Result<i32> {
         .context("managing principals needs the NATS admin credential (--admin-creds)")?;
     let store = Principals::open(&async_nats::jetstream::new(admin)).await?;
     match args.cmd {
-        PrincipalCmd::Add { name, roles } => {
+        PrincipalCmd::Add { name, roles, replace } => {
             let name = normalize_name(&name).map_err(|e| anyhow::anyhow!(e))?;
+            // A second token with other roles would leave the first working.
+            if store.list().await?.iter().any(|(_, p)| p.name == name) {
+                anyhow::ensure!(replace, "principal {name} exists; --replace removes its tokens and adds a new one");
+                store.remove(&name).await?;
+            }
             let roles = roles
                 .iter()
                 .map(|r| {

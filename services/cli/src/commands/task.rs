@@ -83,7 +83,23 @@ pub async fn run(args: TaskArgs, c: &ClientArgs) -> anyhow::Result<i32> {
     // consumers on it).
     let mut rejections = client.subscribe(subjects::TASK_REJECTED).await?;
     let mut events = client.subscribe(subjects::job_stream(job)).await?;
-    skynet_bus::publish(&js, subjects::INTAKE_TASK, &env).await.context("submitting the task")?;
+    // Submitted as the principal of the token when there is one (the job's
+    // requester, whom approvals are checked against); else as a mere claim.
+    match c.api_token() {
+        Some(token) => {
+            let (mut headers, payload) = skynet_bus::codec::encode(&env);
+            headers.insert("Authorization", format!("Bearer {token}").as_str());
+            let msg = async_nats::jetstream::message::PublishMessage::build().headers(headers).payload(payload);
+            js.send_publish(subjects::INTAKE_TASK, msg)
+                .await
+                .context("submitting the task")?
+                .await
+                .context("submitting the task")?;
+        }
+        None => {
+            skynet_bus::publish(&js, subjects::INTAKE_TASK, &env).await.context("submitting the task")?;
+        }
+    }
     let style = c.style();
     if c.json {
         super::emit(serde_json::json!({"job_id": job, "events_subject": subjects::job_stream(job)}));
