@@ -199,6 +199,17 @@ impl System {
         .await
     }
 
+    /// Who approved the job, in order (from its `approved` events).
+    pub async fn approvers(&self, job: uuid::Uuid) -> anyhow::Result<Vec<serde_json::Value>> {
+        Ok(self
+            .job_events(job)
+            .await?
+            .iter()
+            .filter(|e| e["type"] == "skynet.job.approved.v1")
+            .map(|e| e["data"]["approver"].clone())
+            .collect())
+    }
+
     /// The types of the job's events, in order.
     pub async fn types(&self, job: uuid::Uuid) -> anyhow::Result<Vec<String>> {
         Ok(self.job_events(job).await?.iter().map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect())

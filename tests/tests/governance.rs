@@ -224,24 +224,11 @@ async fn one_principal_is_one_approver_however_it_is_named_and_never_for_its_own
         .await?;
     assert_eq!(forged_body["code"], "bad_request", "a name in the body is not accepted at all: {forged_body}");
     // Still one approval of two: the job waits. A second principal completes it.
-    let events = sys.job_events(job).await?;
-    let approvers: Vec<_> = events
-        .iter()
-        .filter(|e| e["type"] == "skynet.job.approved.v1")
-        .map(|e| e["data"]["approver"].clone())
-        .collect();
-    assert_eq!(approvers, [json!("dave")]);
+    assert_eq!(sys.approvers(job).await?, [json!("dave")]);
     assert_eq!(approve(&skynet_system_tests::token("bob")).await?["accepted"], true);
     let dispatched = sys.wait_for(job, "skynet.job.dispatched.v1").await?;
     assert_eq!(dispatched["data"]["spec"]["steps"][0]["action"], "docker_compose_up");
-    let approvers: Vec<_> = sys
-        .job_events(job)
-        .await?
-        .iter()
-        .filter(|e| e["type"] == "skynet.job.approved.v1")
-        .map(|e| e["data"]["approver"].clone())
-        .collect();
-    assert_eq!(approvers, [json!("dave"), json!("bob")], "the principals of the tokens");
+    assert_eq!(sys.approvers(job).await?, [json!("dave"), json!("bob")], "the principals of the tokens");
     sys.shutdown().await
 }
 

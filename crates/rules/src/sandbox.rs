@@ -37,6 +37,12 @@ pub fn canonical_roots(roots: &[String]) -> Vec<PathBuf> {
 pub fn check(path: &str, allowed: &[PathBuf], denied: &[PathBuf]) -> Result<PathBuf, SandboxError> {
     let resolved =
         std::fs::canonicalize(expand_home(path)).map_err(|_| SandboxError::Unresolvable { path: path.to_owned() })?;
+    contain(path, resolved, allowed, denied)
+}
+
+/// `resolved` (the canonical form of `path`) inside an allowed root and no
+/// denied path, or why not.
+fn contain(path: &str, resolved: PathBuf, allowed: &[PathBuf], denied: &[PathBuf]) -> Result<PathBuf, SandboxError> {
     if let Some(d) = denied.iter().find(|d| resolved.starts_with(d)) {
         return Err(SandboxError::Denied { path: path.to_owned(), resolved, denied: d.clone() });
     }
@@ -65,14 +71,7 @@ pub fn check_path(path: &str, base: &Path, allowed: &[PathBuf], denied: &[PathBu
             std::fs::canonicalize(parent).map_err(|_| bad())?.join(name)
         }
     };
-    if let Some(d) = denied.iter().find(|d| resolved.starts_with(d)) {
-        return Err(SandboxError::Denied { path: path.to_owned(), resolved, denied: d.clone() });
-    }
-    if allowed.iter().any(|root| resolved.starts_with(root)) {
-        Ok(resolved)
-    } else {
-        Err(SandboxError::Outside { path: path.to_owned(), resolved, roots: allowed.to_vec() })
-    }
+    contain(path, resolved, allowed, denied)
 }
 
 /// Whether `path` is `root` or below it (component-wise: `/a/bc` is not under `/a/b`).
