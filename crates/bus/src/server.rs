@@ -128,6 +128,12 @@ impl ManagedServer {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Kills the server (SIGKILL) and waits for it to be gone; its store stays.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for ManagedServer {

@@ -14,6 +14,7 @@ pub struct NatsServer {
     /// `nats://127.0.0.1:<port>`.
     pub url: String,
     pub port: u16,
+    durability: Durability,
     // Field order matters: the process stops before its store is deleted.
     server: ManagedServer,
     _store: tempfile::TempDir,
@@ -29,7 +30,7 @@ impl NatsServer {
     pub fn start_with(durability: Durability) -> anyhow::Result<NatsServer> {
         let store = tempfile::tempdir().context("temp store for nats-server")?;
         let server = ManagedServer::start(&store.path().join("js"), &store.path().join("creds"), 0, durability)?;
-        Ok(NatsServer { url: server.url.clone(), port: server.port, server, _store: store })
+        Ok(NatsServer { url: server.url.clone(), port: server.port, durability, server, _store: store })
     }
 
     /// A client with the `admin` role: for bootstrapping streams and writing
@@ -47,6 +48,15 @@ impl NatsServer {
     /// Every role's credential.
     pub fn creds(&self) -> &Credentials {
         &self.server.creds
+    }
+
+    /// Kills the server (`kill -9`) and starts it again on the same port and
+    /// store, as after a crash: clients and services must reconnect by themselves.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.server.kill();
+        let store = self._store.path();
+        self.server = ManagedServer::start(&store.join("js"), &store.join("creds"), self.port, self.durability)?;
+        Ok(())
     }
 
     /// The server's process id.

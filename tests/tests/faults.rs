@@ -1,6 +1,8 @@
-//! Poison never stops the pipeline: a NUL in an intent is refused with its
-//! reason; a NUL that reaches the log (a binary file's output) is projected
-//! into the read models as U+FFFD, and every later event is projected too.
+//! Faults change nothing: poison never stops the pipeline (a NUL in an intent
+//! is refused with its reason; a NUL that reaches the log is projected as
+//! U+FFFD, and every later event too; output that is not text survives byte
+//! for byte), a failing service is restarted while the others run on, and
+//! the services carry on after the nats-server is killed and restarted.
 
 use serde_json::json;
 use skynet_system_tests::{System, WAIT};
@@ -96,5 +98,33 @@ async fn output_that_is_not_text_survives_byte_for_byte() -> anyhow::Result<()> 
     let mut stored = Vec::new();
     tokio::io::AsyncReadExt::read_to_end(&mut object, &mut stored).await?;
     assert_eq!(stored, bytes);
+    sys.shutdown().await
+}
+
+#[tokio::test]
+async fn the_services_carry_on_after_the_nats_server_is_killed_and_restarted() -> anyhow::Result<()> {
+    let mut sys = System::start().await?;
+    let before = sys.submit("restart-nats-1", json!({"intent": "list files", "working_dir": sys.project()})).await?;
+    sys.wait_for(before, "skynet.job.succeeded.v1").await?;
+    sys.nats.restart()?;
+    // Every service reconnects and resumes its consumer on its own: a request
+    // answered, then a whole job through intake, planner, policy, dispatcher,
+    // scheduler and executor.
+    eventually(WAIT, "the policy service to answer again", || async {
+        let body = br#"{"action":"git_status"}"#.as_slice().into();
+        sys.client.request("skynet.policy.check", body).await.ok().map(|_| ())
+    })
+    .await?;
+    let after = sys.submit("restart-nats-2", json!({"intent": "list files", "working_dir": sys.project()})).await?;
+    sys.wait_for(after, "skynet.job.succeeded.v1").await?;
+    eventually(WAIT, "both jobs in the read models", || async {
+        let done = [before, after].len();
+        let mut n = 0;
+        for job in [before, after] {
+            n += usize::from(projected_status(&sys, job).await.as_deref() == Some("succeeded"));
+        }
+        (n == done).then_some(())
+    })
+    .await?;
     sys.shutdown().await
 }
