@@ -128,3 +128,116 @@ async fn the_services_carry_on_after_the_nats_server_is_killed_and_restarted() -
     .await?;
     sys.shutdown().await
 }
+
+/// A TCP proxy to Postgres that can be cut: what an outage is to its clients.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> anyhow::Result<Proxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
+        let (flag, list) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // refused: dropped at once
+                }
+                let upstream = upstream.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                list.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            }
+        });
+        Ok(Proxy { addr, up, conns })
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_postgres_outage_answers_503_then_200_and_the_read_models_catch_up() -> anyhow::Result<()> {
+    let db = TestDb::create().await?;
+    let direct = db.pool().await?;
+    let url = url::Url::parse(&db.url)?;
+    let upstream = format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(5432));
+    let proxy = Proxy::start(upstream).await?;
+    let mut proxied = url.clone();
+    proxied.set_port(Some(proxy.addr.port())).map_err(|()| anyhow::anyhow!("port"))?;
+    let proxied = proxied.to_string();
+    let through = proxied.clone();
+    let sys = System::start_with(NatsServer::start()?, db, |s| s.database_url = Some(through)).await?;
+    // The API, on the same proxied database.
+    let api_nats = sys.nats.connect_as("api").await?;
+    let js = async_nats::jetstream::new(api_nats.clone());
+    let deps = skynet_api::Deps {
+        nats: api_nats,
+        store: skynet_bus::EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?,
+        principals: std::sync::Arc::new(skynet_bus::principals::Principals::open(&js).await?),
+        js,
+        db: sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(std::time::Duration::from_secs(1))
+            .connect_lazy(&proxied)?,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api = format!("http://{}/v1/jobs", listener.local_addr()?);
+    let app = skynet_api::router(skynet_api::Config::default(), deps);
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+    });
+    let http = reqwest::Client::new();
+    let status = || async {
+        let r = http.get(&api).bearer_auth(skynet_system_tests::token("alice")).send().await;
+        r.map(|r| r.status().as_u16()).unwrap_or(0)
+    };
+    let before = sys.submit("pg-1", json!({"intent": "list files", "working_dir": sys.project()})).await?;
+    eventually(WAIT, "the first job projected", || async {
+        let s: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+            .bind(before)
+            .fetch_optional(&direct)
+            .await
+            .ok()?;
+        (s.as_deref() == Some("succeeded")).then_some(())
+    })
+    .await?;
+    assert_eq!(status().await, 200);
+
+    proxy.cut();
+    eventually(WAIT, "the API to answer 503", || async { (status().await == 503).then_some(()) }).await?;
+    // NATS carries on: a job runs to its end while the read models cannot.
+    let during = sys.submit("pg-2", json!({"intent": "list files", "working_dir": sys.project()})).await?;
+    sys.wait_for(during, "skynet.job.succeeded.v1").await?;
+    proxy.restore();
+
+    eventually(std::time::Duration::from_secs(60), "the API to answer 200 again", || async {
+        (status().await == 200).then_some(())
+    })
+    .await?;
+    eventually(std::time::Duration::from_secs(60), "the read models to catch up", || async {
+        let s: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+            .bind(during)
+            .fetch_optional(&direct)
+            .await
+            .ok()?;
+        (s.as_deref() == Some("succeeded")).then_some(())
+    })
+    .await?;
+    sys.shutdown().await
+}
