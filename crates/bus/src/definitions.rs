@@ -135,25 +135,43 @@ pub fn check_server_version(client: &async_nats::Client) -> Result<(), Bootstrap
     if v < MIN_SERVER_VERSION { Err(BootstrapError::ServerTooOld { found }) } else { Ok(()) }
 }
 
+/// Replicas of SKYNET's streams: `SKYNET_NATS_REPLICAS` when set, else 3 on a
+/// server that reports a cluster and 1 on a single server.
+pub fn desired_replicas(client: &async_nats::Client) -> usize {
+    let configured = std::env::var("SKYNET_NATS_REPLICAS").ok().and_then(|r| r.trim().parse::<usize>().ok());
+    configured.filter(|r| *r > 0).unwrap_or(if client.server_info().cluster.is_some() { 3 } else { 1 })
+}
+
+/// The replicas a stream gets: what is desired, but never fewer than an
+/// operator already gave it (no silent downgrade of their durability).
+pub fn effective_replicas(desired: usize, existing: Option<usize>) -> usize {
+    existing.map_or(desired, |e| e.max(desired))
+}
+
 /// Creates every stream and consumer, or updates it to match its definition.
 /// Safe to run from every process at start-up, concurrently.
 pub async fn bootstrap(client: &async_nats::Client) -> Result<jetstream::Context, BootstrapError> {
     check_server_version(client)?;
     let js = jetstream::new(client.clone());
     js.query_account().await.map_err(|e| BootstrapError::NoJetStream(e.into()))?;
-    for cfg in streams()? {
+    let desired = desired_replicas(client);
+    for mut cfg in streams()? {
         let name = cfg.name.clone();
         let res = match js.get_stream(&name).await {
             Ok(mut s) => {
                 let current =
                     s.info().await.map_err(|e| BootstrapError::Stream { name: name.clone(), source: e.into() })?;
+                cfg.num_replicas = effective_replicas(desired, Some(current.config.num_replicas));
                 if current.config == cfg {
                     Ok(())
                 } else {
                     js.update_stream(&cfg).await.map(|_| ()).map_err(Into::into)
                 }
             }
-            Err(_) => js.create_stream(cfg).await.map(|_| ()).map_err(Into::into),
+            Err(_) => {
+                cfg.num_replicas = effective_replicas(desired, None);
+                js.create_stream(cfg).await.map(|_| ()).map_err(Into::into)
+            }
         };
         res.map_err(|source| BootstrapError::Stream { name, source })?;
     }
@@ -174,6 +192,15 @@ pub async fn bootstrap(client: &async_nats::Client) -> Result<jetstream::Context
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_follow_the_server_and_never_go_down() {
+        assert_eq!(effective_replicas(1, None), 1);
+        assert_eq!(effective_replicas(3, None), 3);
+        assert_eq!(effective_replicas(3, Some(1)), 3, "a single-server stream grows with the cluster");
+        assert_eq!(effective_replicas(1, Some(3)), 3, "an operator's R3 stream is never downgraded");
+        assert_eq!(effective_replicas(3, Some(5)), 5);
+    }
 
     #[test]
     fn every_definition_parses_and_names_match_files() {
