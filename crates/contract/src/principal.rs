@@ -58,6 +58,13 @@ impl Principal {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value (the scheme in any
+/// case), as HTTP callers and NATS submitters send it.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let v = value.trim();
+    v.get(..7).filter(|p| p.eq_ignore_ascii_case("bearer ")).map(|_| v[7..].trim())
+}
+
 /// A principal's name as an identity: trimmed, lower-case, and only letters,
 /// digits and `._-@`. "Bob", "bob " and "bob" are one principal; anything else
 /// is refused rather than silently changed.
@@ -88,5 +95,7 @@ mod tests {
         let reader = Principal { name: "r".into(), roles: vec![PrincipalRole::Read] };
         assert!(reader.has(PrincipalRole::Read) && !reader.has(PrincipalRole::Approve));
         assert_eq!(PrincipalRole::parse(" Approve"), Some(PrincipalRole::Approve));
+        assert_eq!(bearer_token("BEARER abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
     }
 }

@@ -113,7 +113,7 @@ pub fn bearer(req: &Request) -> Option<&str> {
     let h = req.headers();
     h.get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.get(..7).filter(|p| p.eq_ignore_ascii_case("bearer ")).map(|_| &v[7..]))
+        .and_then(skynet_contract::principal::bearer_token)
         .or_else(|| h.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
 }

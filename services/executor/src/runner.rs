@@ -95,22 +95,11 @@ impl Run<'_> {
 
 /// Handles one `scheduled` delivery.
 pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
-    if codec::is_reflected(msg.headers.as_ref()) {
-        return Disposition::DeadLetter {
-            code: "reflected",
-            reason: "a copy of a stored message, not an event".into(),
-        };
-    }
-    let env = match codec::decode(msg.headers.as_ref(), &msg.payload) {
-        Ok(e) => e,
-        Err(e) => return Disposition::DeadLetter { code: "undecodable", reason: e.to_string() },
+    // The same checks as every consumer: a real event, its owner's, of this job.
+    let (env, job) = match skynet_bus::consumer::receive(&msg, Some(JobEventKind::Scheduled)) {
+        Ok(r) => (r.env, r.job),
+        Err(d) => return d,
     };
-    let Some(job) = env.subject.as_deref().and_then(|s| s.parse::<JobId>().ok()) else {
-        return Disposition::DeadLetter { code: "undecodable", reason: "scheduled event without a job id".into() };
-    };
-    if let Some(reason) = skynet_contract::owners::wrong_source(JobEventKind::Scheduled, &env.source) {
-        return Disposition::DeadLetter { code: "wrong_source", reason };
-    }
     let lease = msg.info().map(|i| u64::try_from(i.delivered).unwrap_or(1)).unwrap_or(1);
     let at = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
     let span =

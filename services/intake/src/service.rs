@@ -136,7 +136,7 @@ async fn identify(
     accepted: &crate::validate::Accepted,
 ) -> Result<Option<String>, Disposition> {
     let Some(token) = skynet_bus::codec::header(msg.headers.as_ref(), "Authorization")
-        .map(|v| v.trim().strip_prefix("Bearer ").or_else(|| v.trim().strip_prefix("bearer ")).unwrap_or(v).trim())
+        .map(|v| skynet_contract::principal::bearer_token(v).unwrap_or(v.trim()))
     else {
         return Ok(None);
     };

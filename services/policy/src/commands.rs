@@ -19,6 +19,13 @@ use tracing::{info, warn};
 
 use crate::deadlines::Deadlines;
 
+/// A command body, as sent.
+enum Body {
+    Approve(Approve),
+    Deny(Deny),
+    Cancel(Cancel),
+}
+
 /// The largest command body (a comment or reason is text for a person, and
 /// it lands in the log).
 const MAX_COMMAND_BYTES: usize = 8 * 1024;
@@ -94,27 +101,31 @@ pub async fn answer(deps: &CommandDeps, msg: &Message) -> Vec<u8> {
 }
 
 async fn handle(deps: &CommandDeps, subject: &str, payload: &[u8]) -> Result<CommandReply, CommandReply> {
+    if payload.len() > MAX_COMMAND_BYTES {
+        return Err(refused(None, "bad_request", format!("a command is at most {MAX_COMMAND_BYTES} bytes")));
+    }
     let bad = |e: serde_json::Error| refused(None, "bad_request", format!("invalid command body: {e}"));
-    let (job, token, verb) = match subject {
-        commands::APPROVE => serde_json::from_slice::<Approve>(payload).map(|a| (a.job_id, a.token, "approve")),
-        commands::DENY => serde_json::from_slice::<Deny>(payload).map(|d| (d.job_id, d.token, "deny")),
-        commands::CANCEL => serde_json::from_slice::<Cancel>(payload).map(|c| (c.job_id, c.token, "cancel")),
+    let body = match subject {
+        commands::APPROVE => serde_json::from_slice(payload).map(Body::Approve),
+        commands::DENY => serde_json::from_slice(payload).map(Body::Deny),
+        commands::CANCEL => serde_json::from_slice(payload).map(Body::Cancel),
         other => return Err(refused(None, "bad_request", format!("no command on {other}"))),
     }
     .map_err(bad)?;
+    let (job, token, verb) = match &body {
+        Body::Approve(a) => (a.job_id, a.token.as_str(), "approve"),
+        Body::Deny(d) => (d.job_id, d.token.as_str(), "deny"),
+        Body::Cancel(c) => (c.job_id, c.token.as_str(), "cancel"),
+    };
     // Who is asking is the principal holding the token, never a name in the body.
-    let principal = match deps.principals.verify(&token).await {
+    let principal = match deps.principals.verify(token).await {
         Ok(Some(p)) => p,
         Ok(None) => return Err(refused(Some(job), "unauthorized", format!("cannot {verb}: unknown token"))),
         Err(e) => return Err(refused(Some(job), "unavailable", format!("cannot {verb} now: {e}"))),
     };
     let forbidden = |why: String| refused(Some(job), "forbidden", format!("cannot {verb}: {why}"));
-    if payload.len() > MAX_COMMAND_BYTES {
-        return Err(refused(Some(job), "bad_request", format!("a command is at most {MAX_COMMAND_BYTES} bytes")));
-    }
-    let command = match subject {
-        commands::APPROVE => {
-            let a: Approve = serde_json::from_slice(payload).map_err(bad)?;
+    let command = match body {
+        Body::Approve(a) => {
             if !principal.has(PrincipalRole::Approve) {
                 return Err(forbidden(format!("{} does not hold the approve role", principal.name)));
             }
@@ -126,15 +137,13 @@ async fn handle(deps: &CommandDeps, subject: &str, payload: &[u8]) -> Result<Com
                 self_approval: deps.rules.approval.allow_self_approval,
             }
         }
-        commands::DENY => {
-            let d: Deny = serde_json::from_slice(payload).map_err(bad)?;
+        Body::Deny(d) => {
             if !principal.has(PrincipalRole::Approve) {
                 return Err(forbidden(format!("{} does not hold the approve role", principal.name)));
             }
             Command::Deny { by: principal.name.clone(), reason: d.reason }
         }
-        _ => {
-            let c: Cancel = serde_json::from_slice(payload).map_err(bad)?;
+        Body::Cancel(c) => {
             if !principal.has(PrincipalRole::Approve) {
                 // A submitter may cancel only a job it requested.
                 if !principal.has(PrincipalRole::Submit) {
@@ -158,12 +167,9 @@ async fn handle(deps: &CommandDeps, subject: &str, payload: &[u8]) -> Result<Com
         }
     };
     // Identical retries of one command get identical event ids (stored once).
-    // Built from who and what, never from the token: event ids are public.
-    let mut what: serde_json::Value = serde_json::from_slice(payload).map_err(bad)?;
-    if let Some(o) = what.as_object_mut() {
-        o.remove("token");
-    }
-    let cause = event_id(&[subject, &principal.name, &what.to_string()]);
+    // Built from the job and the command (who and what), never from the
+    // token: event ids are public.
+    let cause = event_id(&[subject, &job.to_string(), &format!("{command:?}")]);
     let outcome = deps.jobs.execute(job, &cause, Utc::now(), |s| decide(s, command.clone())).await;
     match outcome {
         Ok(Outcome::Appended { state, .. }) => {
