@@ -15,7 +15,8 @@ const TOKEN: &str = "token-alice";
 const BOB: &str = "token-bob";
 
 fn config() -> skynet_api::Config {
-    skynet_api::Config::default()
+    // These tests poll as alice; only the 429 case is about the rate limit.
+    skynet_api::Config { rate_per_minute: 1_000_000, ..skynet_api::Config::default() }
 }
 
 async fn mock_system() -> anyhow::Result<System> {
