@@ -60,6 +60,7 @@ impl Docker {
             env: Default::default(),
             timeout: req.timeout,
             max_output: self.max_output,
+            hold_stdin: false,
         };
         let o = process::run(spawn, out, cancel).await;
         if o.timed_out || o.cancelled {

@@ -56,6 +56,7 @@ impl Local {
             env: Default::default(),
             timeout: req.timeout,
             max_output: self.max_output,
+            hold_stdin: false,
         };
         process::run(spawn, out, cancel).await
     }

@@ -32,6 +32,10 @@ pub struct Spawn<'a> {
     pub timeout: Duration,
     /// Bytes of stdout and of stderr kept (the rest is counted, not kept).
     pub max_output: usize,
+    /// Give the child a stdin pipe that stays open, unwritten, while it runs.
+    /// It closes when the step ends or this process dies (even by `kill -9`):
+    /// the ssh provider's remote wrapper kills its process group on that EOF.
+    pub hold_stdin: bool,
 }
 
 /// Runs the command; chunks of output go to `chunks` as they arrive.
@@ -41,7 +45,8 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> StepOutcome {
     let mut cmd = Command::new(spec.program);
-    cmd.args(spec.args).env_clear().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let stdin = if spec.hold_stdin { Stdio::piped() } else { Stdio::null() };
+    cmd.args(spec.args).env_clear().stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
     for key in ENV_ALLOW {
         if let Some(v) = std::env::var_os(key) {
             cmd.env(key, v);
@@ -59,6 +64,8 @@ pub async fn run(
         Err(e) => return StepOutcome::error(format!("cannot start {}: {e}", spec.program)),
     };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    // Held (never written) until this function returns.
+    let _stdin = child.stdin.take();
     let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
         return StepOutcome::error("child has no output pipes".into());
     };

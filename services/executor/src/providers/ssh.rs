@@ -1,6 +1,17 @@
 //! The ssh provider: the OpenSSH client against one configured host. The remote
 //! command is one string built by quoting every argv word (`shlex`), so
 //! parameters cannot inject shell syntax (the predecessor concatenated them).
+//!
+//! Remote work never outlives its connection: the step runs under a small
+//! POSIX-shell wrapper ([`WRAPPER`]) that starts it in a new session (its own
+//! process group) and kills that group when the connection's stdin reaches
+//! end-of-file. The executor holds that stdin open and never writes it, so the
+//! EOF comes when the step is timed out, cancelled or dropped (the ssh client
+//! is killed) and when the executor itself dies, even by `kill -9`.
+//!
+//! Host keys are pinned: `known_hosts` names the file of accepted keys and an
+//! unknown or changed key is refused, unless the operator opts into
+//! `host_keys = "accept-new"` (trust on first use).
 
 use std::time::Duration;
 
@@ -20,10 +31,11 @@ pub struct Ssh {
     pub user: String,
     /// Private key file.
     pub key_path: Option<String>,
-    /// known_hosts file to use (and fill, with `accept-new`).
+    /// The known_hosts file holding the host's pinned key (filled on first
+    /// use with `accept-new`). Unset: the user's own known_hosts.
     pub known_hosts: Option<String>,
-    /// `yes`, `accept-new` or `no`.
-    pub strict_host_key_checking: String,
+    /// What to do with a host key not in `known_hosts`.
+    pub host_keys: HostKeys,
     pub connect_timeout_secs: u64,
     /// Remote directory steps run in, unless a step names `remote_dir`.
     pub remote_dir: String,
@@ -38,13 +50,48 @@ impl Default for Ssh {
             user: "ubuntu".into(),
             key_path: None,
             known_hosts: None,
-            strict_host_key_checking: "accept-new".into(),
+            host_keys: HostKeys::Pinned,
             connect_timeout_secs: 10,
             remote_dir: "/tmp".into(),
             max_output: 1024 * 1024,
         }
     }
 }
+
+/// How host keys are checked. There is deliberately no "don't check".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeys {
+    /// Only keys already in `known_hosts` (OpenSSH `StrictHostKeyChecking=yes`).
+    Pinned,
+    /// Trust the first key seen and record it; a changed key is still refused.
+    AcceptNew,
+}
+
+impl HostKeys {
+    fn openssh(self) -> &'static str {
+        match self {
+            HostKeys::Pinned => "yes",
+            HostKeys::AcceptNew => "accept-new",
+        }
+    }
+}
+
+/// The remote wrapper, run as `sh -c WRAPPER sh DIR ARGV...`. fd 3 keeps the
+/// connection's stdin for the watcher (an asynchronous list's stdin is
+/// /dev/null in a non-interactive shell); the step gets /dev/null. On EOF the
+/// watcher kills the step's whole process group (its session, made by setsid).
+pub const WRAPPER: &str = r#"cd "$1" || exit 125
+shift
+exec 3<&0
+setsid "$@" </dev/null 3<&- &
+p=$!
+{ read -r _ <&3 || :; kill -s KILL -- "-$p" || kill -s KILL "$p"; } >/dev/null 2>&1 &
+w=$!
+exec 3<&-
+wait "$p"; s=$?
+kill "$w" 2>/dev/null
+exit "$s""#;
 
 impl Ssh {
     /// The ssh argv running `remote` (already a quoted command string).
@@ -60,7 +107,7 @@ impl Ssh {
             "-o".into(),
             "BatchMode=yes".into(),
             "-o".into(),
-            format!("StrictHostKeyChecking={}", self.strict_host_key_checking),
+            format!("StrictHostKeyChecking={}", self.host_keys.openssh()),
             "-o".into(),
             format!("ConnectTimeout={}", self.connect_timeout_secs),
             "-o".into(),
@@ -72,13 +119,13 @@ impl Ssh {
         a
     }
 
-    /// The remote command string for a step.
+    /// The remote command string for a step: the wrapper, the directory and
+    /// the step's argv, every word quoted.
     pub fn remote_command(&self, req: &StepRequest) -> Result<String, String> {
         let argv = commands::argv(&req.action, &req.params).map_err(|e| e.to_string())?;
         let dir = req.params.get("remote_dir").and_then(|v| v.as_str()).unwrap_or(&self.remote_dir);
-        let quoted = shlex::try_join(argv.iter().map(String::as_str)).map_err(|e| e.to_string())?;
-        let dir = shlex::try_quote(dir).map_err(|e| e.to_string())?;
-        Ok(format!("cd {dir} && {quoted}"))
+        let words = ["sh", "-c", WRAPPER, "sh", dir].into_iter().chain(argv.iter().map(String::as_str));
+        shlex::try_join(words).map_err(|e| e.to_string())
     }
 
     pub async fn run(&self, req: &StepRequest, out: OutputSink, cancel: &CancellationToken) -> StepOutcome {
@@ -95,12 +142,15 @@ impl Ssh {
                 env: Default::default(),
                 timeout: req.timeout,
                 max_output: self.max_output,
+                hold_stdin: true,
             },
             out,
             cancel,
         )
         .await;
-        // ssh exits 255 for its own failures (connection, authentication).
+        // ssh exits 255 for its own failures (connection, authentication,
+        // host key). A missing remote directory is the wrapper's exit 125 with
+        // the shell's own message on stderr.
         if o.exit_code == Some(255) {
             o.error = Some(format!("ssh failed: {}", String::from_utf8_lossy(&o.stderr).trim()));
         }
@@ -117,6 +167,7 @@ impl Ssh {
             env: Default::default(),
             timeout: Duration::from_secs(self.connect_timeout_secs + 5),
             max_output: 4096,
+            hold_stdin: false,
         };
         let o = process::run(spawn, tx, &CancellationToken::new()).await;
         let target = format!("{}@{}:{}", self.user, self.host, self.port);
@@ -163,7 +214,9 @@ mod tests {
         };
         let remote = s.remote_command(&req).expect("remote");
         // `;` is quoted into an argument, not a command separator.
-        assert_eq!(remote, "cd /home/user && echo 'a b' ';' rm -rf /");
+        let words = shlex::split(&remote).expect("splits");
+        assert_eq!(&words[..3], ["sh", "-c", WRAPPER]);
+        assert_eq!(&words[3..], ["sh", "/home/user", "echo", "a b", ";", "rm", "-rf", "/"]);
         let argv = s.argv(&remote);
         assert_eq!(&argv[..4], ["-p", "2222", "-i", "/k"]);
         assert!(argv.contains(&"user@example.com".to_owned()));
