@@ -55,6 +55,8 @@ pub struct Config {
     /// Output up to this many bytes per stream of such a quick step is kept in
     /// its result event instead of the object store.
     pub inline_output_bytes: usize,
+    /// How often containers left by dead executors are looked for (docker only).
+    pub orphan_sweep_ms: u64,
 }
 
 impl Default for Config {
@@ -72,6 +74,7 @@ impl Default for Config {
             live_chunks_per_step: 64,
             live_delay_ms: 250,
             inline_output_bytes: 4096,
+            orphan_sweep_ms: 10_000,
         }
     }
 }

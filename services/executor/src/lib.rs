@@ -22,6 +22,7 @@
 
 mod config;
 mod heartbeat;
+pub mod orphans;
 pub mod providers;
 mod runner;
 mod service;

@@ -268,6 +268,7 @@ async fn run_job(
         let req = StepRequest {
             job: job.to_string(),
             step: step.index,
+            lease,
             action: step.action.clone(),
             params: step.params.clone(),
             working_dir: spec.working_dir.clone().into(),

@@ -61,6 +61,7 @@ pub async fn run(
         .failing_jobs(deps.jobs.clone(), skynet_contract::job::Stage::Execution);
     // A job waiting in a buffer is a lease nobody keeps: take one per free slot.
     spec.prefetch = false;
+    let stop_sweep = stop.clone();
     let consume = consumer::run(
         deps.js.clone(),
         spec,
@@ -75,6 +76,13 @@ pub async fn run(
         },
         stop,
     );
-    let (consumed, ()) = tokio::join!(consume, beat);
+    // Containers of dead executors: removed at start-up and on every sweep.
+    let sweep = async {
+        if let Some(docker) = config.providers.docker.clone() {
+            crate::orphans::run(docker, deps.jobs.clone(), Duration::from_millis(config.orphan_sweep_ms), stop_sweep)
+                .await;
+        }
+    };
+    let (consumed, (), ()) = tokio::join!(consume, beat, sweep);
     consumed
 }

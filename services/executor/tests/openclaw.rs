@@ -92,6 +92,7 @@ fn req(action: &str) -> StepRequest {
     StepRequest {
         job: "j".into(),
         step: 0,
+        lease: 1,
         action: action.into(),
         params: BTreeMap::new(),
         working_dir: PathBuf::from("/tmp"),

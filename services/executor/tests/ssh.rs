@@ -222,6 +222,7 @@ async fn a_cancelled_or_dropped_ssh_step_leaves_no_remote_process() -> anyhow::R
     let req = skynet_executor::providers::StepRequest {
         job: "drop".into(),
         step: 0,
+        lease: 1,
         action: "execute_command".into(),
         params,
         working_dir: server.dir.path().to_path_buf(),
@@ -252,6 +253,7 @@ async fn the_remote_process_dies_when_the_executor_does() -> anyhow::Result<()> 
     let req = skynet_executor::providers::StepRequest {
         job: "killed".into(),
         step: 0,
+        lease: 1,
         action: "execute_command".into(),
         params,
         working_dir: server.dir.path().to_path_buf(),

@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 pub struct StepRequest {
     pub job: String,
     pub step: u32,
+    /// The lease the step runs under (labels what it leaves on other machines).
+    pub lease: u64,
     pub action: String,
     pub params: BTreeMap<String, serde_json::Value>,
     /// The spec's working directory (checked by the dispatcher; checked again by

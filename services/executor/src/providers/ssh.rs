@@ -207,6 +207,7 @@ mod tests {
         let req = StepRequest {
             job: "j".into(),
             step: 0,
+            lease: 1,
             action: "execute_command".into(),
             params,
             working_dir: PathBuf::from("/tmp"),

@@ -1,51 +1,14 @@
-//! The docker provider on a machine without a Docker engine (it must say so
-//! clearly), and the mock provider's determinism.
+//! The mock provider: its determinism, and an executor's heartbeat listing.
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use serde_json::json;
 use skynet_contract::executor::Health;
 use skynet_executor::ProvidersConfig;
-use skynet_executor::providers::StepRequest;
-use skynet_executor::providers::docker::Docker;
 use skynet_executor::providers::mock::Mock;
-
-fn req(action: &str) -> StepRequest {
-    StepRequest {
-        job: "job-1".into(),
-        step: 2,
-        action: action.into(),
-        params: BTreeMap::new(),
-        working_dir: PathBuf::from("/srv/app"),
-        timeout: Duration::from_secs(5),
-    }
-}
-
-#[tokio::test]
-async fn docker_reports_a_missing_engine_clearly_and_mounts_the_working_dir() -> anyhow::Result<()> {
-    let d = Docker::default();
-    let (health, message) = d.health().await;
-    // No engine runs on this machine (and the CLI may be missing too).
-    if health != Health::Healthy {
-        assert_eq!(health, Health::Unhealthy);
-        assert!(message.contains("Docker engine") || message.contains("docker CLI not found"), "{message}");
-    }
-    let missing = Docker { bin: "/nonexistent/docker".into(), ..Docker::default() };
-    let (h, m) = missing.health().await;
-    assert_eq!((h, m.contains("docker CLI not found")), (Health::Unhealthy, true), "{m}");
-
-    let (argv, name) = d.argv(&req("git_status")).map_err(|e| anyhow::anyhow!(e))?;
-    assert_eq!(&argv[..2], ["run", "--rm"]);
-    assert!(argv.windows(2).any(|w| w == ["-v", "/srv/app:/workspace"]), "{argv:?}");
-    assert!(argv.ends_with(&["ubuntu:22.04".into(), "git".into(), "status".into()]), "{argv:?}");
-    assert!(name.starts_with("skynet-job1-2-"), "{name}");
-    Ok(())
-}
 
 #[tokio::test]
 async fn mock_jobs_take_their_latency_and_fail_deterministically() -> anyhow::Result<()> {
