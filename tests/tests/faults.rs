@@ -1,7 +1,8 @@
 //! Faults change nothing: poison never stops the pipeline (a NUL in an intent
 //! is refused with its reason; a NUL that reaches the log is projected as
 //! U+FFFD, and every later event too; output that is not text survives byte
-//! for byte), a failing service is restarted while the others run on, and
+//! for byte; an event Postgres cannot hold is quarantined and dead-lettered
+//! while the later ones project), a failing service is restarted while the others run on, and
 //! the services carry on after the nats-server is killed and restarted.
 
 use serde_json::json;
@@ -58,6 +59,61 @@ async fn a_nul_is_refused_at_the_door_and_survives_in_the_log_without_stopping_t
         .await?
         .flatten();
     assert_eq!(stdout.as_deref(), Some("head\u{FFFD}tail"));
+    sys.shutdown().await
+}
+
+#[tokio::test]
+async fn an_event_the_read_models_cannot_hold_is_quarantined_and_later_events_project() -> anyhow::Result<()> {
+    let sys = System::start_with(NatsServer::start()?, TestDb::create().await?, |s| {
+        s.executor.providers = vec!["local".into()];
+    })
+    .await?;
+    // Two poisoned events put in the log by a credential that may write it (a
+    // buggy or compromised service): one that does not decode at all, and one
+    // that decodes but Postgres refuses (a subject too large for its index).
+    let admin = async_nats::jetstream::new(sys.nats.connect().await?);
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    admin.publish(format!("skynet.job.{a}.step_output"), "{not json".into()).await?.await?;
+    let huge: String = (0..625).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
+    let env = skynet_contract::Envelope {
+        id: uuid::Uuid::new_v4().to_string(),
+        source: "skynet/executor".into(),
+        ty: "skynet.job.step_output.v1".into(),
+        subject: Some(huge),
+        time: chrono::Utc::now(),
+        data: json!({"step": 0, "stream": "stdout", "seq": 0, "chunk": "x"}),
+    };
+    let (headers, payload) = skynet_bus::codec::encode(&env);
+    admin.publish_with_headers(format!("skynet.job.{b}.step_output"), headers, payload).await?.await?;
+
+    // The pipeline and the read models go on.
+    let after = sys.submit("poison-after", json!({"intent": "list files", "working_dir": sys.project()})).await?;
+    eventually(WAIT, "the later job projected as succeeded", || async {
+        (projected_status(&sys, after).await.as_deref() == Some("succeeded")).then_some(())
+    })
+    .await?;
+    // Both are in quarantine with their reasons, and dead-lettered.
+    let pool = sys.db.pool().await?;
+    let kept: Vec<(String, String, Vec<u8>)> =
+        sqlx::query_as("SELECT nats_subject, reason, payload FROM projection_quarantine ORDER BY seq")
+            .fetch_all(&pool)
+            .await?;
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(kept[0].0, format!("skynet.job.{a}.step_output"));
+    assert!(kept[0].1.starts_with("undecodable"), "{}", kept[0].1);
+    assert_eq!(kept[0].2, b"{not json", "the raw bytes are kept");
+    assert!(kept[1].1.contains("refused") && kept[1].1.contains("index row"), "{}", kept[1].1);
+    let letters = eventually(WAIT, "two dead letters from the projector", || async {
+        let l = sys.read_all("SKYNET_DLQ", "skynet.dlq.projector").await.ok()?;
+        (l.len() == 2).then_some(l)
+    })
+    .await?;
+    let code = letters[0].1.as_ref().and_then(|h| h.get("Skynet-Dlq-Code")).map(ToString::to_string);
+    assert_eq!(code.as_deref(), Some("unprojectable"));
+    // Neither is in the audit table; everything else is, up to the checkpoint.
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events").fetch_one(&pool).await?;
+    let last = skynet_projector::checkpoint(&pool).await?;
+    assert_eq!(u64::try_from(audited)? + 2, last, "every other event up to {last} is projected");
     sys.shutdown().await
 }
 

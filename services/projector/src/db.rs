@@ -136,4 +136,5 @@ async fn upsert(
 }
 
 /// Every read-model table, for `rebuild`.
-pub const TABLES: &[&str] = &["audit_events", "jobs", "steps", "approvals", "artifacts", "executors", "rejections"];
+pub const TABLES: &[&str] =
+    &["audit_events", "jobs", "steps", "approvals", "artifacts", "executors", "rejections", "projection_quarantine"];

@@ -7,12 +7,15 @@
 //!
 //! If the log holds fewer events than the checkpoint says were applied (the
 //! stream was lost or replaced), the projector refuses to run rather than serve
-//! a silently wrong view.
+//! a silently wrong view. An event it cannot store (undecodable, or refused by
+//! Postgres) is quarantined with the reason and dead-lettered; the events after
+//! it project as usual.
 
 mod audit;
 mod config;
 mod db;
 mod projector;
+mod quarantine;
 pub mod rows;
 
 pub use config::Config;

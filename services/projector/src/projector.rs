@@ -11,7 +11,14 @@ use tracing::{error, info, warn};
 
 use crate::audit::{self, Row};
 use crate::config::Config;
+use crate::quarantine::{self, Poison};
 use crate::rows::RowCache;
+
+/// One event read from the log: a row to project, or one that cannot be.
+enum Entry {
+    Row(Row),
+    Poison(Poison),
+}
 
 /// Name of this projection in `projection_checkpoint`.
 const PROJECTION: &str = "read_models";
@@ -125,8 +132,7 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
     // previous batch; the writer then takes everything decoded so far (up to
     // max_batch), so batches grow under load and latency stays low when idle.
     // The channel is bounded: a slow database slows the reader, nothing piles up.
-    let (tx, mut rx) =
-        tokio::sync::mpsc::channel::<Result<(u64, Option<Row>), ProjectorError>>(config.max_batch.max(1) * 4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(u64, Entry), ProjectorError>>(config.max_batch.max(1) * 4);
     let reader = tokio::spawn(read_log(stream, from + 1, config.max_batch.max(1), tx));
     let mut applied = from;
     let mut cache = RowCache::default();
@@ -139,13 +145,16 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
         if got == 0 {
             break;
         }
-        let mut rows = Vec::with_capacity(buf.len());
+        let (mut rows, mut poisons) = (Vec::with_capacity(buf.len()), Vec::new());
         for item in buf.drain(..) {
-            let (seq, row) = item?;
-            rows.extend(row);
+            let (seq, entry) = item?;
+            match entry {
+                Entry::Row(r) => rows.push(r),
+                Entry::Poison(p) => poisons.push(p),
+            }
             applied = applied.max(seq);
         }
-        write_batch(&deps.db, &rows, applied, &mut cache).await?;
+        apply(&deps, &rows, poisons, applied, &mut cache).await?;
         if config.until.is_some_and(|until| applied >= until) {
             break;
         }
@@ -166,7 +175,7 @@ async fn read_log(
     stream: async_nats::jetstream::stream::Stream,
     mut next: u64,
     batch: usize,
-    tx: tokio::sync::mpsc::Sender<Result<(u64, Option<Row>), ProjectorError>>,
+    tx: tokio::sync::mpsc::Sender<Result<(u64, Entry), ProjectorError>>,
 ) {
     loop {
         let created = stream
@@ -209,14 +218,16 @@ async fn read_log(
             }
             first = false;
             let row = match codec::decode(msg.headers.as_ref(), &msg.payload) {
-                Ok(env) => Some(Row::storable(seq, &msg.subject, env)),
+                Ok(env) => Entry::Row(Row::storable(seq, &msg.subject, env)),
                 // Only SKYNET's own services write this stream, through the
                 // contract; an undecodable event is a bug worth shouting about,
                 // but it must not stop every read model.
-                Err(e) => {
-                    warn!(service = SERVICE, seq, error = %e, "undecodable event skipped in read models");
-                    None
-                }
+                Err(e) => Entry::Poison(Poison {
+                    seq,
+                    nats_subject: msg.subject.to_string(),
+                    reason: format!("undecodable: {e}"),
+                    payload: msg.payload.to_vec(),
+                }),
             };
             next = seq + 1;
             if tx.send(Ok((seq, row))).await.is_err() {
@@ -229,13 +240,53 @@ async fn read_log(
     }
 }
 
-async fn write_batch(db: &PgPool, rows: &[Row], last_seq: u64, cache: &mut RowCache) -> Result<(), sqlx::Error> {
+/// Writes a batch. If Postgres refuses it for its data, the batch's events are
+/// written one at a time and each one refused is quarantined instead; the
+/// others, and every batch after, project as usual.
+async fn apply(
+    deps: &Deps,
+    rows: &[Row],
+    mut poisons: Vec<Poison>,
+    last_seq: u64,
+    cache: &mut RowCache,
+) -> Result<(), ProjectorError> {
+    match write_batch(&deps.db, rows, &poisons, last_seq, cache).await {
+        Ok(()) => {}
+        Err(e) if quarantine::is_refusal(&e) => {
+            warn!(service = SERVICE, error = %e, events = rows.len(), "batch refused; writing its events one by one");
+            for row in rows {
+                match write_batch(&deps.db, std::slice::from_ref(row), &[], row.seq, cache).await {
+                    Ok(()) => {}
+                    Err(e) if quarantine::is_refusal(&e) => {
+                        let p = Poison::refused(row, &e);
+                        write_batch(&deps.db, &[], std::slice::from_ref(&p), row.seq, cache).await?;
+                        poisons.push(p);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            write_batch(&deps.db, &[], &poisons, last_seq, cache).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    quarantine::report(&deps.js, &poisons).await;
+    Ok(())
+}
+
+async fn write_batch(
+    db: &PgPool,
+    rows: &[Row],
+    poisons: &[Poison],
+    last_seq: u64,
+    cache: &mut RowCache,
+) -> Result<(), sqlx::Error> {
     let started = std::time::Instant::now();
     let mut tx = db.begin().await?;
     // Durability of read models comes from the log, not from Postgres: if a crash
     // loses the last commits, rows and checkpoint roll back together and the
     // events are applied again. So the projector does not wait for the WAL flush.
     sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+    quarantine::insert(&mut tx, poisons).await?;
     if !rows.is_empty() {
         audit::insert(&mut tx, rows).await?;
         let audit_done = started.elapsed();

@@ -117,7 +117,8 @@ fn inboxes_are_private_and_the_client_only_submits_and_asks() {
         for other in r.roles.keys().filter(|o| *o != name) {
             assert!(!p.may_subscribe(&format!("{}.abc", inbox_prefix(other))), "{name} reads {other}'s inbox");
         }
-        let consumes = ["intake", "planner", "policy", "dispatcher", "scheduler", "executor"].contains(&name.as_str());
+        let consumes = ["intake", "planner", "policy", "dispatcher", "scheduler", "executor", "projector"]
+            .contains(&name.as_str());
         if consumes {
             assert!(p.may_publish(&format!("skynet.dlq.{name}")), "{name} dead-letters what it cannot handle");
         }
