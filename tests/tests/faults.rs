@@ -85,6 +85,7 @@ async fn an_event_the_read_models_cannot_hold_is_quarantined_and_later_events_pr
         data: json!({"step": 0, "stream": "stdout", "seq": 0, "chunk": "x"}),
     };
     let (headers, payload) = skynet_bus::codec::encode(&env);
+    #[allow(clippy::disallowed_methods)]
     admin.publish_with_headers(format!("skynet.job.{b}.step_output"), headers, payload).await?.await?;
 
     // The pipeline and the read models go on.
