@@ -6,6 +6,7 @@
 //! the services carry on after the nats-server is killed and restarted.
 
 use serde_json::json;
+use skynet_cli::chaos::proxy::Proxy;
 use skynet_system_tests::{System, WAIT};
 use skynet_testkit::{NatsServer, TestDb, eventually};
 
@@ -187,49 +188,6 @@ async fn the_services_carry_on_after_the_nats_server_is_killed_and_restarted() -
     sys.shutdown().await
 }
 
-/// A TCP proxy to Postgres that can be cut: what an outage is to its clients.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> anyhow::Result<Proxy> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
-        let (flag, list) = (up.clone(), conns.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
-                    continue; // refused: dropped at once
-                }
-                let upstream = upstream.clone();
-                let conn = tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-                list.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-            }
-        });
-        Ok(Proxy { addr, up, conns })
-    }
-
-    fn cut(&self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        for c in self.conns.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
-            c.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 #[tokio::test]
 async fn a_postgres_outage_answers_503_then_200_and_the_read_models_catch_up() -> anyhow::Result<()> {
     let db = TestDb::create().await?;
@@ -237,9 +195,7 @@ async fn a_postgres_outage_answers_503_then_200_and_the_read_models_catch_up() -
     let url = url::Url::parse(&db.url)?;
     let upstream = format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(5432));
     let proxy = Proxy::start(upstream).await?;
-    let mut proxied = url.clone();
-    proxied.set_port(Some(proxy.addr.port())).map_err(|()| anyhow::anyhow!("port"))?;
-    let proxied = proxied.to_string();
+    let proxied = proxy.url_for(&db.url)?;
     let through = proxied.clone();
     let sys = System::start_with(NatsServer::start()?, db, |s| s.database_url = Some(through)).await?;
     // The API, on the same proxied database.

@@ -87,6 +87,9 @@ pub enum Cmd {
     Rebuild(#[command(flatten)] Settings),
     /// Measure the system and print a report.
     Bench(BenchArgs),
+    /// The fault suite: jobs through kill -9s, a nats-server restart and a
+    /// Postgres outage; checks none is lost or doubled.
+    Chaos(crate::chaos::ChaosArgs),
     /// Manage principals: who holds an API token, with which roles.
     Principal(commands::principal::PrincipalArgs),
     /// Create or update SKYNET's streams and consumers on a server SKYNET did
@@ -118,6 +121,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Cancel { args, client } => commands::control::run(Verb::Cancel, args, &client).await,
         Cmd::Rebuild(settings) => rebuild(&settings).await.map(|()| 0),
         Cmd::Bench(args) => crate::bench::run(args).await.map(|()| 0),
+        Cmd::Chaos(args) => crate::chaos::run(args).await,
         Cmd::Principal(args) => commands::principal::run(args).await,
         Cmd::Bootstrap(settings) => bootstrap(&settings).await.map(|()| 0),
         Cmd::NatsAuth { dir } => nats_auth(&dir).map(|()| 0),

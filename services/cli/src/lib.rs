@@ -4,10 +4,11 @@
 //! * [`settings`]: configuration from the environment.
 //! * [`infra`]: NATS and Postgres, started or created when none is configured.
 //! * [`up`]: every service in one process; [`up::run_one`] for one.
-//! * [`bench`]: the benchmark.
+//! * [`bench`]: the benchmark; [`chaos`]: the fault suite.
 //! * [`cli`], [`commands`], [`render`]: the command line and its output.
 
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod commands;
 pub mod infra;
