@@ -14,6 +14,8 @@ pub const INTAKE_STREAM: &str = "SKYNET_INTAKE";
 pub const DLQ_STREAM: &str = "SKYNET_DLQ";
 /// Key-value bucket of approval deadlines.
 pub const APPROVALS_BUCKET: &str = "SKYNET_APPROVALS";
+/// Key-value bucket of the job watchdog's deadlines.
+pub const WATCHDOG_BUCKET: &str = "SKYNET_WATCHDOG";
 /// Key-value bucket of rate-limit counters.
 pub const RATE_BUCKET: &str = "SKYNET_RATE";
 /// Key-value bucket of executor heartbeats.
@@ -30,6 +32,7 @@ const STREAMS: &[(&str, &str)] = &[
     ("nats/streams/SKYNET_EVENTS.json", include_str!("../../../nats/streams/SKYNET_EVENTS.json")),
     ("nats/streams/SKYNET_DLQ.json", include_str!("../../../nats/streams/SKYNET_DLQ.json")),
     ("nats/streams/KV_SKYNET_APPROVALS.json", include_str!("../../../nats/streams/KV_SKYNET_APPROVALS.json")),
+    ("nats/streams/KV_SKYNET_WATCHDOG.json", include_str!("../../../nats/streams/KV_SKYNET_WATCHDOG.json")),
     ("nats/streams/KV_SKYNET_RATE.json", include_str!("../../../nats/streams/KV_SKYNET_RATE.json")),
     ("nats/streams/KV_SKYNET_EXECUTORS.json", include_str!("../../../nats/streams/KV_SKYNET_EXECUTORS.json")),
     ("nats/streams/KV_SKYNET_PRINCIPALS.json", include_str!("../../../nats/streams/KV_SKYNET_PRINCIPALS.json")),

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod cache;
 pub mod codec;
 pub mod consumer;
+pub mod deadlines;
 pub mod definitions;
 pub mod dlq;
 pub mod principals;

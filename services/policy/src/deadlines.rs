@@ -11,61 +11,22 @@
 use std::future::Future;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use skynet_bus::definitions::APPROVALS_BUCKET;
 use skynet_bus::{Jobs, Outcome};
-use skynet_contract::JobId;
 use skynet_job::{Command, Rejection, Status, decide};
 use tracing::{info, warn};
 
 /// The reason recorded on jobs whose approval timed out.
 pub const TIMED_OUT_REASON: &str = "approval timed out";
 
-/// Handle on the deadlines bucket.
-#[derive(Clone)]
-pub struct Deadlines {
-    kv: kv::Store,
-}
+/// The approval deadlines' bucket.
+pub type Deadlines = skynet_bus::deadlines::Deadlines;
 
-impl Deadlines {
-    /// Opens the bucket (created by bootstrap from `nats/streams/KV_SKYNET_APPROVALS.json`).
-    pub async fn open(js: &jetstream::Context) -> Result<Deadlines, async_nats::Error> {
-        Ok(Deadlines { kv: js.get_key_value(APPROVALS_BUCKET).await? })
-    }
-
-    /// Records that `job` must be approved by `at`.
-    pub async fn set(&self, job: JobId, at: DateTime<Utc>) -> Result<(), async_nats::Error> {
-        self.kv.put(job.to_string(), at.timestamp_millis().to_string().into()).await?;
-        Ok(())
-    }
-
-    /// Forgets `job`'s deadline (it left the approval stage).
-    pub async fn clear(&self, job: JobId) -> Result<(), async_nats::Error> {
-        self.kv.purge(job.to_string()).await?;
-        Ok(())
-    }
-
-    /// The deadline of `job`, if one is stored.
-    pub async fn get(&self, job: JobId) -> Result<Option<DateTime<Utc>>, async_nats::Error> {
-        let Some(v) = self.kv.get(job.to_string()).await? else { return Ok(None) };
-        Ok(std::str::from_utf8(&v).ok().and_then(|s| s.parse::<i64>().ok()).and_then(DateTime::from_timestamp_millis))
-    }
-
-    /// Jobs whose deadline is at or before `now`.
-    pub async fn due(&self, now: DateTime<Utc>) -> Result<Vec<JobId>, async_nats::Error> {
-        let mut keys = self.kv.keys().await?;
-        let mut due = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key?;
-            let Ok(job) = key.parse::<JobId>() else { continue };
-            if self.get(job).await?.is_some_and(|at| at <= now) {
-                due.push(job);
-            }
-        }
-        Ok(due)
-    }
+/// Opens the approval deadlines (`SKYNET_APPROVALS`).
+pub async fn open(js: &jetstream::Context) -> Result<Deadlines, async_nats::Error> {
+    Deadlines::open(js, APPROVALS_BUCKET).await
 }
 
 /// Cancels every job whose approval deadline has passed and that is still

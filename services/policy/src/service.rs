@@ -40,7 +40,7 @@ pub async fn run(
     deps: Deps,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), async_nats::Error> {
-    let deadlines = Deadlines::open(&deps.js).await?;
+    let deadlines = deadlines::open(&deps.js).await?;
     let stop = shutdown.shared();
     let spec = ConsumerSpec::new(EVENTS_STREAM, "policy", SERVICE, config.concurrency)
         .failing_jobs(deps.jobs.clone(), skynet_contract::job::Stage::Policy);

@@ -11,7 +11,7 @@ use skynet_bus::definitions::EVENTS_STREAM;
 use skynet_contract::job::Planned;
 use skynet_contract::{JobId, Plan, PlanStep, Risk};
 use skynet_job::{Command, Status};
-use skynet_policy::deadlines::{Deadlines, sweep};
+use skynet_policy::deadlines::sweep;
 use skynet_policy::{Deps, handle_planned};
 use skynet_testkit::{Log, fetch_one, requested};
 
@@ -40,7 +40,7 @@ async fn planned_job(admin: &EventStore, id: &str, action: &str, risk: Risk) -> 
 #[tokio::test]
 async fn handling_the_same_planned_event_twice_decides_once() -> anyhow::Result<()> {
     let Log { client, js, jobs, admin, server: _server } = Log::start("policy").await?;
-    let deadlines = Deadlines::open(&js).await.map_err(|e| anyhow::anyhow!(e))?;
+    let deadlines = skynet_policy::deadlines::open(&js).await.map_err(|e| anyhow::anyhow!(e))?;
     let deps = Deps {
         js: js.clone(),
         nats: client.clone(),
@@ -71,7 +71,7 @@ async fn handling_the_same_planned_event_twice_decides_once() -> anyhow::Result<
 #[tokio::test]
 async fn the_sweeper_leaves_jobs_that_were_answered_in_time() -> anyhow::Result<()> {
     let Log { client, js, jobs, admin, server: _server } = Log::start("policy").await?;
-    let deadlines = Deadlines::open(&js).await.map_err(|e| anyhow::anyhow!(e))?;
+    let deadlines = skynet_policy::deadlines::open(&js).await.map_err(|e| anyhow::anyhow!(e))?;
     let deps = Deps {
         js: js.clone(),
         nats: client.clone(),

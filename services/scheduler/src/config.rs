@@ -30,10 +30,24 @@ pub struct Config {
     /// Finished jobs older than this do not count towards success and latency.
     pub stats_window_hours: i64,
     pub concurrency: usize,
+    /// The watchdog: a scheduled job must start within this long...
+    pub start_within_secs: u64,
+    /// ...and end within its own total timeout plus this grace after that.
+    pub watchdog_grace_secs: u64,
+    /// How often the watchdog's deadlines are swept.
+    pub watchdog_every_ms: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { weights: Weights::default(), no_executor_attempts: 9, stats_window_hours: 24, concurrency: 32 }
+        Config {
+            weights: Weights::default(),
+            no_executor_attempts: 9,
+            stats_window_hours: 24,
+            concurrency: 32,
+            start_within_secs: 600,
+            watchdog_grace_secs: 60,
+            watchdog_every_ms: 5000,
+        }
     }
 }

@@ -9,11 +9,14 @@
 //! from finished jobs' events. A provider that lacks a capability a step needs,
 //! or that is unhealthy, is never chosen (the predecessor's mock won every tie).
 //! A diagnose request answers the same breakdown without scheduling anything.
+//! The [`watchdog`] fails a scheduled job that has not ended past the limits its
+//! own events define.
 
 mod config;
 pub mod scoring;
 mod service;
 pub mod signals;
+pub mod watchdog;
 
 pub use config::{Config, Weights};
-pub use service::{Deps, run};
+pub use service::{Ctx, Deps, handle, run};

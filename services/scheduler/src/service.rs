@@ -8,7 +8,8 @@ use async_nats::jetstream::{self, Message};
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use skynet_bus::consumer::{self, ConsumerSpec, Disposition, Received};
-use skynet_bus::definitions::{EVENTS_STREAM, EXECUTORS_BUCKET};
+use skynet_bus::deadlines::Deadlines;
+use skynet_bus::definitions::{EVENTS_STREAM, EXECUTORS_BUCKET, WATCHDOG_BUCKET};
 use skynet_bus::{Jobs, Outcome};
 use skynet_contract::executor::{DIAGNOSE_SUBJECT, DiagnoseRequest, Diagnosis};
 use skynet_contract::job::{Scheduled, Stage};
@@ -29,6 +30,15 @@ pub struct Deps {
     pub jobs: Jobs,
 }
 
+/// What handling a `dispatched` event needs.
+#[derive(Clone)]
+pub struct Ctx {
+    pub deps: Deps,
+    pub signals: Signals,
+    pub config: Arc<Config>,
+    pub watchdog: Deadlines,
+}
+
 /// Runs the scheduler until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -46,26 +56,29 @@ pub async fn run(
         stop.clone(),
     );
     let config = Arc::new(config);
+    let watchdog = Deadlines::open(&deps.js, WATCHDOG_BUCKET).await?;
+    let sweep = crate::watchdog::run(watchdog.clone(), deps.jobs.clone(), config.clone(), stop.clone());
     let diagnose = serve_diagnose(deps.nats.clone(), signals.clone(), config.clone(), stop.clone());
     let spec = ConsumerSpec::new(EVENTS_STREAM, "scheduler", SERVICE, config.concurrency)
         .failing_jobs(deps.jobs.clone(), skynet_contract::job::Stage::Scheduling);
     info!(service = SERVICE, weights = ?config.weights, "scheduler running");
-    let (js, handler_deps) = (deps.js.clone(), deps.clone());
+    let ctx = Ctx { deps: deps.clone(), signals: signals.clone(), config: config.clone(), watchdog };
     let consume = consumer::run(
-        js,
+        deps.js.clone(),
         spec,
         move |msg| {
-            let (deps, signals, config) = (handler_deps.clone(), signals.clone(), config.clone());
-            async move { handle(&deps, &signals, &config, msg).await }
+            let ctx = ctx.clone();
+            async move { handle(&ctx, msg).await }
         },
         stop,
     );
-    let (consumed, (), followed, served) = tokio::join!(consume, watch, outcomes, diagnose);
+    let (consumed, (), followed, served, ()) = tokio::join!(consume, watch, outcomes, diagnose, sweep);
     consumed.and(followed).and(served)
 }
 
 /// Schedules the job of one `dispatched` event.
-pub async fn handle(deps: &Deps, signals: &Signals, config: &Config, msg: Message) -> Disposition {
+pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
+    let (deps, signals, config) = (&ctx.deps, &ctx.signals, &*ctx.config);
     let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
     let Received { env, job, seq: at, .. } = match consumer::receive(&msg, None) {
         Ok(r) => r,
@@ -88,6 +101,12 @@ pub async fn handle(deps: &Deps, signals: &Signals, config: &Config, msg: Messag
         let scores = score(&spec, &signals.views(now), &config.weights);
         let command = match select(&scores, &required(&spec)) {
             Ok(provider) => {
+                // The watchdog's deadline first: if we crash after appending,
+                // it is already there.
+                let at = crate::watchdog::deadline(config, now, spec.total_timeout_secs);
+                if let Err(e) = ctx.watchdog.set(job, at).await {
+                    return Disposition::Retry(format!("storing the watchdog deadline: {e}"));
+                }
                 info!(%provider, "scheduled");
                 Command::Schedule(Scheduled { provider, scores })
             }
