@@ -96,8 +96,18 @@ pub struct ExecutorSettings {
     pub ssh_user: String,
     #[arg(long = "ssh-key", env = "SKYNET_SSH_KEY_PATH")]
     pub ssh_key: Option<String>,
+    /// The known_hosts file holding the ssh host's pinned key.
+    #[arg(long = "ssh-known-hosts", env = "SKYNET_SSH_KNOWN_HOSTS")]
+    pub ssh_known_hosts: Option<String>,
+    /// Trust an unknown ssh host key on first use (`accept-new`); the default
+    /// refuses any key not already in the known_hosts file.
+    #[arg(long = "ssh-accept-new-host-keys", env = "SKYNET_SSH_ACCEPT_NEW_HOST_KEYS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub ssh_accept_new: bool,
     #[arg(long = "docker-image", env = "SKYNET_DOCKER_IMAGE", default_value = "ubuntu:22.04")]
     pub docker_image: String,
+    /// `docker run --network` for steps (e.g. `none`); unset: the engine's default.
+    #[arg(long = "docker-network", env = "SKYNET_DOCKER_NETWORK")]
+    pub docker_network: Option<String>,
     #[arg(long = "openclaw-url", env = "OPENCLAW_GATEWAY_URL", default_value = "http://127.0.0.1:8766")]
     pub openclaw_url: String,
 }
@@ -114,7 +124,10 @@ impl Default for ExecutorSettings {
             ssh_port: 22,
             ssh_user: "ubuntu".into(),
             ssh_key: None,
+            ssh_known_hosts: None,
+            ssh_accept_new: false,
             docker_image: "ubuntu:22.04".into(),
+            docker_network: None,
             openclaw_url: "http://127.0.0.1:8766".into(),
         }
     }
@@ -123,7 +136,9 @@ impl Default for ExecutorSettings {
 impl ExecutorSettings {
     /// The executor's configuration; local runs inside the policy's sandbox roots.
     pub fn config(&self, rules: &skynet_rules::PolicyRules) -> anyhow::Result<skynet_executor::Config> {
-        use skynet_executor::providers::{docker::Docker, local::Local, mock::Mock, openclaw::OpenClaw, ssh::Ssh};
+        use skynet_executor::providers::{
+            docker::Docker, local::Local, mock::Mock, openclaw::OpenClaw, ssh::HostKeys, ssh::Ssh,
+        };
         let mut p = skynet_executor::ProvidersConfig::default();
         for name in &self.providers {
             match name.trim() {
@@ -143,10 +158,18 @@ impl ExecutorSettings {
                         port: self.ssh_port,
                         user: self.ssh_user.clone(),
                         key_path: self.ssh_key.clone(),
+                        known_hosts: self.ssh_known_hosts.clone(),
+                        host_keys: if self.ssh_accept_new { HostKeys::AcceptNew } else { HostKeys::Pinned },
                         ..Ssh::default()
                     })
                 }
-                "docker" => p.docker = Some(Docker { image: self.docker_image.clone(), ..Docker::default() }),
+                "docker" => {
+                    p.docker = Some(Docker {
+                        image: self.docker_image.clone(),
+                        network: self.docker_network.clone(),
+                        ..Docker::default()
+                    })
+                }
                 "openclaw" | "chathan" => {
                     p.openclaw = Some(OpenClaw { url: self.openclaw_url.clone(), ..OpenClaw::default() })
                 }
