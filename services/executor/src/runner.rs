@@ -125,12 +125,27 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
             Ok(sub) => watch_takeover(sub, lease, lost.clone(), stop.clone()),
             Err(e) => return Disposition::Retry(format!("subscribing to takeovers: {e}")),
         };
+        // Failed by someone else (the watchdog): the step is killed, nothing more recorded.
+        let ended = match ctx.nats.subscribe(subjects::job_event(job, "failed")).await {
+            Ok(mut sub) => {
+                let (lost, stop) = (lost.clone(), stop.clone());
+                tokio::spawn(async move {
+                    if sub.next().await.is_some() {
+                        warn!("the job was failed elsewhere; stopping the step and recording nothing more");
+                        lost.cancel();
+                        stop.cancel();
+                    }
+                })
+            }
+            Err(e) => return Disposition::Retry(format!("subscribing to failures: {e}")),
+        };
         let progress = keep_lease(msg.clone(), &ctx.config, lost.clone(), stop.clone());
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         let result = run_job(ctx, job, lease, env.id.clone(), &stop, &lost, delivered, at).await;
         progress.abort();
         watcher.abort();
         takeover.abort();
+        ended.abort();
         match result {
             Ok(()) => Disposition::Ack,
             Err(Stop::LostLease) => {
@@ -254,6 +269,11 @@ async fn run_job(
             || (matches!(done, Some(StepStatus::Failed)) && step.continue_on_error)
         {
             continue; // finished under an earlier lease
+        }
+        // A result refused because the job ended meanwhile: run nothing more.
+        if run.status().is_some_and(Status::is_terminal) {
+            info!(status = ?run.status(), "job ended elsewhere; no further step runs");
+            return Ok(());
         }
         if cancel.is_cancelled() || run.status() == Some(Status::Cancelling) {
             return confirm_cancel(&mut run).await;

@@ -235,3 +235,40 @@ async fn artifacts_named_by_the_plan_are_stored_with_size_type_and_checksum() ->
     stop.cancel();
     Ok(())
 }
+
+#[tokio::test]
+async fn a_job_failed_elsewhere_stops_its_step_and_runs_nothing_more() -> anyhow::Result<()> {
+    let env = env().await?;
+    let root = tempfile::tempdir()?;
+    let wd = root.path().canonicalize()?.display().to_string();
+    let stop = start_executor(&env, "x-failed", local(&[root.path()])).await?;
+    let job = scheduled(
+        &env,
+        "failed-elsewhere",
+        // 33: no other test runs this exact command, so pgrep below is ours.
+        vec![
+            step("execute_command", json!({"command": "sleep 33"})),
+            step("execute_command", json!({"command": "touch after-the-end"})),
+        ],
+        &wd,
+        "local",
+        vec![],
+    )
+    .await?;
+    wait_for(&env, job, "step_started").await?;
+    // The watchdog (or any owner of `failed`) ends the job while the step runs.
+    let fail =
+        Command::Fail { stage: skynet_contract::job::Stage::Execution, reason: "watchdog: test".into(), step: None };
+    skynet_testkit::record(env.jobs.store(), job, "watchdog", fail).await?;
+    skynet_testkit::eventually(std::time::Duration::from_secs(5), "the step killed", || async {
+        let ps = std::process::Command::new("pgrep").args(["-f", "^sleep 33$"]).output().ok()?;
+        String::from_utf8_lossy(&ps.stdout).trim().is_empty().then_some(())
+    })
+    .await?;
+    // Nothing ran after it and nothing was recorded after `failed`.
+    let types: Vec<String> = events(&env, job).await?.into_iter().map(|(t, _)| t).collect();
+    assert_eq!(types.last().map(String::as_str), Some("skynet.job.failed.v1"), "{types:?}");
+    assert!(!root.path().join("after-the-end").exists(), "the next step never ran");
+    stop.cancel();
+    Ok(())
+}

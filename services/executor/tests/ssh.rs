@@ -180,9 +180,13 @@ async fn an_unknown_host_key_is_refused_unless_the_operator_opts_in() -> anyhow:
     assert!(std::fs::read_to_string(&empty)?.contains("ssh-ed25519"), "the key was recorded");
     let (h, msg) = with(&changed, HostKeys::AcceptNew).health().await;
     assert_eq!(h, Health::Unhealthy, "{msg}");
-    // "no checking at all" is not a setting.
+    // "no checking at all" is not a setting; the earlier setting's name still reads.
     let no = serde_json::from_value::<Ssh>(json!({"host_keys": "no"}));
     assert!(no.is_err(), "host_keys = no must be refused");
+    let old = |v: &str| serde_json::from_value::<Ssh>(json!({"strict_host_key_checking": v}));
+    assert_eq!(old("yes")?.host_keys, HostKeys::Pinned);
+    assert_eq!(old("accept-new")?.host_keys, HostKeys::AcceptNew);
+    assert!(old("no").is_err(), "strict_host_key_checking = no must be refused");
     Ok(())
 }
 
@@ -287,5 +291,33 @@ async fn the_remote_process_dies_when_the_executor_does() -> anyhow::Result<()> 
     })
     .await?;
     assert_eq!(status.code(), Some(137), "the step was killed (128 + SIGKILL)");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_finished_ssh_step_leaves_nothing_behind() -> anyhow::Result<()> {
+    let server = sshd().await?;
+    let ssh = provider(&server, server.port);
+    let line = format!("sleep {}", 500_000 + u32::from(server.port));
+    let mut params = std::collections::BTreeMap::new();
+    // The step exits at once, leaving a child in the background.
+    params.insert("command".to_owned(), json!(format!("sh -c '{line} >/dev/null 2>&1 & echo left'")));
+    let req = skynet_executor::providers::StepRequest {
+        job: "bg".into(),
+        step: 0,
+        lease: 1,
+        action: "execute_command".into(),
+        params,
+        working_dir: server.dir.path().to_path_buf(),
+        timeout: Duration::from_secs(30),
+    };
+    let (tx, _rx) = tokio::sync::mpsc::channel(16);
+    let o = ssh.run(&req, tx, &tokio_util::sync::CancellationToken::new()).await;
+    assert!(o.succeeded(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "left");
+    eventually(Duration::from_secs(5), "the background child gone", || async {
+        pids(&line).ok()?.is_empty().then_some(())
+    })
+    .await?;
     Ok(())
 }

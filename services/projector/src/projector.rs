@@ -254,6 +254,10 @@ async fn apply(
         Ok(()) => {}
         Err(e) if quarantine::is_refusal(&e) => {
             warn!(service = SERVICE, error = %e, events = rows.len(), "batch refused; writing its events one by one");
+            // The undecodable ones first, with the checkpoint where it was: the
+            // checkpoint must never pass an event that is neither written nor
+            // quarantined.
+            write_batch(&deps.db, &[], &poisons, 0, cache).await?;
             for row in rows {
                 match write_batch(&deps.db, std::slice::from_ref(row), &[], row.seq, cache).await {
                     Ok(()) => {}
@@ -265,7 +269,7 @@ async fn apply(
                     Err(e) => return Err(e.into()),
                 }
             }
-            write_batch(&deps.db, &[], &poisons, last_seq, cache).await?;
+            write_batch(&deps.db, &[], &[], last_seq, cache).await?;
         }
         Err(e) => return Err(e.into()),
     }

@@ -41,11 +41,13 @@ impl Poison {
 
 /// Whether Postgres refused the data itself (so the same statement will always
 /// fail), as opposed to the database being unreachable or busy (retry later).
-/// SQLSTATE classes 22 (data exception: a value out of range, a bad encoding),
-/// 23 (integrity constraint) and 54 (program limit: an index row too large).
+/// SQLSTATE class 22 (data exception: a value out of range, a bad encoding) and
+/// 54000 (program limit: an index row too large). Not class 23 (integrity): a
+/// duplicate key in the read models means two writers or rows ahead of the
+/// checkpoint — a fault to stop on, never a reason to set events aside.
 pub fn is_refusal(e: &sqlx::Error) -> bool {
     let sqlx::Error::Database(db) = e else { return false };
-    db.code().is_some_and(|c| ["22", "23", "54"].iter().any(|class| c.starts_with(class)))
+    db.code().is_some_and(|c| c.starts_with("22") || c == "54000")
 }
 
 /// Stores poisoned events (a redelivered one is already there).

@@ -125,7 +125,10 @@ impl Docker {
         };
         let o = process::run(spawn, out, cancel).await;
         guard.name = None;
-        if o.timed_out || o.cancelled {
+        // `--rm` removes a container whose end the CLI saw. Otherwise (timeout,
+        // cancel, the CLI killed by a signal, 125: the engine failed) it may
+        // still run: remove it by name (a container already gone is fine).
+        if o.timed_out || o.cancelled || matches!(o.exit_code, None | Some(125)) {
             remove(&self.bin, &name).await;
         }
         o

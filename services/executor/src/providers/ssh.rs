@@ -34,7 +34,9 @@ pub struct Ssh {
     /// The known_hosts file holding the host's pinned key (filled on first
     /// use with `accept-new`). Unset: the user's own known_hosts.
     pub known_hosts: Option<String>,
-    /// What to do with a host key not in `known_hosts`.
+    /// What to do with a host key not in `known_hosts` (`strict_host_key_checking`,
+    /// its earlier name, is still read: `yes` or `accept-new`; `no` is refused).
+    #[serde(alias = "strict_host_key_checking")]
     pub host_keys: HostKeys,
     pub connect_timeout_secs: u64,
     /// Remote directory steps run in, unless a step names `remote_dir`.
@@ -63,6 +65,7 @@ impl Default for Ssh {
 #[serde(rename_all = "kebab-case")]
 pub enum HostKeys {
     /// Only keys already in `known_hosts` (OpenSSH `StrictHostKeyChecking=yes`).
+    #[serde(alias = "yes")]
     Pinned,
     /// Trust the first key seen and record it; a changed key is still refused.
     AcceptNew,
@@ -81,7 +84,11 @@ impl HostKeys {
 /// connection's stdin for the watcher (an asynchronous list's stdin is
 /// /dev/null in a non-interactive shell); the step gets /dev/null. On EOF the
 /// watcher kills the step's whole process group (its session, made by setsid).
-pub const WRAPPER: &str = r#"cd "$1" || exit 125
+///
+/// When the step itself ends, whatever it left in its group (a background
+/// child, a daemon that kept the output open) is killed too: nothing of a step
+/// outlives it.
+pub const WRAPPER: &str = r#"cd -- "$1" || exit 125
 shift
 exec 3<&0
 setsid "$@" </dev/null 3<&- &
@@ -90,6 +97,7 @@ p=$!
 w=$!
 exec 3<&-
 wait "$p"; s=$?
+kill -s KILL -- "-$p" 2>/dev/null
 kill "$w" 2>/dev/null
 exit "$s""#;
 
