@@ -265,9 +265,21 @@ pub async fn connect(
                 }
             }
         })
-        .connect(url)
+        .connect(servers(url, role)?)
         .await
         .map_err(|source| ConnectError::Nats { url: url.to_owned(), role: role.to_owned(), source })
+}
+
+/// The servers of a URL that may list several, comma-separated (the nodes of a
+/// cluster: the client fails over between them).
+fn servers(url: &str, role: &str) -> Result<Vec<async_nats::ServerAddr>, ConnectError> {
+    url.split(',').map(|u| u.trim().parse::<async_nats::ServerAddr>()).collect::<Result<_, _>>().map_err(|e| {
+        ConnectError::Nats {
+            url: url.to_owned(),
+            role: role.to_owned(),
+            source: async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::ServerParse, e),
+        }
+    })
 }
 
 impl ConnectError {

@@ -69,6 +69,31 @@ pub struct ManagedServer {
     child: Child,
 }
 
+/// One node of a JetStream cluster of managed servers on this machine (the
+/// 3-node fault test; a production cluster is the operator's own).
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    /// Unique server name (JetStream clustering needs one).
+    pub name: String,
+    /// This node's route port.
+    pub cluster_port: u16,
+    /// The route ports of the other nodes.
+    pub routes: Vec<u16>,
+}
+
+impl ClusterNode {
+    /// The configuration lines that make a server this node.
+    fn render(&self) -> String {
+        let routes: Vec<String> = self.routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
+        format!(
+            "server_name: {name}\ncluster {{\n  name: skynet\n  listen: 127.0.0.1:{port}\n  routes: [{routes}]\n}}\n",
+            name = self.name,
+            port = self.cluster_port,
+            routes = routes.join(", ")
+        )
+    }
+}
+
 impl ManagedServer {
     /// Starts a server with JetStream storing in `store_dir`, its role
     /// credentials in `creds_dir` (created, or reused when they exist). Port 0
@@ -79,6 +104,17 @@ impl ManagedServer {
         port: u16,
         durability: Durability,
     ) -> Result<ManagedServer, ServerError> {
+        Self::start_node(store_dir, creds_dir, port, durability, None)
+    }
+
+    /// Like [`ManagedServer::start`], as a node of a cluster when `node` is given.
+    pub fn start_node(
+        store_dir: &Path,
+        creds_dir: &Path,
+        port: u16,
+        durability: Durability,
+        node: Option<&ClusterNode>,
+    ) -> Result<ManagedServer, ServerError> {
         let bin = find_nats_server()?;
         std::fs::create_dir_all(store_dir).map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?;
         let roles = Roles::builtin()?;
@@ -88,7 +124,8 @@ impl ManagedServer {
             Durability::Durable => DURABLE_CONF,
             Durability::Fast => FAST_CONF,
         };
-        let text = format!("{text}\n{}", roles.render_accounts(&creds)?);
+        let cluster = node.map(ClusterNode::render).unwrap_or_default();
+        let text = format!("{text}\n{cluster}\n{}", roles.render_accounts(&creds)?);
         write_private(&conf, &text).map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?;
         let port = if port == 0 {
             free_port().map_err(|source| ServerError::Dir { dir: store_dir.into(), source })?
@@ -188,7 +225,8 @@ pub fn parse_version(text: &str) -> Option<(u32, u32)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
-fn free_port() -> std::io::Result<u16> {
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

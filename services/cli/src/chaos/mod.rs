@@ -10,7 +10,7 @@
 //! Each run has a nats-server and a Postgres database of its own. `./dev test`
 //! runs it small (`services/cli/tests/chaos.rs`); the full size is the default.
 
-mod check;
+pub mod check;
 pub mod proxy;
 
 use std::collections::{BTreeMap, HashSet};
@@ -297,7 +297,7 @@ async fn chaos(args: &ChaosArgs, seed: u64, dir: &Path, db_url: &str) -> anyhow:
 /// Submits `n` READ_ONLY tasks at `rate` per second, each retried until the
 /// server acknowledges it (the message id makes a retry a duplicate, not a
 /// second job). Returns their job ids.
-async fn submit_all(client: async_nats::Client, n: usize, rate: f64) -> anyhow::Result<Vec<String>> {
+pub async fn submit_all(client: async_nats::Client, n: usize, rate: f64) -> anyhow::Result<Vec<String>> {
     let js = async_nats::jetstream::new(client);
     let run = uuid::Uuid::new_v4().simple().to_string();
     let every = Duration::from_secs_f64(1.0 / rate.max(0.001));
