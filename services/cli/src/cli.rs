@@ -83,7 +83,8 @@ pub enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Drop the read models and replay the whole log into them.
+    /// Replay the whole log into new read models beside the live ones and swap
+    /// them in (a live projector keeps serving meanwhile).
     Rebuild(#[command(flatten)] Settings),
     /// Measure the system and print a report.
     Bench(BenchArgs),
@@ -169,12 +170,13 @@ fn nats_auth(dir: &std::path::Path) -> anyhow::Result<()> {
 
 async fn rebuild(settings: &Settings) -> anyhow::Result<()> {
     let infra = Infra::up(settings).await?;
-    skynet_projector::rebuild(infra.database().await?).await.context("dropping the read models")?;
-    let stop = CancellationToken::new();
-    let done = crate::bench::wait_projected(&infra, stop.clone());
-    let (run, caught_up) = tokio::join!(up::run(&infra, settings, &[Service::Projector], stop.clone()), done);
-    run?;
-    eprintln!("rebuilt read models up to sequence {}", caught_up?);
+    // As the projector: it reads the log the way the projector does.
+    let js = async_nats::jetstream::new(infra.connect("projector").await?);
+    let db = infra.database().await?;
+    let at = skynet_projector::rebuild_shadow(skynet_projector::Config::default(), js, db)
+        .await
+        .context("rebuilding the read models")?;
+    eprintln!("rebuilt the read models from the log up to sequence {at} and swapped them in");
     Ok(())
 }
 

@@ -2,8 +2,9 @@
 //!
 //! It reads the event log in order from its checkpoint, and writes each batch of
 //! events together with the new checkpoint in one transaction. A crash therefore
-//! never double-applies or skips an event, and `rebuild` can drop every read
-//! model and replay the whole log.
+//! never double-applies or skips an event. `rebuild_shadow` replays the whole
+//! log into shadow tables beside the live ones and swaps them in, under a live
+//! projector; `rebuild` empties the tables in place (no projector running).
 //!
 //! If the log holds fewer events than the checkpoint says were applied (the
 //! stream was lost or replaced), the projector refuses to run rather than serve
@@ -17,6 +18,8 @@ mod db;
 mod projector;
 mod quarantine;
 pub mod rows;
+mod shadow;
 
 pub use config::Config;
 pub use projector::{Deps, ProjectorError, checkpoint, migrate, rebuild, run};
+pub use shadow::rebuild_shadow;

@@ -41,8 +41,10 @@ pub enum ProjectorError {
     Db(#[from] sqlx::Error),
     #[error("reading the event log")]
     Nats(#[source] async_nats::Error),
-    #[error("a projector is writing the read models; stop it before rebuilding them")]
+    #[error("a projector is writing the read models (or another rebuild runs); stop it before rebuilding in place")]
     Busy,
+    #[error("the log grew faster than the rebuild could catch up in {rounds} rounds; try again under less load")]
+    RebuildBehind { rounds: usize },
     #[error(
         "the event log ends at sequence {log_last} but the read models have applied up to {checkpoint}: \
          the log was lost or replaced. Refusing to serve a wrong view; run `skynet rebuild` once the log is right"
@@ -119,7 +121,21 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
     migrate(&deps.db).await?;
     let mut shutdown = std::pin::pin!(shutdown);
     let Some(_writer) = writer_lock(&deps.db, &mut shutdown).await? else { return Ok(()) };
+    project(&config, &deps, &mut shutdown).await.map(|_| ())
+}
+
+/// The projection loop over `deps.db` (whatever schema its connections see),
+/// from its checkpoint until `shutdown` or `config.until`; returns the last
+/// sequence applied.
+pub(crate) async fn project(
+    config: &Config,
+    deps: &Deps,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<u64, ProjectorError> {
     let from = checkpoint(&deps.db).await?;
+    if config.until.is_some_and(|until| from >= until) {
+        return Ok(from);
+    }
     let nats = |e: async_nats::Error| ProjectorError::Nats(e);
     let mut stream = deps.js.get_stream(EVENTS_STREAM).await.map_err(|e| nats(e.into()))?;
     let log_last = stream.info().await.map_err(|e| nats(e.into()))?.state.last_sequence;
@@ -139,7 +155,7 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
     let mut buf = Vec::with_capacity(config.max_batch.max(1));
     loop {
         let got = tokio::select! {
-            () = &mut shutdown => 0,
+            () = &mut *shutdown => 0,
             n = rx.recv_many(&mut buf, config.max_batch.max(1)) => n,
         };
         if got == 0 {
@@ -147,21 +163,30 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
         }
         let (mut rows, mut poisons) = (Vec::with_capacity(buf.len()), Vec::new());
         for item in buf.drain(..) {
-            let (seq, entry) = item?;
+            let (seq, entry) = match item {
+                Ok(x) => x,
+                Err(e) => {
+                    reader.abort();
+                    return Err(e);
+                }
+            };
             match entry {
                 Entry::Row(r) => rows.push(r),
                 Entry::Poison(p) => poisons.push(p),
             }
             applied = applied.max(seq);
         }
-        apply(&deps, &rows, poisons, applied, &mut cache).await?;
+        if let Err(e) = apply(deps, &rows, poisons, applied, &mut cache).await {
+            reader.abort();
+            return Err(e);
+        }
         if config.until.is_some_and(|until| applied >= until) {
             break;
         }
     }
     reader.abort();
     info!(service = SERVICE, applied, "projector stopped");
-    Ok(())
+    Ok(applied)
 }
 
 /// Delivers the log from `next` on, in order and without gaps, into `tx`.
@@ -290,7 +315,25 @@ async fn write_batch(
     // loses the last commits, rows and checkpoint roll back together and the
     // events are applied again. So the projector does not wait for the WAL flush.
     sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
-    quarantine::insert(&mut tx, poisons).await?;
+    // The checkpoint row, locked first: it orders this transaction against any
+    // other writer and against a rebuild's swap (which locks it first too).
+    // Events at or below it were applied by someone else — a rebuild swapped
+    // in while this batch was read — so they are skipped, and rows cached from
+    // before are stale.
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT last_seq FROM projection_checkpoint WHERE projection = $1 FOR UPDATE")
+            .bind(PROJECTION)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let current = current.map_or(0, |c| u64::try_from(c).unwrap_or(0));
+    let fresh = rows.partition_point(|r| r.seq <= current);
+    if fresh > 0 {
+        warn!(service = SERVICE, skipped = fresh, checkpoint = current, "events already applied by a rebuild skipped");
+        *cache = RowCache::default();
+    }
+    let rows = &rows[fresh..];
+    let poisons: Vec<Poison> = poisons.iter().filter(|p| p.seq > current).cloned().collect();
+    quarantine::insert(&mut tx, &poisons).await?;
     if !rows.is_empty() {
         audit::insert(&mut tx, rows).await?;
         let audit_done = started.elapsed();
