@@ -26,6 +26,7 @@ fn sixty_jobs_through_kills_a_nats_restart_and_a_postgres_outage_lose_nothing() 
     assert_eq!(r["doubled_terminal"], 0, "{r}");
     assert_eq!(r["steps_recorded_twice"], 0, "{r}");
     assert_eq!(r["read_models_equal_rebuild"], true, "{r}");
+    assert_eq!(r["quarantined"], 0, "{r}");
     // The faults happened: processes were killed, the server restarted.
     let kills: u64 =
         r["kills"].as_object().map(|k| k.values().filter_map(serde_json::Value::as_u64).sum()).unwrap_or(0);
