@@ -80,7 +80,7 @@ impl HostKeys {
     }
 }
 
-/// The remote wrapper, run as `sh -c WRAPPER sh DIR ARGV...`. fd 3 keeps the
+/// The remote wrapper, run as `sh -c WRAPPER sh LIMIT DIR ARGV...`. fd 3 keeps the
 /// connection's stdin for the watcher (an asynchronous list's stdin is
 /// /dev/null in a non-interactive shell); the step gets /dev/null. On EOF the
 /// watcher kills the step's whole process group (its session, made by setsid).
@@ -88,10 +88,16 @@ impl HostKeys {
 /// When the step itself ends, whatever it left in its group (a background
 /// child, a daemon that kept the output open) is killed too: nothing of a step
 /// outlives it.
-pub const WRAPPER: &str = r#"cd -- "$1" || exit 125
-shift
+///
+/// The step also runs under `timeout -s KILL LIMIT` (the step's limit plus
+/// [`REMOTE_GRACE_SECS`]): if the network parts and the connection's end never
+/// reaches the remote host, the step still dies there, and `timeout` (the
+/// session's leader) takes its whole group with it.
+pub const WRAPPER: &str = r#"limit=$1
+cd -- "$2" || exit 125
+shift 2
 exec 3<&0
-setsid "$@" </dev/null 3<&- &
+setsid timeout -s KILL "$limit" "$@" </dev/null 3<&- &
 p=$!
 { read -r _ <&3 || :; kill -s KILL -- "-$p" || kill -s KILL "$p"; } >/dev/null 2>&1 &
 w=$!
@@ -100,6 +106,10 @@ wait "$p"; s=$?
 kill -s KILL -- "-$p" 2>/dev/null
 kill "$w" 2>/dev/null
 exit "$s""#;
+
+/// Seconds a remote step may outlive its limit before the remote side kills it
+/// on its own (the executor kills it at the limit over the connection).
+pub const REMOTE_GRACE_SECS: u64 = 10;
 
 impl Ssh {
     /// The ssh argv running `remote` (already a quoted command string).
@@ -132,7 +142,8 @@ impl Ssh {
     pub fn remote_command(&self, req: &StepRequest) -> Result<String, String> {
         let argv = commands::argv(&req.action, &req.params).map_err(|e| e.to_string())?;
         let dir = req.params.get("remote_dir").and_then(|v| v.as_str()).unwrap_or(&self.remote_dir);
-        let words = ["sh", "-c", WRAPPER, "sh", dir].into_iter().chain(argv.iter().map(String::as_str));
+        let limit = (req.timeout.as_secs() + REMOTE_GRACE_SECS).to_string();
+        let words = ["sh", "-c", WRAPPER, "sh", &limit, dir].into_iter().chain(argv.iter().map(String::as_str));
         shlex::try_join(words).map_err(|e| e.to_string())
     }
 
@@ -225,7 +236,8 @@ mod tests {
         // `;` is quoted into an argument, not a command separator.
         let words = shlex::split(&remote).expect("splits");
         assert_eq!(&words[..3], ["sh", "-c", WRAPPER]);
-        assert_eq!(&words[3..], ["sh", "/home/user", "echo", "a b", ";", "rm", "-rf", "/"]);
+        // The remote limit: the step's own (1 s) plus the grace.
+        assert_eq!(&words[3..], ["sh", "11", "/home/user", "echo", "a b", ";", "rm", "-rf", "/"]);
         let argv = s.argv(&remote);
         assert_eq!(&argv[..4], ["-p", "2222", "-i", "/k"]);
         assert!(argv.contains(&"user@example.com".to_owned()));
