@@ -41,15 +41,34 @@ impl Deadlines {
         Ok(std::str::from_utf8(&v).ok().and_then(|s| s.parse::<i64>().ok()).and_then(DateTime::from_timestamp_millis))
     }
 
-    /// Jobs whose deadline is at or before `now`.
+    /// Jobs whose deadline is at or before `now`. One pass over the bucket's
+    /// latest values (a watch with history, read until nothing is pending),
+    /// not a request per key: a sweep costs the same whatever the bucket holds.
     pub async fn due(&self, now: DateTime<Utc>) -> Result<Vec<JobId>, async_nats::Error> {
-        let mut keys = self.kv.keys().await?;
+        // Fresh (`Store::status` answers from what was read at open).
+        let mut stream = self.kv.stream.clone();
+        if stream.info().await?.state.messages == 0 {
+            return Ok(Vec::new());
+        }
+        let mut watch = self.kv.watch_with_history(">").await?;
         let mut due = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key?;
-            let Ok(job) = key.parse::<JobId>() else { continue };
-            if self.get(job).await?.is_some_and(|at| at <= now) {
+        loop {
+            // A bucket with only expired entries delivers nothing: stop waiting.
+            let next = tokio::time::timeout(std::time::Duration::from_secs(2), watch.next()).await;
+            let Ok(Some(entry)) = next else { break };
+            let entry = entry?;
+            if entry.operation == kv::Operation::Put
+                && let Ok(job) = entry.key.parse::<JobId>()
+                && std::str::from_utf8(&entry.value)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .and_then(DateTime::from_timestamp_millis)
+                    .is_some_and(|at| at <= now)
+            {
                 due.push(job);
+            }
+            if entry.delta == 0 {
+                break;
             }
         }
         Ok(due)

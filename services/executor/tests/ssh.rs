@@ -140,6 +140,26 @@ async fn jobs_run_over_ssh_quoted_with_timeouts_and_health() -> anyhow::Result<(
     Ok(())
 }
 
+/// An `execute_command` step of `command` in the server's directory.
+fn command_step(
+    server: &Sshd,
+    job: &str,
+    command: impl Into<String>,
+    timeout_secs: u64,
+) -> skynet_executor::providers::StepRequest {
+    let mut params = std::collections::BTreeMap::new();
+    params.insert("command".to_owned(), json!(command.into()));
+    skynet_executor::providers::StepRequest {
+        job: job.into(),
+        step: 0,
+        lease: 1,
+        action: "execute_command".into(),
+        params,
+        working_dir: server.dir.path().to_path_buf(),
+        timeout: Duration::from_secs(timeout_secs),
+    }
+}
+
 /// The pids of processes whose whole command line is `line` (on this machine,
 /// which is also the ssh server's).
 fn pids(line: &str) -> anyhow::Result<String> {
@@ -221,17 +241,7 @@ async fn a_cancelled_or_dropped_ssh_step_leaves_no_remote_process() -> anyhow::R
 
     // Dropped: the step's future goes away (the runner drops a step whose job
     // moved on); the ssh client dies with it, and so does the remote group.
-    let mut params = std::collections::BTreeMap::new();
-    params.insert("command".to_owned(), json!(a.clone()));
-    let req = skynet_executor::providers::StepRequest {
-        job: "drop".into(),
-        step: 0,
-        lease: 1,
-        action: "execute_command".into(),
-        params,
-        working_dir: server.dir.path().to_path_buf(),
-        timeout: Duration::from_secs(600),
-    };
+    let req = command_step(&server, "drop", a.clone(), 600);
     let (tx, _rx) = tokio::sync::mpsc::channel(16);
     let running = {
         let ssh = ssh.clone();
@@ -252,17 +262,7 @@ async fn the_remote_process_dies_when_the_executor_does() -> anyhow::Result<()> 
     let server = sshd().await?;
     let ssh = provider(&server, server.port);
     let line = format!("sleep {}", 400_000 + u32::from(server.port));
-    let mut params = std::collections::BTreeMap::new();
-    params.insert("command".to_owned(), json!(line.clone()));
-    let req = skynet_executor::providers::StepRequest {
-        job: "killed".into(),
-        step: 0,
-        lease: 1,
-        action: "execute_command".into(),
-        params,
-        working_dir: server.dir.path().to_path_buf(),
-        timeout: Duration::from_secs(600),
-    };
+    let req = command_step(&server, "killed", line.clone(), 600);
     // Exactly what the provider runs, but with this test as the parent that
     // "dies": a `kill -9`ed executor leaves its ssh client running (it has its
     // own process group) and only closes the client's stdin, which the
@@ -299,18 +299,8 @@ async fn a_finished_ssh_step_leaves_nothing_behind() -> anyhow::Result<()> {
     let server = sshd().await?;
     let ssh = provider(&server, server.port);
     let line = format!("sleep {}", 500_000 + u32::from(server.port));
-    let mut params = std::collections::BTreeMap::new();
     // The step exits at once, leaving a child in the background.
-    params.insert("command".to_owned(), json!(format!("sh -c '{line} >/dev/null 2>&1 & echo left'")));
-    let req = skynet_executor::providers::StepRequest {
-        job: "bg".into(),
-        step: 0,
-        lease: 1,
-        action: "execute_command".into(),
-        params,
-        working_dir: server.dir.path().to_path_buf(),
-        timeout: Duration::from_secs(30),
-    };
+    let req = command_step(&server, "bg", format!("sh -c '{line} >/dev/null 2>&1 & echo left'"), 30);
     let (tx, _rx) = tokio::sync::mpsc::channel(16);
     let o = ssh.run(&req, tx, &tokio_util::sync::CancellationToken::new()).await;
     assert!(o.succeeded(), "{o:?}");

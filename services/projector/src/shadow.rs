@@ -49,7 +49,9 @@ pub async fn rebuild_shadow(config: Config, js: jetstream::Context, db: &PgPool)
 }
 
 async fn build_and_swap(config: Config, js: jetstream::Context, db: &PgPool) -> Result<u64, ProjectorError> {
-    sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {SHADOW} CASCADE; CREATE SCHEMA {SHADOW}")).execute(db).await?;
+    for stmt in [format!("DROP SCHEMA IF EXISTS {SHADOW} CASCADE"), format!("CREATE SCHEMA {SHADOW}")] {
+        sqlx::query(&stmt).execute(db).await?;
+    }
     // Connections that see only the shadow schema, under the live names.
     let options: PgConnectOptions = (*db.connect_options()).clone().options([("search_path", SHADOW)]);
     let shadow = PgPoolOptions::new().max_connections(4).connect_with(options).await?;
@@ -79,9 +81,9 @@ async fn build_and_swap(config: Config, js: jetstream::Context, db: &PgPool) -> 
     }
     .await;
     shadow.close().await;
-    let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {SHADOW} CASCADE; DROP SCHEMA IF EXISTS {OLD} CASCADE"))
-        .execute(db)
-        .await;
+    for schema in [SHADOW, OLD] {
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(db).await;
+    }
     result
 }
 
@@ -99,11 +101,14 @@ async fn swap(db: &PgPool, shadow_at: u64) -> Result<Option<u64>, ProjectorError
         tx.rollback().await?;
         return Ok(None);
     }
-    let mut ddl = format!("DROP SCHEMA IF EXISTS {OLD} CASCADE; CREATE SCHEMA {OLD};");
+    let mut ddl = vec![format!("DROP SCHEMA IF EXISTS {OLD} CASCADE"), format!("CREATE SCHEMA {OLD}")];
     for t in tables() {
-        ddl.push_str(&format!("ALTER TABLE public.{t} SET SCHEMA {OLD}; ALTER TABLE {SHADOW}.{t} SET SCHEMA public;"));
+        ddl.push(format!("ALTER TABLE public.{t} SET SCHEMA {OLD}"));
+        ddl.push(format!("ALTER TABLE {SHADOW}.{t} SET SCHEMA public"));
     }
-    sqlx::raw_sql(&ddl).execute(&mut *tx).await?;
+    for stmt in &ddl {
+        sqlx::query(stmt).execute(&mut *tx).await?;
+    }
     tx.commit().await?;
     Ok(Some(shadow_at))
 }

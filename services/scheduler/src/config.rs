@@ -47,7 +47,7 @@ impl Default for Config {
             concurrency: 32,
             start_within_secs: 600,
             watchdog_grace_secs: 60,
-            watchdog_every_ms: 5000,
+            watchdog_every_ms: 30_000,
         }
     }
 }
