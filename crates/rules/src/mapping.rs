@@ -14,6 +14,14 @@ pub fn map_step(title: &str, description: &str) -> Option<&'static str> {
     let has = |w: &str| words.contains(&w);
     let any = |ws: &[&str]| ws.iter().any(|w| has(w));
     let rules: &[(bool, &'static str)] = &[
+        (
+            (has("git") && has("init")) || (any(&["initialise", "initialize"]) && any(&["git", "repository", "repo"])),
+            "git_init",
+        ),
+        (has("stage") || (has("git") && has("add")), "git_add_all"),
+        (has("commit"), "git_commit"),
+        (has("mkdir") || (any(&["create", "make"]) && any(&["directory", "folder", "dir"])), "create_directory"),
+        (has("write") || (any(&["create", "make"]) && has("file")), "file_write"),
         (has("git") && has("status"), "git_status"),
         (has("git") && has("push"), "git_push"),
         (has("git") && any(&["diff", "diffs", "changes"]), "git_diff"),
@@ -64,7 +72,14 @@ mod tests {
             ("Latest results", "attestation of contest", None),
             // Never guess.
             ("Do something unusual", "Perform an uncommon workflow", None),
-            ("Create file", "Create output file", None),
+            // The writing actions (issue 12).
+            ("Create file", "Create output file", Some("file_write")),
+            ("Write notes", "", Some("file_write")),
+            ("Create a directory named build", "", Some("create_directory")),
+            ("Initialise a git repository", "", Some("git_init")),
+            ("Stage all changes", "", Some("git_add_all")),
+            ("Commit", "git commit -m wip", Some("git_commit")),
+            ("Show recent commits", "git log", Some("git_log")),
         ];
         for (title, desc, want) in cases {
             assert_eq!(map_step(title, desc), *want, "{title:?} / {desc:?}");

@@ -272,3 +272,59 @@ async fn a_job_failed_elsewhere_stops_its_step_and_runs_nothing_more() -> anyhow
     stop.cancel();
     Ok(())
 }
+
+#[tokio::test]
+async fn files_and_directories_are_written_inside_the_sandbox_and_never_through_a_link() -> anyhow::Result<()> {
+    let env = env().await?;
+    let root = tempfile::tempdir()?;
+    let outside = tempfile::tempdir()?;
+    let wd = root.path().canonicalize()?;
+    let at = |p: &str| wd.join(p).display().to_string();
+    let stop = start_executor(&env, "x-files", local(&[root.path()])).await?;
+    let run = |id: &str, steps| {
+        let (env, wd) = (&env, wd.display().to_string());
+        let id = id.to_owned();
+        async move {
+            let job = scheduled(env, &id, steps, &wd, "local", vec![]).await?;
+            let end = wait_end(env, job).await?;
+            anyhow::Ok((job, end))
+        }
+    };
+    // A directory, a file in it, then more appended.
+    let (_, end) = run(
+        "files-1",
+        vec![
+            step("create_directory", json!({"directory": at("build")})),
+            step("file_write", json!({"file": at("build/notes.txt"), "content": "hello\n"})),
+            step("file_write", json!({"file": at("build/notes.txt"), "content": "more\n", "mode": "append"})),
+        ],
+    )
+    .await?;
+    assert_eq!(end, "skynet.job.succeeded.v1");
+    assert_eq!(std::fs::read_to_string(wd.join("build/notes.txt"))?, "hello\nmore\n");
+    // No temporary file is left beside it.
+    assert_eq!(std::fs::read_dir(wd.join("build"))?.count(), 1);
+    // Create does not replace; overwrite does.
+    let (job, end) =
+        run("files-2", vec![step("file_write", json!({"file": at("build/notes.txt"), "content": "x"}))]).await?;
+    assert_eq!(end, "skynet.job.failed.v1");
+    assert!(wait_for(&env, job, "step_failed").await?["error"].as_str().unwrap_or("").contains("already exists"));
+    let overwrite = json!({"file": at("build/notes.txt"), "content": "new", "mode": "overwrite"});
+    assert_eq!(run("files-3", vec![step("file_write", overwrite)]).await?.1, "skynet.job.succeeded.v1");
+    assert_eq!(std::fs::read_to_string(wd.join("build/notes.txt"))?, "new");
+    // Through a symbolic link to outside the sandbox: refused, nothing written there.
+    let target = outside.path().join("target.txt");
+    std::os::unix::fs::symlink(&target, wd.join("link.txt"))?;
+    let through = json!({"file": at("link.txt"), "content": "pwned", "mode": "overwrite"});
+    let (job, end) = run("files-4", vec![step("file_write", through)]).await?;
+    assert_eq!(end, "skynet.job.failed.v1");
+    let error = wait_for(&env, job, "step_failed").await?["error"].as_str().unwrap_or("").to_owned();
+    assert!(error.contains("symbolic link"), "{error}");
+    assert!(!target.exists(), "nothing written through the link");
+    // Outside the roots: refused.
+    let out = json!({"file": outside.path().join("x.txt").display().to_string(), "content": "x"});
+    assert_eq!(run("files-5", vec![step("file_write", out)]).await?.1, "skynet.job.failed.v1");
+    assert!(!outside.path().join("x.txt").exists());
+    stop.cancel();
+    Ok(())
+}

@@ -21,15 +21,18 @@ pub fn plan(intent: &str, working_dir: Option<&str>, rules: &PolicyRules) -> Res
     let mut steps = Vec::new();
     let mut unknown = Vec::new();
     for clause in &clauses {
-        match map_step(clause, "") {
-            Some(action) => steps.push(step(action, clause, dir.as_deref(), rules)),
+        // Quoted text is content, never a command word: "write 'run the tests'
+        // to notes.txt" writes a file, it runs no tests.
+        match map_step(&unquoted(clause), "") {
+            Some(action) => steps.push(step(action, clause, dir.as_deref(), rules)?),
             None => unknown.push(format!("{clause:?}")),
         }
     }
     if !unknown.is_empty() {
         return Err(format!(
-            "the rule planner understands no action in {}; it knows git status/diff/log/pull, tests, lint, build, \
-             install dependencies, docker build, deploy, list files, read a file, disk and memory checks",
+            "the rule planner understands no action in {}; it knows git status/diff/log/pull/init/add/commit, tests, \
+             lint, build, install dependencies, docker build, deploy, list files, read or write a file, create a \
+             directory, disk and memory checks",
             unknown.join(", ")
         ));
     }
@@ -37,7 +40,7 @@ pub fn plan(intent: &str, working_dir: Option<&str>, rules: &PolicyRules) -> Res
     Ok(Plan { summary: capitalise(&summary), steps, artifacts: Vec::new() })
 }
 
-fn step(action: &'static str, clause: &str, dir: Option<&str>, rules: &PolicyRules) -> PlanStep {
+fn step(action: &'static str, clause: &str, dir: Option<&str>, rules: &PolicyRules) -> Result<PlanStep, String> {
     let (title, minutes) = match action {
         "git_status" => ("Check git status", 1),
         "git_diff" => ("Show the git diff", 1),
@@ -54,6 +57,11 @@ fn step(action: &'static str, clause: &str, dir: Option<&str>, rules: &PolicyRul
         "file_read" => ("Read a file", 1),
         "check_disk_space" => ("Check disk space", 1),
         "check_memory" => ("Check memory", 1),
+        "file_write" => ("Write a file", 1),
+        "create_directory" => ("Create a directory", 1),
+        "git_init" => ("Initialise a git repository", 1),
+        "git_add_all" => ("Stage all changes", 1),
+        "git_commit" => ("Commit", 1),
         _ => (action, 5),
     };
     let mut params = BTreeMap::new();
@@ -66,7 +74,31 @@ fn step(action: &'static str, clause: &str, dir: Option<&str>, rules: &PolicyRul
     {
         params.insert("file".to_owned(), serde_json::Value::String(file.trim_matches(['"', '\'']).to_owned()));
     }
-    PlanStep {
+    // The writing actions take their parameters from the clause, or the clause
+    // is refused: never a guessed file name or message.
+    let refuse = |what: &str| format!("{clause:?}: {what}");
+    let text = |v: String| serde_json::Value::String(v);
+    match action {
+        "file_write" => {
+            let file = name_after(clause, &["to", "into", "named", "called"]).ok_or_else(|| {
+                refuse("name the file (\"write 'text' to notes.txt\", \"create a file named notes.txt\")")
+            })?;
+            params.insert("file".into(), text(file));
+            params.insert("content".into(), text(quoted(clause).unwrap_or_default()));
+        }
+        "create_directory" => {
+            let name = name_after(clause, &["named", "called", "directory", "folder", "mkdir"])
+                .ok_or_else(|| refuse("name the directory (\"create a directory named build\")"))?;
+            params.insert("directory".into(), text(name));
+        }
+        "git_commit" => {
+            let message =
+                quoted(clause).ok_or_else(|| refuse("give the message in quotes (\"commit with message 'wip'\")"))?;
+            params.insert("message".into(), text(message));
+        }
+        _ => {}
+    }
+    Ok(PlanStep {
         title: title.to_owned(),
         description: clause.to_owned(),
         action: Some(action.to_owned()),
@@ -74,14 +106,63 @@ fn step(action: &'static str, clause: &str, dir: Option<&str>, rules: &PolicyRul
         risk: rules.classify(action),
         estimated_minutes: minutes,
         continue_on_error: false,
+    })
+}
+
+/// The first quoted text ('…' or "…") in the clause.
+fn quoted(clause: &str) -> Option<String> {
+    let start = clause.find(['\'', '"'])?;
+    let q = clause[start..].chars().next()?;
+    let rest = &clause[start + 1..];
+    rest.find(q).map(|end| rest[..end].to_owned())
+}
+
+/// The clause without its quoted parts.
+fn unquoted(clause: &str) -> String {
+    let mut out = String::new();
+    let mut quote: Option<char> = None;
+    for c in clause.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None => out.push(c),
+        }
     }
+    out
+}
+
+/// The word right after one of `markers`, outside quotes, if it is a name
+/// (no quote, not a filler word).
+fn name_after(clause: &str, markers: &[&str]) -> Option<String> {
+    let bare = unquoted(clause);
+    let words: Vec<&str> = bare.split_whitespace().collect();
+    words.windows(2).find_map(|w| {
+        let name = w[1].trim_end_matches([',', ';', '.']).trim_matches(['\'', '"']);
+        let filler = ["a", "an", "the", "named", "called", "file", "directory", "folder"];
+        (markers.iter().any(|m| w[0].eq_ignore_ascii_case(m)) && !name.is_empty() && !filler.contains(&name))
+            .then(|| name.to_owned())
+    })
 }
 
 /// Splits on `,`, `;`, `then`, `and` (whole words), dropping filler words.
 fn clauses(intent: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current: Vec<&str> = Vec::new();
+    // Inside quotes nothing splits and no word is filler: it is content.
+    let mut quote: Option<char> = None;
     for raw in intent.split_whitespace() {
+        let opens = quote.is_none().then(|| raw.chars().next().filter(|c| *c == '\'' || *c == '"')).flatten();
+        if let Some(q) = quote.or(opens) {
+            let closes = raw.len() > 1 && raw.trim_end_matches([',', ';', '.']).ends_with(q);
+            let closes = closes || (quote.is_some() && raw.trim_end_matches([',', ';', '.']).ends_with(q));
+            current.push(raw);
+            quote = if closes { None } else { Some(q) };
+            if closes && (raw.ends_with(',') || raw.ends_with(';')) {
+                flush(&mut current, &mut out);
+            }
+            continue;
+        }
         let word = raw.trim_end_matches([',', ';', '.']);
         let ends_clause = raw.ends_with(',') || raw.ends_with(';');
         match word.to_lowercase().as_str() {
@@ -152,6 +233,52 @@ mod tests {
         for (intent, want) in cases {
             let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
             assert_eq!(actions(intent), Ok(want), "{intent}");
+        }
+    }
+
+    #[test]
+    fn the_writing_actions_take_their_parameters_from_the_intent() {
+        let rules = PolicyRules::defaults();
+        let one = |intent: &str| {
+            let p = plan(intent, None, &rules).unwrap_or_else(|e| panic!("{intent}: {e}"));
+            let s = p.steps.into_iter().next().expect("a step");
+            (s.action.unwrap_or_default(), serde_json::Value::Object(s.params.into_iter().collect()))
+        };
+        assert_eq!(
+            one("write 'hello and bye, then more' to notes.txt"),
+            ("file_write".into(), serde_json::json!({"file": "notes.txt", "content": "hello and bye, then more"}))
+        );
+        assert_eq!(
+            one("create a file named todo.md"),
+            ("file_write".into(), serde_json::json!({"file": "todo.md", "content": ""}))
+        );
+        assert_eq!(
+            one("create a directory named build"),
+            ("create_directory".into(), serde_json::json!({"directory": "build"}))
+        );
+        assert_eq!(
+            one("commit my changes with message 'fix typo'"),
+            ("git_commit".into(), serde_json::json!({"message": "fix typo"}))
+        );
+        // Quoted words are content, never actions.
+        assert_eq!(actions("write 'run the tests and deploy' to notes.txt"), Ok(vec!["file_write".to_owned()]));
+        assert_eq!(
+            actions("initialise a git repository and stage all changes, then commit with message \"first\""),
+            Ok(vec!["git_init".to_owned(), "git_add_all".to_owned(), "git_commit".to_owned()])
+        );
+        let p = plan("write 'x' to notes.txt", None, &rules).expect("plan");
+        assert_eq!(p.steps[0].risk, Risk::Write, "writing needs an approver");
+    }
+
+    #[test]
+    fn a_writing_clause_without_its_parameters_is_refused_not_guessed() {
+        for (intent, needle) in [
+            ("write 'hello'", "name the file"),
+            ("create a directory", "name the directory"),
+            ("commit my changes", "message in quotes"),
+        ] {
+            let err = actions(intent).expect_err(intent);
+            assert!(err.contains(needle) && err.contains(intent), "{intent}: {err}");
         }
     }
 

@@ -3,7 +3,7 @@
 
 use skynet_contract::job::PolicyDecided;
 use skynet_contract::{Plan, Risk};
-use skynet_rules::PolicyRules;
+use skynet_rules::{PolicyRules, catalog};
 use skynet_rules::mapping::map_step;
 
 /// Classifies `plan`, whose job asked to run in `working_dir`.
@@ -45,7 +45,16 @@ pub fn decide_plan(plan: &Plan, working_dir: Option<&str>, rules: &PolicyRules) 
                 rules.risk.unknown_action.max(step.risk)
             }
         };
-        for key in ["working_dir", "directory", "path"] {
+        // Directories the step runs in or reads must exist inside the sandbox
+        // (a path it creates, like create_directory's, is checked by the
+        // dispatcher and the executor instead).
+        let dir_keys: Vec<&str> = match action.as_deref().and_then(catalog::action) {
+            Some(entry) => std::iter::once("working_dir")
+                .chain(entry.all_params().filter(|p| p.kind == catalog::Kind::Dir).map(|p| p.name))
+                .collect(),
+            None => vec!["working_dir", "directory", "path"],
+        };
+        for key in dir_keys {
             if let Some(dir) = step.params.get(key).and_then(|v| v.as_str())
                 && let Err(e) = rules.check_working_dir(dir)
             {

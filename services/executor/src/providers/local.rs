@@ -11,7 +11,7 @@ use skynet_rules::{catalog, sandbox};
 use tokio_util::sync::CancellationToken;
 
 use super::process::{self, Spawn};
-use super::{OutputSink, StepOutcome, StepRequest, commands};
+use super::{OutputSink, StepOutcome, StepRequest, commands, files};
 
 /// Local settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -41,8 +41,25 @@ impl Local {
         if let Err(e) = self.check_paths(req, &dir) {
             return StepOutcome::error(e);
         }
-        if req.action == "file_read" {
-            return self.read_file(req);
+        let path = |name: &str| req.params.get(name).and_then(|v| v.as_str()).map(std::path::Path::new);
+        match req.action.as_str() {
+            "file_read" => return self.read_file(req),
+            // Paths checked just above: absolute, canonical, inside the sandbox.
+            "file_write" => {
+                let Some(file) = path("file") else { return StepOutcome::error("file_write needs a file".into()) };
+                let content = req.params.get("content").and_then(|v| v.as_str()).unwrap_or("");
+                return match files::Mode::parse(req.params.get("mode").and_then(|v| v.as_str())) {
+                    Ok(mode) => files::write(file, content, mode),
+                    Err(e) => StepOutcome::error(e),
+                };
+            }
+            "create_directory" => {
+                let Some(d) = path("directory") else {
+                    return StepOutcome::error("create_directory needs a directory".into());
+                };
+                return files::create_directory(d);
+            }
+            _ => {}
         }
         let argv = match commands::argv(&req.action, &req.params) {
             Ok(a) => a,

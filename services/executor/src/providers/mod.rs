@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod docker;
+pub mod files;
 pub mod local;
 pub mod mock;
 pub mod openclaw;
@@ -133,11 +134,12 @@ impl Provider {
 
     /// Actions this provider can run.
     pub fn capabilities(&self) -> Vec<String> {
-        let list: &[&str] = match self {
-            Provider::Mock(_) => &["*"],
-            Provider::OpenClaw(_) => openclaw::ACTIONS,
-            Provider::Local(_) | Provider::Ssh(_) | Provider::Docker(_) => commands::SUPPORTED,
+        let list: Vec<&str> = match self {
+            Provider::Mock(_) => vec!["*"],
+            Provider::OpenClaw(_) => openclaw::ACTIONS.to_vec(),
+            Provider::Local(_) => commands::SUPPORTED.iter().chain(files::ACTIONS).copied().collect(),
+            Provider::Ssh(_) | Provider::Docker(_) => commands::SUPPORTED.to_vec(),
         };
-        list.iter().map(|s| (*s).to_owned()).collect()
+        list.into_iter().map(str::to_owned).collect()
     }
 }
