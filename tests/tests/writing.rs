@@ -32,3 +32,30 @@ async fn a_directory_a_file_and_a_repository_after_one_approval() -> anyhow::Res
     assert!(project.join(".git").is_dir(), "git init ran");
     sys.shutdown().await
 }
+
+#[tokio::test]
+async fn a_repository_initialised_staged_and_committed_as_skynet_and_an_empty_commit_refused() -> anyhow::Result<()> {
+    let sys = System::start_with(NatsServer::start()?, TestDb::create().await?, |s| {
+        s.executor.providers = vec!["local".into()];
+    })
+    .await?;
+    let project = std::path::PathBuf::from(sys.project());
+    let approve = |job| sys.request("skynet.cmd.job.approve", json!({"job_id": job, "token": token("bob")}));
+    let intent = "initialise a git repository and stage all changes, then commit with message 'first commit'";
+    let job = sys.submit("commit-1", json!({"intent": intent, "working_dir": sys.project()})).await?;
+    sys.wait_for(job, "skynet.job.policy_decided.v1").await?;
+    assert_eq!(approve(job).await?["accepted"], true);
+    sys.wait_for(job, "skynet.job.succeeded.v1").await?;
+    let log =
+        std::process::Command::new("git").args(["log", "--format=%an <%ae>|%s"]).current_dir(&project).output()?;
+    assert_eq!(String::from_utf8_lossy(&log.stdout).trim(), "SKYNET <skynet@localhost>|first commit");
+    // Nothing staged: a clear failure, not a crash.
+    let job =
+        sys.submit("commit-2", json!({"intent": "commit with message 'again'", "working_dir": sys.project()})).await?;
+    sys.wait_for(job, "skynet.job.policy_decided.v1").await?;
+    assert_eq!(approve(job).await?["accepted"], true);
+    let failed = sys.wait_for(job, "skynet.job.step_failed.v1").await?;
+    assert!(failed["data"]["error"].as_str().unwrap_or("").contains("nothing to commit"), "{failed}");
+    sys.wait_for(job, "skynet.job.failed.v1").await?;
+    sys.shutdown().await
+}

@@ -17,6 +17,7 @@ fn local(roots: &[&std::path::Path]) -> ProvidersConfig {
             allowed_roots: roots.iter().map(|p| p.display().to_string()).collect(),
             denied_paths: vec![],
             max_output: 1 << 20,
+            ..Local::default()
         }),
         ..ProvidersConfig::default()
     }

@@ -3,8 +3,8 @@
 
 use skynet_contract::job::PolicyDecided;
 use skynet_contract::{Plan, Risk};
-use skynet_rules::{PolicyRules, catalog};
 use skynet_rules::mapping::map_step;
+use skynet_rules::{PolicyRules, catalog};
 
 /// Classifies `plan`, whose job asked to run in `working_dir`.
 pub fn decide_plan(plan: &Plan, working_dir: Option<&str>, rules: &PolicyRules) -> PolicyDecided {

@@ -24,11 +24,19 @@ pub struct Local {
     pub denied_paths: Vec<String>,
     /// Bytes of stdout and of stderr kept per step.
     pub max_output: usize,
+    /// Author and committer of `git_commit` (`Name <email>`): commits are
+    /// SKYNET's, whatever git configuration the host has or lacks.
+    pub git_author: String,
 }
 
 impl Default for Local {
     fn default() -> Self {
-        Local { allowed_roots: vec![".".into()], denied_paths: Vec::new(), max_output: 1024 * 1024 }
+        Local {
+            allowed_roots: vec![".".into()],
+            denied_paths: Vec::new(),
+            max_output: 1024 * 1024,
+            git_author: "SKYNET <skynet@localhost>".into(),
+        }
     }
 }
 
@@ -66,16 +74,33 @@ impl Local {
             Err(e) => return StepOutcome::error(e.to_string()),
         };
         let Some((program, args)) = argv.split_first() else { return StepOutcome::error("empty command".into()) };
+        let mut env = std::collections::BTreeMap::new();
+        if req.action == "git_commit" {
+            let (name, email) = split_author(&self.git_author);
+            for (k, v) in [("GIT_AUTHOR_NAME", &name), ("GIT_COMMITTER_NAME", &name)] {
+                env.insert(k.to_owned(), v.clone());
+            }
+            for (k, v) in [("GIT_AUTHOR_EMAIL", &email), ("GIT_COMMITTER_EMAIL", &email)] {
+                env.insert(k.to_owned(), v.clone());
+            }
+        }
         let spawn = Spawn {
             program,
             args,
             cwd: Some(&dir),
-            env: Default::default(),
+            env,
             timeout: req.timeout,
             max_output: self.max_output,
             hold_stdin: false,
         };
-        process::run(spawn, out, cancel).await
+        let mut o = process::run(spawn, out, cancel).await;
+        if req.action == "git_commit"
+            && o.exit_code == Some(1)
+            && String::from_utf8_lossy(&o.stdout).contains("nothing to commit")
+        {
+            o.error = Some("nothing to commit: no change is staged (stage changes first: git_add_all)".into());
+        }
+        o
     }
 
     /// The step's directory (its `working_dir` parameter, else the spec's),
@@ -157,5 +182,13 @@ impl Local {
             Ok(s) => (Health::Unhealthy, format!("cannot run commands: `true` exited {s}")),
             Err(e) => (Health::Unhealthy, format!("cannot run commands: {e}")),
         }
+    }
+}
+
+/// `Name <email>` → (name, email); a bare name gets `skynet@localhost`.
+fn split_author(author: &str) -> (String, String) {
+    match author.split_once('<') {
+        Some((name, rest)) => (name.trim().to_owned(), rest.trim_end_matches('>').trim().to_owned()),
+        None => (author.trim().to_owned(), "skynet@localhost".to_owned()),
     }
 }
