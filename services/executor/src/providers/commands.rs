@@ -43,6 +43,36 @@ pub const SUPPORTED: &[&str] = &[
     "execute_command",
 ];
 
+/// The program an action runs, when it is always the same one (the project
+/// commands and `execute_command` vary). A host without it cannot run the
+/// action, and its executor must not say it can.
+pub fn program(action: &str) -> Option<&'static str> {
+    match action {
+        a if a.starts_with("git_") => Some("git"),
+        "list_directory" => Some("ls"),
+        "file_read" => Some("cat"),
+        "docker_build" | "docker_compose_up" => Some("docker"),
+        "check_disk_space" => Some("df"),
+        "check_memory" => Some("free"),
+        _ => None,
+    }
+}
+
+/// Whether `program` is an executable file in a directory of `PATH`.
+pub fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// The actions of `actions` whose program `found` says this host has.
+pub fn runnable<'a>(actions: &[&'a str], found: impl Fn(&str) -> bool) -> Vec<&'a str> {
+    actions.iter().copied().filter(|a| program(a).is_none_or(&found)).collect()
+}
+
 /// The argv for `action` with `params`.
 pub fn argv(action: &str, params: &BTreeMap<String, Value>) -> Result<Vec<String>, CommandError> {
     let s = |k: &str| params.get(k).and_then(Value::as_str).map(str::to_owned);
@@ -125,6 +155,17 @@ fn split(s: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_action_whose_program_is_missing_is_not_offered() {
+        let without_git = runnable(SUPPORTED, |p| p != "git");
+        assert!(!without_git.iter().any(|a| a.starts_with("git_")), "{without_git:?}");
+        assert!(without_git.contains(&"check_disk_space") && without_git.contains(&"run_tests"));
+        assert_eq!(runnable(SUPPORTED, |_| true), SUPPORTED);
+        // This machine has git and ls (the tests run them), and no such program.
+        assert!(on_path("git") && on_path("ls"));
+        assert!(!on_path("skynet-no-such-program"));
+    }
 
     fn p(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()

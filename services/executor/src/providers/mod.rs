@@ -132,12 +132,19 @@ impl Provider {
         }
     }
 
-    /// Actions this provider can run.
+    /// Actions this provider can run (the local provider: those whose program
+    /// this host has; ssh and docker: every command action, the remote host's
+    /// programs being unknown here).
     pub fn capabilities(&self) -> Vec<String> {
         let list: Vec<&str> = match self {
             Provider::Mock(_) => vec!["*"],
             Provider::OpenClaw(_) => openclaw::ACTIONS.to_vec(),
-            Provider::Local(_) => commands::SUPPORTED.iter().chain(files::ACTIONS).copied().collect(),
+            // What this host can run: an action whose program is missing is
+            // not offered, so the scheduler never picks this executor for it.
+            Provider::Local(_) => commands::runnable(commands::SUPPORTED, commands::on_path)
+                .into_iter()
+                .chain(files::ACTIONS.iter().copied())
+                .collect(),
             Provider::Ssh(_) | Provider::Docker(_) => commands::SUPPORTED.to_vec(),
         };
         list.into_iter().map(str::to_owned).collect()
