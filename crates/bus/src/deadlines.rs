@@ -10,6 +10,11 @@ use async_nats::jetstream::{self, kv};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use skynet_contract::JobId;
+use skynet_contract::job::JobEvent;
+use skynet_job::{Job, Rejection};
+use tracing::warn;
+
+use crate::{Jobs, Outcome};
 
 /// Handle on one deadlines bucket.
 #[derive(Clone)]
@@ -72,5 +77,35 @@ impl Deadlines {
             }
         }
         Ok(due)
+    }
+
+    /// Acts on every due job: `act` decides what to record (a rejection means
+    /// nothing is due any more: the job moved on). The deadline is cleared
+    /// once the job's log answered either way, and kept when writing failed,
+    /// so the next sweep tries again. Returns the jobs acted on.
+    pub async fn sweep<F>(
+        &self,
+        jobs: &Jobs,
+        cause: &str,
+        now: DateTime<Utc>,
+        act: F,
+    ) -> Result<Vec<JobId>, async_nats::Error>
+    where
+        F: Fn(Option<&Job>) -> Result<Vec<JobEvent>, Rejection>,
+    {
+        let mut acted = Vec::new();
+        for job in self.due(now).await? {
+            match jobs.execute(job, cause, now, &act).await {
+                Ok(Outcome::Appended { .. }) => {
+                    acted.push(job);
+                    self.clear(job).await?;
+                }
+                Ok(Outcome::Rejected(_)) => self.clear(job).await?,
+                Err(e) => {
+                    warn!(job_id = %job, cause, error = %e, "a due deadline could not be acted on; retrying next sweep")
+                }
+            }
+        }
+        Ok(acted)
     }
 }

@@ -2,7 +2,8 @@
 
 use skynet_bus::{EventStore, Jobs, Outcome, bootstrap};
 use skynet_contract::JobId;
-use skynet_contract::job::Requested;
+use skynet_contract::Risk;
+use skynet_contract::job::{PolicyDecided, Requested};
 use skynet_job::{Command, decide};
 
 use crate::NatsServer;
@@ -44,6 +45,21 @@ pub fn requested(source: &str, id: &str, intent: &str) -> Requested {
         plan: None,
         request_source: source.into(),
         request_id: id.into(),
+    }
+}
+
+/// A policy decision that lets a READ_ONLY plan of `steps` steps run unapproved.
+pub fn auto_approved(steps: usize) -> PolicyDecided {
+    PolicyDecided {
+        allowed: true,
+        risk: Risk::ReadOnly,
+        step_risks: vec![Risk::ReadOnly; steps],
+        requires_approval: false,
+        approvals_required: 0,
+        auto_approved: true,
+        reasons: vec!["overall risk READ_ONLY: approved automatically by policy".into()],
+        blocked_steps: vec![],
+        approval_timeout_secs: None,
     }
 }
 

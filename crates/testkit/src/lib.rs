@@ -11,7 +11,7 @@ mod nats;
 mod pg;
 mod poll;
 
-pub use fixtures::{Log, record, requested};
+pub use fixtures::{Log, auto_approved, record, requested};
 pub use log::{count_messages, fetch_one};
 pub use nats::{NatsServer, workspace_root};
 pub use pg::TestDb;

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use skynet_bus::consumer::Disposition;
 use skynet_bus::definitions::EVENTS_STREAM;
-use skynet_contract::job::{Planned, PolicyDecided};
+use skynet_contract::job::Planned;
 use skynet_contract::{JobId, Plan, PlanStep, Risk};
 use skynet_dispatcher::{Deps, handle};
 use skynet_job::{Command, Status};
-use skynet_testkit::{Log, fetch_one, requested};
+use skynet_testkit::{Log, auto_approved, fetch_one, requested};
 
 #[tokio::test]
 async fn handling_the_same_approval_twice_dispatches_once() -> anyhow::Result<()> {
@@ -30,17 +30,7 @@ async fn handling_the_same_approval_twice_dispatches_once() -> anyhow::Result<()
         }],
         artifacts: vec![],
     };
-    let decision = PolicyDecided {
-        allowed: true,
-        risk: Risk::ReadOnly,
-        step_risks: vec![Risk::ReadOnly],
-        requires_approval: false,
-        approvals_required: 0,
-        auto_approved: true,
-        reasons: vec!["auto".into()],
-        blocked_steps: vec![],
-        approval_timeout_secs: None,
-    };
+    let decision = auto_approved(1);
     let commands = [
         Command::Open(r),
         Command::RecordPlan(Planned { plan, planner: "rules".into(), fallback_reason: None }),

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
+use skynet_bus::Jobs;
 use skynet_bus::definitions::APPROVALS_BUCKET;
-use skynet_bus::{Jobs, Outcome};
 use skynet_job::{Command, Rejection, Status, decide};
 use tracing::{info, warn};
 
@@ -33,29 +33,19 @@ pub async fn open(js: &jetstream::Context) -> Result<Deadlines, async_nats::Erro
 /// awaiting approval; clears the deadlines of jobs that moved on. Returns how
 /// many jobs it cancelled.
 pub async fn sweep(deadlines: &Deadlines, jobs: &Jobs, now: DateTime<Utc>) -> Result<usize, async_nats::Error> {
-    let mut cancelled = 0;
-    for job in deadlines.due(now).await? {
-        let outcome = jobs
-            .execute(job, "approval-timeout", now, |s| match s {
-                Some(j) if j.status == Status::AwaitingApproval => {
-                    decide(s, Command::Cancel { by: "policy".into(), reason: TIMED_OUT_REASON.into() })
-                }
-                Some(j) => Err(Rejection::NotAwaitingApproval(j.status)),
-                None => Err(Rejection::NoSuchJob),
-            })
-            .await;
-        match outcome {
-            Ok(Outcome::Appended { .. }) => {
-                info!(service = "policy", job_id = %job, "approval timed out; job cancelled");
-                cancelled += 1;
-                deadlines.clear(job).await?;
+    let cancelled = deadlines
+        .sweep(jobs, "approval-timeout", now, |s| match s {
+            Some(j) if j.status == Status::AwaitingApproval => {
+                decide(s, Command::Cancel { by: "policy".into(), reason: TIMED_OUT_REASON.into() })
             }
-            Ok(Outcome::Rejected(_)) => deadlines.clear(job).await?,
-            // Keep the deadline: the next sweep tries again.
-            Err(e) => warn!(service = "policy", job_id = %job, error = %e, "cancelling a timed-out approval failed"),
-        }
+            Some(j) => Err(Rejection::NotAwaitingApproval(j.status)),
+            None => Err(Rejection::NoSuchJob),
+        })
+        .await?;
+    for job in &cancelled {
+        info!(service = "policy", job_id = %job, "approval timed out; job cancelled");
     }
-    Ok(cancelled)
+    Ok(cancelled.len())
 }
 
 /// Sweeps every `interval` until `shutdown` resolves.

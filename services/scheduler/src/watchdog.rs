@@ -13,11 +13,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use skynet_bus::Jobs;
 use skynet_bus::deadlines::Deadlines;
-use skynet_bus::{Jobs, Outcome};
 use skynet_contract::job::Stage;
 use skynet_job::{Command, Rejection, Status, decide};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::config::Config;
 
@@ -48,33 +48,20 @@ pub async fn sweep(
     config: &Config,
     now: DateTime<Utc>,
 ) -> Result<usize, async_nats::Error> {
-    let mut failed = 0;
-    for job in deadlines.due(now).await? {
-        let outcome = jobs
-            .execute(job, "watchdog", now, |s| match s {
-                Some(j) if j.status.is_terminal() => Err(Rejection::AlreadyFinished(j.status)),
-                Some(j) => {
-                    let (stage, reason) = verdict(j.status, config);
-                    decide(s, Command::Fail { stage, reason, step: None })
-                }
-                None => Err(Rejection::NoSuchJob),
-            })
-            .await;
-        match outcome {
-            Ok(Outcome::Appended { .. }) => {
-                warn!(service = "scheduler", job_id = %job, "watchdog failed a stuck job");
-                failed += 1;
-                deadlines.clear(job).await?;
+    let failed = deadlines
+        .sweep(jobs, "watchdog", now, |s| match s {
+            Some(j) if j.status.is_terminal() => Err(Rejection::AlreadyFinished(j.status)),
+            Some(j) => {
+                let (stage, reason) = verdict(j.status, config);
+                decide(s, Command::Fail { stage, reason, step: None })
             }
-            Ok(Outcome::Rejected(_)) => deadlines.clear(job).await?,
-            // Keep the deadline: the next sweep tries again.
-            Err(e) => warn!(service = "scheduler", job_id = %job, error = %e, "watchdog could not fail a stuck job"),
-        }
+            None => Err(Rejection::NoSuchJob),
+        })
+        .await?;
+    for job in &failed {
+        warn!(service = "scheduler", job_id = %job, "watchdog failed a stuck job");
     }
-    if failed > 0 {
-        info!(service = "scheduler", failed, "watchdog sweep");
-    }
-    Ok(failed)
+    Ok(failed.len())
 }
 
 /// Sweeps every `config.watchdog_every_ms` until `shutdown` resolves.

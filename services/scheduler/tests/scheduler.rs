@@ -12,12 +12,12 @@ use skynet_bus::deadlines::Deadlines;
 use skynet_bus::definitions::{EVENTS_STREAM, WATCHDOG_BUCKET};
 use skynet_bus::{EventStore, Jobs};
 use skynet_contract::executor::{ExecutorStatus, Health, ProviderStatus};
-use skynet_contract::job::{Planned, PolicyDecided};
+use skynet_contract::job::Planned;
 use skynet_contract::{ExecSpec, ExecStep, JobId, Plan, PlanStep, Risk};
 use skynet_job::Command;
 use skynet_scheduler::signals::Signals;
 use skynet_scheduler::{Config, Ctx, Deps, handle, watchdog};
-use skynet_testkit::{Log, fetch_one, record, requested};
+use skynet_testkit::{Log, auto_approved, fetch_one, record, requested};
 
 /// Records a job up to `dispatched`, with a total timeout of `total_secs`.
 async fn dispatched(admin: &EventStore, id: &str, total_secs: u64) -> anyhow::Result<JobId> {
@@ -32,17 +32,7 @@ async fn dispatched(admin: &EventStore, id: &str, total_secs: u64) -> anyhow::Re
         continue_on_error: false,
     };
     let plan = Plan { summary: "s".into(), steps: vec![step], artifacts: vec![] };
-    let decision = PolicyDecided {
-        allowed: true,
-        risk: Risk::ReadOnly,
-        step_risks: vec![Risk::ReadOnly],
-        requires_approval: false,
-        approvals_required: 0,
-        auto_approved: true,
-        reasons: vec![],
-        blocked_steps: vec![],
-        approval_timeout_secs: None,
-    };
+    let decision = auto_approved(1);
     let spec = ExecSpec {
         steps: vec![ExecStep {
             index: 0,

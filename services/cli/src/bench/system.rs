@@ -14,7 +14,7 @@ use sqlx::{Connection, PgConnection};
 use super::tally::Tally;
 
 /// Terminal event kinds (a job ends with exactly one).
-const TERMINAL: &[&str] = &["succeeded", "failed", "planning_failed", "denied", "cancelled", "timed_out"];
+pub const TERMINAL: &[&str] = &["succeeded", "failed", "planning_failed", "denied", "cancelled", "timed_out"];
 const SOURCE: &str = "bench";
 
 /// Sizes of one system run.

@@ -7,8 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use skynet_bus::definitions::EVENTS_STREAM;
 use sqlx::PgPool;
 
-/// Terminal event kinds (a job ends with exactly one).
-pub const TERMINAL: &[&str] = &["succeeded", "failed", "planning_failed", "denied", "cancelled", "timed_out"];
+use crate::bench::system::TERMINAL;
 
 /// What the log says of the run's jobs.
 #[derive(Debug, Default)]
