@@ -244,6 +244,38 @@ impl System {
         Ok(())
     }
 
+    /// The bytes of an object in one of SKYNET's object stores (read as an
+    /// operator would, with the server's own credentials).
+    pub async fn object(&self, bucket: &str, key: &str) -> anyhow::Result<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let js = async_nats::jetstream::new(self.nats.connect().await?);
+        let mut obj = js.get_object_store(bucket).await?.get(key).await?;
+        let mut bytes = Vec::new();
+        obj.read_to_end(&mut bytes).await?;
+        Ok(bytes)
+    }
+
+    /// The stdout of a finished step: inline in its result event, or stored.
+    pub async fn step_stdout(&self, job: uuid::Uuid, step: u64) -> anyhow::Result<String> {
+        let events = self.job_events(job).await?;
+        let done = events
+            .iter()
+            .find(|e| {
+                matches!(e["type"].as_str(), Some("skynet.job.step_succeeded.v1" | "skynet.job.step_failed.v1"))
+                    && e["data"]["step"] == step
+            })
+            .ok_or_else(|| anyhow::anyhow!("step {step} of job {job} has not finished"))?;
+        if let Some(text) = done["data"]["stdout"].as_str() {
+            return Ok(text.to_owned());
+        }
+        match done["data"]["output_ref"].as_str() {
+            Some(r) => Ok(String::from_utf8(
+                self.object(skynet_bus::definitions::OUTPUT_BUCKET, &format!("{r}/stdout")).await?,
+            )?),
+            None => Ok(String::new()),
+        }
+    }
+
     /// Sends a command (or any request) and returns the JSON reply.
     pub async fn request(&self, subject: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
         let reply = self.client.request(subject.to_owned(), serde_json::to_vec(&body)?.into()).await?;

@@ -73,7 +73,9 @@ async fn with_no_capable_provider_the_job_fails_with_the_reason_and_diagnose_exp
     // reported partial failure. Here the scheduler refuses, naming what is missing.
     use axum::Json;
     use axum::routing::post;
-    let plan = r#"{"summary":"zip","steps":[{"title":"Zip it","description":"zip the project","action":"zip_project","risk":"WRITE"}]}"#;
+    // This machine has no `gh` (the local provider offers only what its host has).
+    assert!(std::process::Command::new("gh").arg("--version").output().is_err(), "this test needs a host without gh");
+    let plan = r#"{"summary":"repo","steps":[{"title":"Create the repo","description":"create a github repo named tools","action":"gh_create_repo","params":{"repo_name":"tools"},"risk":"ADMIN"}]}"#;
     let app = axum::Router::new().route(
         "/v1/chat/completions",
         post(move || async move { Json(json!({"choices": [{"message": {"role": "assistant", "content": plan}}]})) }),
@@ -100,14 +102,18 @@ async fn with_no_capable_provider_the_job_fails_with_the_reason_and_diagnose_exp
     for part in ["health", "load", "capability", "success", "latency"] {
         assert!(diag["scores"][0][part].is_number(), "{part} in {diag}");
     }
-    let job = sys.submit("nocap-1", json!({"intent": "zip the project", "working_dir": sys.project()})).await?;
+    let intent = "create a github repo named tools";
+    let job = sys.submit("nocap-1", json!({"intent": intent, "working_dir": sys.project()})).await?;
     sys.wait_for(job, "skynet.job.policy_decided.v1").await?;
-    let r = sys.request("skynet.cmd.job.approve", json!({"job_id": job, "token": "token-bob"})).await?;
+    let phrase = format!("execute {}", &job.to_string()[..8]);
+    let r = sys
+        .request("skynet.cmd.job.approve", json!({"job_id": job, "token": "token-bob", "confirmation": phrase}))
+        .await?;
     assert_eq!(r["accepted"], true, "{r}");
     let failed = sys.wait_for(job, "skynet.job.failed.v1").await?;
     assert_eq!(failed["data"]["stage"], "scheduling");
     let reason = failed["data"]["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("local: lacks zip_project"), "{reason}");
+    assert!(reason.contains("local: lacks gh_create_repo"), "{reason}");
     assert!(sys.job_events(job).await?.iter().all(|e| e["type"] != "skynet.job.scheduled.v1"));
     sys.shutdown().await
 }

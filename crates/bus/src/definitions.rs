@@ -72,6 +72,11 @@ const CONSUMERS: &[(&str, &str, &str)] = &[
         "nats/consumers/SKYNET_EVENTS/executor.json",
         include_str!("../../../nats/consumers/SKYNET_EVENTS/executor.json"),
     ),
+    (
+        EVENTS_STREAM,
+        "nats/consumers/SKYNET_EVENTS/memory.json",
+        include_str!("../../../nats/consumers/SKYNET_EVENTS/memory.json"),
+    ),
 ];
 
 /// Oldest server version SKYNET runs on (2.11 added

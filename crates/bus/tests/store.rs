@@ -235,7 +235,13 @@ async fn an_event_under_the_wrong_source_is_never_folded() -> anyhow::Result<()>
     jobs.execute(job, "open", Utc::now(), |s| decide(s, Command::Open(r.clone()))).await?;
     // A `planned` written by the executor (allowed by no honest permission set).
     let plan = skynet_contract::Plan { summary: "forged".into(), steps: vec![], artifacts: vec![] };
-    let planned = JobEvent::Planned(skynet_contract::job::Planned { plan, planner: "x".into(), fallback_reason: None });
+    let planned = JobEvent::Planned(skynet_contract::job::Planned {
+        plan,
+        planner: "x".into(),
+        fallback_reason: None,
+        memories: vec![],
+        warnings: vec![],
+    });
     let executor = as_(&jobs, "executor");
     let (_, seq) = jobs.load(job).await?;
     executor.store().append(job, seq, &executor.envelopes(job, "forged", Utc::now(), &[planned])).await?;

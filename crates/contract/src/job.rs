@@ -47,6 +47,13 @@ pub struct Planned {
     /// Set when the configured backend failed and the rules planned instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
+    /// The memories the planner was given (ids and scores): what memory
+    /// contributed is in the event, never a silent change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memories: Vec<crate::memory::MemoryUsed>,
+    /// Warnings drawn from memory ("the last 3 runs of run_tests here failed with …").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The planner could not produce a plan. Terminal.

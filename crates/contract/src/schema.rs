@@ -3,7 +3,9 @@
 
 use crate::commands::{Approve, Cancel, CommandReply, Deny, PolicyCheck, PolicyCheckReply};
 use crate::job::JobEvent;
-use crate::memory::{SimilarJobs, SimilarQuery};
+use crate::memory::{
+    AddMemory, ForgetMemory, MemoryForgotten, MemoryQuery, MemoryRecorded, MemoryReply, SimilarJobs, SimilarQuery,
+};
 use crate::task::{TASK_REJECTED, TASK_REQUESTED, TaskRejected, TaskRequested};
 
 /// Every schema SKYNET publishes, as (file name, pretty JSON), sorted by name.
@@ -21,6 +23,12 @@ pub fn all() -> Vec<(String, String)> {
             ("skynet.policy.check.reply", schemars::schema_for!(PolicyCheckReply)),
             ("skynet.memory.similar", schemars::schema_for!(SimilarQuery)),
             ("skynet.memory.similar.reply", schemars::schema_for!(SimilarJobs)),
+            (crate::memory::RECORDED, schemars::schema_for!(MemoryRecorded)),
+            (crate::memory::FORGOTTEN, schemars::schema_for!(MemoryForgotten)),
+            (crate::memory::QUERY_SUBJECT, schemars::schema_for!(MemoryQuery)),
+            ("skynet.memory.reply", schemars::schema_for!(MemoryReply)),
+            (crate::memory::ADD, schemars::schema_for!(AddMemory)),
+            (crate::memory::FORGET, schemars::schema_for!(ForgetMemory)),
             ("skynet.planner.preview", schemars::schema_for!(crate::task::PlanPreview)),
             ("skynet.planner.preview.reply", schemars::schema_for!(crate::task::PlanPreviewReply)),
             (crate::task::REPORT_RECEIVED, schemars::schema_for!(crate::task::ReportReceived)),

@@ -82,9 +82,13 @@ pub fn history(status: Status) -> Vec<JobEvent> {
         Status::Cancelling,
     ];
     let push = |h: &mut Vec<JobEvent>, s: Status| match s {
-        Status::Planned => {
-            h.push(E::Planned(Planned { plan: plan(Risk::Write), planner: "rules".into(), fallback_reason: None }))
-        }
+        Status::Planned => h.push(E::Planned(Planned {
+            plan: plan(Risk::Write),
+            planner: "rules".into(),
+            fallback_reason: None,
+            memories: vec![],
+            warnings: vec![],
+        })),
         Status::AwaitingApproval => h.push(E::PolicyDecided(policy(Risk::Write, true, true, 1))),
         Status::Approved => h.push(E::Approved(Approved { approver: "bob".into(), comment: None })),
         Status::Dispatched => h.push(E::Dispatched(Dispatched { spec: spec() })),
@@ -147,9 +151,13 @@ pub fn sample(kind: JobEventKind) -> JobEvent {
     use JobEventKind as K;
     match kind {
         K::Requested => E::Requested(requested()),
-        K::Planned => {
-            E::Planned(Planned { plan: plan(Risk::ReadOnly), planner: "rules".into(), fallback_reason: None })
-        }
+        K::Planned => E::Planned(Planned {
+            plan: plan(Risk::ReadOnly),
+            planner: "rules".into(),
+            fallback_reason: None,
+            memories: vec![],
+            warnings: vec![],
+        }),
         K::PlanningFailed => E::PlanningFailed(PlanningFailed { reason: "no".into() }),
         K::PolicyDecided => E::PolicyDecided(policy(Risk::ReadOnly, true, false, 0)),
         K::Approved => E::Approved(Approved { approver: "carol".into(), comment: None }),

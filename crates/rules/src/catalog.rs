@@ -21,7 +21,7 @@ use serde_json::Value;
 pub enum Kind {
     /// An existing directory: canonicalised and checked against the sandbox.
     Dir,
-    /// A file or directory that may not exist yet (its parent must):
+    /// A file or directory that may not exist yet (an ancestor must):
     /// canonicalised (relative to the step's directory) and checked.
     Path,
     /// Free text (a commit message, a file's content), at most 1 MiB, no NUL.
@@ -33,6 +33,8 @@ pub enum Kind {
     Word,
     /// A non-negative integer.
     Int,
+    /// `true` or `false`.
+    Bool,
     /// Chat messages: a list of `{role, content}` objects.
     Messages,
     /// A command line, a string or a list of strings (`execute_command` only).
@@ -47,6 +49,7 @@ impl Kind {
             Kind::Text => "text without NUL, at most 1 MiB",
             Kind::Word => "one word of letters, digits and ._-/:@= starting with a letter or digit",
             Kind::Int => "a non-negative integer",
+            Kind::Bool => "true or false",
             Kind::Messages => "a list of {role, content} objects",
             Kind::Command => "a command (a string or a list of strings)",
         }
@@ -105,9 +108,10 @@ const fn a(name: &'static str, params: &'static [Param], step: u64, action: u64)
     Action { name, params, step_timeout_secs: step, action_timeout_secs: action, project_command: false }
 }
 
-/// An action whose command the project defines (tests, lint, build, install).
-const fn project(name: &'static str, step: u64, action: u64) -> Action {
-    Action { name, params: &[], step_timeout_secs: step, action_timeout_secs: action, project_command: true }
+/// An action whose command the project defines (tests, lint, build, install,
+/// its dev server).
+const fn project(name: &'static str, params: &'static [Param], step: u64, action: u64) -> Action {
+    Action { name, params, step_timeout_secs: step, action_timeout_secs: action, project_command: true }
 }
 
 /// Every action SKYNET knows, in the predecessor's order (§1.1, then §1.2).
@@ -116,21 +120,23 @@ pub const ACTIONS: &[Action] = &[
     a("list_directory", &[req("directory", Kind::Dir)], 60, 10),
     a("git_status", &[], 90, 30),
     a("ollama_chat", &[req("messages", Kind::Messages), opt("model", Kind::Word)], 120, 300),
-    project("run_tests", 300, 600),
-    project("lint_project", 180, 180),
-    a("start_dev_server", &[], 120, 300),
-    project("build_project", 600, 300),
+    project("run_tests", &[], 300, 600),
+    project("lint_project", &[], 180, 180),
+    // Starts the project's dev server and waits for it to answer on `port`;
+    // it runs until the job ends (see the executor's `devserver`).
+    project("start_dev_server", &[req("port", Kind::Int)], 120, 300),
+    project("build_project", &[], 600, 300),
     a("file_write", &[req("file", Kind::Path), req("content", Kind::Text), opt("mode", Kind::Word)], 120, 300),
-    a("create_directory", &[req("directory", Kind::Path)], 120, 300),
+    a("create_directory", &[req("directory", Kind::Path), opt("parents", Kind::Bool)], 120, 300),
     a("git_commit", &[req("message", Kind::Text)], 120, 60),
     a("git_init", &[], 120, 300),
     a("git_add_all", &[], 120, 300),
-    project("install_dependencies", 480, 480),
+    project("install_dependencies", &[], 480, 480),
     a("docker_build", &[opt("tag", Kind::Word)], 900, 900),
     a("zip_project", &[], 120, 300),
     a("open_in_vscode", &[req("path", Kind::Path)], 120, 300),
     a("git_push", &[opt("remote", Kind::Word), opt("branch", Kind::Word)], 180, 180),
-    a("gh_create_repo", &[req("repo_name", Kind::Word)], 120, 300),
+    a("gh_create_repo", &[req("repo_name", Kind::Word), opt("private", Kind::Bool)], 120, 300),
     a("docker_compose_up", &[], 900, 600),
     a("close_app", &[req("app", Kind::Word)], 120, 300),
     // Provider-level actions of the predecessor (§1.2), now first-class.
@@ -196,6 +202,7 @@ fn kind_fits(kind: Kind, value: &Value) -> bool {
         (Kind::Text, Value::String(s)) => s.len() <= MAX_TEXT && !s.contains('\0'),
         (Kind::Word, Value::String(s)) => is_word(s),
         (Kind::Int, v) => v.as_u64().is_some(),
+        (Kind::Bool, v) => v.is_boolean(),
         (Kind::Messages, Value::Array(items)) => items.iter().all(|m| {
             m.as_object().is_some_and(|o| {
                 o.get("role").is_some_and(Value::is_string)
@@ -270,6 +277,10 @@ mod tests {
             ("ollama_chat", json!({"messages": [{"role": "user", "content": "hi"}]}), true, ""),
             ("ollama_chat", json!({"messages": [{"role": "user"}]}), false, "messages"),
             ("git_commit", json!({"message": 42}), false, "\"message\" must be text"),
+            ("create_directory", json!({"directory": "a/b", "parents": true}), true, ""),
+            ("create_directory", json!({"directory": "a/b", "parents": "yes"}), false, "true or false"),
+            ("start_dev_server", json!({}), false, "requires parameter \"port\""),
+            ("start_dev_server", json!({"port": 8000, "command": "rm -rf /"}), false, "no parameter \"command\""),
         ];
         for (name, params, ok, want) in cases {
             let got = check(name, params.clone()).expect("known action");

@@ -9,11 +9,24 @@
 /// Rules are tried in order; the first match wins.
 pub fn map_step(title: &str, description: &str) -> Option<&'static str> {
     let text = format!("{title} {description}").to_lowercase();
-    let words: Vec<&str> =
-        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).collect();
+    // Words only: a token with `.`, `/`, `-` and the like inside is a name (a
+    // file, a path, a host, an option), never a keyword — "llm-notes.txt"
+    // does not ask the model anything.
+    let words: Vec<&str> = text
+        .split_whitespace()
+        .map(|t| t.trim_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
     let has = |w: &str| words.contains(&w);
     let any = |ws: &[&str]| ws.iter().any(|w| has(w));
     let rules: &[(bool, &'static str)] = &[
+        // First: what the model is asked may mention any other action's words.
+        (any(&["ollama", "llm", "chatgpt"]) || (has("ask") && any(&["model", "ai", "assistant"])), "ollama_chat"),
+        (any(&["github", "gh"]) && any(&["repo", "repository"]), "gh_create_repo"),
+        (any(&["vscode", "vs_code"]) || (has("vs") && has("code")), "open_in_vscode"),
+        (any(&["close", "quit"]), "close_app"),
+        (any(&["zip", "archive"]), "zip_project"),
+        (any(&["dev", "development"]) && any(&["server", "servers"]), "start_dev_server"),
         (
             (has("git") && has("init")) || (any(&["initialise", "initialize"]) && any(&["git", "repository", "repo"])),
             "git_init",
@@ -23,7 +36,7 @@ pub fn map_step(title: &str, description: &str) -> Option<&'static str> {
         (has("mkdir") || (any(&["create", "make"]) && any(&["directory", "folder", "dir"])), "create_directory"),
         (has("write") || (any(&["create", "make"]) && has("file")), "file_write"),
         (has("git") && has("status"), "git_status"),
-        (has("git") && has("push"), "git_push"),
+        (has("push"), "git_push"),
         (has("git") && any(&["diff", "diffs", "changes"]), "git_diff"),
         (has("git") && any(&["log", "history", "commits"]), "git_log"),
         (has("git") && any(&["pull", "fetch", "update"]), "git_pull"),
@@ -80,6 +93,18 @@ mod tests {
             ("Stage all changes", "", Some("git_add_all")),
             ("Commit", "git commit -m wip", Some("git_commit")),
             ("Show recent commits", "git log", Some("git_log")),
+            ("Zip the project", "", Some("zip_project")),
+            ("Start the dev server on port 8000", "", Some("start_dev_server")),
+            ("Ask the model to summarise the test results", "", Some("ollama_chat")),
+            ("Create a GitHub repo named tools", "", Some("gh_create_repo")),
+            ("Open the project in VS Code", "", Some("open_in_vscode")),
+            ("Close firefox", "", Some("close_app")),
+            ("Push to origin main", "", Some("git_push")),
+            // A server that is not the dev server is not guessed.
+            ("Restart the web server", "", None),
+            // Names are not keywords.
+            ("Write notes", "to llm-notes.txt", Some("file_write")),
+            ("Read", "the file close-button.md", Some("file_read")),
         ];
         for (title, desc, want) in cases {
             assert_eq!(map_step(title, desc), *want, "{title:?} / {desc:?}");

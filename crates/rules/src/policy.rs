@@ -239,7 +239,7 @@ impl PolicyRules {
 
     /// The sandbox's allowed roots and denied paths, canonical.
     pub fn sandbox_paths(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
-        (sandbox::canonical_roots(&self.sandbox.allowed_roots), sandbox::canonical_roots(&self.sandbox.denied_paths))
+        (sandbox::canonical_roots(&self.sandbox.allowed_roots), sandbox::canonical_denied(&self.sandbox.denied_paths))
     }
 
     /// Denies `paths` whatever the roots say (SKYNET's own data and tools).

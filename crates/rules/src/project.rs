@@ -1,5 +1,6 @@
 //! The commands of a project's own tasks: how `run_tests`, `lint_project`,
-//! `build_project` and `install_dependencies` run in a given directory.
+//! `build_project`, `install_dependencies` and `start_dev_server` run in a
+//! given directory.
 //!
 //! A plan never says which command (a free `command` parameter made "run the
 //! tests" an auto-approved way to run anything). The command comes from the
@@ -26,6 +27,9 @@ pub struct ProjectCommands {
     pub build_project: Option<Vec<String>>,
     #[serde(default)]
     pub install_dependencies: Option<Vec<String>>,
+    /// Runs in the background until the job ends; told its port in `PORT`.
+    #[serde(default)]
+    pub start_dev_server: Option<Vec<String>>,
 }
 
 impl ProjectCommands {
@@ -35,27 +39,34 @@ impl ProjectCommands {
             "lint_project" => self.lint_project.as_ref(),
             "build_project" => self.build_project.as_ref(),
             "install_dependencies" => self.install_dependencies.as_ref(),
+            "start_dev_server" => self.start_dev_server.as_ref(),
             _ => None,
         }
     }
 }
 
-/// (marker file, [tests, lint, build, install]) in the order they are tried.
-const DETECT: &[(&str, [&str; 4])] = &[
-    ("Cargo.toml", ["cargo test", "cargo clippy", "cargo build", "cargo fetch"]),
-    ("package.json", ["npm test", "npm run lint", "npm run build", "npm install"]),
-    ("go.mod", ["go test ./...", "go vet ./...", "go build ./...", "go mod download"]),
+/// The actions with a project command, in the order of [`DETECT`]'s columns.
+const ACTIONS: [&str; 5] = ["run_tests", "lint_project", "build_project", "install_dependencies", "start_dev_server"];
+
+/// (marker file, [tests, lint, build, install, dev server]) in the order they
+/// are tried; an empty command means "not this marker's".
+const DETECT: &[(&str, [&str; 5])] = &[
+    // `cargo run` and `go run .` run a program, not a dev server: only an
+    // allow-listed command starts one in those projects.
+    ("Cargo.toml", ["cargo test", "cargo clippy", "cargo build", "cargo fetch", ""]),
+    ("package.json", ["npm test", "npm run lint", "npm run build", "npm install", "npm run dev"]),
+    ("go.mod", ["go test ./...", "go vet ./...", "go build ./...", "go mod download", ""]),
     // A Makefile is the project's own word on how; it has no install target by
     // convention, so install falls through to the Python markers below.
-    ("Makefile", ["make test", "make lint", "make", ""]),
-    ("pyproject.toml", ["pytest", "ruff check .", "python3 -m build", "pip install ."]),
-    ("pytest.ini", ["pytest", "ruff check .", "", "pip install -r requirements.txt"]),
-    ("setup.py", ["pytest", "ruff check .", "python3 setup.py build", "pip install ."]),
-    ("requirements.txt", ["pytest", "ruff check .", "", "pip install -r requirements.txt"]),
+    ("Makefile", ["make test", "make lint", "make", "", "make dev"]),
+    ("pyproject.toml", ["pytest", "ruff check .", "python3 -m build", "pip install .", ""]),
+    ("pytest.ini", ["pytest", "ruff check .", "", "pip install -r requirements.txt", ""]),
+    ("setup.py", ["pytest", "ruff check .", "python3 setup.py build", "pip install .", ""]),
+    ("requirements.txt", ["pytest", "ruff check .", "", "pip install -r requirements.txt", ""]),
 ];
 
 fn slot(action: &str) -> Option<usize> {
-    ["run_tests", "lint_project", "build_project", "install_dependencies"].iter().position(|a| *a == action)
+    ACTIONS.iter().position(|a| *a == action)
 }
 
 /// The argv of `action` in the canonical directory `dir`: the allow-list's
@@ -103,10 +114,12 @@ mod tests {
             lint_project: None,
             build_project: None,
             install_dependencies: None,
+            start_dev_server: None,
         };
         assert_eq!(command("run_tests", &dir, std::slice::from_ref(&listed)).map(|v| v.len()), Ok(3));
         assert_eq!(command("build_project", &dir, &[listed]), Ok(vec!["cargo".into(), "build".into()]));
         assert!(command("git_status", &dir, &[]).is_err());
+        assert_eq!(command("start_dev_server", &dir, &[]), Ok(vec!["make".into(), "dev".into()]));
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ pub enum SandboxError {
     Denied { path: String, resolved: PathBuf, denied: PathBuf },
     #[error("path {path:?} is a symbolic link; only the file it points to may be named")]
     Symlink { path: String },
-    #[error("path {path:?} has no parent directory that exists, or names `..` or `.` last")]
+    #[error("path {path:?} has no ancestor that exists, or names `..` or `.` where nothing exists yet")]
     BadPath { path: String },
 }
 
@@ -30,6 +30,30 @@ pub fn expand_home(path: &str) -> PathBuf {
 /// (nothing can be inside them).
 pub fn canonical_roots(roots: &[String]) -> Vec<PathBuf> {
     roots.iter().filter_map(|r| std::fs::canonicalize(expand_home(r)).ok()).collect()
+}
+
+/// Canonical forms of configured denied paths. Unlike roots, a denied path
+/// that does not exist yet is kept — as its deepest existing ancestor,
+/// canonicalised, joined with the missing rest — so nothing can create it.
+pub fn canonical_denied(paths: &[String]) -> Vec<PathBuf> {
+    paths.iter().filter_map(|p| resolve_missing(&expand_home(p))).collect()
+}
+
+/// `path` canonicalised as far as it exists, the missing rest (plain names
+/// only) appended; `None` if an ancestor exists but cannot be resolved (a
+/// dangling link) or the rest is not plain names.
+fn resolve_missing(path: &Path) -> Option<PathBuf> {
+    let mut at = path;
+    let existing = loop {
+        match std::fs::canonicalize(at) {
+            Ok(c) => break c,
+            // Present but unresolvable (a dangling or looping link): not "missing".
+            Err(_) if std::fs::symlink_metadata(at).is_ok() => return None,
+            Err(_) => at = at.parent()?,
+        }
+    };
+    let rest = path.strip_prefix(at).ok()?;
+    rest.components().all(|c| matches!(c, std::path::Component::Normal(_))).then(|| existing.join(rest))
 }
 
 /// Resolves `path` and checks it lies inside one of `allowed` and inside none
@@ -55,8 +79,9 @@ fn contain(path: &str, resolved: PathBuf, allowed: &[PathBuf], denied: &[PathBuf
 
 /// Resolves `path` — relative to `base` unless absolute — which may not exist
 /// yet (a file to write, a directory to create): an existing path is
-/// canonicalised whole, but must not itself be a symbolic link; a new one needs
-/// an existing parent, which is canonicalised. The result must lie inside an
+/// canonicalised whole, but must not itself be a symbolic link; for a new one
+/// the deepest existing ancestor is canonicalised and the missing rest must be
+/// plain names. The result must lie inside an
 /// allowed root and inside no denied path.
 pub fn check_path(path: &str, base: &Path, allowed: &[PathBuf], denied: &[PathBuf]) -> Result<PathBuf, SandboxError> {
     let bad = || SandboxError::BadPath { path: path.to_owned() };
@@ -66,9 +91,12 @@ pub fn check_path(path: &str, base: &Path, allowed: &[PathBuf], denied: &[PathBu
         Ok(m) if m.file_type().is_symlink() => return Err(SandboxError::Symlink { path: path.to_owned() }),
         Ok(_) => std::fs::canonicalize(&full).map_err(|_| SandboxError::Unresolvable { path: path.to_owned() })?,
         Err(_) => {
-            let name = full.file_name().filter(|n| *n != "." && *n != "..").ok_or_else(bad)?;
-            let parent = full.parent().ok_or_else(bad)?;
-            std::fs::canonicalize(parent).map_err(|_| bad())?.join(name)
+            // The deepest ancestor that exists, canonicalised, and the missing
+            // rest: plain names only (no `..` to climb back out through).
+            if full.file_name().is_none_or(|n| n == "." || n == "..") {
+                return Err(bad());
+            }
+            resolve_missing(&full).ok_or_else(bad)?
         }
     };
     contain(path, resolved, allowed, denied)
@@ -123,7 +151,16 @@ mod tests {
         assert_eq!(check_path("new.txt", &proj, &allowed, &[]), Ok(proj.join("new.txt")));
         assert!(matches!(check_path("../../secret", &proj, &allowed, &[]), Err(SandboxError::Outside { .. })));
         assert!(matches!(check_path("link", &proj, &allowed, &[]), Err(SandboxError::Symlink { .. })));
-        assert!(matches!(check_path("missing/new.txt", &proj, &allowed, &[]), Err(SandboxError::BadPath { .. })));
+        assert_eq!(check_path("missing/new.txt", &proj, &allowed, &[]), Ok(proj.join("missing/new.txt")));
+        assert!(matches!(check_path("missing/../../../x", &proj, &allowed, &[]), Err(SandboxError::BadPath { .. })));
+        assert!(matches!(check_path("link/new", &proj, &allowed, &[]), Err(SandboxError::Outside { .. })));
+        // A dangling link is not a missing directory to create through.
+        std::os::unix::fs::symlink(base.path().join("nowhere"), root.join("proj/dangling"))?;
+        assert!(matches!(check_path("dangling/x", &proj, &allowed, &[]), Err(SandboxError::BadPath { .. })));
+        // A denied path that does not exist yet cannot be created.
+        let denied = canonical_denied(&[proj.join("secrets/keys").display().to_string()]);
+        assert_eq!(denied, [proj.join("secrets/keys")]);
+        assert!(matches!(check_path("secrets/keys/id", &proj, &allowed, &denied), Err(SandboxError::Denied { .. })));
         assert!(check_path("..", &proj, &allowed, &[]).is_ok(), "an existing `..` is just its directory");
         assert!(matches!(check_path("/etc/passwd", &proj, &allowed, &[]), Err(SandboxError::Outside { .. })));
         Ok(())

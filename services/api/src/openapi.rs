@@ -5,7 +5,7 @@
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{events, jobs, legacy, tasks};
+use crate::routes::{events, jobs, legacy, memory, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,11 +13,12 @@ use crate::routes::{events, jobs, legacy, tasks};
     paths(
         tasks::submit, jobs::list, jobs::get, jobs::events, jobs::output, jobs::approve, jobs::deny, jobs::cancel,
         events::live, legacy::root, legacy::health, legacy::plan, legacy::report, legacy::policy_check, legacy::execute,
-        legacy::diagnose, legacy::providers_health
+        legacy::diagnose, legacy::providers_health, memory::add, memory::search, memory::similar, memory::stats,
+        memory::forget
     ),
     components(schemas(crate::error::Problem, tasks::SubmitTask, tasks::TaskAccepted, jobs::JobPage, jobs::JobDetail,
         jobs::CommandBody, jobs::CommandOutcome, jobs::StepOutput, legacy::PlanRequest, legacy::ReportRequest,
-        legacy::ExecuteRequest, legacy::DiagnoseRequest)),
+        legacy::ExecuteRequest, legacy::DiagnoseRequest, memory::NewMemory)),
     modifiers(&Bearer)
 )]
 struct ApiDoc;

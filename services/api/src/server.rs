@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use skynet_bus::EventStore;
 use sqlx::PgPool;
 use tracing::info;
 
 use crate::config::Config;
 use crate::guard::{self, Limiter};
-use crate::routes::{events, jobs, legacy, tasks};
+use crate::routes::{events, jobs, legacy, memory, tasks};
 use crate::state::AppState;
 
 /// What the API needs.
@@ -58,6 +58,11 @@ pub fn router(config: Config, deps: Deps) -> Router {
         .route("/v1/execute", post(legacy::execute))
         .route("/v1/scheduler/diagnose", post(legacy::diagnose))
         .route("/v1/providers/health", get(legacy::providers_health))
+        .route("/v1/memory", post(memory::add))
+        .route("/v1/memory/search", get(memory::search))
+        .route("/v1/memory/similar", get(memory::similar))
+        .route("/v1/memory/stats", get(memory::stats))
+        .route("/v1/memory/{id}", delete(memory::forget))
         .fallback(|| async { crate::error::ApiError::NotFound("no such endpoint (see /openapi.json)".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(DefaultBodyLimit::max(config.body_limit))

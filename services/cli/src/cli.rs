@@ -83,9 +83,28 @@ pub enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// The executors online: each provider's health and the actions it offers.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Replay the whole log into new read models beside the live ones and swap
-    /// them in (a live projector keeps serving meanwhile).
-    Rebuild(#[command(flatten)] Settings),
+    /// them in (a live projector keeps serving meanwhile). `--memory` instead
+    /// replays it into the memory tables in place (stop the memory service first).
+    Rebuild {
+        #[command(flatten)]
+        settings: Settings,
+        /// Rebuild the memory service's tables instead.
+        #[arg(long)]
+        memory: bool,
+    },
+    /// Memory: search, add, stats, forget.
+    Memory {
+        #[command(flatten)]
+        args: commands::memory::MemoryArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Measure the system and print a report.
     Bench(BenchArgs),
     /// The fault suite: jobs through kill -9s, a nats-server restart and a
@@ -120,7 +139,10 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Approve { args, client } => commands::control::run(Verb::Approve, args, &client).await,
         Cmd::Deny { args, client } => commands::control::run(Verb::Deny, args, &client).await,
         Cmd::Cancel { args, client } => commands::control::run(Verb::Cancel, args, &client).await,
-        Cmd::Rebuild(settings) => rebuild(&settings).await.map(|()| 0),
+        Cmd::Status { client } => commands::status::run(&client).await,
+        Cmd::Rebuild { settings, memory: false } => rebuild(&settings).await.map(|()| 0),
+        Cmd::Rebuild { settings, memory: true } => rebuild_memory(&settings).await.map(|()| 0),
+        Cmd::Memory { args, client } => commands::memory::run(args, &client).await,
         Cmd::Bench(args) => crate::bench::run(args).await.map(|()| 0),
         Cmd::Chaos(args) => crate::chaos::run(args).await,
         Cmd::Principal(args) => commands::principal::run(args).await,
@@ -177,6 +199,19 @@ async fn rebuild(settings: &Settings) -> anyhow::Result<()> {
         .await
         .context("rebuilding the read models")?;
     eprintln!("rebuilt the read models from the log up to sequence {at} and swapped them in");
+    Ok(())
+}
+
+async fn rebuild_memory(settings: &Settings) -> anyhow::Result<()> {
+    let infra = Infra::up(settings).await?;
+    let nats = infra.connect("memory").await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let db = infra.database().await?.clone();
+    let principals = std::sync::Arc::new(skynet_bus::principals::Principals::open(&js).await?);
+    let n = skynet_memory::rebuild(&skynet_memory::Deps { js, nats, db, principals, retrievals: Default::default() })
+        .await
+        .context("rebuilding the memory tables")?;
+    eprintln!("rebuilt the memory tables from {n} events of the log");
     Ok(())
 }
 

@@ -60,7 +60,15 @@ pub fn event_line(env: &Envelope, s: Style) -> String {
                 Some(r) => format!(" (fallback: {r})"),
                 None => String::new(),
             };
-            format!("{} step(s): {} [{}]{via}", steps.len(), steps.join(" → "), text("planner"))
+            // What memory warned of, shown with the plan it did not change.
+            let warnings: String = d["warnings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|w| w.as_str())
+                .map(|w| format!("\n    {}", s.warn(&format!("warning: {w}"))))
+                .collect();
+            format!("{} step(s): {} [{}]{via}{warnings}", steps.len(), steps.join(" → "), text("planner"))
         }
         "planning_failed" | "failed" | "denied" | "cancelled" => s.bad(&text("reason")),
         "policy_decided" => {

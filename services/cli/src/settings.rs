@@ -110,6 +110,17 @@ pub struct ExecutorSettings {
     pub docker_network: Option<String>,
     #[arg(long = "openclaw-url", env = "OPENCLAW_GATEWAY_URL", default_value = "http://127.0.0.1:8766")]
     pub openclaw_url: String,
+    /// Base URL (`…/v1`) of the OpenAI-compatible endpoint `ollama_chat` steps
+    /// call (Ollama: `http://127.0.0.1:11434/v1`). Unset: this executor does
+    /// not offer `ollama_chat`.
+    #[arg(long = "chat-base-url", env = "SKYNET_CHAT_BASE_URL")]
+    pub chat_base_url: Option<String>,
+    /// Model for `ollama_chat` steps that name none.
+    #[arg(long = "chat-model", env = "SKYNET_CHAT_MODEL", default_value = "qwen2.5-coder:7b")]
+    pub chat_model: String,
+    /// Name of the environment variable holding the chat endpoint's API key.
+    #[arg(long = "chat-api-key-env", env = "SKYNET_CHAT_API_KEY_ENV", default_value = "SKYNET_LLM_API_KEY")]
+    pub chat_api_key_env: String,
 }
 
 impl Default for ExecutorSettings {
@@ -129,6 +140,9 @@ impl Default for ExecutorSettings {
             docker_image: "ubuntu:22.04".into(),
             docker_network: None,
             openclaw_url: "http://127.0.0.1:8766".into(),
+            chat_base_url: None,
+            chat_model: "qwen2.5-coder:7b".into(),
+            chat_api_key_env: "SKYNET_LLM_API_KEY".into(),
         }
     }
 }
@@ -137,7 +151,7 @@ impl ExecutorSettings {
     /// The executor's configuration; local runs inside the policy's sandbox roots.
     pub fn config(&self, rules: &skynet_rules::PolicyRules) -> anyhow::Result<skynet_executor::Config> {
         use skynet_executor::providers::{
-            docker::Docker, local::Local, mock::Mock, openclaw::OpenClaw, ssh::HostKeys, ssh::Ssh,
+            chat::Chat, docker::Docker, local::Local, mock::Mock, openclaw::OpenClaw, ssh::HostKeys, ssh::Ssh,
         };
         let mut p = skynet_executor::ProvidersConfig::default();
         for name in &self.providers {
@@ -149,6 +163,12 @@ impl ExecutorSettings {
                     p.local = Some(Local {
                         allowed_roots: rules.sandbox.allowed_roots.clone(),
                         denied_paths: rules.sandbox.denied_paths.clone(),
+                        chat: self.chat_base_url.clone().map(|base_url| Chat {
+                            base_url,
+                            model: self.chat_model.clone(),
+                            api_key_env: self.chat_api_key_env.clone(),
+                            ..Chat::default()
+                        }),
                         ..Local::default()
                     })
                 }

@@ -33,6 +33,8 @@ pub enum Service {
     Executor,
     /// Writes the Postgres read models from the log.
     Projector,
+    /// Remembers what happened; answers the planner's and people's questions.
+    Memory,
     /// The HTTP API.
     Api,
 }
@@ -47,6 +49,7 @@ impl Service {
         Service::Scheduler,
         Service::Executor,
         Service::Projector,
+        Service::Memory,
         Service::Api,
     ];
 
@@ -59,6 +62,7 @@ impl Service {
             Service::Scheduler => "scheduler",
             Service::Executor => "executor",
             Service::Projector => "projector",
+            Service::Memory => "memory",
             Service::Api => "api",
         }
     }
@@ -77,7 +81,7 @@ pub async fn run(
     // Only the services that use Postgres wait for it: the schema exists
     // before any reader starts (migrations are idempotent and serialised by
     // sqlx's advisory lock, so every process may run them).
-    if services.iter().any(|s| matches!(s, Service::Projector | Service::Api)) {
+    if services.iter().any(|s| matches!(s, Service::Projector | Service::Api | Service::Memory)) {
         infra.database().await?;
     }
     let mut up = Supervisor {
@@ -219,6 +223,15 @@ impl Supervisor<'_> {
                         );
                         let deps = skynet_api::Deps { nats, js, store: api_store, db, principals };
                         skynet_api::run(api_config, deps, stop).await.map_err(anyhow::Error::from)
+                    }
+                    Service::Memory => {
+                        let principals = std::sync::Arc::new(
+                            skynet_bus::principals::Principals::open(&js).await.map_err(|e| anyhow::anyhow!(e))?,
+                        );
+                        let deps = skynet_memory::Deps { js, nats, db, principals, retrievals: Default::default() };
+                        skynet_memory::run(skynet_memory::Config::default(), deps, stop)
+                            .await
+                            .map_err(anyhow::Error::from)
                     }
                     Service::Projector => {
                         let deps = skynet_projector::Deps { js, db };

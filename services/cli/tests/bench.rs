@@ -26,6 +26,7 @@ fn a_quick_benchmark_reports_every_figure_and_counts_every_job() {
         "throughput_jobs_per_sec",
         "rebuild_events_per_sec",
         "rss_idle_mib",
+        "memory_events_per_sec",
     ] {
         assert!(s[figure].as_f64().is_some_and(|v| v > 0.0), "{figure} in {s}");
     }
@@ -34,6 +35,10 @@ fn a_quick_benchmark_reports_every_figure_and_counts_every_job() {
     let scaling = r["scaling"].as_array().expect("scaling");
     assert_eq!(scaling.iter().map(|p| p["executors"].as_u64().unwrap_or(0)).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(scaling[0]["ratio"], 1.0);
+    let m = &r["memory"];
+    assert_eq!((m["records"].as_u64(), m["queries"].as_u64()), (Some(2000), Some(50)), "{m}");
+    assert!(m["p50_ms"].as_f64() <= m["p99_ms"].as_f64() && m["p99_ms"].as_f64().is_some_and(|v| v > 0.0), "{m}");
+    assert!(m["found_share"].as_f64().is_some_and(|v| v >= 0.5), "queries find their records: {m}");
     let log = &r["log"][0];
     assert_eq!(log["events"], log["events_replayed"], "replay returned every appended event");
 }

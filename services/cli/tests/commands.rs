@@ -142,6 +142,30 @@ async fn task_wait_exits_with_the_jobs_outcome_and_the_other_commands_work() -> 
     let shown = text(&shown);
     assert!(shown.contains("timeline") && shown.contains("run_tests") && shown.contains("succeeded"), "{shown}");
 
+    // status: the executor online, as the client role reads it, with what it runs.
+    let status = run(&r, &["status", "--json"])?;
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    let executors: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    let mock = &executors[0]["providers"]["mock"];
+    assert_eq!((mock["health"].as_str(), mock["capabilities"].clone()), (Some("healthy"), serde_json::json!(["*"])));
+    let human = text(&run(&r, &["status"])?);
+    assert!(human.starts_with("executor ") && human.contains("mock      healthy"), "{human}");
+
+    // memory: add a fact, find it, count it; a bad type is refused.
+    let added = run(&r, &["memory", "add", "web1 restarts nginx nightly"])?;
+    assert_eq!(added.status.code(), Some(0), "{}", text(&added));
+    let found = skynet_testkit::eventually(std::time::Duration::from_secs(20), "the fact found", || async {
+        let o = run(&r, &["memory", "search", "nginx on web1", "--type", "environment_fact", "--json"]).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (v["hits"][0]["text"] == "web1 restarts nginx nightly").then_some(v)
+    })
+    .await?;
+    assert_eq!(found["hits"][0]["kind"], "environment_fact");
+    let stats = text(&run(&r, &["memory", "stats"])?);
+    assert!(stats.contains("environment_fact  1") && stats.contains("pg_trgm"), "{stats}");
+    let bad = run(&r, &["memory", "add", "--type", "failure_pattern", "x"])?;
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+
     // No system: a clear error, not a panic.
     let nowhere = Command::new(env!("CARGO_BIN_EXE_skynet"))
         .args(["jobs"])

@@ -33,7 +33,8 @@ fn timeline() -> Vec<Envelope> {
         ev(
             "planned",
             "2026-11-21T10:00:00.010Z",
-            json!({"planner": "rules", "plan": {"summary": "s", "steps": [{"action": "git_status"}, {"action": "run_tests"}]}}),
+            json!({"planner": "rules", "plan": {"summary": "s", "steps": [{"action": "git_status"}, {"action": "run_tests"}]},
+                "warnings": ["3 runs of `run_tests` in /srv/app failed with \"exit code #\" (last 2026-11-20 09:00 UTC): failure pattern fp-1"]}),
         ),
         ev(
             "policy_decided",

@@ -147,7 +147,13 @@ mod tests {
                 request_source: "t".into(),
                 request_id: "1".into(),
             }),
-            JobEvent::Planned(Planned { plan, planner: "rules".into(), fallback_reason: None }),
+            JobEvent::Planned(Planned {
+                plan,
+                planner: "rules".into(),
+                fallback_reason: None,
+                memories: vec![],
+                warnings: vec![],
+            }),
             JobEvent::PolicyDecided(PolicyDecided {
                 allowed: true,
                 risk: approved,

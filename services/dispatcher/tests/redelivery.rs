@@ -33,7 +33,13 @@ async fn handling_the_same_approval_twice_dispatches_once() -> anyhow::Result<()
     let decision = auto_approved(1);
     let commands = [
         Command::Open(r),
-        Command::RecordPlan(Planned { plan, planner: "rules".into(), fallback_reason: None }),
+        Command::RecordPlan(Planned {
+            plan,
+            planner: "rules".into(),
+            fallback_reason: None,
+            memories: vec![],
+            warnings: vec![],
+        }),
         Command::DecidePolicy(decision),
     ];
     for (i, c) in commands.iter().enumerate() {

@@ -51,6 +51,9 @@ enum Stop {
 /// One job under one lease.
 struct Run<'a> {
     ctx: &'a Ctx,
+    /// The job's provider, once known: what the job left running on it stops
+    /// before the job is recorded as ended.
+    provider: Option<&'a Provider>,
     job: JobId,
     lease: u64,
     /// Cancelled when the lease is no longer ours: nothing more is recorded.
@@ -66,6 +69,16 @@ impl Run<'_> {
     async fn record(&mut self, what: &str, cmd: Command) -> Result<Option<Rejection>, Stop> {
         if self.lost.is_cancelled() {
             return Err(Stop::LostLease);
+        }
+        let ends_job = matches!(
+            cmd,
+            Command::Finish { .. } | Command::TimeOut(_) | Command::ConfirmCancel { .. } | Command::Fail { .. }
+        );
+        if ends_job && let Some(p) = self.provider {
+            let stopped = p.end_job(&self.job.to_string()).await;
+            if stopped > 0 {
+                info!(stopped, "stopped what the job left running");
+            }
         }
         let cause = format!("{}:{}:{what}", self.cause, self.lease);
         let known = Some((self.state.clone(), self.seq));
@@ -142,6 +155,11 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
         let progress = keep_lease(msg.clone(), &ctx.config, lost.clone(), stop.clone());
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         let result = run_job(ctx, job, lease, env.id.clone(), &stop, &lost, delivered, at).await;
+        // Whatever the job left running here (a dev server) ends with it —
+        // finished, cancelled, or lost to another executor.
+        for provider in ctx.providers.values() {
+            provider.end_job(&job.to_string()).await;
+        }
         progress.abort();
         watcher.abort();
         takeover.abort();
@@ -225,7 +243,7 @@ async fn run_job(
     at: u64,
 ) -> Result<(), Stop> {
     let (state, seq) = ctx.jobs.load_at(job, at).await.map_err(|e| Stop::Transient(e.to_string()))?;
-    let mut run = Run { ctx, job, lease, lost: lost.clone(), state, seq, cause };
+    let mut run = Run { ctx, provider: None, job, lease, lost: lost.clone(), state, seq, cause };
     match run.status() {
         Some(Status::Scheduled | Status::Running) => {}
         // A cancel requested while a previous executor ran it, which then died.
@@ -254,12 +272,44 @@ async fn run_job(
         }
         return Err(Stop::Transient(format!("this executor does not offer provider {provider_name}")));
     };
+    run.provider = Some(provider);
+    let Some(spec) = job_state.spec.clone() else { return Ok(()) };
+    // Executors offering the same provider may differ (one has a desktop, or
+    // `gh`, another not): a step this one cannot run goes back for another,
+    // and fails the job, naming it, once no executor took it.
+    let offered = provider.capabilities();
+    if let Some(step) = spec.steps.iter().find(|s| !offered.iter().any(|c| c == "*" || *c == s.action)) {
+        let reason = format!(
+            "{} is not available on this executor ({provider_name} here lacks it; see skynet status)",
+            step.action
+        );
+        if delivered >= 5 {
+            let fail = Command::Fail { stage: skynet_contract::job::Stage::Execution, reason, step: Some(step.index) };
+            run.record("lacks-capability", fail).await?;
+            return Ok(());
+        }
+        return Err(Stop::Transient(reason));
+    }
+    // A background step (a dev server) that succeeded under an earlier lease
+    // died with that executor: the later steps would run without it.
+    if let Some(step) = spec.steps.iter().find(|s| {
+        s.action == "start_dev_server"
+            && run.state.as_ref().and_then(|j| j.steps.get(s.index as usize)).map(|x| x.status)
+                == Some(StepStatus::Succeeded)
+    }) {
+        let reason = format!(
+            "the dev server of step {} ran under an earlier lease and is gone with it; the job cannot resume",
+            step.index
+        );
+        let fail = Command::Fail { stage: skynet_contract::job::Stage::Execution, reason, step: Some(step.index) };
+        run.record("background-lost", fail).await?;
+        return Ok(());
+    }
     if let Some(r) = run.record("start", Command::Start { executor: ctx.config.id.clone(), lease }).await? {
         info!(reason = %r, "job not startable");
         return Ok(());
     }
     info!(provider = %provider_name, "job started");
-    let Some(spec) = job_state.spec.clone() else { return Ok(()) };
     let started = Instant::now();
     let total = Duration::from_secs(spec.total_timeout_secs);
 
@@ -333,6 +383,17 @@ async fn run_job(
                 (None, None, store_output(ctx, job, step.index, lease, &outcome).await)
             };
         if outcome.succeeded() {
+            // What the step made is stored and recorded before the step is:
+            // a step recorded as succeeded is never run again, so an artifact
+            // left for later could be lost.
+            for made in &outcome.produced {
+                let bytes = tokio::fs::read(made.path())
+                    .await
+                    .map_err(|e| Stop::Transient(format!("reading the archive {}: {e}", made.name)))?;
+                let key = format!("{job}/steps/{}/{}", step.index, made.name);
+                let cause = format!("s{}-artifact-{}", step.index, made.name);
+                put_artifact(&mut run, &cause, &made.name, key, made.path(), bytes).await?;
+            }
             let ok = StepSucceeded { step: step.index, exit_code: 0, duration_ms, output_ref, stdout, stderr, lease };
             run.record(&format!("s{}-done", step.index), Command::StepSucceeded(ok)).await?;
             continue;
@@ -464,7 +525,7 @@ async fn store_artifacts(run: &mut Run<'_>, names: Vec<String>, working_dir: &st
             .providers
             .local
             .as_ref()
-            .map(|l| sandbox::canonical_roots(&l.denied_paths))
+            .map(|l| sandbox::canonical_denied(&l.denied_paths))
             .unwrap_or_default();
         let path = match sandbox::check_path(&name, &root, std::slice::from_ref(&root), &denied) {
             Ok(p) => p,
@@ -479,23 +540,38 @@ async fn store_artifacts(run: &mut Run<'_>, names: Vec<String>, working_dir: &st
             continue;
         }
         let Ok(bytes) = tokio::fs::read(&path).await else { continue };
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        let content_type = mime_guess::from_path(&path).first_or_octet_stream().essence_str().to_owned();
         let key = format!("{}/{}", run.job, name.trim_start_matches("./"));
-        let mut reader: &[u8] = &bytes;
-        if let Err(e) = run.ctx.artifacts.put(key.as_str(), &mut reader).await {
-            return Err(Stop::Transient(format!("storing artifact {name}: {e}")));
-        }
-        let a = ArtifactStored {
-            name: name.clone(),
-            bucket: skynet_bus::definitions::ARTIFACTS_BUCKET.into(),
-            key,
-            size_bytes: bytes.len() as u64,
-            content_type,
-            sha256,
-            lease: run.lease,
-        };
-        run.record(&format!("artifact-{name}"), Command::RecordArtifact(a)).await?;
+        put_artifact(run, &format!("artifact-{name}"), &name, key, &path, bytes).await?;
+    }
+    Ok(())
+}
+
+/// Stores one artifact's bytes under `key` and records it with its size and SHA-256.
+async fn put_artifact(
+    run: &mut Run<'_>,
+    cause: &str,
+    name: &str,
+    key: String,
+    path: &std::path::Path,
+    bytes: Vec<u8>,
+) -> Result<(), Stop> {
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let content_type = mime_guess::from_path(path).first_or_octet_stream().essence_str().to_owned();
+    let mut reader: &[u8] = &bytes;
+    if let Err(e) = run.ctx.artifacts.put(key.as_str(), &mut reader).await {
+        return Err(Stop::Transient(format!("storing artifact {name}: {e}")));
+    }
+    let a = ArtifactStored {
+        name: name.to_owned(),
+        bucket: skynet_bus::definitions::ARTIFACTS_BUCKET.into(),
+        key,
+        size_bytes: bytes.len() as u64,
+        content_type,
+        sha256,
+        lease: run.lease,
+    };
+    if let Some(r) = run.record(cause, Command::RecordArtifact(a)).await? {
+        return Err(Stop::Transient(format!("artifact {name} not recorded: {r}")));
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use serde::Deserialize;
-use skynet_contract::memory::PastJob;
+use skynet_contract::memory::{KnownFailure, PastJob};
 use skynet_contract::{Plan, PlanStep, Risk};
 use skynet_rules::catalog;
 
@@ -84,7 +84,18 @@ impl LlmPlanner {
 
     /// Asks the model for a plan and validates it.
     pub async fn plan(&self, intent: &str, working_dir: Option<&str>, memories: &[PastJob]) -> Result<Plan, LlmError> {
-        let body = self.request_body(intent, working_dir, memories);
+        self.plan_knowing(intent, working_dir, memories, &[]).await
+    }
+
+    /// Plans with past jobs and the failures memory knows of in this directory in the prompt.
+    pub async fn plan_knowing(
+        &self,
+        intent: &str,
+        working_dir: Option<&str>,
+        memories: &[PastJob],
+        failures: &[KnownFailure],
+    ) -> Result<Plan, LlmError> {
+        let body = self.request_body(intent, working_dir, memories, failures);
         let attempt = || async { self.complete(&body).await };
         let text = attempt
             .retry(
@@ -122,7 +133,13 @@ impl LlmPlanner {
             .ok_or_else(|| LlmError::Protocol("no choices[0].message.content".into()))
     }
 
-    fn request_body(&self, intent: &str, working_dir: Option<&str>, memories: &[PastJob]) -> serde_json::Value {
+    fn request_body(
+        &self,
+        intent: &str,
+        working_dir: Option<&str>,
+        memories: &[PastJob],
+        failures: &[KnownFailure],
+    ) -> serde_json::Value {
         let actions: Vec<String> = catalog::ACTIONS
             .iter()
             .map(|a| format!("{}({})", a.name, a.all_params().map(|p| p.name).collect::<Vec<_>>().join(", ")))
@@ -146,6 +163,12 @@ impl LlmPlanner {
                 if let Some(e) = &m.error {
                     system.push_str(&format!(" — error: {e}"));
                 }
+            }
+        }
+        if !failures.is_empty() {
+            system.push_str("\nKnown failures in this directory (plan around them, or say why not):");
+            for f in failures {
+                system.push_str(&format!("\n- {} failed {} time(s): {}", f.action, f.count, f.message));
             }
         }
         let user = format!("Request: {intent}\nWorking directory: {}", working_dir.unwrap_or("(not given)"));

@@ -13,7 +13,8 @@ use skynet_rules::mapping::map_step;
 /// Plans `intent`. `working_dir` is the request's directory, if it named one; a
 /// path written in the intent ("in ~/proj") is used otherwise.
 pub fn plan(intent: &str, working_dir: Option<&str>, rules: &PolicyRules) -> Result<Plan, String> {
-    let dir = working_dir.map(str::to_owned).or_else(|| path_in(intent));
+    // Quoted text is content: a path inside it is not the job's directory.
+    let dir = working_dir.map(str::to_owned).or_else(|| path_in(&unquoted(intent)));
     let clauses = clauses(intent);
     if clauses.is_empty() {
         return Err("the intent is empty".into());
@@ -32,7 +33,8 @@ pub fn plan(intent: &str, working_dir: Option<&str>, rules: &PolicyRules) -> Res
         return Err(format!(
             "the rule planner understands no action in {}; it knows git status/diff/log/pull/init/add/commit, tests, \
              lint, build, install dependencies, docker build, deploy, list files, read or write a file, create a \
-             directory, disk and memory checks",
+             directory, zip the project, start the dev server, ask the model, create a GitHub repo, open in VS Code, \
+             close an app, disk and memory checks",
             unknown.join(", ")
         ));
     }
@@ -62,6 +64,12 @@ fn step(action: &'static str, clause: &str, dir: Option<&str>, rules: &PolicyRul
         "git_init" => ("Initialise a git repository", 1),
         "git_add_all" => ("Stage all changes", 1),
         "git_commit" => ("Commit", 1),
+        "zip_project" => ("Archive the project", 1),
+        "start_dev_server" => ("Start the dev server", 2),
+        "ollama_chat" => ("Ask the model", 1),
+        "gh_create_repo" => ("Create a GitHub repository", 1),
+        "open_in_vscode" => ("Open in VS Code", 1),
+        "close_app" => ("Close an application", 1),
         _ => (action, 5),
     };
     let mut params = BTreeMap::new();
@@ -89,12 +97,86 @@ fn step(action: &'static str, clause: &str, dir: Option<&str>, rules: &PolicyRul
         "create_directory" => {
             let name = name_after(clause, &["named", "called", "directory", "folder", "mkdir"])
                 .ok_or_else(|| refuse("name the directory (\"create a directory named build\")"))?;
+            // A nested name asks for its parents too ("create directory src/a/b").
+            if name.trim_end_matches('/').contains('/') {
+                params.insert("parents".into(), serde_json::Value::Bool(true));
+            }
             params.insert("directory".into(), text(name));
         }
         "git_commit" => {
             let message =
                 quoted(clause).ok_or_else(|| refuse("give the message in quotes (\"commit with message 'wip'\")"))?;
             params.insert("message".into(), text(message));
+        }
+        "git_push" => {
+            // "push to origin main": a remote, then maybe a branch; both single words.
+            let bare = unquoted(clause);
+            let words: Vec<&str> = bare.split_whitespace().collect();
+            let how = "name the remote and branch as plain words (\"push to origin main\")";
+            let filler = ["git", "push", "the", "my", "changes", "commits", "it", "them", "all", "please"];
+            match words.iter().position(|w| w.eq_ignore_ascii_case("to")) {
+                Some(at) => {
+                    if words[..at].iter().any(|w| !filler.contains(&w.to_lowercase().as_str())) {
+                        return Err(refuse(how));
+                    }
+                    let named: Vec<&str> = words[at + 1..].iter().copied().filter(|w| *w != "the").collect();
+                    if named.is_empty() || named.len() > 2 || !named.iter().all(|w| skynet_rules::catalog::is_word(w)) {
+                        return Err(refuse(how));
+                    }
+                    for (key, word) in ["remote", "branch"].iter().zip(named) {
+                        params.insert((*key).into(), text(word.to_owned()));
+                    }
+                }
+                // Every other word must be filler: "push origin feature-x"
+                // without "to" is refused, never a bare push to wherever.
+                None if words.iter().all(|w| filler.contains(&w.to_lowercase().as_str())) => {}
+                None => return Err(refuse(how)),
+            }
+        }
+        "start_dev_server" => {
+            let port = name_after(clause, &["port"])
+                .and_then(|p| p.parse::<u16>().ok())
+                .filter(|p| *p > 0)
+                .ok_or_else(|| refuse("name the port it listens on (\"start the dev server on port 8000\")"))?;
+            params.insert("port".into(), serde_json::Value::from(port));
+        }
+        "ollama_chat" => {
+            // The question: quoted, else everything after "to" ("ask the model to …").
+            let bare = unquoted(clause);
+            let after_to = bare.split_once(" to ").map(|(_, rest)| rest.trim().to_owned()).filter(|r| !r.is_empty());
+            let question = quoted(clause)
+                .or(after_to)
+                .ok_or_else(|| refuse("say what to ask (\"ask the model to summarise the README\")"))?;
+            params.insert("messages".into(), serde_json::json!([{"role": "user", "content": question}]));
+        }
+        "gh_create_repo" => {
+            let name = name_after(clause, &["named", "called"])
+                .filter(|n| skynet_rules::catalog::is_word(n))
+                .ok_or_else(|| refuse("name the repository (\"create a GitHub repo named tools\")"))?;
+            // Public only when plainly asked for; "not public" or "public and
+            // private" is refused, not guessed (a repository named "public" is
+            // just its name).
+            let bare = unquoted(clause).to_lowercase();
+            let words: Vec<&str> = bare.split_whitespace().collect();
+            let count = |w: &str| words.iter().filter(|x| **x == w).count();
+            let negated = words.iter().any(|w| ["not", "never", "no", "don't", "isn't"].contains(w));
+            let public = count("public") - usize::from(name == "public");
+            if (public > 0 && (negated || count("private") > 0)) || public > 1 {
+                return Err(refuse("say plainly whether the repository is public or private"));
+            }
+            params.insert("private".into(), serde_json::Value::Bool(public == 0));
+            params.insert("repo_name".into(), text(name));
+        }
+        "open_in_vscode" => {
+            // "open src/main.rs in vscode"; "open the project in VS Code" opens its directory.
+            let path = name_after(clause, &["open"]).filter(|p| p.contains(['.', '/'])).unwrap_or_else(|| ".".into());
+            params.insert("path".into(), text(path));
+        }
+        "close_app" => {
+            let app = name_after(clause, &["close", "quit", "app", "application"])
+                .filter(|a| skynet_rules::catalog::is_word(a) && !["app", "application"].contains(&a.as_str()))
+                .ok_or_else(|| refuse("name the application (\"close firefox\")"))?;
+            params.insert("app".into(), text(app));
         }
         _ => {}
     }
@@ -271,11 +353,78 @@ mod tests {
     }
 
     #[test]
+    fn every_other_catalog_action_is_planned_with_its_parameters() {
+        let rules = PolicyRules::defaults();
+        let one = |intent: &str| {
+            let p = plan(intent, None, &rules).unwrap_or_else(|e| panic!("{intent}: {e}"));
+            assert_eq!(p.steps.len(), 1, "{intent}");
+            let s = p.steps.into_iter().next().expect("a step");
+            (s.action.unwrap_or_default(), serde_json::Value::Object(s.params.into_iter().collect()))
+        };
+        let cases = [
+            ("zip the project", "zip_project", serde_json::json!({})),
+            ("start the dev server on port 8000", "start_dev_server", serde_json::json!({"port": 8000})),
+            (
+                "ask the model 'summarise the tests and the build'",
+                "ollama_chat",
+                serde_json::json!({"messages": [{"role": "user", "content": "summarise the tests and the build"}]}),
+            ),
+            (
+                "ask the model to summarise the README",
+                "ollama_chat",
+                serde_json::json!({"messages": [{"role": "user", "content": "summarise the README"}]}),
+            ),
+            (
+                "create a github repo named tools",
+                "gh_create_repo",
+                serde_json::json!({"repo_name": "tools", "private": true}),
+            ),
+            (
+                "create a public github repository called site",
+                "gh_create_repo",
+                serde_json::json!({"repo_name": "site", "private": false}),
+            ),
+            ("open src/main.rs in vscode", "open_in_vscode", serde_json::json!({"path": "src/main.rs"})),
+            ("open the project in VS Code", "open_in_vscode", serde_json::json!({"path": "."})),
+            ("close firefox", "close_app", serde_json::json!({"app": "firefox"})),
+            ("push to origin main", "git_push", serde_json::json!({"remote": "origin", "branch": "main"})),
+            ("git push", "git_push", serde_json::json!({})),
+            ("push my changes to origin", "git_push", serde_json::json!({"remote": "origin"})),
+            (
+                "create a github repo named public",
+                "gh_create_repo",
+                serde_json::json!({"repo_name": "public", "private": true}),
+            ),
+            (
+                "create a directory named out/logs/today",
+                "create_directory",
+                serde_json::json!({"directory": "out/logs/today", "parents": true}),
+            ),
+        ];
+        for (intent, action, params) in cases {
+            assert_eq!(one(intent), (action.to_owned(), params), "{intent}");
+        }
+        let risks: Vec<Risk> = ["zip the project", "start the dev server on port 8000", "close firefox"]
+            .iter()
+            .map(|i| plan(i, None, &rules).expect("plan").steps[0].risk)
+            .collect();
+        assert_eq!(risks, [Risk::Write, Risk::ReadOnly, Risk::Admin]);
+    }
+
+    #[test]
     fn a_writing_clause_without_its_parameters_is_refused_not_guessed() {
         for (intent, needle) in [
             ("write 'hello'", "name the file"),
             ("create a directory", "name the directory"),
             ("commit my changes", "message in quotes"),
+            ("start the dev server", "name the port"),
+            ("start the dev server on port http", "name the port"),
+            ("ask the model", "say what to ask"),
+            ("create a github repo", "name the repository"),
+            ("close the app", "name the application"),
+            ("push to --force", "plain words"),
+            ("push origin feature-x", "plain words"),
+            ("create a github repo named tools that is not public", "public or private"),
         ] {
             let err = actions(intent).expect_err(intent);
             assert!(err.contains(needle) && err.contains(intent), "{intent}: {err}");

@@ -11,7 +11,7 @@ use skynet_bus::definitions::EVENTS_STREAM;
 use skynet_bus::{Jobs, Outcome};
 use skynet_contract::Plan;
 use skynet_contract::job::{JobEvent, JobEventKind, Planned, Requested};
-use skynet_contract::memory::{PastJob, SIMILAR_SUBJECT, SimilarJobs, SimilarQuery};
+use skynet_contract::memory::{SIMILAR_SUBJECT, SimilarJobs, SimilarQuery};
 use skynet_contract::task::{PLAN_PREVIEW, PlanPreview, PlanPreviewReply};
 use skynet_job::{Command, Rejection, decide, evolve};
 use skynet_rules::PolicyRules;
@@ -118,31 +118,79 @@ async fn plan(p: &Planner, r: &Requested) -> Command {
 }
 
 /// Plans with the configured backend (the LLM falls back to the rules), or
-/// checks a plan the submitter supplied.
+/// checks a plan the submitter supplied; then notes what memory said.
 async fn make_plan(
     p: &Planner,
     intent: &str,
     working_dir: Option<&str>,
     supplied: Option<&Plan>,
 ) -> Result<Planned, String> {
+    // Past runs only for a backend that reads them (the LLM); the rules plan
+    // from the words alone, so they ask only for known failures.
+    let past_runs = if p.llm.is_some() && supplied.is_none() { 5 } else { 0 };
+    let budget = Duration::from_millis(p.config.memory_timeout_ms);
+    let memory = consult_memory(&p.deps.nats, intent, working_dir, past_runs, budget).await;
+    let mut planned = backend_plan(p, intent, working_dir, supplied, &memory).await?;
+    remember(&mut planned, &memory, working_dir);
+    Ok(planned)
+}
+
+async fn backend_plan(
+    p: &Planner,
+    intent: &str,
+    working_dir: Option<&str>,
+    supplied: Option<&Plan>,
+    memory: &SimilarJobs,
+) -> Result<Planned, String> {
+    let planned = |plan, planner: String, fallback_reason| Planned {
+        plan,
+        planner,
+        fallback_reason,
+        memories: vec![],
+        warnings: vec![],
+    };
     if let Some(plan) = supplied {
-        return check_supplied(plan).map(|plan| Planned { plan, planner: "client".into(), fallback_reason: None });
+        return check_supplied(plan).map(|plan| planned(plan, "client".into(), None));
     }
     let rules_plan = || rules::plan(intent, working_dir, &p.deps.rules);
     let Some(llm) = &p.llm else {
-        return rules_plan().map(|plan| Planned { plan, planner: "rules".into(), fallback_reason: None });
+        return rules_plan().map(|plan| planned(plan, "rules".into(), None));
     };
-    let memories = similar_jobs(&p.deps.nats, intent, Duration::from_millis(p.config.memory_timeout_ms)).await;
-    match llm.plan(intent, working_dir, &memories).await {
-        Ok(plan) => Ok(Planned { plan, planner: llm.name(), fallback_reason: None }),
+    match llm.plan_knowing(intent, working_dir, &memory.jobs, &memory.failures).await {
+        Ok(plan) => Ok(planned(plan, llm.name(), None)),
         Err(e) => {
             warn!(error = %e, "LLM planning failed; falling back to the rules");
             let fallback_reason = format!("{} failed: {e}; planned by rules instead", llm.name());
             match rules_plan() {
-                Ok(plan) => Ok(Planned { plan, planner: "rules".into(), fallback_reason: Some(fallback_reason) }),
+                Ok(plan) => Ok(planned(plan, "rules".into(), Some(fallback_reason))),
                 Err(reason) => Err(format!("{fallback_reason}, which also failed: {reason}")),
             }
         }
+    }
+}
+
+/// Records what memory contributed: the past runs consulted (ids, scores)
+/// and a warning for every known failure of an action this plan runs in
+/// this directory. The plan itself is not changed.
+fn remember(planned: &mut Planned, memory: &SimilarJobs, working_dir: Option<&str>) {
+    use skynet_contract::memory::{MemoryKind, MemoryUsed};
+    planned.memories = memory
+        .jobs
+        .iter()
+        .filter_map(|j| Some(MemoryUsed { id: j.id.clone()?, kind: MemoryKind::TaskExecution, score: j.score? }))
+        .collect();
+    let actions: Vec<&str> = planned.plan.steps.iter().filter_map(|s| s.action.as_deref()).collect();
+    for f in memory.failures.iter().filter(|f| actions.contains(&f.action.as_str())) {
+        let dir = working_dir.unwrap_or("this directory");
+        let runs = if f.count == 1 { "a run".to_owned() } else { format!("{} runs", f.count) };
+        planned.warnings.push(format!(
+            "{runs} of `{}` in {dir} failed with \"{}\" (last {}): failure pattern {}",
+            f.action,
+            f.message,
+            f.last_seen.format("%Y-%m-%d %H:%M UTC"),
+            f.id
+        ));
+        planned.memories.push(MemoryUsed { id: f.id.clone(), kind: MemoryKind::FailurePattern, score: f.count as f64 });
     }
 }
 
@@ -204,20 +252,27 @@ async fn serve_previews(p: Planner, shutdown: impl Future<Output = ()>) -> Resul
     Ok(())
 }
 
-/// Similar past jobs from the memory service, or none if it does not answer in time.
-async fn similar_jobs(nats: &async_nats::Client, intent: &str, timeout: Duration) -> Vec<PastJob> {
-    let Ok(body) = serde_json::to_vec(&SimilarQuery { intent: intent.to_owned(), limit: 5 }) else {
-        return vec![];
-    };
+/// Similar past jobs and known failures from the memory service, or nothing
+/// if it does not answer in time.
+async fn consult_memory(
+    nats: &async_nats::Client,
+    intent: &str,
+    working_dir: Option<&str>,
+    past_runs: u32,
+    timeout: Duration,
+) -> SimilarJobs {
+    let none = SimilarJobs { jobs: vec![], failures: vec![] };
+    let q = SimilarQuery { intent: intent.to_owned(), limit: past_runs, working_dir: working_dir.map(str::to_owned) };
+    let Ok(body) = serde_json::to_vec(&q) else { return none };
     match tokio::time::timeout(timeout, nats.request(SIMILAR_SUBJECT, body.into())).await {
-        Ok(Ok(reply)) => serde_json::from_slice::<SimilarJobs>(&reply.payload).map(|s| s.jobs).unwrap_or_default(),
+        Ok(Ok(reply)) => serde_json::from_slice::<SimilarJobs>(&reply.payload).unwrap_or(none),
         Ok(Err(e)) => {
             debug!(error = %e, "no memory service; planning without past jobs");
-            vec![]
+            none
         }
         Err(_) => {
             debug!("memory service did not answer in time; planning without past jobs");
-            vec![]
+            none
         }
     }
 }

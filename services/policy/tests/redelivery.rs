@@ -32,7 +32,7 @@ async fn planned_job(admin: &EventStore, id: &str, action: &str, risk: Risk) -> 
         artifacts: vec![],
     };
     skynet_testkit::record(admin, job, "open", Command::Open(r.clone())).await?;
-    let planned = Planned { plan, planner: "rules".into(), fallback_reason: None };
+    let planned = Planned { plan, planner: "rules".into(), fallback_reason: None, memories: vec![], warnings: vec![] };
     skynet_testkit::record(admin, job, "plan", Command::RecordPlan(planned.clone())).await?;
     Ok(job)
 }

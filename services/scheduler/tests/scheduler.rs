@@ -49,7 +49,13 @@ async fn dispatched(admin: &EventStore, id: &str, total_secs: u64) -> anyhow::Re
     };
     for (i, c) in [
         Command::Open(requested("t", id, "check git status")),
-        Command::RecordPlan(Planned { plan, planner: "rules".into(), fallback_reason: None }),
+        Command::RecordPlan(Planned {
+            plan,
+            planner: "rules".into(),
+            fallback_reason: None,
+            memories: vec![],
+            warnings: vec![],
+        }),
         Command::DecidePolicy(decision),
         Command::Dispatch(spec),
     ]

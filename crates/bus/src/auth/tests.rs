@@ -144,6 +144,10 @@ fn inboxes_are_private_and_the_client_only_submits_and_asks() {
     }
     assert!(client.may_publish("$JS.API.DIRECT.GET.SKYNET_EVENTS"));
     assert!(client.may_publish("$JS.API.DIRECT.GET.SKYNET_DLQ"));
+    // Heartbeats are readable (`skynet status`); principals and approvals are not.
+    assert!(client.may_publish("$JS.API.DIRECT.GET.KV_SKYNET_EXECUTORS"));
+    assert!(!client.may_publish("$JS.API.DIRECT.GET.KV_SKYNET_PRINCIPALS"));
+    assert!(!client.may_publish("$JS.API.DIRECT.GET.KV_SKYNET_APPROVALS"));
     assert!(!client.allow_responses, "a client answers no service's requests");
     assert!(!client.may_subscribe("skynet.cmd.job.approve"), "a client cannot read others' commands");
 }

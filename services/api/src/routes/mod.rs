@@ -3,4 +3,5 @@
 pub mod events;
 pub mod jobs;
 pub mod legacy;
+pub mod memory;
 pub mod tasks;

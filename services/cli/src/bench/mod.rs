@@ -11,6 +11,7 @@
 //! disturbs a live system, and fails loudly if any job is lost ([`tally`]).
 
 pub mod log;
+pub mod memory;
 pub mod scaling;
 pub mod system;
 pub mod tally;
@@ -46,6 +47,12 @@ pub struct BenchArgs {
     /// Skip the executor-scaling runs.
     #[arg(long)]
     pub no_scaling: bool,
+    /// Records in the memory benchmark.
+    #[arg(long, default_value_t = 100_000)]
+    pub memory_records: u64,
+    /// Only the memory benchmark.
+    #[arg(long)]
+    pub memory_only: bool,
 }
 
 /// `--mode`.
@@ -64,6 +71,7 @@ pub struct Report {
     pub log: Vec<log::LogReport>,
     pub system: Vec<system::SystemReport>,
     pub scaling: Vec<scaling::ScalePoint>,
+    pub memory: Option<memory::MemoryReport>,
 }
 
 /// Runs the benchmark and prints the report.
@@ -92,8 +100,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         log: vec![],
         system: vec![],
         scaling: vec![],
+        memory: None,
     };
-    for &mode in modes {
+    for &mode in modes.iter().filter(|_| !args.memory_only) {
         let dir = tempfile::tempdir()?;
         let server = ManagedServer::start(&dir.path().join("nats"), &dir.path().join("creds"), 0, mode)?;
         let client = skynet_bus::auth::connect(
@@ -108,11 +117,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("[bench] {:?}: system run…", mode);
         report.system.push(system::run(mode, sys_args).await?);
     }
-    if !args.no_scaling {
+    if !args.no_scaling && !args.memory_only {
         eprintln!("[bench] executor scaling…");
         let counts: &[usize] = if args.quick { &[1, 2] } else { &[1, 2, 4] };
         report.scaling = scaling::run(counts, scale_jobs, SCALE_CAPACITY, 50).await?;
     }
+    eprintln!("[bench] memory queries…");
+    let (records, queries) = if args.quick { (2_000, 50) } else { (args.memory_records, 500) };
+    report.memory = Some(memory::run(records, queries).await?);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -177,7 +189,26 @@ pub fn render(r: &Report) -> String {
             out.push_str(&format!("| {} | {:.0} | {:.2} |\n", p.executors, p.jobs_per_sec, p.ratio));
         }
     }
+    if let Some(m) = &r.memory {
+        out.push_str(&format!(
+            "\nMemory (similar-records query, {} records, {} queries)\n| p50 ms | p99 ms | found in top 5 |\n|---:|---:|---:|\n| {:.1} | {:.1} | {:.0}% |\n",
+            m.records,
+            m.queries,
+            m.p50_ms,
+            m.p99_ms,
+            m.found_share * 100.0
+        ));
+        let learned: Vec<String> =
+            r.system.iter().map(|s| format!("{} {:.0}", s.mode, s.memory_events_per_sec)).collect();
+        out.push_str(&format!(
+            "memory consumer, finished jobs learned/s during the throughput run: {}\n",
+            learned.join(", ")
+        ));
+    }
     out.push_str("\nTargets\n");
+    if let Some(m) = &r.memory {
+        out.push_str(&format!("{} memory: similar query p99 ≤ 20 ms — {:.1}\n", mark(m.p99_ms <= 20.0), m.p99_ms));
+    }
     for s in &r.system {
         if s.mode == "fast" {
             out.push_str(&format!(

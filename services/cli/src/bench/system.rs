@@ -55,6 +55,9 @@ pub struct SystemReport {
     pub latency: Latency,
     pub rebuild_events: u64,
     pub rebuild_events_per_sec: f64,
+    /// Finished jobs the memory service learned from per second, first
+    /// submission to last applied (while the throughput run was going on).
+    pub memory_events_per_sec: f64,
     pub rss_idle_mib: f64,
     pub rss_after_mib: f64,
 }
@@ -305,6 +308,21 @@ async fn run_on(
     let checkpoint = skynet_projector::checkpoint(&pool).await.unwrap_or(0);
     let projector_lag_events = info.last_sequence.saturating_sub(checkpoint);
     let rss_after_mib = rss_mib(up.0.id());
+    // The memory service learns from every finished job: how fast it keeps up
+    // (from the first submission until it has applied every job's end).
+    let expected = (expect + args.jobs) as i64;
+    let memory_events_per_sec = loop {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM memory_applied").fetch_one(&pool).await.unwrap_or(0);
+        if applied >= expected {
+            break args.jobs as f64 / started.elapsed().as_secs_f64();
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "memory applied {applied} of {expected} in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
 
     // Latency at a fixed offered rate.
     let mut lat = Tally::default();
@@ -402,6 +420,7 @@ async fn run_on(
         latency,
         rebuild_events: events,
         rebuild_events_per_sec: events as f64 / rebuild_secs,
+        memory_events_per_sec,
         rss_idle_mib,
         rss_after_mib,
     })

@@ -3,7 +3,9 @@
 
 pub mod control;
 pub mod jobs;
+pub mod memory;
 pub mod principal;
+pub mod status;
 pub mod task;
 pub mod watch;
 

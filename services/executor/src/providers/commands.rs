@@ -43,6 +43,11 @@ pub const SUPPORTED: &[&str] = &[
     "execute_command",
 ];
 
+/// Command actions only the local provider offers: they act on the host a
+/// person works at (its GitHub login, its desktop), not on a remote machine or
+/// in a container.
+pub const HOST_ONLY: &[&str] = &["gh_create_repo", "open_in_vscode", "close_app"];
+
 /// The program an action runs, when it is always the same one (the project
 /// commands and `execute_command` vary). A host without it cannot run the
 /// action, and its executor must not say it can.
@@ -54,8 +59,25 @@ pub fn program(action: &str) -> Option<&'static str> {
         "docker_build" | "docker_compose_up" => Some("docker"),
         "check_disk_space" => Some("df"),
         "check_memory" => Some("free"),
+        "gh_create_repo" => Some("gh"),
+        "open_in_vscode" => Some("code"),
+        "close_app" => Some("wmctrl"),
         _ => None,
     }
+}
+
+/// Whether the action needs a graphical session (a window to open or close):
+/// a headless host cannot run it, whatever programs it has.
+pub fn needs_desktop(action: &str) -> bool {
+    matches!(action, "open_in_vscode" | "close_app")
+}
+
+/// Variables a desktop action needs to reach the session.
+pub const DESKTOP_ENV: &[&str] = &["DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS"];
+
+/// Whether this process runs inside a graphical session.
+pub fn has_desktop() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
 }
 
 /// Whether `program` is an executable file in a directory of `PATH`.
@@ -68,9 +90,17 @@ pub fn on_path(program: &str) -> bool {
     })
 }
 
-/// The actions of `actions` whose program `found` says this host has.
-pub fn runnable<'a>(actions: &[&'a str], found: impl Fn(&str) -> bool) -> Vec<&'a str> {
-    actions.iter().copied().filter(|a| program(a).is_none_or(&found)).collect()
+/// The actions of `actions` whose program `found` says this host has, and
+/// that need no graphical session unless `desktop`.
+pub fn runnable<'a>(actions: &[&'a str], found: impl Fn(&str) -> bool, desktop: bool) -> Vec<&'a str> {
+    actions.iter().copied().filter(|a| program(a).is_none_or(&found) && (desktop || !needs_desktop(a))).collect()
+}
+
+/// A git remote's name: letters, digits and `._-`, starting with a letter or digit.
+fn is_remote_name(s: &str) -> bool {
+    s.len() <= 100
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// The argv for `action` with `params`.
@@ -100,10 +130,24 @@ pub fn argv(action: &str, params: &BTreeMap<String, Value>) -> Result<Vec<String
         }
         "git_pull" => v(&["git", "pull"]),
         "git_push" => {
-            // Both are single words that cannot start with '-' (catalog kind Word).
+            // A remote is a configured remote's name — never a URL or a path,
+            // which would push into any repository the host can reach — and a
+            // branch one word; a bad one is refused, never dropped (the branch
+            // would become the remote).
+            let bad = |param| CommandError::BadParam { action: action.into(), param };
+            let remote = s("remote");
+            if remote.as_deref().is_some_and(|r| !is_remote_name(r)) {
+                return Err(bad("remote"));
+            }
+            let branch = s("branch");
+            if branch.as_deref().is_some_and(|b| !skynet_rules::catalog::is_word(b))
+                || (branch.is_some() && remote.is_none())
+            {
+                return Err(bad("branch"));
+            }
             let mut a = v(&["git", "push"]);
-            a.extend(s("remote").filter(|w| skynet_rules::catalog::is_word(w)));
-            a.extend(s("branch").filter(|w| skynet_rules::catalog::is_word(w)));
+            a.extend(remote);
+            a.extend(branch);
             a
         }
         "git_commit" => {
@@ -122,14 +166,16 @@ pub fn argv(action: &str, params: &BTreeMap<String, Value>) -> Result<Vec<String
         }
         // The project's own command, resolved by the dispatcher from the
         // policy's allow-list or the project's files; never from the plan.
-        "run_tests" | "lint_project" | "build_project" | "install_dependencies" => match params.get(PROJECT_COMMAND) {
-            Some(Value::Array(a)) if !a.is_empty() => a
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .ok_or(CommandError::BadParam { action: action.into(), param: PROJECT_COMMAND })?,
-            _ => return Err(CommandError::BadParam { action: action.into(), param: PROJECT_COMMAND }),
-        },
+        "run_tests" | "lint_project" | "build_project" | "install_dependencies" | "start_dev_server" => {
+            match params.get(PROJECT_COMMAND) {
+                Some(Value::Array(a)) if !a.is_empty() => a
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or(CommandError::BadParam { action: action.into(), param: PROJECT_COMMAND })?,
+                _ => return Err(CommandError::BadParam { action: action.into(), param: PROJECT_COMMAND }),
+            }
+        }
         "docker_build" => {
             // Images SKYNET builds live under `skynet/`, so a build can never
             // replace an image other steps run (the docker provider's own).
@@ -138,6 +184,32 @@ pub fn argv(action: &str, params: &BTreeMap<String, Value>) -> Result<Vec<String
             vec!["docker".into(), "build".into(), "-t".into(), tag, ".".into()]
         }
         "docker_compose_up" => v(&["docker", "compose", "up", "-d"]),
+        "gh_create_repo" => {
+            let name = s("repo_name")
+                .filter(|w| skynet_rules::catalog::is_word(w))
+                .ok_or(CommandError::BadParam { action: action.into(), param: "repo_name" })?;
+            let public = params.get("private").and_then(Value::as_bool) == Some(false);
+            vec![
+                "gh".into(),
+                "repo".into(),
+                "create".into(),
+                name,
+                (if public { "--public" } else { "--private" }).into(),
+            ]
+        }
+        "open_in_vscode" => {
+            let path = s("path").ok_or(CommandError::BadParam { action: action.into(), param: "path" })?;
+            vec!["code".into(), "--".into(), path]
+        }
+        // Closes a window whose class is exactly that (`-F`: no substring
+        // match), politely — the window manager asks it to close — never a
+        // process by a name pattern.
+        "close_app" => {
+            let app = s("app")
+                .filter(|w| skynet_rules::catalog::is_word(w))
+                .ok_or(CommandError::BadParam { action: action.into(), param: "app" })?;
+            vec!["wmctrl".into(), "-F".into(), "-x".into(), "-c".into(), app]
+        }
         "check_disk_space" => v(&["df", "-h"]),
         "check_memory" => v(&["free", "-h"]),
         "execute_command" => match params.get("command") {
@@ -158,10 +230,14 @@ mod tests {
 
     #[test]
     fn an_action_whose_program_is_missing_is_not_offered() {
-        let without_git = runnable(SUPPORTED, |p| p != "git");
+        let without_git = runnable(SUPPORTED, |p| p != "git", false);
         assert!(!without_git.iter().any(|a| a.starts_with("git_")), "{without_git:?}");
         assert!(without_git.contains(&"check_disk_space") && without_git.contains(&"run_tests"));
-        assert_eq!(runnable(SUPPORTED, |_| true), SUPPORTED);
+        assert_eq!(runnable(SUPPORTED, |_| true, false), SUPPORTED);
+        // Without gh, no gh_create_repo; without a desktop, no windows to open
+        // or close, whatever programs there are.
+        assert_eq!(runnable(HOST_ONLY, |p| p != "gh", true), ["open_in_vscode", "close_app"]);
+        assert_eq!(runnable(HOST_ONLY, |_| true, false), ["gh_create_repo"]);
         // This machine has git and ls (the tests run them), and no such program.
         assert!(on_path("git") && on_path("ls"));
         assert!(!on_path("skynet-no-such-program"));
@@ -190,7 +266,15 @@ mod tests {
                 p(&[(PROJECT_COMMAND, serde_json::json!(["cargo", "test", "--workspace"]))]),
                 Ok(vec!["cargo", "test", "--workspace"]),
             ),
-            ("git_push", p(&[("remote", "--receive-pack=x".into())]), Ok(vec!["git", "push"])),
+            ("git_push", p(&[("remote", "--receive-pack=x".into())]), Err(())),
+            ("git_push", p(&[("remote", "file:///srv/repo".into())]), Err(())),
+            ("git_push", p(&[("remote", "a/../../repo".into())]), Err(())),
+            ("git_push", p(&[("branch", "main".into())]), Err(())),
+            (
+                "git_push",
+                p(&[("remote", "origin".into()), ("branch", "feature/x".into())]),
+                Ok(vec!["git", "push", "origin", "feature/x"]),
+            ),
             (
                 "execute_command",
                 p(&[("command", "echo 'Hello from SKYNET'".into())]),
@@ -208,6 +292,20 @@ mod tests {
             ("check_disk_space", p(&[]), Ok(vec!["df", "-h"])),
             ("file_read", p(&[("file", "README.md".into())]), Ok(vec!["cat", "--", "README.md"])),
             ("close_app", p(&[]), Err(())),
+            ("close_app", p(&[("app", "firefox".into())]), Ok(vec!["wmctrl", "-F", "-x", "-c", "firefox"])),
+            ("close_app", p(&[("app", "-a".into())]), Err(())),
+            (
+                "gh_create_repo",
+                p(&[("repo_name", "tools".into())]),
+                Ok(vec!["gh", "repo", "create", "tools", "--private"]),
+            ),
+            (
+                "gh_create_repo",
+                p(&[("repo_name", "site".into()), ("private", false.into())]),
+                Ok(vec!["gh", "repo", "create", "site", "--public"]),
+            ),
+            ("open_in_vscode", p(&[("path", "/p/src".into())]), Ok(vec!["code", "--", "/p/src"])),
+            ("start_dev_server", p(&[("port", 8000.into())]), Err(())),
         ];
         for (action, params, want) in cases {
             let got = argv(action, &params).map_err(|_| ());

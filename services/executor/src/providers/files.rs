@@ -102,15 +102,31 @@ pub fn write(path: &Path, content: &str, mode: Mode) -> StepOutcome {
     }
 }
 
-/// Creates the directory `path` (its parent must exist); one that exists is fine.
-pub fn create_directory(path: &Path) -> StepOutcome {
+/// Creates the directory `path`; one that exists is fine. Without `parents`
+/// its parent must exist; with it, each missing ancestor is created in turn,
+/// one level at a time, and none may turn out to be a symbolic link (one
+/// swapped in since the sandbox check is refused, not followed).
+pub fn create_directory(path: &Path, parents: bool) -> StepOutcome {
     let shown = path.display();
-    match std::fs::create_dir(path) {
-        Ok(()) => done(format!("created {shown}\n")),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match std::fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => done(format!("{shown} already exists\n")),
-            _ => StepOutcome::error(format!("{shown} exists and is not a directory")),
-        },
-        Err(e) => StepOutcome::error(format!("cannot create {shown}: {e}")),
+    let mut levels: Vec<&Path> = if parents { path.ancestors().collect() } else { vec![path] };
+    levels.reverse();
+    let mut created = 0usize;
+    for level in levels {
+        match std::fs::create_dir(level) {
+            Ok(()) => created += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return StepOutcome::error(format!("cannot create {shown}: {}: {e}", level.display())),
+        }
+        match std::fs::symlink_metadata(level) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                return StepOutcome::error(format!("{} is a symbolic link; refused", level.display()));
+            }
+            _ => return StepOutcome::error(format!("{} exists and is not a directory", level.display())),
+        }
+    }
+    match created {
+        0 => done(format!("{shown} already exists\n")),
+        _ => done(format!("created {shown}\n")),
     }
 }

@@ -11,7 +11,7 @@ use skynet_rules::{catalog, sandbox};
 use tokio_util::sync::CancellationToken;
 
 use super::process::{self, Spawn};
-use super::{OutputSink, StepOutcome, StepRequest, commands, files};
+use super::{OutputSink, StepOutcome, StepRequest, archive, chat, commands, devserver, files};
 
 /// Local settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -27,6 +27,11 @@ pub struct Local {
     /// Author and committer of `git_commit` (`Name <email>`): commits are
     /// SKYNET's, whatever git configuration the host has or lacks.
     pub git_author: String,
+    /// The chat endpoint `ollama_chat` calls; unset: the action is not offered.
+    pub chat: Option<chat::Chat>,
+    /// Dev servers running for jobs (not a setting).
+    #[serde(skip)]
+    pub servers: devserver::Servers,
 }
 
 impl Default for Local {
@@ -36,6 +41,8 @@ impl Default for Local {
             denied_paths: Vec::new(),
             max_output: 1024 * 1024,
             git_author: "SKYNET <skynet@localhost>".into(),
+            chat: None,
+            servers: devserver::Servers::default(),
         }
     }
 }
@@ -65,7 +72,20 @@ impl Local {
                 let Some(d) = path("directory") else {
                     return StepOutcome::error("create_directory needs a directory".into());
                 };
-                return files::create_directory(d);
+                let parents = req.params.get("parents").and_then(serde_json::Value::as_bool).unwrap_or(false);
+                return files::create_directory(d, parents);
+            }
+            "zip_project" => {
+                let (_, denied) = self.sandbox();
+                return archive::zip_project(dir, denied, req.timeout, cancel).await;
+            }
+            "ollama_chat" => {
+                return match &self.chat {
+                    Some(c) => c.run(&req.params, req.timeout, cancel).await,
+                    None => {
+                        StepOutcome::error("ollama_chat is not available on this executor: no chat endpoint".into())
+                    }
+                };
             }
             _ => {}
         }
@@ -73,8 +93,32 @@ impl Local {
             Ok(a) => a,
             Err(e) => return StepOutcome::error(e.to_string()),
         };
+        if req.action == "start_dev_server" {
+            let Some(port) = req.params.get("port").and_then(serde_json::Value::as_u64) else {
+                return StepOutcome::error("start_dev_server needs a port".into());
+            };
+            let Some(port) = u16::try_from(port).ok().filter(|p| *p >= 1024) else {
+                return StepOutcome::error(format!("port {port} is not a TCP port a dev server may use (1024-65535)"));
+            };
+            return self.servers.start(&req.job, &argv, &dir, port, req.timeout, cancel).await;
+        }
+        // Asked for what this host lacks (a plan sent to it anyway): say so,
+        // rather than a bare "cannot start".
+        if let Some(missing) = commands::program(&req.action).filter(|p| !commands::on_path(p)) {
+            return StepOutcome::error(format!("{} is not available on this executor: no {missing}", req.action));
+        }
+        if commands::needs_desktop(&req.action) && !commands::has_desktop() {
+            return StepOutcome::error(format!("{} is not available on this executor: no desktop session", req.action));
+        }
         let Some((program, args)) = argv.split_first() else { return StepOutcome::error("empty command".into()) };
         let mut env = std::collections::BTreeMap::new();
+        if commands::needs_desktop(&req.action) {
+            for key in commands::DESKTOP_ENV {
+                if let Ok(v) = std::env::var(key) {
+                    env.insert((*key).to_owned(), v);
+                }
+            }
+        }
         if req.action == "git_commit" {
             let (name, email) = split_author(&self.git_author);
             for (k, v) in [("GIT_AUTHOR_NAME", &name), ("GIT_COMMITTER_NAME", &name)] {
@@ -116,7 +160,7 @@ impl Local {
     }
 
     fn sandbox(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
-        (sandbox::canonical_roots(&self.allowed_roots), sandbox::canonical_roots(&self.denied_paths))
+        (sandbox::canonical_roots(&self.allowed_roots), sandbox::canonical_denied(&self.denied_paths))
     }
 
     /// Every directory and path parameter again, right before the step runs:
@@ -171,6 +215,25 @@ impl Local {
             return StepOutcome::error(format!("cannot read {path}: {e}"));
         }
         StepOutcome { exit_code: Some(0), stdout, ..StepOutcome::default() }
+    }
+
+    /// What this host can run: an action whose program is missing, or that
+    /// needs a desktop this host lacks, or a chat endpoint none is configured
+    /// for, is not offered — so the scheduler never picks it for one.
+    pub fn capabilities(&self) -> Vec<&'static str> {
+        let commands = commands::SUPPORTED.iter().chain(commands::HOST_ONLY).copied().collect::<Vec<_>>();
+        let mut v = commands::runnable(&commands, commands::on_path, commands::has_desktop());
+        v.extend(files::ACTIONS);
+        v.extend(["zip_project", "start_dev_server"]);
+        if self.chat.is_some() {
+            v.push("ollama_chat");
+        }
+        v
+    }
+
+    /// Stops what the job left running here (its dev servers).
+    pub async fn end_job(&self, job: &str) -> usize {
+        self.servers.stop_job(job).await
     }
 
     pub async fn health(&self) -> (Health, String) {

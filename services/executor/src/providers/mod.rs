@@ -2,7 +2,10 @@
 //! reports its health and the actions it can run. They are an enum rather than
 //! trait objects: the set is closed and known at compile time.
 
+pub mod archive;
+pub mod chat;
 pub mod commands;
+pub mod devserver;
 pub mod docker;
 pub mod files;
 pub mod local;
@@ -46,7 +49,36 @@ pub struct StepOutcome {
     pub error: Option<String>,
     pub timed_out: bool,
     pub cancelled: bool,
+    /// Files the step made for the job (`zip_project`'s archive): the runner
+    /// stores each as an artifact; each is deleted when dropped.
+    pub produced: Vec<Produced>,
 }
+
+/// A file a step produced, kept in a temporary file until stored.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    /// Its artifact name.
+    pub name: String,
+    file: std::sync::Arc<tempfile::TempPath>,
+}
+
+impl Produced {
+    pub fn new(name: String, file: tempfile::TempPath) -> Produced {
+        Produced { name, file: std::sync::Arc::new(file) }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.file
+    }
+}
+
+impl PartialEq for Produced {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.path() == other.path()
+    }
+}
+
+impl Eq for Produced {}
 
 impl StepOutcome {
     /// A step that could not run at all.
@@ -114,6 +146,14 @@ impl Provider {
         }
     }
 
+    /// Stops what a job left running on this provider when it ends here.
+    pub async fn end_job(&self, job: &str) -> usize {
+        match self {
+            Provider::Local(p) => p.end_job(job).await,
+            _ => 0,
+        }
+    }
+
     /// Health and capabilities, checked now.
     pub async fn status(&self) -> ProviderStatus {
         let started = std::time::Instant::now();
@@ -132,19 +172,14 @@ impl Provider {
         }
     }
 
-    /// Actions this provider can run (the local provider: those whose program
-    /// this host has; ssh and docker: every command action, the remote host's
-    /// programs being unknown here).
+    /// Actions this provider can run (the local provider: what this host has,
+    /// see [`local::Local::capabilities`]; ssh and docker: every shared command
+    /// action, the remote host's programs being unknown here).
     pub fn capabilities(&self) -> Vec<String> {
         let list: Vec<&str> = match self {
             Provider::Mock(_) => vec!["*"],
             Provider::OpenClaw(_) => openclaw::ACTIONS.to_vec(),
-            // What this host can run: an action whose program is missing is
-            // not offered, so the scheduler never picks this executor for it.
-            Provider::Local(_) => commands::runnable(commands::SUPPORTED, commands::on_path)
-                .into_iter()
-                .chain(files::ACTIONS.iter().copied())
-                .collect(),
+            Provider::Local(p) => p.capabilities(),
             Provider::Ssh(_) | Provider::Docker(_) => commands::SUPPORTED.to_vec(),
         };
         list.into_iter().map(str::to_owned).collect()

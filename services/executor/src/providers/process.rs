@@ -38,6 +38,36 @@ pub struct Spawn<'a> {
     pub hold_stdin: bool,
 }
 
+/// The watched-session wrapper (the ssh provider's remote steps, the local
+/// provider's dev servers), run as `sh -c WRAPPER sh LIMIT DIR ARGV...`. fd 3
+/// keeps the stdin (the ssh connection's, or the executor's own pipe) for the
+/// watcher (an asynchronous list's stdin is /dev/null in a non-interactive
+/// shell); the step gets /dev/null. On EOF the watcher kills the step's whole
+/// process group (its session, made by setsid). The executor holds that stdin
+/// open and never writes it, so the EOF comes when it lets go — or dies, even
+/// by `kill -9`.
+///
+/// When the step itself ends, whatever it left in its group (a background
+/// child, a daemon that kept the output open) is killed too: nothing of a step
+/// outlives it.
+///
+/// The step also runs under `timeout -s KILL LIMIT`: if the stdin's end never
+/// arrives (a network that parted silently), the step still dies on its own,
+/// and `timeout` (the session's leader) takes its whole group with it.
+pub const WRAPPER: &str = r#"limit=$1
+cd -- "$2" || exit 125
+shift 2
+exec 3<&0
+setsid timeout -s KILL "$limit" "$@" </dev/null 3<&- &
+p=$!
+{ read -r _ <&3 || :; kill -s KILL -- "-$p" || kill -s KILL "$p"; } >/dev/null 2>&1 &
+w=$!
+exec 3<&-
+wait "$p"; s=$?
+kill -s KILL -- "-$p" 2>/dev/null
+kill "$w" 2>/dev/null
+exit "$s""#;
+
 /// Runs the command; chunks of output go to `chunks` as they arrive.
 pub async fn run(
     spec: Spawn<'_>,

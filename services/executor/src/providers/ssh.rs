@@ -19,7 +19,7 @@ use serde::Deserialize;
 use skynet_contract::executor::Health;
 use tokio_util::sync::CancellationToken;
 
-use super::process::{self, Spawn};
+use super::process::{self, Spawn, WRAPPER};
 use super::{OutputSink, StepOutcome, StepRequest, commands};
 
 /// SSH settings.
@@ -79,33 +79,6 @@ impl HostKeys {
         }
     }
 }
-
-/// The remote wrapper, run as `sh -c WRAPPER sh LIMIT DIR ARGV...`. fd 3 keeps the
-/// connection's stdin for the watcher (an asynchronous list's stdin is
-/// /dev/null in a non-interactive shell); the step gets /dev/null. On EOF the
-/// watcher kills the step's whole process group (its session, made by setsid).
-///
-/// When the step itself ends, whatever it left in its group (a background
-/// child, a daemon that kept the output open) is killed too: nothing of a step
-/// outlives it.
-///
-/// The step also runs under `timeout -s KILL LIMIT` (the step's limit plus
-/// [`REMOTE_GRACE_SECS`]): if the network parts and the connection's end never
-/// reaches the remote host, the step still dies there, and `timeout` (the
-/// session's leader) takes its whole group with it.
-pub const WRAPPER: &str = r#"limit=$1
-cd -- "$2" || exit 125
-shift 2
-exec 3<&0
-setsid timeout -s KILL "$limit" "$@" </dev/null 3<&- &
-p=$!
-{ read -r _ <&3 || :; kill -s KILL -- "-$p" || kill -s KILL "$p"; } >/dev/null 2>&1 &
-w=$!
-exec 3<&-
-wait "$p"; s=$?
-kill -s KILL -- "-$p" 2>/dev/null
-kill "$w" 2>/dev/null
-exit "$s""#;
 
 /// Seconds a remote step may outlive its limit before the remote side kills it
 /// on its own (the executor kills it at the limit over the connection).

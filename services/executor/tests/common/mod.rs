@@ -89,7 +89,13 @@ pub async fn scheduled(
             request_source: "executor-test".into(),
             request_id: id.into(),
         }),
-        Command::RecordPlan(skynet_contract::job::Planned { plan, planner: "test".into(), fallback_reason: None }),
+        Command::RecordPlan(skynet_contract::job::Planned {
+            plan,
+            planner: "test".into(),
+            fallback_reason: None,
+            memories: vec![],
+            warnings: vec![],
+        }),
         Command::DecidePolicy(PolicyDecided {
             allowed: true,
             risk: Risk::Admin,
