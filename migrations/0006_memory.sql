@@ -20,7 +20,16 @@ CREATE TABLE IF NOT EXISTS memory_records (
     tsv         tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED
 );
 CREATE INDEX IF NOT EXISTS memory_records_tsv ON memory_records USING gin (tsv);
-CREATE INDEX IF NOT EXISTS memory_records_trgm ON memory_records USING gin (text gin_trgm_ops);
+-- The operator class named with the extension's schema: this migration also
+-- runs under another search_path (the projector's shadow rebuild), where an
+-- unqualified gin_trgm_ops is not found.
+DO $$
+DECLARE ext_schema text;
+BEGIN
+    SELECT n.nspname INTO ext_schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+    WHERE e.extname = 'pg_trgm';
+    EXECUTE format('CREATE INDEX IF NOT EXISTS memory_records_trgm ON memory_records USING gin (text %I.gin_trgm_ops)', ext_schema);
+END $$;
 CREATE INDEX IF NOT EXISTS memory_records_kind ON memory_records (kind, updated_at DESC);
 
 -- Each failure-pattern occurrence (one failed step of one job): counts per

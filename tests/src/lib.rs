@@ -41,6 +41,17 @@ impl System {
     /// Starts every service on the given server and database, with settings
     /// adjusted by `tune` (policy file, planner backend, timeouts).
     pub async fn start_with(nats: NatsServer, db: TestDb, tune: impl FnOnce(&mut Settings)) -> anyhow::Result<System> {
+        Self::start_without(nats, db, tune, &[]).await
+    }
+
+    /// [`System::start_with`] without some services (e.g. the executor, which
+    /// a test starts and stops itself with [`System::settings`]).
+    pub async fn start_without(
+        nats: NatsServer,
+        db: TestDb,
+        tune: impl FnOnce(&mut Settings),
+        without: &[Service],
+    ) -> anyhow::Result<System> {
         let mut settings = Settings::new(Some(nats.url.clone()), Some(db.url.clone()));
         // Every service connects under its own role, as with `skynet up`.
         settings.nats_creds_dir = Some(nats.creds().dir.clone());
@@ -51,7 +62,8 @@ impl System {
         let stop = CancellationToken::new();
         let token = stop.clone();
         // The API is started per test on a free port (see `System::api`).
-        let services: Vec<Service> = Service::ALL.iter().copied().filter(|s| *s != Service::Api).collect();
+        let services: Vec<Service> =
+            Service::ALL.iter().copied().filter(|s| *s != Service::Api && !without.contains(s)).collect();
         let task = tokio::spawn(async move { up::run(&infra, &settings, &services, token).await });
         // The tests are users: the `client` role's rights, nothing more.
         let client = nats.connect_as(skynet_bus::auth::CLIENT).await?;
@@ -81,6 +93,14 @@ impl System {
         )?;
         std::fs::write(project.path().join("requirements.txt"), "")?;
         Ok(System { nats, db, project, client, js, stop: StopOnDrop(stop), task })
+    }
+
+    /// Settings as the harness gives the services (before a test's tuning).
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::new(Some(self.nats.url.clone()), Some(self.db.url.clone()));
+        settings.nats_creds_dir = Some(self.nats.creds().dir.clone());
+        settings.api_token = Some(ADMIN_TOKEN.into());
+        settings
     }
 
     /// The test project's directory.

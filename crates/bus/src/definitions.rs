@@ -77,6 +77,11 @@ const CONSUMERS: &[(&str, &str, &str)] = &[
         "nats/consumers/SKYNET_EVENTS/memory.json",
         include_str!("../../../nats/consumers/SKYNET_EVENTS/memory.json"),
     ),
+    (
+        EVENTS_STREAM,
+        "nats/consumers/SKYNET_EVENTS/sentinel.json",
+        include_str!("../../../nats/consumers/SKYNET_EVENTS/sentinel.json"),
+    ),
 ];
 
 /// Oldest server version SKYNET runs on (2.11 added

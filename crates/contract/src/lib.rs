@@ -9,6 +9,7 @@
 //! A published event type is never edited. A breaking change adds a `.v2` type and
 //! an upcaster next to the v1 decoder in [`job::JobEvent::decode`].
 
+pub mod alert;
 pub mod commands;
 pub mod envelope;
 pub mod executor;

@@ -13,7 +13,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::guard::{self, Limiter};
-use crate::routes::{events, jobs, legacy, memory, tasks};
+use crate::routes::{alerts, events, jobs, legacy, memory, tasks};
 use crate::state::AppState;
 
 /// What the API needs.
@@ -58,6 +58,8 @@ pub fn router(config: Config, deps: Deps) -> Router {
         .route("/v1/execute", post(legacy::execute))
         .route("/v1/scheduler/diagnose", post(legacy::diagnose))
         .route("/v1/providers/health", get(legacy::providers_health))
+        .route("/v1/alerts", get(alerts::list))
+        .route("/v1/alerts/silences", post(alerts::silence))
         .route("/v1/memory", post(memory::add))
         .route("/v1/memory/search", get(memory::search))
         .route("/v1/memory/similar", get(memory::similar))

@@ -98,6 +98,13 @@ pub enum Cmd {
         #[arg(long)]
         memory: bool,
     },
+    /// The sentinel's alerts (firing; --all for resolved too), and silences.
+    Alerts {
+        #[command(flatten)]
+        args: commands::alerts::AlertsArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Memory: search, add, stats, forget.
     Memory {
         #[command(flatten)]
@@ -143,6 +150,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Rebuild { settings, memory: false } => rebuild(&settings).await.map(|()| 0),
         Cmd::Rebuild { settings, memory: true } => rebuild_memory(&settings).await.map(|()| 0),
         Cmd::Memory { args, client } => commands::memory::run(args, &client).await,
+        Cmd::Alerts { args, client } => commands::alerts::run(args, &client).await,
         Cmd::Bench(args) => crate::bench::run(args).await.map(|()| 0),
         Cmd::Chaos(args) => crate::chaos::run(args).await,
         Cmd::Principal(args) => commands::principal::run(args).await,

@@ -57,6 +57,8 @@ pub struct Settings {
     pub approval_timeout_secs: Option<u64>,
     #[command(flatten)]
     pub executor: ExecutorSettings,
+    #[command(flatten)]
+    pub sentinel: SentinelSettings,
     /// Where the HTTP API listens.
     #[arg(long, env = "SKYNET_API_LISTEN", default_value = "127.0.0.1:8080")]
     pub api_listen: std::net::SocketAddr,
@@ -68,6 +70,58 @@ pub struct Settings {
     /// token holding the `read` role.
     #[arg(long, env = "SKYNET_API_OPEN_READS", default_value_t = false, action = clap::ArgAction::Set)]
     pub api_open_reads: bool,
+}
+
+/// Sentinel settings (for `skynet up` and `skynet run sentinel`).
+#[derive(Debug, Clone, Args)]
+pub struct SentinelSettings {
+    /// JSON file of alert sinks (signed webhooks, Slack); unset: alerts are
+    /// recorded and shown, sent nowhere.
+    #[arg(long = "alert-sinks", env = "SKYNET_ALERT_SINKS")]
+    pub sinks: Option<PathBuf>,
+    /// The same alert is not sent again within this many seconds.
+    #[arg(long = "alert-cooldown-secs", env = "SKYNET_ALERT_COOLDOWN_SECS", default_value_t = 300)]
+    pub cooldown_secs: u64,
+    /// A job waiting for approval this long raises a reminder.
+    #[arg(long = "approval-reminder-secs", env = "SKYNET_APPROVAL_REMINDER_SECS", default_value_t = 120)]
+    pub approval_reminder_secs: u64,
+    /// Jobs dispatched or scheduled this long without starting raise an alert.
+    #[arg(long = "job-start-limit-secs", env = "SKYNET_JOB_START_LIMIT_SECS", default_value_t = 60)]
+    pub start_limit_secs: u64,
+    /// Milliseconds between the sentinel's looks.
+    #[arg(long = "sentinel-interval-ms", env = "SKYNET_SENTINEL_INTERVAL_MS", default_value_t = 2000)]
+    pub interval_ms: u64,
+}
+
+impl Default for SentinelSettings {
+    fn default() -> Self {
+        SentinelSettings {
+            sinks: None,
+            cooldown_secs: 300,
+            approval_reminder_secs: 120,
+            start_limit_secs: 60,
+            interval_ms: 2000,
+        }
+    }
+}
+
+impl SentinelSettings {
+    /// The sentinel's configuration (the sink file read and checked now).
+    pub fn config(&self) -> anyhow::Result<skynet_sentinel::Config> {
+        let secs = |n: u64| chrono::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1000));
+        let sinks = match &self.sinks {
+            Some(path) => skynet_sentinel::sinks::load(path)?,
+            None => Vec::new(),
+        };
+        Ok(skynet_sentinel::Config {
+            interval: std::time::Duration::from_millis(self.interval_ms.max(100)),
+            cooldown: secs(self.cooldown_secs),
+            approval_reminder: secs(self.approval_reminder_secs),
+            start_limit: secs(self.start_limit_secs),
+            sinks,
+            ..skynet_sentinel::Config::default()
+        })
+    }
 }
 
 /// Executor settings (for `skynet up` and `skynet run executor`).
@@ -232,6 +286,7 @@ impl Settings {
             llm_api_key_env: "SKYNET_LLM_API_KEY".into(),
             approval_timeout_secs: None,
             executor: ExecutorSettings::default(),
+            sentinel: SentinelSettings::default(),
             api_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
             api_token: None,
             api_open_reads: false,

@@ -35,6 +35,8 @@ pub enum Service {
     Projector,
     /// Remembers what happened; answers the planner's and people's questions.
     Memory,
+    /// Watches executors, jobs, queues and dependencies; raises alerts.
+    Sentinel,
     /// The HTTP API.
     Api,
 }
@@ -50,6 +52,7 @@ impl Service {
         Service::Executor,
         Service::Projector,
         Service::Memory,
+        Service::Sentinel,
         Service::Api,
     ];
 
@@ -63,6 +66,7 @@ impl Service {
             Service::Executor => "executor",
             Service::Projector => "projector",
             Service::Memory => "memory",
+            Service::Sentinel => "sentinel",
             Service::Api => "api",
         }
     }
@@ -81,7 +85,7 @@ pub async fn run(
     // Only the services that use Postgres wait for it: the schema exists
     // before any reader starts (migrations are idempotent and serialised by
     // sqlx's advisory lock, so every process may run them).
-    if services.iter().any(|s| matches!(s, Service::Projector | Service::Api | Service::Memory)) {
+    if services.iter().any(|s| matches!(s, Service::Projector | Service::Api | Service::Memory | Service::Sentinel)) {
         infra.database().await?;
     }
     let mut up = Supervisor {
@@ -177,6 +181,10 @@ impl Supervisor<'_> {
             ..Default::default()
         };
         let api_store = store.clone();
+        let sentinel_config = match service {
+            Service::Sentinel => Some(settings.sentinel.config().context("the alert sinks")?),
+            _ => None,
+        };
         let handle = self.set.spawn(async move {
             let result: anyhow::Result<()> = async move {
                 match service {
@@ -232,6 +240,15 @@ impl Supervisor<'_> {
                         skynet_memory::run(skynet_memory::Config::default(), deps, stop)
                             .await
                             .map_err(anyhow::Error::from)
+                    }
+                    Service::Sentinel => {
+                        let principals = std::sync::Arc::new(
+                            skynet_bus::principals::Principals::open(&js).await.map_err(|e| anyhow::anyhow!(e))?,
+                        );
+                        let http = skynet_sentinel::sinks::client()?;
+                        let deps = skynet_sentinel::Deps { js, nats, db, principals, http };
+                        let config = sentinel_config.unwrap_or_default();
+                        skynet_sentinel::run(config, deps, stop).await.map_err(anyhow::Error::from)
                     }
                     Service::Projector => {
                         let deps = skynet_projector::Deps { js, db };

@@ -166,6 +166,18 @@ async fn task_wait_exits_with_the_jobs_outcome_and_the_other_commands_work() -> 
     let bad = run(&r, &["memory", "add", "--type", "failure_pattern", "x"])?;
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
 
+    // alerts: the sentinel's table as JSON; a silence set and one refused.
+    let listed = run(&r, &["alerts", "--all", "--json"])?;
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed));
+    assert!(serde_json::from_slice::<serde_json::Value>(&listed.stdout)?.is_array(), "{}", text(&listed));
+    let silenced =
+        run(&r, &["alerts", "silence", "--match", "kind=queue_backlog", "--for", "2h", "--reason", "load test"])?;
+    assert_eq!(silenced.status.code(), Some(0), "{}", text(&silenced));
+    assert!(text(&silenced).starts_with("silence "), "{}", text(&silenced));
+    let refused = run(&r, &["alerts", "silence", "--match", "kind=queue_backlog", "--for", "90d"])?;
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(text(&refused).contains("30 days"), "{}", text(&refused));
+
     // No system: a clear error, not a panic.
     let nowhere = Command::new(env!("CARGO_BIN_EXE_skynet"))
         .args(["jobs"])

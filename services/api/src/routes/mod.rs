@@ -1,5 +1,6 @@
 //! The API's routes, one file per concern.
 
+pub mod alerts;
 pub mod events;
 pub mod jobs;
 pub mod legacy;

@@ -1,6 +1,7 @@
 //! The client subcommands: they publish submissions and commands on NATS and
 //! read the log and the read models; they never call a service directly.
 
+pub mod alerts;
 pub mod control;
 pub mod jobs;
 pub mod memory;
