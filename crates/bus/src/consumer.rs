@@ -191,8 +191,20 @@ where
 {
     let (seq, delivered) = msg.info().map(|i| (i.stream_sequence, i.delivered)).unwrap_or((0, 1));
     let span = info_span!("message", service = spec.service, subject = %msg.subject, seq, delivered);
+    if delivered > 1 {
+        metrics::counter!("skynet_consumer_redeliveries_total", "consumer" => spec.durable).increment(1);
+    }
     async {
-        let (code, reason) = match handler(msg.clone()).await {
+        let disposition = handler(msg.clone()).await;
+        let outcome = match &disposition {
+            Disposition::Ack => "ack",
+            Disposition::Retry(_) if delivered < spec.max_deliveries => "retry",
+            Disposition::Retry(_) | Disposition::DeadLetter { .. } => "dead_letter",
+            Disposition::Abandon => "abandon",
+        };
+        metrics::counter!("skynet_consumer_messages_total", "consumer" => spec.durable, "outcome" => outcome)
+            .increment(1);
+        let (code, reason) = match disposition {
             Disposition::Ack => {
                 if let Err(e) = msg.ack().await {
                     // Redelivered after ack_wait; handlers are idempotent.

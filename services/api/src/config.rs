@@ -23,6 +23,20 @@ pub struct Config {
     pub max_sse: usize,
     /// Events buffered per live stream; a reader that falls further behind is dropped.
     pub sse_buffer: usize,
+    /// What `GET /metrics` serves: the process's Prometheus exposition, from
+    /// whoever installed the exporter (`skynet up`); none: 404.
+    #[serde(skip)]
+    pub metrics: Option<MetricsRender>,
+}
+
+/// Renders the Prometheus text exposition of this process.
+#[derive(Clone)]
+pub struct MetricsRender(pub std::sync::Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for MetricsRender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsRender")
+    }
 }
 
 impl Default for Config {
@@ -35,6 +49,7 @@ impl Default for Config {
             service_timeout_ms: 5000,
             max_sse: 256,
             sse_buffer: 1024,
+            metrics: None,
         }
     }
 }

@@ -17,6 +17,6 @@ pub mod routes;
 mod server;
 mod state;
 
-pub use config::Config;
+pub use config::{Config, MetricsRender};
 pub use server::{Deps, router, run};
 pub use state::AppState;

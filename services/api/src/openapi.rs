@@ -14,7 +14,7 @@ use crate::routes::{alerts, events, jobs, legacy, memory, tasks};
         tasks::submit, jobs::list, jobs::get, jobs::events, jobs::output, jobs::approve, jobs::deny, jobs::cancel,
         events::live, legacy::root, legacy::health, legacy::plan, legacy::report, legacy::policy_check, legacy::execute,
         legacy::diagnose, legacy::providers_health, memory::add, memory::search, memory::similar, memory::stats,
-        memory::forget, alerts::list, alerts::silence
+        memory::forget, alerts::list, alerts::silence, legacy::metrics
     ),
     components(schemas(crate::error::Problem, tasks::SubmitTask, tasks::TaskAccepted, jobs::JobPage, jobs::JobDetail,
         jobs::CommandBody, jobs::CommandOutcome, jobs::StepOutput, legacy::PlanRequest, legacy::ReportRequest,

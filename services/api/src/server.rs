@@ -43,6 +43,7 @@ pub fn router(config: Config, deps: Deps) -> Router {
         .route("/", get(legacy::root))
         .route("/openapi.json", get(|| async { axum::Json(crate::openapi::document()) }))
         .route("/v1/health", get(legacy::health))
+        .route("/metrics", get(legacy::metrics))
         .route("/v1/tasks", post(tasks::submit))
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))

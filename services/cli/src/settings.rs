@@ -59,6 +59,10 @@ pub struct Settings {
     pub executor: ExecutorSettings,
     #[command(flatten)]
     pub sentinel: SentinelSettings,
+    /// Also serve Prometheus metrics at `http://<addr>/metrics` (the API serves
+    /// them at `/metrics` too, with a token of the read role).
+    #[arg(long, env = "SKYNET_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where the HTTP API listens.
     #[arg(long, env = "SKYNET_API_LISTEN", default_value = "127.0.0.1:8080")]
     pub api_listen: std::net::SocketAddr,
@@ -287,6 +291,7 @@ impl Settings {
             approval_timeout_secs: None,
             executor: ExecutorSettings::default(),
             sentinel: SentinelSettings::default(),
+            metrics_listen: None,
             api_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
             api_token: None,
             api_open_reads: false,

@@ -97,6 +97,14 @@ pub async fn run(
         set: JoinSet::new(),
         which: HashMap::new(),
     };
+    if let Some(addr) = settings.metrics_listen {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(addr, stop).await {
+                error!(error = format!("{e:#}"), "metrics endpoint");
+            }
+        });
+    }
     for &service in services {
         up.start(service).await.with_context(|| format!("starting {}", service.name()))?;
     }
@@ -178,6 +186,7 @@ impl Supervisor<'_> {
         let api_config = skynet_api::Config {
             listen: settings.api_listen,
             open_reads: settings.api_open_reads,
+            metrics: crate::metrics::render(),
             ..Default::default()
         };
         let api_store = store.clone();

@@ -59,6 +59,7 @@ pub async fn run(deps: Deps, config: Arc<Config>, beats: Heartbeats, stop: Cance
                 }
                 alerts::evolve(&mut state, event, now);
             }
+            crate::metrics::gauges(&facts, &state, &config, now);
         }
         .instrument(span)
         .await;

@@ -79,6 +79,8 @@ pub struct JobFacts {
     pub not_starting: u64,
     pub oldest_not_starting: Option<JobWaiting>,
     pub awaiting_approval: Vec<JobWaiting>,
+    /// Every job awaiting approval now, however recent.
+    pub awaiting_total: u64,
     pub stalled: Vec<JobWaiting>,
 }
 

@@ -16,6 +16,7 @@ mod alerts;
 mod config;
 mod evaluate;
 pub mod findings;
+mod metrics;
 mod observe;
 mod service;
 mod silence;

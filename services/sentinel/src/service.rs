@@ -72,6 +72,7 @@ pub async fn run(
     let beats = crate::observe::Heartbeats::default();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::observe::follow_heartbeats(deps.js.clone(), beats.clone(), stop.clone()));
+    tasks.spawn(crate::metrics::follow_jobs(deps.js.clone(), stop.clone()));
     tasks.spawn(crate::silence::serve(silences, deps.clone(), stop.clone()));
     tasks.spawn(crate::evaluate::run(deps.clone(), config.clone(), beats, stop.clone()));
     info!(service = SERVICE, sinks = config.sinks.len(), "sentinel running");

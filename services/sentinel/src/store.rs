@@ -166,6 +166,8 @@ pub async fn job_facts(
     .bind(now - reminder)
     .fetch_all(db)
     .await?;
+    let awaiting_total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'awaiting_approval'").fetch_one(db).await?;
     let stalled = sqlx::query(
         "SELECT id, intent, updated_at AS since FROM jobs WHERE status = 'running' AND updated_at < $1 ORDER BY since LIMIT 50",
     )
@@ -176,6 +178,7 @@ pub async fn job_facts(
         not_starting: not_starting.as_ref().map_or(0, |r| u64::try_from(r.get::<i64, _>("n")).unwrap_or(0)),
         oldest_not_starting: not_starting.as_ref().map(waiting),
         awaiting_approval: approvals.iter().map(waiting).collect(),
+        awaiting_total: u64::try_from(awaiting_total).unwrap_or(0),
         stalled: stalled.iter().map(waiting).collect(),
     })
 }

@@ -35,6 +35,20 @@ pub async fn root() -> Json<serde_json::Value> {
     }))
 }
 
+/// `GET /metrics`: the Prometheus text exposition of this process (jobs,
+/// stages, consumers, executors, alerts: see ARCHITECTURE.md).
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, body = String, content_type = "text/plain"), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn metrics(State(s): State<AppState>) -> Result<impl axum::response::IntoResponse, crate::error::ApiError> {
+    let render = s
+        .config
+        .metrics
+        .as_ref()
+        .ok_or_else(|| crate::error::ApiError::NotFound("metrics are not enabled in this process".into()))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], (render.0)()))
+}
+
 /// `GET /v1/health`: NATS, the database, and whether the services answer.
 #[utoipa::path(get, path = "/v1/health", responses((status = 200, body = Object), (status = 503, body = Object)))]
 pub async fn health(State(s): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
