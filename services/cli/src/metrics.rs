@@ -25,14 +25,18 @@ pub fn handle() -> Option<PrometheusHandle> {
             let built = PrometheusBuilder::new().set_buckets(BUCKETS).and_then(|b| b.install_recorder());
             match built {
                 Ok(h) => {
-                    let upkeep = h.clone();
-                    // Histograms drain into their buckets on upkeep.
-                    std::thread::spawn(move || {
-                        loop {
-                            std::thread::sleep(Duration::from_secs(5));
-                            upkeep.run_upkeep();
-                        }
-                    });
+                    // The recorder's housekeeping (a scrape drains histograms
+                    // itself; upkeep bounds their memory between scrapes).
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        let upkeep = h.clone();
+                        rt.spawn(async move {
+                            let mut tick = tokio::time::interval(Duration::from_secs(5));
+                            loop {
+                                tick.tick().await;
+                                upkeep.run_upkeep();
+                            }
+                        });
+                    }
                     Some(h)
                 }
                 Err(e) => {

@@ -112,7 +112,8 @@ impl Default for SentinelSettings {
 impl SentinelSettings {
     /// The sentinel's configuration (the sink file read and checked now).
     pub fn config(&self) -> anyhow::Result<skynet_sentinel::Config> {
-        let secs = |n: u64| chrono::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1000));
+        // At most a year: anything longer is a mistake, and chrono's range ends.
+        let secs = |n: u64| chrono::Duration::seconds(i64::try_from(n.min(366 * 86_400)).unwrap_or(0));
         let sinks = match &self.sinks {
             Some(path) => skynet_sentinel::sinks::load(path)?,
             None => Vec::new(),

@@ -41,17 +41,16 @@ pub fn decide(
         if !current.insert(fp.clone()) {
             continue; // the same alert twice in one look
         }
-        let escalated = match state.firing.get(&fp) {
-            None => false,
-            Some(firing) if f.severity > firing.severity => true,
-            Some(_) => continue, // already firing: nothing new to say
-        };
         let silence = state.silences.iter().find(|s| s.mutes(&f.labels, now));
         let cooling = state.last_notified.get(&fp).is_some_and(|at| now - *at < cooldown);
-        let muted = match (silence, cooling && !escalated) {
-            (Some(s), _) => Some(format!("silenced by {}", s.id)),
-            (None, true) => Some("cooldown".to_owned()),
-            (None, false) => None,
+        let muted = match state.firing.get(&fp) {
+            // New: muted by a silence or, after a recent notice, the cooldown.
+            None => silence.map(|s| format!("silenced by {}", s.id)).or(cooling.then(|| "cooldown".to_owned())),
+            // Worse than what people heard: only a silence holds it back.
+            Some(firing) if f.severity > firing.severity => silence.map(|s| format!("silenced by {}", s.id)),
+            // Firing unheard, and nothing mutes it any more: people hear it now.
+            Some(firing) if !firing.notified && silence.is_none() && !cooling => None,
+            Some(_) => continue, // already firing: nothing new to say
         };
         out.push(Transition::Raise(AlertRaised {
             fingerprint: fp,
@@ -71,9 +70,8 @@ pub fn decide(
                 kind: firing.kind,
                 subject: firing.subject.clone(),
                 summary: format!("resolved: {}", firing.summary),
-                // People hear of the end of what they heard of.
-                notified: state.last_notified.contains_key(fp)
-                    && !state.silences.iter().any(|s| s.mutes(&firing.labels, now)),
+                // People hear of the end of what they heard of (silenced or not).
+                notified: firing.notified,
             }));
         }
     }
@@ -91,10 +89,12 @@ pub enum Event {
 /// `state` after `event`, recorded at `at`.
 pub fn evolve(state: &mut State, event: Event, at: DateTime<Utc>) {
     match event {
-        Event::Raised(r) => {
+        Event::Raised(mut r) => {
             if r.notified {
                 state.last_notified.insert(r.fingerprint.clone(), at);
             }
+            // `notified` of a firing alert: whether people heard of this episode.
+            r.notified |= state.firing.get(&r.fingerprint).is_some_and(|old| old.notified);
             state.firing.insert(r.fingerprint.clone(), r);
         }
         Event::Resolved(r) => {
@@ -154,11 +154,30 @@ mod tests {
         let again = decide(&s, &f, &observed, t0 + Duration::seconds(60), COOL);
         assert!(matches!(&again[..], [Transition::Raise(r)] if !r.notified && r.muted.as_deref() == Some("cooldown")));
         apply(&mut s, again, t0 + Duration::seconds(60));
-        let quiet = decide(&s, &[], &observed, t0 + Duration::seconds(61), COOL);
-        apply(&mut s, quiet, t0 + Duration::seconds(61));
-        // After it: sent again.
-        let later = decide(&s, &f, &observed, t0 + Duration::seconds(301), COOL);
-        assert!(matches!(&later[..], [Transition::Raise(r)] if r.notified));
+        // Still firing when the cooldown ends: people hear it then, once.
+        assert!(decide(&s, &f, &observed, t0 + Duration::seconds(200), COOL).is_empty(), "still cooling");
+        let heard = decide(&s, &f, &observed, t0 + Duration::seconds(301), COOL);
+        assert!(matches!(&heard[..], [Transition::Raise(r)] if r.notified));
+        apply(&mut s, heard, t0 + Duration::seconds(301));
+        assert!(decide(&s, &f, &observed, t0 + Duration::seconds(303), COOL).is_empty());
+        // Its end is sent, as its start was.
+        let end = decide(&s, &[], &observed, t0 + Duration::seconds(304), COOL);
+        assert!(matches!(&end[..], [Transition::Resolve(r)] if r.notified));
+    }
+
+    #[test]
+    fn the_end_of_an_episode_nobody_heard_of_is_not_sent() {
+        let (mut s, t0) = (State::default(), Utc::now());
+        let observed: BTreeSet<_> = [AlertKind::ExecutorsNone].into();
+        let f = vec![finding(AlertKind::ExecutorsNone, "all", Severity::Critical)];
+        let first = decide(&s, &f, &observed, t0, COOL);
+        apply(&mut s, first, t0);
+        let gone = decide(&s, &[], &observed, t0 + Duration::seconds(1), COOL);
+        apply(&mut s, gone, t0 + Duration::seconds(1));
+        let muted = decide(&s, &f, &observed, t0 + Duration::seconds(2), COOL);
+        apply(&mut s, muted, t0 + Duration::seconds(2));
+        let end = decide(&s, &[], &observed, t0 + Duration::seconds(3), COOL);
+        assert!(matches!(&end[..], [Transition::Resolve(r)] if !r.notified), "{end:?}");
     }
 
     #[test]
@@ -206,8 +225,10 @@ mod tests {
             })
             .collect();
         assert_eq!(muted, [("e1", false), ("e2", true)]);
-        let fresh = State { silences: s.silences.clone(), ..State::default() };
-        let after = decide(&fresh, &f[..1], &observed, t0 + Duration::minutes(11), COOL);
-        assert!(matches!(&after[..], [Transition::Raise(r)] if r.notified), "the silence ended");
+        apply(&mut s, ts, t0);
+        assert!(decide(&s, &f, &observed, t0 + Duration::minutes(5), COOL).is_empty(), "silenced, firing");
+        // The silence ends while e1 still fires: people hear of it now.
+        let after = decide(&s, &f, &observed, t0 + Duration::minutes(11), COOL);
+        assert!(matches!(&after[..], [Transition::Raise(r)] if r.subject == "e1" && r.notified), "{after:?}");
     }
 }

@@ -1,38 +1,50 @@
 //! The evaluation loop: look ([`crate::observe`]), judge
 //! ([`crate::findings`], [`crate::alerts::decide`]), record each transition in
 //! the log, and tell the sinks. An event the log cannot take now (NATS down)
-//! is kept and recorded when it can, with its original time; the sinks are
-//! told at once, since "NATS is unreachable" is exactly what people must hear.
+//! is kept, in order, and recorded when it can, with its original time; the
+//! sinks are told at once, since "NATS is unreachable" is exactly what people
+//! must hear. Each sink has one worker: notices reach it in the order decided.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use skynet_contract::Envelope;
 use skynet_contract::alert::{self, AlertUndelivered, Severity};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::alerts::{self, Event, State, Transition};
 use crate::config::Config;
 use crate::observe::{self, DeadLetters, Eyes, Heartbeats};
 use crate::service::{DURABLE, Deps, SERVICE, SOURCE};
-use crate::sinks::{self, Notice};
+use crate::sinks::{self, Notice, Sink};
+
+/// Bound of a database read inside the loop (the loop must keep looking).
+const DB_TIMEOUT: Duration = Duration::from_secs(3);
+/// Alert events kept while the log cannot take them (the oldest go first beyond it).
+const MAX_UNRECORDED: usize = 10_000;
+/// Notices waiting per sink (beyond it: recorded as undelivered).
+const SINK_QUEUE: usize = 1_000;
 
 /// Evaluates every `config.interval` until `stop`.
 pub async fn run(deps: Deps, config: Arc<Config>, beats: Heartbeats, stop: CancellationToken) {
     let Some(mut state) = resume(&deps, &stop).await else { return };
-    let (mut dead_letters, mut unrecorded) = (DeadLetters::default(), Vec::<(String, Envelope)>::new());
+    let sinks = workers(&deps, &config, &stop);
+    let (mut dead_letters, mut unrecorded) = (DeadLetters::default(), VecDeque::<(String, Envelope)>::new());
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! { () = stop.cancelled() => return, _ = tick.tick() => {} }
         let span = info_span!("evaluate", service = SERVICE);
         async {
-            unrecorded = record_pending(&deps, std::mem::take(&mut unrecorded)).await;
+            record_pending(&deps, &mut unrecorded).await;
             let now = Utc::now();
-            if let Ok(s) = crate::store::load_state(&deps.db, now).await {
-                state.silences = s.silences; // set by the command, applied by the consumer
+            // Silences are set by the command and applied by the consumer.
+            if let Ok(Ok(s)) = tokio::time::timeout(DB_TIMEOUT, crate::store::active_silences(&deps.db, now)).await {
+                state.silences = s;
             }
             let eyes = Eyes { js: &deps.js, db: &deps.db, beats: &beats, dead_letters: &mut dead_letters };
             let facts = observe::observe(eyes, &config, now).await;
@@ -50,15 +62,19 @@ pub async fn run(deps: Deps, config: Arc<Config>, beats: Heartbeats, stop: Cance
                     }
                 };
                 info!(service = SERVICE, event_id = %env.id, %subject, notified, "alert");
-                if let Err(e) = skynet_bus::publish(&deps.js, &subject, &env).await {
-                    warn!(service = SERVICE, error = %e, "alert kept until the log takes it");
-                    unrecorded.push((subject, env.clone()));
-                }
                 if notified {
-                    notify(&deps, &config, &env, severity, &stop);
+                    notify(&sinks, &env, severity);
+                }
+                // Behind what waits, never before it: the log keeps the order.
+                unrecorded.push_back((subject, env));
+                if unrecorded.len() > MAX_UNRECORDED {
+                    if let Some((s, e)) = unrecorded.pop_front() {
+                        error!(service = SERVICE, subject = %s, event_id = %e.id, "alert event dropped: the log has been unreachable too long");
+                    }
                 }
                 alerts::evolve(&mut state, event, now);
             }
+            record_pending(&deps, &mut unrecorded).await;
             crate::metrics::gauges(&facts, &state, &config, now);
         }
         .instrument(span)
@@ -79,9 +95,10 @@ async fn resume(deps: &Deps, stop: &CancellationToken) -> Option<State> {
             Some(i.num_pending == 0 && i.num_ack_pending == 0)
         };
         if caught_up.await == Some(true) || tokio::time::Instant::now() > deadline {
-            match crate::store::load_state(&deps.db, Utc::now()).await {
-                Ok(s) => return Some(s),
-                Err(e) => warn!(service = SERVICE, error = %e, "cannot read the alert tables yet"),
+            match tokio::time::timeout(DB_TIMEOUT, crate::store::load_state(&deps.db, Utc::now())).await {
+                Ok(Ok(s)) => return Some(s),
+                Ok(Err(e)) => warn!(service = SERVICE, error = %e, "cannot read the alert tables yet"),
+                Err(_) => warn!(service = SERVICE, "the alert tables did not answer in time"),
             }
         }
         tokio::select! { () = stop.cancelled() => return None, () = tokio::time::sleep(delay) => {} }
@@ -108,53 +125,80 @@ fn transition_event(t: &Transition, now: DateTime<Utc>) -> Result<(Envelope, Str
     Ok((env, alert::subject(fp, verb), event, notified))
 }
 
-/// Publishes what the log could not take before; what it still cannot take.
-async fn record_pending(deps: &Deps, pending: Vec<(String, Envelope)>) -> Vec<(String, Envelope)> {
-    let mut left = Vec::new();
-    for (subject, env) in pending {
-        if !left.is_empty() || skynet_bus::publish(&deps.js, &subject, &env).await.is_err() {
-            left.push((subject, env)); // in order: nothing overtakes what waits
+/// Publishes what waits for the log, in order, stopping at the first it
+/// cannot take (the event id de-duplicates a publish that did land).
+async fn record_pending(deps: &Deps, pending: &mut VecDeque<(String, Envelope)>) {
+    while let Some((subject, env)) = pending.front() {
+        if let Err(e) = skynet_bus::publish(&deps.js, subject, env).await {
+            warn!(service = SERVICE, error = %e, waiting = pending.len(), "alert events kept until the log takes them");
+            return;
         }
+        pending.pop_front();
     }
-    left
 }
 
-/// Sends `env` to every sink that wants its severity, in the background; a
-/// delivery that fails for good is recorded as an `undelivered` event.
-fn notify(deps: &Deps, config: &Arc<Config>, env: &Envelope, severity: Severity, stop: &CancellationToken) {
+/// One queue and one worker per sink.
+fn workers(deps: &Deps, config: &Arc<Config>, stop: &CancellationToken) -> Vec<(Sink, mpsc::Sender<Notice>)> {
+    config
+        .sinks
+        .iter()
+        .map(|sink| {
+            let (tx, rx) = mpsc::channel(SINK_QUEUE);
+            tokio::spawn(deliver_in_order(deps.clone(), config.clone(), sink.clone(), rx, stop.clone()));
+            (sink.clone(), tx)
+        })
+        .collect()
+}
+
+/// Hands `env` to every sink that wants its severity.
+fn notify(sinks: &[(Sink, mpsc::Sender<Notice>)], env: &Envelope, severity: Severity) {
     let text = env.data["summary"].as_str().unwrap_or_default();
-    let (label, verb) =
-        if env.ty == alert::RESOLVED { ("RESOLVED", "resolved") } else { (severity.as_str(), "raised") };
+    let resolved = env.ty == alert::RESOLVED;
+    let label = if resolved { "RESOLVED".to_owned() } else { severity.as_str().to_uppercase() };
     let notice = Notice {
         id: env.id.clone(),
-        ty: format!("alert.{verb}"),
+        ty: if resolved { "alert.resolved" } else { "alert.raised" }.to_owned(),
         timestamp: env.time,
         data: env.data.clone(),
         severity,
-        text: format!("[{}] {text}", label.to_uppercase()),
+        text: format!("[{label}] {text}"),
     };
-    let fingerprint = env.subject.clone().unwrap_or_default();
-    for sink in config.sinks.iter().filter(|s| severity >= s.min_severity).cloned() {
-        let (deps, config, notice, fp, stop) =
-            (deps.clone(), config.clone(), notice.clone(), fingerprint.clone(), stop.clone());
-        tokio::spawn(async move {
-            let sent = sinks::deliver(&deps.http, &sink, &notice, config.delivery_attempts, config.delivery_backoff);
-            let outcome = tokio::select! { () = stop.cancelled() => return, r = sent => r };
-            let Err(failed) = outcome else { return };
-            warn!(service = SERVICE, sink = %sink.name, attempts = failed.attempts, error = %failed.error, "alert undelivered");
-            let data = AlertUndelivered {
-                fingerprint: fp.clone(),
-                sink: sink.name.clone(),
-                event: verb.to_owned(),
-                attempts: failed.attempts,
-                error: failed.error,
-            };
-            let id = uuid::Uuid::new_v4().to_string();
-            if let Ok(env) = Envelope::new(alert::UNDELIVERED, id, SOURCE, Some(fp.clone()), Utc::now(), &data)
-                && let Err(e) = skynet_bus::publish(&deps.js, &alert::subject(&fp, "undelivered"), &env).await
-            {
-                warn!(service = SERVICE, error = %e, "undelivered alert not recorded");
-            }
-        });
+    for (sink, tx) in sinks.iter().filter(|(s, _)| severity >= s.min_severity) {
+        if tx.try_send(notice.clone()).is_err() {
+            error!(service = SERVICE, sink = %sink.name, event_id = %env.id, "sink queue full; notice dropped");
+        }
+    }
+}
+
+/// Delivers a sink's notices one after another; what fails for good is
+/// recorded as an `undelivered` event.
+async fn deliver_in_order(
+    deps: Deps,
+    config: Arc<Config>,
+    sink: Sink,
+    mut rx: mpsc::Receiver<Notice>,
+    stop: CancellationToken,
+) {
+    loop {
+        let notice = tokio::select! { () = stop.cancelled() => return, n = rx.recv() => n };
+        let Some(notice) = notice else { return };
+        let sent = sinks::deliver(&deps.http, &sink, &notice, config.delivery_attempts, config.delivery_backoff);
+        let outcome = tokio::select! { () = stop.cancelled() => return, r = sent => r };
+        let Err(failed) = outcome else { continue };
+        warn!(service = SERVICE, sink = %sink.name, attempts = failed.attempts, error = %failed.error, "alert undelivered");
+        let fp = notice.data["fingerprint"].as_str().unwrap_or_default().to_owned();
+        let data = AlertUndelivered {
+            fingerprint: fp.clone(),
+            sink: sink.name.clone(),
+            event: notice.ty.trim_start_matches("alert.").to_owned(),
+            attempts: failed.attempts,
+            error: failed.error,
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        if let Ok(env) = Envelope::new(alert::UNDELIVERED, id, SOURCE, Some(fp.clone()), Utc::now(), &data)
+            && let Err(e) = skynet_bus::publish(&deps.js, &alert::subject(&fp, "undelivered"), &env).await
+        {
+            warn!(service = SERVICE, error = %e, "undelivered alert not recorded");
+        }
     }
 }

@@ -24,7 +24,8 @@ pub struct Finding {
 
 impl Finding {
     fn new(kind: AlertKind, subject: impl Into<String>, severity: Severity, summary: String) -> Finding {
-        let subject = subject.into();
+        // Subjects come from outside too (executor ids, dead-letter origins).
+        let subject = cap(&subject.into(), 200);
         let labels = [
             ("kind".to_owned(), kind.as_str().to_owned()),
             ("severity".to_owned(), severity.as_str().to_owned()),
@@ -113,7 +114,12 @@ pub struct Facts {
 /// The findings and the kinds whose checks ran.
 pub fn findings(facts: &Facts, config: &Config, now: DateTime<Utc>) -> (Vec<Finding>, BTreeSet<AlertKind>) {
     let mut out = Vec::new();
-    let mut observed: BTreeSet<AlertKind> = [AlertKind::DependencyDown].into();
+    let mut observed = BTreeSet::new();
+    // With NATS down the object stores went unchecked: no dependency alert
+    // resolves until every dependency was looked at.
+    if facts.dependencies.iter().any(|(name, error)| name == "nats" && error.is_none()) {
+        observed.insert(AlertKind::DependencyDown);
+    }
     for (name, error) in &facts.dependencies {
         if let Some(e) = error {
             out.push(
@@ -126,12 +132,12 @@ pub fn findings(facts: &Facts, config: &Config, now: DateTime<Utc>) -> (Vec<Find
         facts.executors.iter().filter(|e| !e.goodbye && now - e.last_seen < config.heartbeat_expiry).collect();
     let none_online = fresh.is_empty();
     if facts.executors_known {
-        observed.extend([
-            AlertKind::ExecutorsNone,
-            AlertKind::ExecutorLost,
-            AlertKind::ProviderUnhealthy,
-            AlertKind::CapacityExhausted,
-        ]);
+        observed.insert(AlertKind::ExecutorsNone);
+        // With none online, what fired about single executors stays as it was
+        // (it is not over; it is part of the larger alert).
+        if !none_online {
+            observed.extend([AlertKind::ExecutorLost, AlertKind::ProviderUnhealthy, AlertKind::CapacityExhausted]);
+        }
         executors(&mut out, facts, &fresh, config, now);
     }
     if let Some(jobs) = &facts.jobs {
@@ -257,12 +263,14 @@ fn job_findings(out: &mut Vec<Finding>, jobs: &JobFacts, none_online: bool, conf
                 AlertKind::ApprovalWaiting,
                 &j.id,
                 Severity::Info,
+                // The command first, the requester's words last and quoted:
+                // an intent cannot pose as the command for another job.
                 format!(
-                    "job {} waits for approval for {} min: \"{}\" (skynet approve {})",
+                    "job {} waits for approval for {} min (skynet approve {}): {:?}",
                     short(&j.id),
                     (now - j.since).num_minutes(),
-                    cap(&j.intent, 120),
-                    j.id
+                    j.id,
+                    cap(&j.intent, 120)
                 ),
             )
             .label("job", &j.id),
@@ -275,7 +283,7 @@ fn job_findings(out: &mut Vec<Finding>, jobs: &JobFacts, none_online: bool, conf
                 &j.id,
                 Severity::Warning,
                 format!(
-                    "job {} has made no progress for {} min: \"{}\"",
+                    "job {} has made no progress for {} min: {:?}",
                     short(&j.id),
                     (now - j.since).num_minutes(),
                     cap(&j.intent, 120)

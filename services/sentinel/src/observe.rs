@@ -62,10 +62,15 @@ pub async fn follow_heartbeats(js: jetstream::Context, beats: Heartbeats, stop: 
     let mut delay = Duration::from_millis(200);
     while !stop.is_cancelled() {
         let watch = match js.get_key_value(EXECUTORS_BUCKET).await {
-            Ok(store) => store.watch_with_history(">").await.map_err(|e| e.to_string()),
+            Ok(store) => match store.status().await {
+                Ok(status) => {
+                    store.watch_with_history(">").await.map(|w| (w, status.values())).map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            },
             Err(e) => Err(e.to_string()),
         };
-        let mut watch = match watch {
+        let (mut watch, stored) = match watch {
             Ok(w) => w,
             Err(e) => {
                 debug!(service = SERVICE, error = %e, "cannot watch heartbeats yet");
@@ -74,17 +79,27 @@ pub async fn follow_heartbeats(js: jetstream::Context, beats: Heartbeats, stop: 
                 continue;
             }
         };
-        beats.set_live(true);
+        // Live once the history is in (at once when there is none): before
+        // that, "no executor" would be a false critical alert.
+        beats.set_live(stored == 0);
         delay = Duration::from_millis(200);
         loop {
             let entry = tokio::select! { () = stop.cancelled() => return, e = watch.next() => e };
-            match entry {
-                Some(Ok(e)) if e.operation == kv::Operation::Put => match serde_json::from_slice(&e.value) {
-                    Ok(status) => beats.seen(&e.key, Some(status), Utc::now()),
+            let Some(Ok(e)) = entry else { break };
+            // The server's time of the heartbeat, not the executor's clock
+            // nor when the history reached us.
+            let at = DateTime::from_timestamp(e.created.timestamp(), e.created.timestamp_subsec_nanos())
+                .unwrap_or_else(Utc::now);
+            if e.operation == kv::Operation::Put {
+                match serde_json::from_slice(&e.value) {
+                    Ok(status) => beats.seen(&e.key, Some(status), at),
                     Err(err) => warn!(service = SERVICE, key = %e.key, error = %err, "unreadable heartbeat"),
-                },
-                Some(Ok(e)) => beats.seen(&e.key, None, Utc::now()),
-                Some(Err(_)) | None => break,
+                }
+            } else {
+                beats.seen(&e.key, None, at);
+            }
+            if e.delta == 0 {
+                beats.set_live(true);
             }
         }
         // The picture is stale until the watch is back.
@@ -99,7 +114,7 @@ pub struct DeadLetters {
     recent: Vec<DeadLetterSeen>,
 }
 
-/// Most dead letters read per look (the count says the rest).
+/// Most dead letters read per look (a burst beyond it counts as this many).
 const DEAD_LETTERS_PER_LOOK: u64 = 100;
 
 impl DeadLetters {
@@ -124,8 +139,11 @@ impl DeadLetters {
                     let header = |k: &str| m.headers.get(k).map(|v| v.as_str().to_owned()).unwrap_or_default();
                     let at =
                         DateTime::from_timestamp(m.time.timestamp(), m.time.timestamp_subsec_nanos()).unwrap_or(now);
+                    // The origin from the subject (`skynet.dlq.<service>`, which
+                    // only that service may publish), not from a header.
+                    let origin = m.subject.strip_prefix("skynet.dlq.").unwrap_or("unknown").to_owned();
                     self.recent.push(DeadLetterSeen {
-                        origin: header("Skynet-Dlq-Service"),
+                        origin,
                         code: header("Skynet-Dlq-Code"),
                         reason: header("Skynet-Dlq-Reason"),
                         at,
@@ -169,7 +187,11 @@ pub async fn observe(eyes: Eyes<'_>, config: &Config, now: DateTime<Utc>) -> Fac
         facts.executors_known = live;
         facts.executors = executors;
         facts.consumers = backlogs(js).await;
-        facts.dead_letters = dead_letters.look(js, config.dead_letter_window, now).await.ok();
+        facts.dead_letters =
+            tokio::time::timeout(CHECK_TIMEOUT * 2, dead_letters.look(js, config.dead_letter_window, now))
+                .await
+                .ok()
+                .and_then(Result::ok);
     }
     if pg.is_ok() {
         facts.jobs =

@@ -79,7 +79,7 @@ pub async fn run(
     let handler_deps = deps.clone();
     let consumed = consumer::run(
         deps.js.clone(),
-        ConsumerSpec::new(EVENTS_STREAM, DURABLE, SERVICE, 4),
+        ConsumerSpec::new(EVENTS_STREAM, DURABLE, SERVICE, 1),
         move |msg| {
             let deps = handler_deps.clone();
             async move { handle(&deps, msg).await }

@@ -25,13 +25,17 @@ pub async fn raised(tx: &mut Transaction<'_, Postgres>, r: &AlertRaised, at: Dat
          VALUES ($1, $2, $3, $4, $5, $6, 'firing', $7, $8, $9, CASE WHEN $7 THEN $9 END, $9)
          ON CONFLICT (fingerprint) DO UPDATE SET
            severity = EXCLUDED.severity, summary = EXCLUDED.summary, labels = EXCLUDED.labels,
-           notified = EXCLUDED.notified, muted = EXCLUDED.muted,
+           -- While firing: whether people heard of this episode at all.
+           notified = CASE WHEN alerts.status = 'firing' THEN alerts.notified OR EXCLUDED.notified ELSE EXCLUDED.notified END,
+           muted = EXCLUDED.muted,
            -- An escalation keeps the episode's start; a new episode starts now.
            raised_at = CASE WHEN alerts.status = 'firing' THEN alerts.raised_at ELSE EXCLUDED.raised_at END,
            status = 'firing', resolved_at = NULL,
            last_notified_at = CASE WHEN EXCLUDED.notified THEN EXCLUDED.raised_at ELSE alerts.last_notified_at END,
            times_raised = alerts.times_raised + CASE WHEN alerts.status = 'firing' THEN 0 ELSE 1 END,
-           updated_at = EXCLUDED.updated_at",
+           updated_at = EXCLUDED.updated_at
+         -- An event older than the row (a redelivery after a retry) changes nothing.
+         WHERE alerts.updated_at <= EXCLUDED.updated_at",
     )
     .bind(&r.fingerprint)
     .bind(r.kind.as_str())
@@ -52,7 +56,9 @@ pub async fn resolved(
     r: &AlertResolved,
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE alerts SET status = 'resolved', resolved_at = $2, updated_at = $2 WHERE fingerprint = $1")
+    sqlx::query(
+        "UPDATE alerts SET status = 'resolved', resolved_at = $2, updated_at = $2 WHERE fingerprint = $1 AND updated_at <= $2",
+    )
         .bind(&r.fingerprint)
         .bind(at)
         .execute(&mut **tx)
@@ -121,11 +127,17 @@ pub async fn load_state(db: &PgPool, now: DateTime<Utc>) -> Result<State, sqlx::
             state.firing.insert(fp, raised);
         }
     }
-    let silences = sqlx::query("SELECT id, matchers, until, reason, silenced_by FROM alert_silences WHERE until > $1")
+    state.silences = active_silences(db, now).await?;
+    Ok(state)
+}
+
+/// The silences in force at `now`.
+pub async fn active_silences(db: &PgPool, now: DateTime<Utc>) -> Result<Vec<Silenced>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, matchers, until, reason, silenced_by FROM alert_silences WHERE until > $1")
         .bind(now)
         .fetch_all(db)
         .await?;
-    state.silences = silences
+    Ok(rows
         .iter()
         .map(|r| Silenced {
             id: r.get("id"),
@@ -134,8 +146,7 @@ pub async fn load_state(db: &PgPool, now: DateTime<Utc>) -> Result<State, sqlx::
             reason: r.get("reason"),
             silenced_by: r.get("silenced_by"),
         })
-        .collect();
-    Ok(state)
+        .collect())
 }
 
 /// Jobs that wait to start, for approval, or on a step, from the read model.

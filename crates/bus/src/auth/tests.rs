@@ -71,6 +71,24 @@ fn each_job_event_kind_is_publishable_by_its_owners_only() {
 }
 
 #[test]
+fn only_the_sentinel_records_alerts_and_answers_silences_and_only_the_memory_service_records_memory() {
+    let r = roles();
+    for (name, role) in services(&r) {
+        for verb in ["raised", "resolved", "undelivered", "silenced"] {
+            let subject = format!("skynet.alert.0123456789abcdef.{verb}");
+            assert_eq!(role.permissions.may_publish(&subject), name == "sentinel", "{name} publishing {subject}");
+        }
+        for verb in ["recorded", "forgotten"] {
+            let subject = format!("skynet.memory.mem-1.{verb}");
+            assert_eq!(role.permissions.may_publish(&subject), name == "memory", "{name} publishing {subject}");
+        }
+        // Whoever answers the silence command decides who may silence.
+        let answers = role.permissions.may_subscribe("skynet.cmd.alert.silence");
+        assert_eq!(answers, name == "sentinel", "{name} answering silences");
+    }
+}
+
+#[test]
 fn only_admin_manages_streams_and_durable_consumers() {
     let r = roles();
     let streams = definitions::streams().expect("streams");
