@@ -67,10 +67,10 @@ pub async fn run(deps: Deps, config: Arc<Config>, beats: Heartbeats, stop: Cance
                 }
                 // Behind what waits, never before it: the log keeps the order.
                 unrecorded.push_back((subject, env));
-                if unrecorded.len() > MAX_UNRECORDED {
-                    if let Some((s, e)) = unrecorded.pop_front() {
-                        error!(service = SERVICE, subject = %s, event_id = %e.id, "alert event dropped: the log has been unreachable too long");
-                    }
+                if unrecorded.len() > MAX_UNRECORDED
+                    && let Some((s, e)) = unrecorded.pop_front()
+                {
+                    error!(service = SERVICE, subject = %s, event_id = %e.id, "alert event dropped: the log has been unreachable too long");
                 }
                 alerts::evolve(&mut state, event, now);
             }
