@@ -213,5 +213,14 @@ async fn executors_gone_waiting_jobs_reminders_cooldown_and_silences_as_people_s
         listed["alerts"].as_array().into_iter().flatten().filter_map(|a| a["kind"].as_str()).collect();
     assert_eq!(kinds.first(), Some(&"executors_none"), "critical first: {listed}");
     assert!(kinds.contains(&"approval_waiting"), "{listed}");
+    // The health: degraded while something critical fires, with the sentinel's counts.
+    let health: Value = reqwest::get(format!("{base}/v1/health")).await?.json().await?;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["components"]["sentinel"]["alerts_firing"]["critical"], 1, "{health}");
+    assert_eq!(health["components"]["sentinel"]["dependencies"]["postgres"], "ok", "{health}");
+    // And the sentinel's own answer, as `skynet status` asks it.
+    let status = sys.request("skynet.sentinel.status", json!(null)).await?;
+    assert_eq!(status["executors_up"], 0, "{status}");
+    assert!(status["alerts"][0]["kind"] == "executors_none", "most severe first: {status}");
     sys.shutdown().await
 }

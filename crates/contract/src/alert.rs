@@ -25,6 +25,8 @@ pub const UNDELIVERED: &str = "skynet.alert.undelivered.v1";
 pub const SILENCED: &str = "skynet.alert.silenced.v1";
 /// Command (request/reply): set a silence.
 pub const SILENCE: &str = "skynet.cmd.alert.silence";
+/// Request/reply: the sentinel's latest look at the whole system ([`SystemStatus`]).
+pub const STATUS: &str = "skynet.sentinel.status";
 
 /// Where an event of alert `fingerprint` is stored (`raised`, `resolved`, `undelivered`).
 pub fn subject(fingerprint: &str, event: &str) -> String {
@@ -203,6 +205,28 @@ pub struct SilenceAlerts {
     /// For how long, in seconds (at most 30 days).
     pub duration_secs: u64,
     pub reason: String,
+}
+
+/// The sentinel's latest look at the system: what `skynet status` and
+/// `GET /v1/health` show. `None` where that check could not run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SystemStatus {
+    /// When the sentinel looked.
+    pub at: DateTime<Utc>,
+    /// Each dependency (`nats`, `postgres`, the object stores) and its error when down.
+    pub dependencies: BTreeMap<String, Option<String>>,
+    pub executors_up: Option<u64>,
+    pub slots_free: Option<u64>,
+    /// Pending messages per durable consumer.
+    pub consumers: Option<BTreeMap<String, u64>>,
+    /// Events the read models have not applied yet.
+    pub projector_lag: Option<u64>,
+    pub jobs_not_starting: Option<u64>,
+    pub approvals_waiting: Option<u64>,
+    pub dead_letters_recent: Option<u64>,
+    /// What fires, most severe first.
+    pub alerts: Vec<AlertRaised>,
 }
 
 /// Longest silence.

@@ -34,6 +34,7 @@ pub fn all() -> Vec<(String, String)> {
             (crate::alert::UNDELIVERED, schemars::schema_for!(crate::alert::AlertUndelivered)),
             (crate::alert::SILENCED, schemars::schema_for!(crate::alert::Silenced)),
             (crate::alert::SILENCE, schemars::schema_for!(crate::alert::SilenceAlerts)),
+            ("skynet.sentinel.status.reply", schemars::schema_for!(crate::alert::SystemStatus)),
             ("skynet.planner.preview", schemars::schema_for!(crate::task::PlanPreview)),
             ("skynet.planner.preview.reply", schemars::schema_for!(crate::task::PlanPreviewReply)),
             (crate::task::REPORT_RECEIVED, schemars::schema_for!(crate::task::ReportReceived)),

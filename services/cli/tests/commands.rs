@@ -142,14 +142,21 @@ async fn task_wait_exits_with_the_jobs_outcome_and_the_other_commands_work() -> 
     let shown = text(&shown);
     assert!(shown.contains("timeline") && shown.contains("run_tests") && shown.contains("succeeded"), "{shown}");
 
-    // status: the executor online, as the client role reads it, with what it runs.
-    let status = run(&r, &["status", "--json"])?;
-    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
-    let executors: serde_json::Value = serde_json::from_slice(&status.stdout)?;
-    let mock = &executors[0]["providers"]["mock"];
+    // status: the executor online, as the client role reads it, with what it
+    // runs; and the sentinel's look (dependencies, queues, alerts).
+    let status = skynet_testkit::eventually(std::time::Duration::from_secs(20), "the sentinel's look", || async {
+        let o = run(&r, &["status", "--json"]).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        let postgres_ok = v["system"]["dependencies"].get("postgres") == Some(&serde_json::Value::Null);
+        (o.status.code() == Some(0) && postgres_ok && v["system"]["executors_up"] == 1).then_some(v)
+    })
+    .await?;
+    let mock = &status["executors"][0]["providers"]["mock"];
     assert_eq!((mock["health"].as_str(), mock["capabilities"].clone()), (Some("healthy"), serde_json::json!(["*"])));
+    assert!(status["system"]["consumers"]["planner"].is_u64(), "{status}");
     let human = text(&run(&r, &["status"])?);
     assert!(human.starts_with("executor ") && human.contains("mock      healthy"), "{human}");
+    assert!(human.contains("postgres                       ok") && human.contains("queues (pending)"), "{human}");
 
     // memory: add a fact, find it, count it; a bad type is refused.
     let added = run(&r, &["memory", "add", "web1 restarts nginx nightly"])?;

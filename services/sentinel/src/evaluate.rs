@@ -30,7 +30,13 @@ const MAX_UNRECORDED: usize = 10_000;
 const SINK_QUEUE: usize = 1_000;
 
 /// Evaluates every `config.interval` until `stop`.
-pub async fn run(deps: Deps, config: Arc<Config>, beats: Heartbeats, stop: CancellationToken) {
+pub async fn run(
+    deps: Deps,
+    config: Arc<Config>,
+    beats: Heartbeats,
+    latest: tokio::sync::watch::Sender<Option<skynet_contract::alert::SystemStatus>>,
+    stop: CancellationToken,
+) {
     let Some(mut state) = resume(&deps, &stop).await else { return };
     let sinks = workers(&deps, &config, &stop);
     let (mut dead_letters, mut unrecorded) = (DeadLetters::default(), VecDeque::<(String, Envelope)>::new());
@@ -76,6 +82,7 @@ pub async fn run(deps: Deps, config: Arc<Config>, beats: Heartbeats, stop: Cance
             }
             record_pending(&deps, &mut unrecorded).await;
             crate::metrics::gauges(&facts, &state, &config, now);
+            latest.send_replace(Some(crate::status::snapshot(&facts, &state, &config, now)));
         }
         .instrument(span)
         .await;

@@ -21,6 +21,7 @@ mod observe;
 mod service;
 mod silence;
 pub mod sinks;
+mod status;
 mod store;
 
 pub use alerts::{Event, State, Transition, decide, evolve};

@@ -49,20 +49,42 @@ pub async fn metrics(State(s): State<AppState>) -> Result<impl axum::response::I
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], (render.0)()))
 }
 
-/// `GET /v1/health`: NATS, the database, and whether the services answer.
+/// `GET /v1/health`: NATS, the database, whether the services answer, and the
+/// sentinel's look (dependencies, projector lag, alerts firing by severity;
+/// no details: the route is public).
 #[utoipa::path(get, path = "/v1/health", responses((status = 200, body = Object), (status = 503, body = Object)))]
 pub async fn health(State(s): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let nats_ok = s.nats.connection_state() == async_nats::connection::State::Connected;
     let db_ok = sqlx::query("SELECT 1").execute(&s.db).await.is_ok();
     let policy_ok = s.request(POLICY_CHECK, br#"{"action":"git_status"}"#.to_vec()).await.is_ok();
     let online = executors(&s).await.map(|e| e.len()).unwrap_or(0);
-    let status = if nats_ok && db_ok && policy_ok && online > 0 { "ok" } else { "degraded" };
-    let code = if nats_ok && db_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let sentinel = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        s.nats.request(skynet_contract::alert::STATUS, bytes::Bytes::new()),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .and_then(|m| serde_json::from_slice::<Option<skynet_contract::alert::SystemStatus>>(&m.payload).ok().flatten());
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let critical = sentinel
+        .as_ref()
+        .is_some_and(|st| st.alerts.iter().any(|a| a.severity == skynet_contract::alert::Severity::Critical));
+    let status = if nats_ok && db_ok && policy_ok && online > 0 && !critical { "ok" } else { "degraded" };
+    let code = if nats_ok && db_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let watched = sentinel.map(|st| {
+        let firing = |sev: skynet_contract::alert::Severity| st.alerts.iter().filter(|a| a.severity == sev).count();
+        let dependencies: serde_json::Map<String, serde_json::Value> =
+            st.dependencies.iter().map(|(name, error)| (name.clone(), word(error.is_none()).into())).collect();
+        serde_json::json!({"looked_at": st.at, "dependencies": dependencies, "projector_lag": st.projector_lag,
+            "alerts_firing": {"critical": firing(skynet_contract::alert::Severity::Critical),
+                "warning": firing(skynet_contract::alert::Severity::Warning), "info": firing(skynet_contract::alert::Severity::Info)}})
+    });
     (
         code,
         Json(serde_json::json!({"status": status, "version": env!("CARGO_PKG_VERSION"),
-            "components": {"nats": word(nats_ok), "database": word(db_ok), "policy_engine": word(policy_ok), "executors_online": online}})),
+            "components": {"nats": word(nats_ok), "database": word(db_ok), "policy_engine": word(policy_ok),
+                "executors_online": online, "sentinel": watched}})),
     )
 }
 
