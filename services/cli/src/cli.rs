@@ -26,7 +26,14 @@ pub struct Cli {
 pub enum Cmd {
     /// Run every service, the API and the projector in this process (starting
     /// NATS and creating the database when none is configured).
-    Up(#[command(flatten)] Settings),
+    Up {
+        #[command(flatten)]
+        settings: Settings,
+        /// Services not to run here (e.g. `--without executor` on a control
+        /// host, `--without sentinel` to measure its cost).
+        #[arg(long, value_delimiter = ',')]
+        without: Vec<Service>,
+    },
     /// Run one service.
     Run {
         #[arg(value_enum)]
@@ -137,7 +144,10 @@ pub enum Cmd {
 /// Runs a command; returns the process exit code.
 pub async fn run(cmd: Cmd) -> anyhow::Result<i32> {
     match cmd {
-        Cmd::Up(settings) => serve(&settings, Service::ALL).await.map(|()| 0),
+        Cmd::Up { settings, without } => {
+            let services: Vec<Service> = Service::ALL.iter().copied().filter(|s| !without.contains(s)).collect();
+            serve(&settings, &services).await.map(|()| 0)
+        }
         Cmd::Run { service, settings } => serve(&settings, &[service]).await.map(|()| 0),
         Cmd::Task { args, client } => commands::task::run(args, &client).await,
         Cmd::Watch { args, client } => commands::watch::run(args, &client).await,

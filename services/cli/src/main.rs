@@ -7,7 +7,7 @@ use skynet_cli::cli::{self, Cli};
 async fn main() {
     let parsed = Cli::parse();
     // The benchmark and the client commands print reports; services log.
-    let quiet = !matches!(parsed.command, cli::Cmd::Up(_) | cli::Cmd::Run { .. } | cli::Cmd::Rebuild { .. });
+    let quiet = !matches!(parsed.command, cli::Cmd::Up { .. } | cli::Cmd::Run { .. } | cli::Cmd::Rebuild { .. });
     let default = if quiet { "warn" } else { "info,async_nats=warn,sqlx=warn" };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SKYNET_LOG").unwrap_or_else(|_| default.into()))

@@ -27,6 +27,7 @@ fn a_quick_benchmark_reports_every_figure_and_counts_every_job() {
         "rebuild_events_per_sec",
         "rss_idle_mib",
         "memory_events_per_sec",
+        "without_sentinel_jobs_per_sec",
     ] {
         assert!(s[figure].as_f64().is_some_and(|v| v > 0.0), "{figure} in {s}");
     }

@@ -183,6 +183,18 @@ pub fn render(r: &Report) -> String {
             s.rss_after_mib
         ));
     }
+    if !r.system.is_empty() {
+        out.push_str("\nThe sentinel's cost (throughput with it, as above, and without it)\n| mode | with jobs/s | without jobs/s | with ÷ without |\n|---|---:|---:|---:|\n");
+        for s in &r.system {
+            out.push_str(&format!(
+                "| {} | {:.0} | {:.0} | {:.2} |\n",
+                s.mode,
+                s.throughput_jobs_per_sec,
+                s.without_sentinel_jobs_per_sec,
+                s.throughput_jobs_per_sec / s.without_sentinel_jobs_per_sec.max(1e-9)
+            ));
+        }
+    }
     if !r.scaling.is_empty() {
         out.push_str("\nExecutor scaling (50 ms mock steps, capacity 4 each)\n| executors | jobs/s | × one |\n|---:|---:|---:|\n");
         for p in &r.scaling {

@@ -58,6 +58,9 @@ pub struct SystemReport {
     /// Finished jobs the memory service learned from per second, first
     /// submission to last applied (while the throughput run was going on).
     pub memory_events_per_sec: f64,
+    /// Throughput of the same run with `skynet up --without sentinel` (a
+    /// server and database of its own): what watching costs.
+    pub without_sentinel_jobs_per_sec: f64,
     pub rss_idle_mib: f64,
     pub rss_after_mib: f64,
 }
@@ -188,11 +191,16 @@ async fn start_up(
     db_url: &str,
     dir: &std::path::Path,
     client: &async_nats::Client,
+    without: &[&str],
 ) -> anyhow::Result<Up> {
     let policy = bench_policy(dir)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new(std::env::current_exe()?)
-        .arg("up")
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("up");
+    if !without.is_empty() {
+        command.arg("--without").arg(without.join(","));
+    }
+    let child = command
         .env("SKYNET_NATS_URL", &server.url)
         .env("SKYNET_NATS_CREDS_DIR", &server.creds.dir)
         .env("DATABASE_URL", db_url)
@@ -248,7 +256,44 @@ pub async fn run(mode: Durability, args: SystemArgs) -> anyhow::Result<SystemRep
     let js = skynet_bus::bootstrap(&client).await?;
     let result = run_on(mode, args, &server, &db, &client, &js, dir.path()).await;
     db.drop_it().await;
-    result
+    let mut report = result?;
+    report.without_sentinel_jobs_per_sec = throughput_without(mode, args.jobs, "sentinel").await?;
+    Ok(report)
+}
+
+/// Jobs per second of a throughput run of `skynet up --without <service>`.
+async fn throughput_without(mode: Durability, jobs: usize, service: &str) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let server = ManagedServer::start(&dir.path().join("nats"), &dir.path().join("creds"), 0, mode)?;
+    let db = BenchDb::create().await?;
+    let admin = connect_as(&server, skynet_bus::auth::ADMIN).await?;
+    skynet_bus::bootstrap(&admin).await?;
+    let measured = async {
+        let _up = start_up(&server, &db.url, dir.path(), &admin, &[service]).await?;
+        register_bench_principal(&async_nats::jetstream::new(admin.clone())).await?;
+        let client = &connect_as(&server, skynet_bus::auth::CLIENT).await?;
+        let mut ends = terminal_events(client).await?;
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let mut warm = Tally::default();
+        for i in 0..20.min(jobs) {
+            warm.submitted(submit(client, &format!("{run_id}-w{i}")).await?, Instant::now());
+        }
+        let expect = warm.submitted_count();
+        collect(&mut ends, &mut warm, expect, Duration::from_secs(30)).await?;
+        let mut tally = Tally::default();
+        let started = Instant::now();
+        for i in 0..jobs {
+            tally.submitted(submit(client, &format!("{run_id}-t{i}")).await?, Instant::now());
+        }
+        client.flush().await?;
+        collect(&mut ends, &mut tally, jobs, Duration::from_secs(30)).await?;
+        tally.check().context("throughput run without the sentinel")?;
+        let elapsed = tally.last_success().map_or(0.0, |t| t.duration_since(started).as_secs_f64());
+        Ok::<_, anyhow::Error>(jobs as f64 / elapsed.max(1e-9))
+    }
+    .await;
+    db.drop_it().await;
+    measured
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -272,7 +317,7 @@ async fn run_on(
     let raw_publish_per_sec = args.raw_messages as f64 / raw.publish_secs;
     let raw_consume_ack_per_sec = args.raw_messages as f64 / raw.consume_secs;
 
-    let up = start_up(server, &db.url, dir, client).await?;
+    let up = start_up(server, &db.url, dir, client, &[]).await?;
     tokio::time::sleep(Duration::from_secs(2)).await; // settle before measuring idle memory
     let rss_idle_mib = rss_mib(up.0.id());
     register_bench_principal(js).await?;
@@ -421,6 +466,7 @@ async fn run_on(
         rebuild_events: events,
         rebuild_events_per_sec: events as f64 / rebuild_secs,
         memory_events_per_sec,
+        without_sentinel_jobs_per_sec: 0.0,
         rss_idle_mib,
         rss_after_mib,
     })
