@@ -84,6 +84,7 @@ async fn an_event_the_read_models_cannot_hold_is_quarantined_and_later_events_pr
         subject: Some(huge),
         time: chrono::Utc::now(),
         data: json!({"step": 0, "stream": "stdout", "seq": 0, "chunk": "x"}),
+        traceparent: None,
     };
     let (headers, payload) = skynet_bus::codec::encode(&env);
     #[allow(clippy::disallowed_methods)]

@@ -22,11 +22,24 @@ use skynet_contract::{DecodeError, Envelope, SPEC_CONTENT_TYPE};
 /// Prefix of binary-mode attribute headers.
 const CE_PREFIX: &str = "ce-";
 
-/// Headers and payload of a structured-mode message for `env`.
+/// Headers and payload of a structured-mode message for `env`. An event
+/// without a trace context gets the current span's (see [`crate::trace`]), in
+/// its CloudEvents extension and in the `traceparent` header.
 pub fn encode(env: &Envelope) -> (HeaderMap, Bytes) {
     let mut headers = HeaderMap::new();
     headers.insert("Content-Type", SPEC_CONTENT_TYPE);
     headers.insert(NATS_MESSAGE_ID, env.id.as_str());
+    let traced;
+    let env = match (&env.traceparent, crate::trace::current()) {
+        (None, Some(tp)) => {
+            traced = Envelope { traceparent: Some(tp), ..env.clone() };
+            &traced
+        }
+        _ => env,
+    };
+    if let Some(tp) = &env.traceparent {
+        headers.insert(crate::trace::TRACEPARENT, tp.as_str());
+    }
     (headers, Bytes::from(env.to_structured_json()))
 }
 

@@ -190,7 +190,13 @@ where
     Fut: Future<Output = Disposition>,
 {
     let (seq, delivered) = msg.info().map(|i| (i.stream_sequence, i.delivered)).unwrap_or((0, 1));
-    let span = info_span!("message", service = spec.service, subject = %msg.subject, seq, delivered);
+    // Named after the service and the event kind, a child of the event's trace context.
+    let kind = msg.subject.rsplit('.').next().unwrap_or_default();
+    let span = info_span!("message", otel.name = %format!("{} {kind}", spec.service), service = spec.service,
+        subject = %msg.subject, seq, delivered);
+    if let Some(tp) = crate::trace::from_headers(msg.headers.as_ref()) {
+        crate::trace::adopt(&span, &tp);
+    }
     if delivered > 1 {
         metrics::counter!("skynet_consumer_redeliveries_total", "consumer" => spec.durable).increment(1);
     }

@@ -25,6 +25,7 @@ pub mod read;
 pub mod repo;
 pub mod server;
 pub mod store;
+pub mod trace;
 
 pub use definitions::bootstrap;
 pub use publish::publish;

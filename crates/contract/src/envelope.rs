@@ -11,6 +11,11 @@ use serde::de::DeserializeOwned;
 use crate::ids::JobId;
 use crate::job::JobEvent;
 
+/// Whether `s` has the shape of a W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`).
+pub fn plausible_traceparent(s: &str) -> bool {
+    s.len() == 55 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
 /// Content type of a structured-mode CloudEvent.
 pub const SPEC_CONTENT_TYPE: &str = "application/cloudevents+json";
 
@@ -29,6 +34,9 @@ pub struct Envelope {
     pub time: DateTime<Utc>,
     /// The event's data.
     pub data: serde_json::Value,
+    /// W3C trace context (the CloudEvents distributed-tracing extension): the
+    /// span of the service that recorded the event, within the job's trace.
+    pub traceparent: Option<String>,
 }
 
 /// Why bytes or a CloudEvent could not become a SKYNET event.
@@ -66,6 +74,7 @@ impl Envelope {
             subject: Some(job.to_string()),
             time,
             data: event.data_json(),
+            traceparent: None,
         }
     }
 
@@ -85,6 +94,7 @@ impl Envelope {
             subject,
             time,
             data: serde_json::to_value(data)?,
+            traceparent: None,
         })
     }
 
@@ -113,6 +123,9 @@ impl Envelope {
             .data("application/json", self.data.clone());
         if let Some(s) = &self.subject {
             b = b.subject(s.clone());
+        }
+        if let Some(t) = &self.traceparent {
+            b = b.extension("traceparent", t.clone());
         }
         // Every required attribute is set above and `source` is validated by the
         // builder as a URI-reference, which any string without spaces is.
@@ -148,11 +161,12 @@ impl Envelope {
         let ty = ev.ty().to_owned();
         let subject = ev.subject().map(str::to_owned);
         let time = ev.time().copied().unwrap_or_else(Utc::now);
+        let traceparent = ev.extension("traceparent").map(|v| v.to_string()).filter(|t| plausible_traceparent(t));
         let (_, _, data) = ev.take_data();
         let data = data
             .and_then(|d| serde_json::Value::try_from(d).ok())
             .ok_or_else(|| DecodeError::NoData { id: id.clone() })?;
-        Ok(Envelope { id, source, ty, subject, time, data })
+        Ok(Envelope { id, source, ty, subject, time, data, traceparent })
     }
 
     /// Parses structured-mode JSON bytes: a direct parse for well-formed 1.0
@@ -175,6 +189,8 @@ impl Envelope {
             datacontenttype: Option<String>,
             #[serde(default)]
             data: Option<serde_json::Value>,
+            #[serde(default)]
+            traceparent: Option<String>,
         }
         if let Ok(w) = serde_json::from_slice::<Wire>(bytes) {
             let json_data = w.datacontenttype.as_deref().is_none_or(|c| c.starts_with("application/json"));
@@ -192,6 +208,8 @@ impl Envelope {
                     subject: w.subject,
                     time: w.time.unwrap_or_else(Utc::now),
                     data,
+                    // Outside input: kept only when it has a traceparent's shape.
+                    traceparent: w.traceparent.filter(|t| plausible_traceparent(t)),
                 });
             }
         }

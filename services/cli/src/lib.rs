@@ -16,4 +16,5 @@ pub mod infra;
 pub mod metrics;
 pub mod render;
 pub mod settings;
+pub mod telemetry;
 pub mod up;

@@ -9,10 +9,15 @@ async fn main() {
     // The benchmark and the client commands print reports; services log.
     let quiet = !matches!(parsed.command, cli::Cmd::Up { .. } | cli::Cmd::Run { .. } | cli::Cmd::Rebuild { .. });
     let default = if quiet { "warn" } else { "info,async_nats=warn,sqlx=warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SKYNET_LOG").unwrap_or_else(|_| default.into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // Traces leave the process only when an OTLP endpoint is configured.
+    let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty() && !quiet);
+    let telemetry = match skynet_cli::telemetry::init(default, otlp.as_deref()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("warning: tracing not installed: {e:#}");
+            None
+        }
+    };
     let code = match cli::run(parsed.command).await {
         Ok(code) => code,
         Err(e) => {
@@ -20,5 +25,6 @@ async fn main() {
             1
         }
     };
+    drop(telemetry); // flush what the exporter still holds
     std::process::exit(code);
 }

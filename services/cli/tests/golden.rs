@@ -20,6 +20,7 @@ fn ev(kind: &str, time: &str, data: serde_json::Value) -> Envelope {
         subject: Some(JOB.into()),
         time: at(time),
         data,
+        traceparent: None,
     }
 }
 

@@ -115,6 +115,7 @@ mod tests {
             subject: Some("s".into()),
             time: chrono::Utc::now(),
             data: serde_json::json!({"stdout": "a\u{0}b", "list": ["\u{0}"], "k\u{0}": {"deep": "x\u{0}"}}),
+            traceparent: None,
         };
         let row = super::Row::storable(1, "skynet.job.x.y", env);
         let text = serde_json::to_string(&row.env.data).unwrap_or_default() + &row.env.id;
