@@ -224,3 +224,31 @@ async fn executors_gone_waiting_jobs_reminders_cooldown_and_silences_as_people_s
     assert!(status["alerts"][0]["kind"] == "executors_none", "most severe first: {status}");
     sys.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_sentinel_neither_raises_again_what_fires_nor_forgets_it() -> anyhow::Result<()> {
+    let tune = |s: &mut skynet_cli::settings::Settings| s.sentinel.interval_ms = 200;
+    let sys = System::start_without(NatsServer::start()?, TestDb::create().await?, tune, &[Service::Executor]).await?;
+    let db = sys.db.pool().await?;
+    let none = alert(&db, "executors_none", "firing").await?;
+    let fp = none["fingerprint"].as_str().unwrap_or_default().to_owned();
+    let raised = format!("skynet.alert.{fp}.raised");
+    assert_eq!(sys.read_all("SKYNET_EVENTS", &raised).await?.len(), 1);
+
+    // Everything stops and starts again on the same log and database.
+    let (nats, test_db) = sys.stop_services().await?;
+    let restarted = chrono::Utc::now();
+    let sys = System::start_without(nats, test_db, tune, &[Service::Executor]).await?;
+    // Its first looks after the restart (live, still no executor) are in...
+    eventually(WAIT, "the restarted sentinel's looks", || async {
+        let s = sys.request("skynet.sentinel.status", json!(null)).await.ok()?;
+        let at: chrono::DateTime<chrono::Utc> = serde_json::from_value(s["at"].clone()).ok()?;
+        (at > restarted + chrono::Duration::seconds(1) && s["executors_up"] == 0).then_some(())
+    })
+    .await?;
+    // ...and the alert still fires, raised once.
+    assert_eq!(sys.read_all("SKYNET_EVENTS", &raised).await?.len(), 1, "not raised again");
+    let status = sys.request("skynet.sentinel.status", json!(null)).await?;
+    assert_eq!(status["alerts"][0]["fingerprint"], fp.as_str(), "{status}");
+    sys.shutdown().await
+}
