@@ -80,5 +80,31 @@ async fn one_job_is_one_trace_whose_spans_name_each_service() -> anyhow::Result<
     .await?;
     let names: BTreeSet<&str> = seen.iter().filter(|(t, _, _)| t == TRACE).map(|(_, n, _)| n.as_str()).collect();
     assert!(names.contains("planner requested") && names.contains("executor scheduled"), "{names:?}");
+
+    // A job a person approves: the approval (a command, outside any traced
+    // handling) continues the job's trace, and so does everything after it.
+    const TRACE2: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Authorization", format!("Bearer {}", token("alice")).as_str());
+    headers.insert("traceparent", format!("00-{TRACE2}-00f067aa0ba902b8-01").as_str());
+    let data = json!({"intent": "zip the project", "working_dir": sys.project()});
+    sys.client.publish_with_headers(INTAKE, headers, task("traced-2", data).into()).await?;
+    sys.client.flush().await?;
+    let zip = job_id(SOURCE, "traced-2");
+    sys.wait_for(zip, "skynet.job.policy_decided.v1").await?;
+    let approved = sys.request("skynet.cmd.job.approve", json!({"job_id": zip, "token": token("bob")})).await?;
+    assert_eq!(approved["accepted"], true, "{approved}");
+    sys.wait_for(zip, "skynet.job.succeeded.v1").await?;
+    for e in sys.job_events(zip).await? {
+        let tp = e["traceparent"].as_str().unwrap_or_default();
+        assert!(tp.starts_with(&format!("00-{TRACE2}-")), "{} carries {tp:?}", e["type"]);
+    }
+    eventually(Duration::from_secs(30), "the spans after the approval in the job's trace", || async {
+        let got = spans.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let services: BTreeSet<String> =
+            got.iter().filter(|(t, _, _)| t == TRACE2).filter_map(|(_, _, s)| s.clone()).collect();
+        ["dispatcher", "scheduler", "executor"].iter().all(|s| services.contains(*s)).then_some(())
+    })
+    .await?;
     sys.shutdown().await
 }

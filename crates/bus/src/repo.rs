@@ -58,6 +58,10 @@ pub struct Replayed {
     /// decodable, written under a `source` that does not own the event's kind,
     /// or not a legal continuation of the state.
     pub skipped: Vec<(u64, String)>,
+    /// The trace context of the job's last event that carries one: what
+    /// events recorded outside any traced handling (a person's approval, a
+    /// deadline sweep) continue, so the job stays one trace.
+    pub traceparent: Option<String>,
 }
 
 impl Replayed {
@@ -150,7 +154,8 @@ impl Jobs {
         if let (Some(s), true) = (&state, skipped.is_empty()) {
             self.store.cache().put(job, s, last_seq);
         }
-        Ok(Replayed { state, last_seq, skipped })
+        let traceparent = events.iter().rev().find_map(|(_, env)| env.traceparent.clone());
+        Ok(Replayed { state, last_seq, skipped, traceparent })
     }
 
     /// The job as of the event at `seq` that a consumer is handling: from the
@@ -196,21 +201,28 @@ impl Jobs {
         let known = std::sync::Mutex::new(known);
         let attempt = || async {
             let first = known.lock().map(|mut k| k.take()).unwrap_or(None);
-            let (state, last_seq) = match first {
-                Some(k) => k,
+            let (state, last_seq, traceparent) = match first {
+                Some((state, seq)) => (state, seq, None),
                 None => {
                     let replayed = self.replay(job).await?;
                     if let Some(outcome) = self.fail_untrustworthy(job, &replayed, cause, now).await? {
                         return Ok(outcome);
                     }
-                    (replayed.state, replayed.last_seq)
+                    (replayed.state, replayed.last_seq, replayed.traceparent)
                 }
             };
             let events = match decide(state.as_ref()) {
                 Ok(events) => events,
                 Err(rejection) => return Ok(Outcome::Rejected(rejection)),
             };
-            let envelopes = self.envelopes(job, cause, now, &events);
+            let mut envelopes = self.envelopes(job, cause, now, &events);
+            // Recorded outside a traced handling (no current span): the job's
+            // own trace goes on (the codec stamps the current span otherwise).
+            if crate::trace::current().is_none() {
+                for env in &mut envelopes {
+                    env.traceparent.clone_from(&traceparent);
+                }
+            }
             let seq = self.store.append(job, last_seq, &envelopes).await?;
             let mut after = state;
             for e in &events {

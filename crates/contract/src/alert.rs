@@ -208,9 +208,9 @@ pub struct SilenceAlerts {
 }
 
 /// The sentinel's latest look at the system: what `skynet status` and
-/// `GET /v1/health` show. `None` where that check could not run.
+/// `GET /v1/health` show. `None` where that check could not run. A reply, not
+/// an event: readers ignore fields they do not know (a newer sentinel).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct SystemStatus {
     /// When the sentinel looked.
     pub at: DateTime<Utc>,
@@ -225,7 +225,7 @@ pub struct SystemStatus {
     pub jobs_not_starting: Option<u64>,
     pub approvals_waiting: Option<u64>,
     pub dead_letters_recent: Option<u64>,
-    /// What fires, most severe first.
+    /// What fires, most severe first (at most 200).
     pub alerts: Vec<AlertRaised>,
 }
 

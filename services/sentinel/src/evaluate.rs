@@ -30,20 +30,38 @@ const MAX_UNRECORDED: usize = 10_000;
 const SINK_QUEUE: usize = 1_000;
 
 /// Evaluates every `config.interval` until `stop`.
-pub async fn run(
-    deps: Deps,
-    config: Arc<Config>,
-    beats: Heartbeats,
-    latest: tokio::sync::watch::Sender<Option<skynet_contract::alert::SystemStatus>>,
-    stop: CancellationToken,
-) {
-    let Some(mut state) = resume(&deps, &stop).await else { return };
+pub async fn run(deps: Deps, config: Arc<Config>, beats: Heartbeats, stop: CancellationToken) {
     let sinks = workers(&deps, &config, &stop);
     let (mut dead_letters, mut unrecorded) = (DeadLetters::default(), VecDeque::<(String, Envelope)>::new());
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One sentinel evaluates at a time: the holder of a Postgres advisory lock
+    // (a second one waits, answering status as it last saw it, and takes over).
+    let Some(lock) = leadership(&deps, &stop).await else { return };
+    let mut lock = Some(lock);
+    let Some(mut state) = resume(&deps, &stop).await else { return };
+    // Only the evaluating sentinel answers status requests (a standby has no look).
+    let (latest, looks) = tokio::sync::watch::channel(None);
+    let mut answering = answer_status(&deps, looks.clone(), &stop).await;
     loop {
         tokio::select! { () = stop.cancelled() => return, _ = tick.tick() => {} }
+        if !holds(&mut lock).await {
+            match try_lock(&deps).await {
+                Ok(Some(l)) => lock = Some(l),
+                // Another sentinel took over: stand by, then resume from the tables.
+                Ok(None) => {
+                    warn!(service = SERVICE, "another sentinel holds the evaluation lock; standing by");
+                    answering.cancel();
+                    let Some(l) = leadership(&deps, &stop).await else { return };
+                    answering = answer_status(&deps, looks.clone(), &stop).await;
+                    lock = Some(l);
+                    let Some(s) = resume(&deps, &stop).await else { return };
+                    state = s;
+                }
+                // Postgres is unreachable: keep watching — that is what people must hear.
+                Err(_) => lock = None,
+            }
+        }
         let span = info_span!("evaluate", service = SERVICE);
         async {
             record_pending(&deps, &mut unrecorded).await;
@@ -86,6 +104,59 @@ pub async fn run(
         }
         .instrument(span)
         .await;
+    }
+}
+
+/// The advisory lock only one evaluating sentinel holds.
+const EVALUATOR_LOCK: i64 = 0x534b_594e_5345_4e54;
+
+/// Answers `skynet.sentinel.status` with the latest look until the returned
+/// token (a child of `stop`) is cancelled.
+async fn answer_status(
+    deps: &Deps,
+    looks: tokio::sync::watch::Receiver<Option<skynet_contract::alert::SystemStatus>>,
+    stop: &CancellationToken,
+) -> CancellationToken {
+    let token = stop.child_token();
+    match deps.nats.queue_subscribe(alert::STATUS, "skynet-sentinel".into()).await {
+        Ok(sub) => {
+            tokio::spawn(crate::status::serve(sub, deps.nats.clone(), looks, token.clone()));
+        }
+        Err(e) => warn!(service = SERVICE, error = %e, "cannot answer status requests"),
+    }
+    token
+}
+
+/// Whether the evaluation lock's connection is still there (the lock with it).
+async fn holds(lock: &mut Option<sqlx::PgConnection>) -> bool {
+    let Some(conn) = lock.as_mut() else { return false };
+    matches!(tokio::time::timeout(DB_TIMEOUT, sqlx::query("SELECT 1").execute(conn)).await, Ok(Ok(_)))
+}
+
+/// The evaluation lock on a connection of its own, out of the pool (the lock
+/// lives as long as the connection: closed, never returned to the pool with
+/// it held); `None` while another sentinel holds it.
+async fn try_lock(deps: &Deps) -> Result<Option<sqlx::PgConnection>, sqlx::Error> {
+    let mut conn =
+        tokio::time::timeout(DB_TIMEOUT, deps.db.acquire()).await.map_err(|_| sqlx::Error::PoolTimedOut)??.detach();
+    let got: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(EVALUATOR_LOCK).fetch_one(&mut conn).await?;
+    Ok(got.then_some(conn))
+}
+
+/// Waits for the evaluation lock (standing by while another sentinel holds it).
+async fn leadership(deps: &Deps, stop: &CancellationToken) -> Option<sqlx::PgConnection> {
+    let mut said = false;
+    loop {
+        match try_lock(deps).await {
+            Ok(Some(conn)) => return Some(conn),
+            Ok(None) if !said => {
+                info!(service = SERVICE, "another sentinel evaluates; standing by");
+                said = true;
+            }
+            _ => {}
+        }
+        tokio::select! { () = stop.cancelled() => return None, () = tokio::time::sleep(Duration::from_secs(1)) => {} }
     }
 }
 

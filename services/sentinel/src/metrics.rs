@@ -27,10 +27,11 @@ pub fn gauges(facts: &Facts, state: &State, config: &Config, now: DateTime<Utc>)
         facts.executors.iter().filter(|e| !e.goodbye && now - e.last_seen < config.heartbeat_expiry).collect();
     if facts.executors_known {
         metrics::gauge!("skynet_executors_up").set(fresh.len() as f64);
-        let total: u32 = fresh.iter().map(|e| e.status.capacity).sum();
-        let busy: u32 = fresh.iter().map(|e| e.status.running.min(e.status.capacity)).sum();
-        metrics::gauge!("skynet_executor_slots").set(f64::from(total));
-        metrics::gauge!("skynet_executor_slots_free").set(f64::from(total - busy));
+        // Summed wide: heartbeats are executors' word, and a huge capacity must not overflow.
+        let total: u64 = fresh.iter().map(|e| u64::from(e.status.capacity)).sum();
+        let busy: u64 = fresh.iter().map(|e| u64::from(e.status.running.min(e.status.capacity))).sum();
+        metrics::gauge!("skynet_executor_slots").set(total as f64);
+        metrics::gauge!("skynet_executor_slots_free").set(total.saturating_sub(busy) as f64);
     }
     for (dependency, error) in &facts.dependencies {
         metrics::gauge!("skynet_dependency_up", "dependency" => dependency.clone()).set(if error.is_none() {
@@ -151,9 +152,12 @@ fn observe(
     at: DateTime<Utc>,
 ) {
     if jobs.len() >= MAX_IN_FLIGHT && !jobs.contains_key(&job) {
-        // Forget the oldest: a job that never finishes must not hold memory for ever.
-        if let Some(oldest) = jobs.iter().min_by_key(|(_, t)| t.requested).map(|(j, _)| *j) {
-            jobs.remove(&oldest);
+        // Full (jobs that never finish, or a backlog): forget those older than
+        // an hour, all at once — and everything if that is not enough.
+        let cutoff = at - chrono::Duration::hours(1);
+        jobs.retain(|_, t| t.requested.is_some_and(|r| r > cutoff));
+        if jobs.len() >= MAX_IN_FLIGHT {
+            jobs.clear();
         }
     }
     let t = jobs.entry(job).or_default();

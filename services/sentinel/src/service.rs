@@ -69,19 +69,12 @@ pub async fn run(
         .queue_subscribe(alert::SILENCE, "skynet-sentinel".into())
         .await
         .map_err(|e| SentinelError::Nats(e.into()))?;
-    let status = deps
-        .nats
-        .queue_subscribe(alert::STATUS, "skynet-sentinel".into())
-        .await
-        .map_err(|e| SentinelError::Nats(e.into()))?;
-    let (latest, looks) = tokio::sync::watch::channel(None);
     let beats = crate::observe::Heartbeats::default();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::observe::follow_heartbeats(deps.js.clone(), beats.clone(), stop.clone()));
     tasks.spawn(crate::metrics::follow_jobs(deps.js.clone(), stop.clone()));
     tasks.spawn(crate::silence::serve(silences, deps.clone(), stop.clone()));
-    tasks.spawn(crate::status::serve(status, deps.nats.clone(), looks, stop.clone()));
-    tasks.spawn(crate::evaluate::run(deps.clone(), config.clone(), beats, latest, stop.clone()));
+    tasks.spawn(crate::evaluate::run(deps.clone(), config.clone(), beats, stop.clone()));
     info!(service = SERVICE, sinks = config.sinks.len(), "sentinel running");
     let handler_deps = deps.clone();
     let consumed = consumer::run(

@@ -23,6 +23,8 @@ pub fn snapshot(facts: &Facts, state: &State, config: &Config, now: DateTime<Utc
     alerts.sort_by(|a, b| {
         b.severity.cmp(&a.severity).then_with(|| a.kind.cmp(&b.kind)).then_with(|| a.subject.cmp(&b.subject))
     });
+    // A reply fits in one NATS message whatever fires.
+    alerts.truncate(200);
     SystemStatus {
         at: now,
         dependencies: facts.dependencies.iter().cloned().collect(),

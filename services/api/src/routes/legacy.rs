@@ -76,7 +76,9 @@ pub async fn health(State(s): State<AppState>) -> (StatusCode, Json<serde_json::
         let firing = |sev: skynet_contract::alert::Severity| st.alerts.iter().filter(|a| a.severity == sev).count();
         let dependencies: serde_json::Map<String, serde_json::Value> =
             st.dependencies.iter().map(|(name, error)| (name.clone(), word(error.is_none()).into())).collect();
-        serde_json::json!({"looked_at": st.at, "dependencies": dependencies, "projector_lag": st.projector_lag,
+        // A look older than 30 s is the sentinel not looking any more.
+        let stale = (chrono::Utc::now() - st.at).num_seconds() > 30;
+        serde_json::json!({"looked_at": st.at, "stale": stale, "dependencies": dependencies, "projector_lag": st.projector_lag,
             "alerts_firing": {"critical": firing(skynet_contract::alert::Severity::Critical),
                 "warning": firing(skynet_contract::alert::Severity::Warning), "info": firing(skynet_contract::alert::Severity::Info)}})
     });

@@ -69,8 +69,14 @@ pub fn render_system(system: Option<&SystemStatus>) -> String {
     };
     let known = |v: Option<u64>| v.map_or("?".to_owned(), |n| n.to_string());
     let mut out = String::new();
+    let printable = |t: &str| t.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>();
+    let age = (Utc::now() - s.at).num_seconds();
+    if age > 30 {
+        out.push_str(&format!("sentinel                       last looked {age} s ago: what follows may be stale\n"));
+    }
     for (name, error) in &s.dependencies {
-        out.push_str(&format!("{name:<30} {}\n", error.as_deref().map_or("ok".to_owned(), |e| format!("DOWN: {e}"))));
+        let state = error.as_deref().map_or("ok".to_owned(), |e| format!("DOWN: {}", printable(e)));
+        out.push_str(&format!("{:<30} {state}\n", printable(name)));
     }
     if let Some(consumers) = &s.consumers {
         let depths: Vec<String> = consumers.iter().map(|(c, n)| format!("{c} {n}")).collect();
@@ -87,8 +93,7 @@ pub fn render_system(system: Option<&SystemStatus>) -> String {
         out.push_str("alerts                         none firing\n");
     }
     for a in &s.alerts {
-        let summary: String = a.summary.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-        out.push_str(&format!("alert {:<8} {:<18} {summary}\n", a.severity.as_str(), a.kind.as_str()));
+        out.push_str(&format!("alert {:<8} {:<18} {}\n", a.severity.as_str(), a.kind.as_str(), printable(&a.summary)));
     }
     out
 }
