@@ -49,6 +49,13 @@ async fn metrics_count_jobs_stages_steps_consumers_and_executors() -> anyhow::Re
         sys.wait_for(*job, "skynet.job.succeeded.v1").await?;
     }
     sys.wait_for(nonsense, "skynet.job.planning_failed.v1").await?;
+    // No tracing layer in this process: every event still carries its job's
+    // trace context, one trace per job, started at the intake.
+    let events = sys.job_events(jobs[0]).await?;
+    let traces: std::collections::BTreeSet<&str> =
+        events.iter().filter_map(|e| e["traceparent"].as_str()?.get(3..35)).collect();
+    assert_eq!(traces.len(), 1, "{events:?}");
+    assert!(events.iter().all(|e| e["traceparent"].is_string()), "{events:?}");
 
     let text = eventually(Duration::from_secs(30), "the counts", || async {
         let text = scrape().await?;

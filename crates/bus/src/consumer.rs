@@ -194,14 +194,15 @@ where
     let kind = msg.subject.rsplit('.').next().unwrap_or_default();
     let span = info_span!("message", otel.name = %format!("{} {kind}", spec.service), service = spec.service,
         subject = %msg.subject, seq, delivered);
-    if let Some(tp) = crate::trace::from_headers(msg.headers.as_ref()) {
-        crate::trace::adopt(&span, &tp);
+    let inbound = crate::trace::from_headers(msg.headers.as_ref());
+    if let Some(tp) = &inbound {
+        crate::trace::adopt(&span, tp);
     }
     if delivered > 1 {
         metrics::counter!("skynet_consumer_redeliveries_total", "consumer" => spec.durable).increment(1);
     }
     async {
-        let disposition = handler(msg.clone()).await;
+        let disposition = crate::trace::within(inbound, handler(msg.clone())).await;
         let outcome = match &disposition {
             Disposition::Ack => "ack",
             Disposition::Retry(_) if delivered < spec.max_deliveries => "retry",

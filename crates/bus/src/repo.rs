@@ -216,12 +216,13 @@ impl Jobs {
                 Err(rejection) => return Ok(Outcome::Rejected(rejection)),
             };
             let mut envelopes = self.envelopes(job, cause, now, &events);
-            // Recorded outside a traced handling (no current span): the job's
-            // own trace goes on (the codec stamps the current span otherwise).
-            if crate::trace::current().is_none() {
-                for env in &mut envelopes {
-                    env.traceparent.clone_from(&traceparent);
-                }
+            // The job's trace: the current handling's; else (a person's
+            // approval, a deadline sweep) the job's own from its log; a job's
+            // first event without one starts a new trace.
+            let traceparent =
+                crate::trace::current().or(traceparent).or_else(|| state.is_none().then(crate::trace::new_root));
+            for env in &mut envelopes {
+                env.traceparent.clone_from(&traceparent);
             }
             let seq = self.store.append(job, last_seq, &envelopes).await?;
             let mut after = state;

@@ -6,8 +6,11 @@
 //! ([`adopt`], in the consumer loop), and what it records carries its own span
 //! ([`current`], in the codec): one job, one trace, across every service.
 //!
-//! The contexts exist when the process installs a `tracing-opentelemetry`
-//! layer (`skynet up` and `skynet run` do); otherwise nothing is added.
+//! With a `tracing-opentelemetry` layer installed (when traces are exported)
+//! the context is the current span's. Without one (the default: spans cost
+//! throughput) the job's context still travels: the consumer loop keeps the
+//! event's `traceparent` for the task handling it ([`within`]), what that task
+//! records carries it on, and a job's first event starts a new trace.
 
 use std::collections::HashMap;
 
@@ -24,15 +27,32 @@ pub const TRACEPARENT: &str = "traceparent";
 /// sends is not trusted further than that: the propagator parses the rest).
 pub use skynet_contract::envelope::plausible_traceparent as plausible;
 
-/// The traceparent of the current span, when it has a valid context.
+tokio::task_local! {
+    /// The trace context of the event the current task is handling.
+    static INBOUND: Option<String>;
+}
+
+/// Runs `f` as the handling of an event that carries `traceparent`.
+pub async fn within<F: std::future::Future>(traceparent: Option<String>, f: F) -> F::Output {
+    INBOUND.scope(traceparent, f).await
+}
+
+/// The trace context what the current task records should carry: the current
+/// span's when spans are traced, else the handled event's.
 pub fn current() -> Option<String> {
     let cx = tracing::Span::current().context();
-    if !cx.span().span_context().is_valid() {
-        return None;
+    if cx.span().span_context().is_valid() {
+        let mut carrier: HashMap<String, String> = HashMap::new();
+        TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+        return carrier.remove(TRACEPARENT);
     }
-    let mut carrier: HashMap<String, String> = HashMap::new();
-    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
-    carrier.remove(TRACEPARENT)
+    INBOUND.try_with(Clone::clone).ok().flatten()
+}
+
+/// A new trace (not sampled: only a tracing layer decides to record).
+pub fn new_root() -> String {
+    let (trace, span) = (uuid::Uuid::new_v4().simple().to_string(), uuid::Uuid::new_v4().simple().to_string());
+    format!("00-{trace}-{}-00", &span[..16])
 }
 
 /// Makes `span` a child of `traceparent` (ignored when it does not parse).
@@ -73,5 +93,13 @@ mod tests {
         let mut bad = HeaderMap::new();
         bad.insert("traceparent", "not one");
         assert_eq!(from_headers(Some(&bad)), None);
+        assert!(plausible(&new_root()));
+    }
+
+    #[tokio::test]
+    async fn without_spans_the_handled_events_context_goes_on() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned();
+        assert_eq!(current(), None);
+        assert_eq!(within(Some(tp.clone()), async { current() }).await, Some(tp));
     }
 }

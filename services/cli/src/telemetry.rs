@@ -1,13 +1,13 @@
 //! Logs and traces of this process. Logs go to stderr (`SKYNET_LOG` filters
-//! them). Spans also become OpenTelemetry spans, so a job's trace context
-//! travels on its events (see `skynet_bus::trace`); they are exported over
-//! OTLP/HTTP (JSON) only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set — otherwise
-//! nothing is recorded beyond the context itself (traces are not sampled unless
-//! a submitter's context asks for it), and nothing leaves the process.
+//! them). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, SKYNET's spans also
+//! become OpenTelemetry spans, exported over OTLP/HTTP (JSON), each handling
+//! span a child of its event's trace context; otherwise nothing is recorded or
+//! leaves the process, and events still carry their job's trace context (see
+//! `skynet_bus::trace`).
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -35,22 +35,20 @@ pub fn init(default_filter: &str, otlp_endpoint: Option<&str>) -> anyhow::Result
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(EnvFilter::try_from_env("SKYNET_LOG").unwrap_or_else(|_| default_filter.into()));
-    let mut builder = SdkTracerProvider::builder();
-    match otlp_endpoint {
-        Some(endpoint) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpJson)
-                .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
-                .build()?;
-            let resource = opentelemetry_sdk::Resource::builder().with_service_name("skynet").build();
-            builder = builder.with_batch_exporter(exporter).with_resource(resource);
-        }
-        // A context to propagate, nothing recorded: a trace is sampled only
-        // when its submitter's context says so (and then exported nowhere).
-        None => builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff))),
-    }
-    let provider = builder.build();
+    let Some(endpoint) = otlp_endpoint else {
+        // No export: no span becomes an OpenTelemetry span (they cost about a
+        // quarter of the throughput); events still carry their job's trace
+        // context (see `skynet_bus::trace`).
+        tracing_subscriber::registry().with(logs).try_init()?;
+        return Ok(Telemetry(None));
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpJson)
+        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .build()?;
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name("skynet").build();
+    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
     let spans =
         tracing_opentelemetry::layer().with_tracer(provider.tracer("skynet")).with_filter(EnvFilter::new(SPANS));
     tracing_subscriber::registry().with(logs).with(spans).try_init()?;

@@ -298,6 +298,10 @@ async fn search_in(
     // query at 100,000 records with 0.3); the full-text list and the fused
     // rank order what passes.
     sqlx::query("SET LOCAL pg_trgm.word_similarity_threshold = 0.5").execute(&mut *tx).await?;
+    // The planner prices the trigram operator like a cheap one and scans every
+    // row below ~50,000 records (measured: 120 ms at 10,000 against 14 ms
+    // through the indexes); this transaction runs only this query.
+    sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await?;
     let sql = format!(
         "WITH q AS (SELECT websearch_to_tsquery('english', $2) AS tsq),
          fts AS (SELECT id, row_number() OVER (ORDER BY ts_rank_cd(tsv, q.tsq) DESC, id) AS r
