@@ -36,8 +36,8 @@ pub fn init(default_filter: &str, otlp_endpoint: Option<&str>) -> anyhow::Result
         .with_writer(std::io::stderr)
         .with_filter(EnvFilter::try_from_env("SKYNET_LOG").unwrap_or_else(|_| default_filter.into()));
     let Some(endpoint) = otlp_endpoint else {
-        // No export: no span becomes an OpenTelemetry span (they cost about a
-        // quarter of the throughput); events still carry their job's trace
+        // No export: no span becomes an OpenTelemetry span (work per span for
+        // nothing); events still carry their job's trace
         // context (see `skynet_bus::trace`).
         tracing_subscriber::registry().with(logs).try_init()?;
         return Ok(Telemetry(None));
