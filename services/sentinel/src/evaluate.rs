@@ -36,7 +36,7 @@ pub async fn run(deps: Deps, config: Arc<Config>, beats: Heartbeats, stop: Cance
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One sentinel evaluates at a time: the holder of a Postgres advisory lock
-    // (a second one waits, answering status as it last saw it, and takes over).
+    // (a second one stands by, silent, and takes over when the lock is free).
     let Some(lock) = leadership(&deps, &stop).await else { return };
     let mut lock = Some(lock);
     let Some(mut state) = resume(&deps, &stop).await else { return };

@@ -10,7 +10,9 @@
 //! cooldown, muted by silences people set (themselves events), and sent to the
 //! configured sinks ([`sinks`]). Its tables are read models of those events.
 //!
-//! Run one sentinel: two would each raise what they see.
+//! Run as many as you like: one evaluates (the holder of a Postgres advisory
+//! lock), the others stand by and take over. Each process counts the job
+//! metrics it follows (sum them per instance, not across).
 
 mod alerts;
 mod config;
