@@ -119,6 +119,9 @@ async fn rebuilt_read_models_equal_the_incremental_ones_also_after_a_stop_betwee
     .await?;
     let (nats, db) = sys.stop_services().await?;
     let js = async_nats::jetstream::new(nats.connect_as("projector").await?);
+    // What was recorded while the services stopped (the sentinel's alerts as
+    // executors say goodbye) is projected incrementally too.
+    project(&js, &pool, 1000, None).await?;
     let incremental = snapshot(&pool).await?;
     let jobs = &incremental[0].1;
     assert!(jobs.len() >= 16, "{} jobs", jobs.len());
@@ -168,11 +171,13 @@ async fn a_projector_refuses_a_log_behind_its_checkpoint() -> anyhow::Result<()>
     Ok(())
 }
 
-/// Advisory locks held now on the database (the projector's writer lock).
+/// Holders of the projector's writer lock now (its 64-bit key split in two
+/// 32-bit halves by pg_locks; the sentinel holds an advisory lock of its own).
 async fn writer_locks(db: &PgPool) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar(
         "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-         WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()",
+         WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()
+           AND l.classid = 1397446990 AND l.objid = 1347571530",
     )
     .fetch_one(db)
     .await?)
