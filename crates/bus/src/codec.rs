@@ -29,14 +29,15 @@ pub fn encode(env: &Envelope) -> (HeaderMap, Bytes) {
     let mut headers = HeaderMap::new();
     headers.insert("Content-Type", SPEC_CONTENT_TYPE);
     headers.insert(NATS_MESSAGE_ID, env.id.as_str());
-    let traced;
-    let env = match (&env.traceparent, crate::trace::current()) {
-        (None, Some(tp)) => {
-            traced = Envelope { traceparent: Some(tp), ..env.clone() };
-            &traced
-        }
-        _ => env,
-    };
+    // Job events come stamped (the repo sets their job's trace): only the
+    // others look up the current context, and only they are copied.
+    let stamped = env
+        .traceparent
+        .is_none()
+        .then(crate::trace::current)
+        .flatten()
+        .map(|tp| Envelope { traceparent: Some(tp), ..env.clone() });
+    let env = stamped.as_ref().unwrap_or(env);
     if let Some(tp) = &env.traceparent {
         headers.insert(crate::trace::TRACEPARENT, tp.as_str());
     }

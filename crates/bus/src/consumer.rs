@@ -181,6 +181,18 @@ where
     Ok(())
 }
 
+/// A cancellation token that fires when `shutdown` resolves: what a service's
+/// side tasks (responders, sweeps, loops) stop on, next to its consumer.
+pub fn stop_token(shutdown: impl Future<Output = ()> + Send + 'static) -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        t.cancel();
+    });
+    token
+}
+
 /// How long one pull waits for messages before it is renewed.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
 

@@ -61,7 +61,7 @@ pub async fn run(
 ) -> Result<(), MemoryError> {
     migrate(&deps.db).await?;
     let config = Arc::new(config);
-    let stop = stop_token(shutdown);
+    let stop = consumer::stop_token(shutdown);
     // Pools of its own: learning waits on per-record locks (jobs that end the
     // same way) and must neither starve the answers the planner waits for nor
     // the other services sharing the process's pool.
@@ -97,17 +97,6 @@ pub async fn run(
     stop.cancel();
     while tasks.join_next().await.is_some() {}
     consumed.map_err(MemoryError::Nats)
-}
-
-/// A cancellation token that fires when `shutdown` resolves.
-fn stop_token(shutdown: impl Future<Output = ()> + Send + 'static) -> tokio_util::sync::CancellationToken {
-    let token = tokio_util::sync::CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        t.cancel();
-    });
-    token
 }
 
 /// Applies one event of the consumer (public so tests can deliver twice).

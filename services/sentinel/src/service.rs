@@ -58,12 +58,7 @@ pub async fn run(
 ) -> Result<(), SentinelError> {
     migrate(&deps.db).await?;
     let config = Arc::new(config);
-    let stop = tokio_util::sync::CancellationToken::new();
-    let token = stop.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        token.cancel();
-    });
+    let stop = consumer::stop_token(shutdown);
     let silences = deps
         .nats
         .queue_subscribe(alert::SILENCE, "skynet-sentinel".into())
