@@ -28,6 +28,6 @@ pub mod store;
 pub mod trace;
 
 pub use definitions::bootstrap;
-pub use publish::publish;
+pub use publish::{publish, publish_expecting};
 pub use repo::{Jobs, Outcome};
 pub use store::{AppendError, EventStore, History};

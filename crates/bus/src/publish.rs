@@ -18,3 +18,22 @@ pub async fn publish(
         js.send_publish(subject.to_owned(), PublishMessage::build().headers(headers).payload(payload)).await?.await?;
     Ok(ack.sequence)
 }
+
+/// Publishes `env` on `subject` only if the newest stored message under
+/// `filter` is still at stream sequence `expected` (0: none stored) — optimistic
+/// concurrency for an aggregate that is not a job (the initiative's ledger).
+/// A conflict is the server's `WrongLastSequence` error.
+pub async fn publish_expecting(
+    js: &jetstream::Context,
+    subject: &str,
+    env: &Envelope,
+    filter: &str,
+    expected: u64,
+) -> Result<u64, jetstream::context::PublishError> {
+    let (mut headers, payload) = codec::encode(env);
+    headers.insert(crate::store::EXPECTED_SEQ_HEADER, expected.to_string());
+    headers.insert(crate::store::EXPECTED_SUBJECT_HEADER, filter);
+    let ack =
+        js.send_publish(subject.to_owned(), PublishMessage::build().headers(headers).payload(payload)).await?.await?;
+    Ok(ack.sequence)
+}

@@ -33,13 +33,36 @@ pub async fn read_all(
     filter: &str,
     from: u64,
 ) -> Result<Vec<Stored>, async_nats::Error> {
+    read(client, stream, filter, serde_json::json!({ "seq": from.max(1) })).await
+}
+
+/// Every message of `stream` whose subject matches `filter` stored at or after
+/// `since` (the server's clock), oldest first.
+pub async fn read_since(
+    client: &async_nats::Client,
+    stream: &str,
+    filter: &str,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Stored>, async_nats::Error> {
+    let start = since.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    read(client, stream, filter, serde_json::json!({ "start_time": start })).await
+}
+
+async fn read(
+    client: &async_nats::Client,
+    stream: &str,
+    filter: &str,
+    mut start: serde_json::Value,
+) -> Result<Vec<Stored>, async_nats::Error> {
     let api = format!("$JS.API.DIRECT.GET.{stream}");
     let mut out = Vec::new();
-    let mut from = from.max(1);
     loop {
         let inbox = client.new_inbox();
         let mut sub = client.subscribe(inbox.clone()).await?;
-        let req = serde_json::json!({ "seq": from, "next_by_subj": filter, "batch": BATCH });
+        let mut req = serde_json::json!({ "next_by_subj": filter, "batch": BATCH });
+        if let (Some(req), Some(start)) = (req.as_object_mut(), start.as_object()) {
+            req.extend(start.clone());
+        }
         client.publish_with_reply(api.clone(), inbox, req.to_string().into()).await?;
         let mut got = 0usize;
         loop {
@@ -67,8 +90,35 @@ pub async fn read_all(
         }
         let _ = sub.unsubscribe().await;
         match out.last() {
-            Some(last) if got == BATCH => from = last.seq + 1,
+            Some(last) if got == BATCH => start = serde_json::json!({ "seq": last.seq + 1 }),
             _ => return Ok(out),
         }
     }
+}
+
+/// The executors whose heartbeat is in the `SKYNET_EXECUTORS` bucket now (an
+/// entry expires when its executor stops heartbeating), ordered by key; read by
+/// direct get, as a client may.
+pub async fn executors(
+    client: &async_nats::Client,
+) -> Result<Vec<skynet_contract::executor::ExecutorStatus>, async_nats::Error> {
+    use crate::definitions::EXECUTORS_BUCKET;
+    let prefix = format!("$KV.{EXECUTORS_BUCKET}.");
+    let stored = read_all(client, &format!("KV_{EXECUTORS_BUCKET}"), &format!("{prefix}>"), 1).await?;
+    let mut latest = std::collections::BTreeMap::new();
+    for m in stored {
+        // A deleted or purged key (an executor that said goodbye) is a marker, not a status.
+        let op = m.headers.as_ref().and_then(|h| h.get("KV-Operation")).map(|v| v.as_str().to_owned());
+        let key = m.subject.trim_start_matches(&prefix).to_owned();
+        match (op.as_deref(), serde_json::from_slice(&m.payload)) {
+            (Some("DEL" | "PURGE"), _) => {
+                latest.remove(&key);
+            }
+            (_, Ok(status)) => {
+                latest.insert(key, status);
+            }
+            (_, Err(_)) => {}
+        }
+    }
+    Ok(latest.into_values().collect())
 }

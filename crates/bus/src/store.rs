@@ -20,8 +20,8 @@ use crate::codec;
 use crate::definitions::EVENTS_STREAM;
 
 /// Header naming the subject filter the expected sequence applies to (NATS 2.11).
-const EXPECTED_SUBJECT_HEADER: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
-const EXPECTED_SEQ_HEADER: &str = "Nats-Expected-Last-Subject-Sequence";
+pub(crate) const EXPECTED_SUBJECT_HEADER: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+pub(crate) const EXPECTED_SEQ_HEADER: &str = "Nats-Expected-Last-Subject-Sequence";
 
 /// A job's history as stored.
 #[derive(Debug, Clone, Default)]

@@ -14,6 +14,7 @@ pub mod commands;
 pub mod envelope;
 pub mod executor;
 pub mod ids;
+pub mod initiative;
 pub mod job;
 pub mod memory;
 pub mod owners;

@@ -89,6 +89,30 @@ pub struct RateLimits {
     pub requesters: BTreeMap<String, Limit>,
 }
 
+/// What jobs the initiative service submits (CloudEvent `source`
+/// `skynet/initiative`, which only it may use) may do. An initiative job never
+/// waits for a person: one that would need approval is denied.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitiativeRules {
+    /// The highest risk an initiative job may have (default READ_ONLY).
+    #[serde(default = "read_only")]
+    pub max_risk: Risk,
+    /// If not empty, the only actions an initiative job may use.
+    #[serde(default)]
+    pub actions: Vec<String>,
+}
+
+fn read_only() -> Risk {
+    Risk::ReadOnly
+}
+
+impl Default for InitiativeRules {
+    fn default() -> Self {
+        InitiativeRules { max_risk: Risk::ReadOnly, actions: Vec::new() }
+    }
+}
+
 /// The whole rules file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +125,9 @@ pub struct PolicyRules {
     /// install); without an entry they are detected from the project's files.
     #[serde(default)]
     pub projects: Vec<crate::project::ProjectCommands>,
+    /// What the initiative service's jobs may do.
+    #[serde(default)]
+    pub initiative: InitiativeRules,
 }
 
 /// The answer of a single-action check (the predecessor's `/v1/policy/check`).
@@ -157,6 +184,12 @@ impl PolicyRules {
         }
         if let Some((name, _)) = self.risk.actions.iter().find(|(_, r)| **r == Risk::Blocked) {
             return Err(format!("risk.actions.{name} = BLOCKED: list it in risk.blocked instead"));
+        }
+        if self.initiative.max_risk == Risk::Blocked {
+            return Err("initiative.max_risk must be READ_ONLY, WRITE or ADMIN".into());
+        }
+        if let Some(bad) = self.initiative.actions.iter().find(|a| crate::catalog::action(a).is_none()) {
+            return Err(format!("initiative.actions: {bad:?} is not a catalog action"));
         }
         if self.sandbox.allowed_roots.is_empty() {
             return Err("sandbox.allowed_roots must name at least one directory".into());

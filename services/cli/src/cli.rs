@@ -112,6 +112,13 @@ pub enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// The initiative service: pause, resume, status.
+    Initiative {
+        #[command(flatten)]
+        args: commands::initiative::InitiativeArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Memory: search, add, stats, forget.
     Memory {
         #[command(flatten)]
@@ -145,7 +152,12 @@ pub enum Cmd {
 pub async fn run(cmd: Cmd) -> anyhow::Result<i32> {
     match cmd {
         Cmd::Up { settings, without } => {
-            let services: Vec<Service> = Service::ALL.iter().copied().filter(|s| !without.contains(s)).collect();
+            // The initiative submits work on its own: only when asked for.
+            let services: Vec<Service> = Service::ALL
+                .iter()
+                .copied()
+                .filter(|s| !without.contains(s) && (*s != Service::Initiative || settings.initiative.enabled))
+                .collect();
             serve(&settings, &services).await.map(|()| 0)
         }
         Cmd::Run { service, settings } => serve(&settings, &[service]).await.map(|()| 0),
@@ -161,6 +173,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Rebuild { settings, memory: true } => rebuild_memory(&settings).await.map(|()| 0),
         Cmd::Memory { args, client } => commands::memory::run(args, &client).await,
         Cmd::Alerts { args, client } => commands::alerts::run(args, &client).await,
+        Cmd::Initiative { args, client } => commands::initiative::run(args, &client).await,
         Cmd::Bench(args) => crate::bench::run(args).await.map(|()| 0),
         Cmd::Chaos(args) => crate::chaos::run(args).await,
         Cmd::Principal(args) => commands::principal::run(args).await,

@@ -59,6 +59,8 @@ pub struct Settings {
     pub executor: ExecutorSettings,
     #[command(flatten)]
     pub sentinel: SentinelSettings,
+    #[command(flatten)]
+    pub initiative: InitiativeSettings,
     /// Also serve Prometheus metrics at `http://<addr>/metrics` (the API serves
     /// them at `/metrics` too, with a token of the read role).
     #[arg(long, env = "SKYNET_METRICS_LISTEN")]
@@ -125,6 +127,28 @@ impl SentinelSettings {
             start_limit: secs(self.start_limit_secs),
             sinks,
             ..skynet_sentinel::Config::default()
+        })
+    }
+}
+
+/// Initiative settings (for `skynet up` and `skynet run initiative`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct InitiativeSettings {
+    /// Whether `skynet up` runs the initiative service (off by default: it
+    /// submits work on its own). `skynet run initiative` runs it regardless.
+    #[arg(long = "initiative", env = "SKYNET_INITIATIVE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+    /// Its strategies and limits (TOML). Unset: the built-in `config/initiative.toml`.
+    #[arg(long = "initiative-file", env = "SKYNET_INITIATIVE_FILE")]
+    pub file: Option<PathBuf>,
+}
+
+impl InitiativeSettings {
+    /// The initiative's configuration (the file read and checked now).
+    pub fn config(&self) -> anyhow::Result<skynet_initiative::Config> {
+        Ok(match &self.file {
+            Some(path) => skynet_initiative::Config::load(path)?,
+            None => skynet_initiative::Config::default(),
         })
     }
 }
@@ -292,6 +316,7 @@ impl Settings {
             approval_timeout_secs: None,
             executor: ExecutorSettings::default(),
             sentinel: SentinelSettings::default(),
+            initiative: InitiativeSettings::default(),
             metrics_listen: None,
             api_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
             api_token: None,

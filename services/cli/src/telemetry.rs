@@ -14,7 +14,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 /// The spans that become OpenTelemetry spans: SKYNET's own.
 const SPANS: &str = "warn,skynet_bus=info,skynet_intake=info,skynet_planner=info,skynet_policy=info,\
-skynet_dispatcher=info,skynet_scheduler=info,skynet_executor=info,skynet_memory=info,skynet_sentinel=info,\
+skynet_dispatcher=info,skynet_scheduler=info,skynet_executor=info,skynet_memory=info,skynet_sentinel=info,skynet_initiative=info,\
 skynet_projector=info,skynet_api=info";
 
 /// Flushes the exporter when dropped (the end of `main`).

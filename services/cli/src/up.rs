@@ -37,6 +37,9 @@ pub enum Service {
     Memory,
     /// Watches executors, jobs, queues and dependencies; raises alerts.
     Sentinel,
+    /// Proposes safe work on its own, inside limits (`skynet up` runs it
+    /// only with SKYNET_INITIATIVE=on).
+    Initiative,
     /// The HTTP API.
     Api,
 }
@@ -53,6 +56,7 @@ impl Service {
         Service::Projector,
         Service::Memory,
         Service::Sentinel,
+        Service::Initiative,
         Service::Api,
     ];
 
@@ -67,6 +71,7 @@ impl Service {
             Service::Projector => "projector",
             Service::Memory => "memory",
             Service::Sentinel => "sentinel",
+            Service::Initiative => "initiative",
             Service::Api => "api",
         }
     }
@@ -85,7 +90,7 @@ pub async fn run(
     // Only the services that use Postgres wait for it: the schema exists
     // before any reader starts (migrations are idempotent and serialised by
     // sqlx's advisory lock, so every process may run them).
-    if services.iter().any(|s| matches!(s, Service::Projector | Service::Api | Service::Memory | Service::Sentinel)) {
+    if services.iter().any(|s| matches!(s, Service::Projector | Service::Api | Service::Memory | Service::Sentinel | Service::Initiative)) {
         infra.database().await?;
     }
     let mut up = Supervisor {
@@ -194,6 +199,10 @@ impl Supervisor<'_> {
             Service::Sentinel => Some(settings.sentinel.config().context("the alert sinks")?),
             _ => None,
         };
+        let initiative_config = match service {
+            Service::Initiative => Some(settings.initiative.config().context("the initiative's settings")?),
+            _ => None,
+        };
         let handle = self.set.spawn(async move {
             let result: anyhow::Result<()> = async move {
                 match service {
@@ -258,6 +267,15 @@ impl Supervisor<'_> {
                         let deps = skynet_sentinel::Deps { js, nats, db, principals, http };
                         let config = sentinel_config.unwrap_or_default();
                         skynet_sentinel::run(config, deps, stop).await.map_err(anyhow::Error::from)
+                    }
+                    Service::Initiative => {
+                        let principals = std::sync::Arc::new(
+                            skynet_bus::principals::Principals::open(&js).await.map_err(|e| anyhow::anyhow!(e))?,
+                        );
+                        let clock = skynet_initiative::system_clock();
+                        let deps = skynet_initiative::Deps { js, nats, db, principals, clock };
+                        let config = initiative_config.unwrap_or_default();
+                        skynet_initiative::run(config, deps, stop).await.map_err(anyhow::Error::from)
                     }
                     Service::Projector => {
                         let deps = skynet_projector::Deps { js, db };

@@ -93,6 +93,53 @@ pub fn decide_plan(plan: &Plan, working_dir: Option<&str>, rules: &PolicyRules) 
     }
 }
 
+/// Holds a job the initiative service proposed to what the rules allow it
+/// (`[initiative]`): no step above `max_risk` or outside `actions`, and nothing
+/// that would wait for a person — such a job is denied, not queued.
+pub fn restrict_initiative(decision: &mut PolicyDecided, plan: &Plan, rules: &PolicyRules) {
+    let limits = &rules.initiative;
+    let mut held = Vec::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        let risk = decision.step_risks.get(i).copied().unwrap_or(Risk::Admin);
+        let action = step
+            .action
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .or_else(|| map_step(&step.title, &step.description).map(str::to_owned));
+        if risk > limits.max_risk {
+            decision.reasons.push(format!(
+                "step {i} ({:?}) is {}: initiative jobs may be at most {}",
+                step.title,
+                risk.as_str(),
+                limits.max_risk.as_str()
+            ));
+            held.push(i as u32);
+        } else if !limits.actions.is_empty() && !action.as_ref().is_some_and(|a| limits.actions.contains(a)) {
+            decision.reasons.push(format!(
+                "step {i} ({:?}): action {} is not one initiative jobs may use",
+                step.title,
+                action.as_deref().unwrap_or("(none)")
+            ));
+            held.push(i as u32);
+        }
+    }
+    if held.is_empty() && !decision.requires_approval {
+        return;
+    }
+    if decision.requires_approval {
+        decision.reasons.push("initiative jobs never wait for a person: one that needs approval is denied".into());
+    }
+    decision.reasons.retain(|r| !r.starts_with("overall risk"));
+    decision.blocked_steps.extend(held);
+    decision.blocked_steps.sort_unstable();
+    decision.blocked_steps.dedup();
+    decision.allowed = false;
+    decision.requires_approval = false;
+    decision.approvals_required = 0;
+    decision.auto_approved = false;
+    decision.approval_timeout_secs = None;
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -181,5 +228,51 @@ mod tests {
         assert_eq!(d.blocked_steps, [0]);
         let d = decide_plan(&plan(vec![step("s", Some("git_status"), Risk::ReadOnly)]), Some("/etc/../etc"), &rules);
         assert!(!d.allowed, "{:?}", d.reasons);
+    }
+
+    #[test]
+    fn initiative_jobs_run_only_what_needs_no_person() {
+        let rules = PolicyRules::defaults();
+        let decide = |steps: Vec<PlanStep>, rules: &PolicyRules| {
+            let p = plan(steps);
+            let mut d = decide_plan(&p, None, rules);
+            restrict_initiative(&mut d, &p, rules);
+            d
+        };
+        let d = decide(vec![step("Disk", Some("check_disk_space"), Risk::ReadOnly)], &rules);
+        assert!(d.allowed && d.auto_approved, "{:?}", d.reasons);
+
+        // A WRITE step (whatever the plan labels it) denies the whole job, naming the step.
+        let d = decide(
+            vec![
+                step("Disk", Some("check_disk_space"), Risk::ReadOnly),
+                step("Write", Some("file_write"), Risk::ReadOnly),
+            ],
+            &rules,
+        );
+        assert!(!d.allowed && !d.requires_approval && d.approval_timeout_secs.is_none());
+        assert_eq!(d.blocked_steps, [1]);
+        assert!(d.reasons.iter().any(|r| r.contains("step 1") && r.contains("WRITE")), "{:?}", d.reasons);
+        assert!(!d.reasons.iter().any(|r| r.starts_with("overall risk")), "{:?}", d.reasons);
+
+        // Raising max_risk to WRITE still never queues it for a person.
+        let lax = PolicyRules::from_toml(
+            &skynet_rules::policy::DEFAULT_RULES.replace("max_risk = \"READ_ONLY\"", "max_risk = \"WRITE\""),
+            "lax",
+        )
+        .expect("rules");
+        let d = decide(vec![step("Write", Some("file_write"), Risk::Write)], &lax);
+        assert!(!d.allowed && d.approvals_required == 0, "{:?}", d.reasons);
+        assert!(d.reasons.iter().any(|r| r.contains("never wait for a person")), "{:?}", d.reasons);
+
+        // An allow-list of actions.
+        let narrow = PolicyRules::from_toml(
+            &skynet_rules::policy::DEFAULT_RULES.replace("actions = []", "actions = [\"check_memory\"]"),
+            "narrow",
+        )
+        .expect("rules");
+        let d = decide(vec![step("Status", Some("git_status"), Risk::ReadOnly)], &narrow);
+        assert!(!d.allowed && d.blocked_steps == [0], "{:?}", d.reasons);
+        assert!(decide(vec![step("Mem", Some("check_memory"), Risk::ReadOnly)], &narrow).allowed);
     }
 }

@@ -19,7 +19,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::commands::{self, CommandDeps};
 use crate::config::Config;
 use crate::deadlines::{self, Deadlines};
-use crate::decision::decide_plan;
+use crate::decision::{decide_plan, restrict_initiative};
 
 const SERVICE: &str = "policy";
 
@@ -89,6 +89,11 @@ pub async fn handle_planned(deps: &Deps, deadlines: &Deadlines, msg: Message) ->
         };
         let Some(plan) = &current.plan else { return Disposition::Ack };
         let mut decision = decide_plan(plan, current.request.working_dir.as_deref(), &deps.rules);
+        // The intake refuses this source from clients, so only the initiative
+        // service's own submissions carry it.
+        if current.request.request_source == skynet_contract::initiative::SOURCE {
+            restrict_initiative(&mut decision, plan, &deps.rules);
+        }
         if decision.requires_approval && decision.risk >= skynet_contract::Risk::Admin {
             // What the approver must type, shown with the request (job-specific).
             let phrase = skynet_job::confirmation_for(&deps.rules.approval.confirmation_phrase, job);

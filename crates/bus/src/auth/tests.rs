@@ -71,7 +71,7 @@ fn each_job_event_kind_is_publishable_by_its_owners_only() {
 }
 
 #[test]
-fn only_the_sentinel_records_alerts_and_answers_silences_and_only_the_memory_service_records_memory() {
+fn only_the_sentinel_records_alerts_the_memory_service_memory_and_the_initiative_its_ledger() {
     let r = roles();
     for (name, role) in services(&r) {
         for verb in ["raised", "resolved", "undelivered", "silenced"] {
@@ -85,7 +85,22 @@ fn only_the_sentinel_records_alerts_and_answers_silences_and_only_the_memory_ser
         // Whoever answers the silence command decides who may silence.
         let answers = role.permissions.may_subscribe("skynet.cmd.alert.silence");
         assert_eq!(answers, name == "sentinel", "{name} answering silences");
+        // The initiative's ledger is its own: its limits are counted from it.
+        for subject in [
+            "skynet.initiative.maintenance.decided",
+            "skynet.initiative.control.paused",
+            "skynet.initiative.control.resumed",
+        ] {
+            assert_eq!(role.permissions.may_publish(subject), name == "initiative", "{name} publishing {subject}");
+        }
+        for command in ["skynet.cmd.initiative.pause", "skynet.cmd.initiative.resume"] {
+            assert_eq!(role.permissions.may_subscribe(command), name == "initiative", "{name} answering {command}");
+        }
     }
+    // Its submissions arrive on the trusted channel (the intake refuses its
+    // source on the client one), so it lives in SKYNET's account.
+    assert_eq!(r.get("initiative").expect("initiative").account, SKYNET_ACCOUNT);
+    assert!(r.get("initiative").expect("initiative").permissions.may_publish("skynet.intake.task"));
 }
 
 #[test]
@@ -204,7 +219,7 @@ fn clients_live_in_their_own_account_and_reach_only_what_skynet_exports() {
             Some(i.get("to").or_else(|| service.get("subject"))?.as_str()?.to_owned())
         })
         .collect();
-    for name in [CLIENT, "telegram", "initiative"] {
+    for name in [CLIENT, "telegram"] {
         let role = r.get(name).expect(name);
         assert_eq!(role.account, "CLIENTS", "{name}");
         for subject in &role.permissions.publish.allow {

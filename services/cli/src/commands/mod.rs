@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod control;
+pub mod initiative;
 pub mod jobs;
 pub mod memory;
 pub mod principal;

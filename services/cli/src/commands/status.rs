@@ -8,35 +8,14 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use skynet_bus::definitions::EXECUTORS_BUCKET;
 use skynet_contract::alert::{self, Severity, SystemStatus};
 use skynet_contract::executor::{ExecutorStatus, Health};
 
 use super::ClientArgs;
 
-/// The executors whose heartbeat is in the bucket now (an entry expires when
-/// its executor stops heartbeating), ordered by id.
+/// The executors whose heartbeat is in the bucket now, ordered by id.
 pub async fn executors(client: &async_nats::Client) -> anyhow::Result<Vec<ExecutorStatus>> {
-    let stream = format!("KV_{EXECUTORS_BUCKET}");
-    let stored = skynet_bus::read::read_all(client, &stream, &format!("$KV.{EXECUTORS_BUCKET}.>"), 1)
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the executors' heartbeats: {e}"))?;
-    let mut latest = std::collections::BTreeMap::new();
-    for m in stored {
-        // A deleted or purged key (an executor that said goodbye) is a marker, not a status.
-        let op = m.headers.as_ref().and_then(|h| h.get("KV-Operation")).map(|v| v.as_str().to_owned());
-        let key = m.subject.trim_start_matches(&format!("$KV.{EXECUTORS_BUCKET}.")).to_owned();
-        match (op.as_deref(), serde_json::from_slice::<ExecutorStatus>(&m.payload)) {
-            (Some("DEL" | "PURGE"), _) => {
-                latest.remove(&key);
-            }
-            (_, Ok(status)) => {
-                latest.insert(key, status);
-            }
-            (_, Err(_)) => {}
-        }
-    }
-    Ok(latest.into_values().collect())
+    skynet_bus::read::executors(client).await.map_err(|e| anyhow::anyhow!("reading the executors' heartbeats: {e}"))
 }
 
 /// The sentinel's latest look, if a sentinel answers.

@@ -1,0 +1,121 @@
+//! `skynet initiative pause|resume|status`: the kill switch over the
+//! initiative service (a pause is an event in its ledger, by a principal of
+//! the approve role) and what it did, holds and would do next.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use skynet_contract::commands::CommandReply;
+use skynet_contract::initiative::{self, InitiativeStatus, SwitchInitiative};
+
+use super::ClientArgs;
+use crate::render::Style;
+
+/// `skynet initiative`.
+#[derive(Debug, Args)]
+pub struct InitiativeArgs {
+    #[command(subcommand)]
+    pub what: InitiativeCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InitiativeCmd {
+    /// Stop it submitting anything new, at once (approve role).
+    Pause {
+        #[arg(long, default_value = "paused by request")]
+        reason: String,
+    },
+    /// Let it submit again (approve role).
+    Resume {
+        #[arg(long, default_value = "resumed by request")]
+        reason: String,
+    },
+    /// Strategies, their last decisions, the counts against the limits, and
+    /// what would trigger next.
+    Status,
+}
+
+const NOT_RUNNING: &str = "no initiative service is running (enable it: SKYNET_INITIATIVE=on with `skynet up`, or `skynet run initiative`)";
+
+pub async fn run(args: InitiativeArgs, c: &ClientArgs) -> anyhow::Result<i32> {
+    let client = c.connect().await?;
+    let (subject, reason) = match args.what {
+        InitiativeCmd::Status => return status(&client, c).await,
+        InitiativeCmd::Pause { reason } => (initiative::PAUSE, reason),
+        InitiativeCmd::Resume { reason } => (initiative::RESUME, reason),
+    };
+    let token = c
+        .api_token()
+        .with_context(|| format!("no --token (SKYNET_TOKEN) and none in {}", c.data_dir.join("api-token").display()))?;
+    // One id for this command: a retry records nothing twice.
+    let command_id = uuid::Uuid::new_v4().to_string();
+    let body = serde_json::to_vec(&SwitchInitiative { token, reason, command_id })?;
+    let reply = tokio::time::timeout(Duration::from_secs(10), client.request(subject, body.into()))
+        .await
+        .context("the initiative service did not answer within 10 s")?
+        .context(NOT_RUNNING)?;
+    let reply: CommandReply = serde_json::from_slice(&reply.payload)?;
+    if c.json {
+        super::emit(serde_json::to_string_pretty(&reply)?);
+    } else if reply.accepted {
+        super::emit(&reply.message);
+    } else {
+        eprintln!("refused ({}): {}", reply.code.as_deref().unwrap_or("?"), reply.message);
+    }
+    Ok(if reply.accepted { 0 } else { 1 })
+}
+
+async fn status(client: &async_nats::Client, c: &ClientArgs) -> anyhow::Result<i32> {
+    let reply = tokio::time::timeout(Duration::from_secs(10), client.request(initiative::STATUS, "".into()))
+        .await
+        .context("the initiative service did not answer within 10 s")?
+        .context(NOT_RUNNING)?;
+    let status: InitiativeStatus = serde_json::from_slice(&reply.payload)?;
+    if c.json {
+        super::emit(serde_json::to_string_pretty(&status)?);
+    } else {
+        super::emit(render(&status, c.style()).trim_end());
+    }
+    Ok(if status.error.is_some() { 1 } else { 0 })
+}
+
+/// The human view.
+pub fn render(s: &InitiativeStatus, style: Style) -> String {
+    let mut out = String::new();
+    let state = match (&s.switched, s.paused) {
+        (Some((at, w)), true) => style.warn(&format!("PAUSED by {} at {} ({})", w.by, at.format("%Y-%m-%d %H:%M:%S"), w.reason)),
+        (Some((at, w)), false) => style.ok(&format!("running (resumed by {} at {})", w.by, at.format("%Y-%m-%d %H:%M:%S"))),
+        (None, _) => style.ok("running"),
+    };
+    out.push_str(&format!("initiative: {state}, evaluating every {} s\n", s.interval_secs));
+    let c = &s.counts;
+    out.push_str(&format!(
+        "limits: {}/{} in the last hour, {}/{} in 24 h, {}/{} running\n",
+        c.last_hour, c.per_hour, c.last_day, c.per_day, c.running, c.concurrent
+    ));
+    if let Some(e) = &s.error {
+        out.push_str(&style.bad(&format!("cannot evaluate now: {e}\n")));
+    }
+    for st in &s.strategies {
+        let name = format!("{:<13}", st.strategy.as_str());
+        out.push_str(&format!("{}  {}\n", if st.enabled { name } else { style.dim(&name) }, st.now));
+        if let Some((at, outcome, why)) = &st.last_decision {
+            out.push_str(&format!("    last: {:?} at {} ({why})\n", outcome, at.format("%Y-%m-%d %H:%M:%S")));
+        }
+    }
+    if let Some(f) = &s.facts {
+        out.push_str(&format!(
+            "facts: {} active, {} pending, idle {} s, {} failures waiting, failure rate {:.0} %, executors {}/{} busy, {} alerts firing\n",
+            f.active_jobs,
+            f.pending_jobs,
+            f.idle_secs,
+            f.pending_errors.len(),
+            f.failure_rate_24h * 100.0,
+            f.executors_busy,
+            f.executors_online,
+            f.alerts_firing.len()
+        ));
+    }
+    out
+}
