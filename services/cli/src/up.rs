@@ -90,7 +90,9 @@ pub async fn run(
     // Only the services that use Postgres wait for it: the schema exists
     // before any reader starts (migrations are idempotent and serialised by
     // sqlx's advisory lock, so every process may run them).
-    if services.iter().any(|s| matches!(s, Service::Projector | Service::Api | Service::Memory | Service::Sentinel | Service::Initiative)) {
+    if services.iter().any(|s| {
+        matches!(s, Service::Projector | Service::Api | Service::Memory | Service::Sentinel | Service::Initiative)
+    }) {
         infra.database().await?;
     }
     let mut up = Supervisor {

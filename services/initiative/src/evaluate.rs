@@ -96,8 +96,15 @@ pub async fn evaluate_once(deps: &Deps, config: &Config, started: DateTime<Utc>)
                 (data.intent, data.plan, data.working_dir) = (Some(intent), Some(plan), dir);
             }
             let span = info_span!("decide", service = SERVICE, event_id = %id, job_id = ?data.job_id, strategy = strategy.as_str());
-            let env = Envelope::new(initiative::DECIDED, id.clone(), initiative::SOURCE, Some(strategy.as_str().into()), now, &data)
-                .map_err(|e| format!("encoding a decision: {e}"))?;
+            let env = Envelope::new(
+                initiative::DECIDED,
+                id.clone(),
+                initiative::SOURCE,
+                Some(strategy.as_str().into()),
+                now,
+                &data,
+            )
+            .map_err(|e| format!("encoding a decision: {e}"))?;
             match store.append(&initiative::decided_subject(strategy), &env, expected).instrument(span.clone()).await {
                 Ok(seq) => expected = seq,
                 Err(AppendError::Conflict) => continue 'attempt,
@@ -107,7 +114,13 @@ pub async fn evaluate_once(deps: &Deps, config: &Config, started: DateTime<Utc>)
                 counts.last_hour += 1;
                 counts.last_day += 1;
                 counts.running += 1;
-                let task = Submitted { at: now, strategy, job: JobId::for_request(initiative::SOURCE, &id), event_id: id, decided: Box::new(data.clone()) };
+                let task = Submitted {
+                    at: now,
+                    strategy,
+                    job: JobId::for_request(initiative::SOURCE, &id),
+                    event_id: id,
+                    decided: Box::new(data.clone()),
+                };
                 async {
                     info!(reason = %data.reason, "initiative task decided");
                     submit(deps, &task).await;

@@ -144,7 +144,12 @@ mod tests {
         let t0 = DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z").expect("time").to_utc();
         let mut l = Ledger::default();
         for i in 0..5 {
-            l.apply(i + 1, t0 + Duration::minutes(i as i64 * 10), "e", decided(Strategy::Maintenance, Outcome::Submitted, i.into()));
+            l.apply(
+                i + 1,
+                t0 + Duration::minutes(i as i64 * 10),
+                "e",
+                decided(Strategy::Maintenance, Outcome::Submitted, i.into()),
+            );
         }
         l.apply(6, t0 + Duration::minutes(45), "e", decided(Strategy::Recovery, Outcome::Limited, 99));
         let at = t0 + Duration::minutes(45);
@@ -155,7 +160,9 @@ mod tests {
         let c = l.counts(t0 + Duration::minutes(60), 0, &LIMITS);
         assert_eq!(c.last_hour, 4);
         assert_eq!(limit_reached(&c), None);
-        assert!(limit_reached(&l.counts(t0 + Duration::minutes(60), 2, &LIMITS)).is_some_and(|w| w.contains("at once")));
+        assert!(
+            limit_reached(&l.counts(t0 + Duration::minutes(60), 2, &LIMITS)).is_some_and(|w| w.contains("at once"))
+        );
         // A day later nothing counts.
         assert_eq!(l.counts(t0 + Duration::hours(25), 0, &LIMITS).last_day, 0);
         assert_eq!(l.last_seq, 6);

@@ -112,7 +112,8 @@ pub fn proposal(strategy: Strategy, config: &Config, facts: &Facts, why: &str) -
     let mut steps: Vec<_> = p.steps.iter().map(crate::config::Step::plan_step).collect();
     if strategy == Strategy::Recovery {
         let errors = facts.pending_errors.iter().take(config.recovery.max_errors);
-        let quoted: Vec<String> = errors.clone().map(|e| format!("{}: {}", quote(&e.action), quote(&e.message))).collect();
+        let quoted: Vec<String> =
+            errors.clone().map(|e| format!("{}: {}", quote(&e.action), quote(&e.message))).collect();
         intent.push_str(&format!(" Failures: {}", quoted.join("; ")));
         let mut dirs: Vec<&str> = errors.filter_map(|e| e.working_dir.as_deref()).collect();
         dirs.dedup();

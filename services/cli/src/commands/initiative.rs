@@ -36,7 +36,8 @@ pub enum InitiativeCmd {
     Status,
 }
 
-const NOT_RUNNING: &str = "no initiative service is running (enable it: SKYNET_INITIATIVE=on with `skynet up`, or `skynet run initiative`)";
+const NOT_RUNNING: &str =
+    "no initiative service is running (enable it: SKYNET_INITIATIVE=on with `skynet up`, or `skynet run initiative`)";
 
 pub async fn run(args: InitiativeArgs, c: &ClientArgs) -> anyhow::Result<i32> {
     let client = c.connect().await?;
@@ -84,8 +85,12 @@ async fn status(client: &async_nats::Client, c: &ClientArgs) -> anyhow::Result<i
 pub fn render(s: &InitiativeStatus, style: Style) -> String {
     let mut out = String::new();
     let state = match (&s.switched, s.paused) {
-        (Some((at, w)), true) => style.warn(&format!("PAUSED by {} at {} ({})", w.by, at.format("%Y-%m-%d %H:%M:%S"), w.reason)),
-        (Some((at, w)), false) => style.ok(&format!("running (resumed by {} at {})", w.by, at.format("%Y-%m-%d %H:%M:%S"))),
+        (Some((at, w)), true) => {
+            style.warn(&format!("PAUSED by {} at {} ({})", w.by, at.format("%Y-%m-%d %H:%M:%S"), w.reason))
+        }
+        (Some((at, w)), false) => {
+            style.ok(&format!("running (resumed by {} at {})", w.by, at.format("%Y-%m-%d %H:%M:%S")))
+        }
         (None, _) => style.ok("running"),
     };
     out.push_str(&format!("initiative: {state}, evaluating every {} s\n", s.interval_secs));

@@ -78,9 +78,15 @@ fn recovery_needs_failures_at_least_60_s_old_and_at_most_2_jobs_active() {
     assert!(!triggers(r, &c, &with(vec![], 0), &none), "no failures");
     assert!(!triggers(r, &c, &with(vec![failure(59, "x")], 0), &none), "59 s old");
     assert!(triggers(r, &c, &with(vec![failure(60, "x")], 0), &none), "60 s old");
-    assert!(triggers(r, &c, &with(vec![failure(5, "new"), failure(61, "old")], 2), &none), "the oldest counts; 2 active is allowed");
+    assert!(
+        triggers(r, &c, &with(vec![failure(5, "new"), failure(61, "old")], 2), &none),
+        "the oldest counts; 2 active is allowed"
+    );
     assert!(!triggers(r, &c, &with(vec![failure(600, "x")], 3), &none), "3 jobs active");
-    assert!(triggers(r, &c, &with(vec![failure(600, "x")], 0), &ran(r, 0.01)), "failures since the last recovery are new ones");
+    assert!(
+        triggers(r, &c, &with(vec![failure(600, "x")], 0), &ran(r, 0.01)),
+        "failures since the last recovery are new ones"
+    );
 }
 
 #[test]
