@@ -62,8 +62,11 @@ impl System {
         let stop = CancellationToken::new();
         let token = stop.clone();
         // The API is started per test on a free port (see `System::api`).
-        let services: Vec<Service> =
-            Service::ALL.iter().copied().filter(|s| *s != Service::Api && !without.contains(s)).collect();
+        let services: Vec<Service> = Service::ALL
+            .iter()
+            .copied()
+            .filter(|s| *s != Service::Api && !without.contains(s) && s.in_up(&settings))
+            .collect();
         let task = tokio::spawn(async move { up::run(&infra, &settings, &services, token).await });
         // The tests are users: the `client` role's rights, nothing more.
         let client = nats.connect_as(skynet_bus::auth::CLIENT).await?;

@@ -152,12 +152,8 @@ pub enum Cmd {
 pub async fn run(cmd: Cmd) -> anyhow::Result<i32> {
     match cmd {
         Cmd::Up { settings, without } => {
-            // The initiative submits work on its own: only when asked for.
-            let services: Vec<Service> = Service::ALL
-                .iter()
-                .copied()
-                .filter(|s| !without.contains(s) && (*s != Service::Initiative || settings.initiative.enabled))
-                .collect();
+            let services: Vec<Service> =
+                Service::ALL.iter().copied().filter(|s| !without.contains(s) && s.in_up(&settings)).collect();
             serve(&settings, &services).await.map(|()| 0)
         }
         Cmd::Run { service, settings } => serve(&settings, &[service]).await.map(|()| 0),

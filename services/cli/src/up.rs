@@ -60,6 +60,12 @@ impl Service {
         Service::Api,
     ];
 
+    /// Whether `skynet up` runs it: all but the initiative, which submits
+    /// work on its own and so runs only when enabled.
+    pub fn in_up(self, settings: &Settings) -> bool {
+        self != Service::Initiative || settings.initiative.enabled
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Service::Intake => "intake",

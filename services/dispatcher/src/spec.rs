@@ -83,7 +83,10 @@ fn step_params(
     for p in entry.all_params().filter(|p| p.kind == catalog::Kind::Dir) {
         match params.get(p.name).and_then(|v| v.as_str()).map(str::to_owned) {
             Some(dir) => {
-                let canonical = rules.check_working_dir(&dir).map_err(|e| e.to_string())?;
+                // A relative directory is the job's, never the dispatcher's
+                // own working directory (which may well be an allowed root).
+                let full = std::path::Path::new(job_dir).join(sandbox::expand_home(&dir));
+                let canonical = rules.check_working_dir(&full.to_string_lossy()).map_err(|e| e.to_string())?;
                 params.insert(p.name.into(), canonical.display().to_string().into());
             }
             // Every step names its directory in the spec, so the log says where it ran.
@@ -198,6 +201,22 @@ mod tests {
         let j = job(vec![("Run tests", "", Some("run_tests"), Risk::ReadOnly)], Risk::Write, Some(&bare_dir));
         let err = build_spec(&j, &PolicyRules::defaults()).expect_err("nothing to run");
         assert!(err.contains("step 0") && err.contains("no command for run_tests"), "{err}");
+    }
+
+    #[test]
+    fn a_relative_directory_is_the_jobs_not_the_dispatchers() {
+        let project = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(project.path().join("sub")).expect("sub");
+        let dir = std::fs::canonicalize(project.path()).expect("dir").display().to_string();
+        let mut j = job(vec![("List", "", Some("list_directory"), Risk::ReadOnly)], Risk::ReadOnly, Some(&dir));
+        let spec = build_spec(&j, &PolicyRules::defaults()).expect("spec");
+        assert_eq!(spec.steps[0].params["directory"], dir.as_str(), "no directory: the job's");
+        for (given, want) in [(".", dir.clone()), ("sub", format!("{dir}/sub")), ("sub/..", dir.clone())] {
+            let plan = j.plan.as_mut().expect("plan");
+            plan.steps[0].params.insert("directory".into(), given.into());
+            let spec = build_spec(&j, &PolicyRules::defaults()).expect("spec");
+            assert_eq!(spec.steps[0].params["directory"], want.as_str(), "{given}");
+        }
     }
 
     #[test]

@@ -28,4 +28,4 @@ pub mod strategies;
 pub use commands::{status, switch};
 pub use config::Config;
 pub use evaluate::evaluate_once;
-pub use service::{Clock, Deps, InitiativeError, run, system_clock};
+pub use service::{Clock, Deps, InitiativeError, migrate, run, system_clock};

@@ -43,8 +43,17 @@ pub struct Deps {
 /// Why the initiative stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum InitiativeError {
+    #[error("applying migrations")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("NATS: {0}")]
     Nats(async_nats::Error),
+}
+
+/// Applies the schema of the read models it reads (the shared migrations;
+/// idempotent), so that it can run on its own before the projector ever did.
+pub async fn migrate(db: &PgPool) -> Result<(), InitiativeError> {
+    sqlx::migrate!("../../migrations").run(db).await?;
+    Ok(())
 }
 
 /// Runs the initiative until `shutdown` resolves: the first evaluation one
@@ -55,6 +64,7 @@ pub async fn run(
     deps: Deps,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), InitiativeError> {
+    migrate(&deps.db).await?;
     let config = Arc::new(config);
     let stop = consumer::stop_token(shutdown);
     let started = (deps.clock)();

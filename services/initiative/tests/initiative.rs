@@ -51,7 +51,7 @@ impl World {
         let log = Log::start("initiative").await?;
         let db_handle = TestDb::create().await?;
         let db = db_handle.pool().await?;
-        sqlx::migrate!("../../migrations").run(&db).await?;
+        skynet_initiative::migrate(&db).await?;
         let admin = log.server.connect().await?;
         let status = ExecutorStatus {
             id: "exec-1".into(),
