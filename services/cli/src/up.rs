@@ -38,7 +38,7 @@ pub enum Service {
     /// Watches executors, jobs, queues and dependencies; raises alerts.
     Sentinel,
     /// Proposes safe work on its own, inside limits (`skynet up` runs it
-    /// only with SKYNET_INITIATIVE=on).
+    /// only with SKYNET_INITIATIVE=true).
     Initiative,
     /// The HTTP API.
     Api,

@@ -98,3 +98,28 @@ fn job_detail() {
     });
     check("job.txt", &render::job_detail(&detail, &timeline(), Style { color: false }));
 }
+
+#[test]
+fn initiative_status() {
+    let status: skynet_contract::initiative::InitiativeStatus = serde_json::from_value(json!({
+        "paused": true,
+        "switched": ["2026-11-21T09:00:00Z", {"by": "ops", "reason": "release freeze"}],
+        "counts": {"last_hour": 1, "last_day": 3, "running": 0, "per_hour": 5, "per_day": 20, "concurrent": 2},
+        "strategies": [
+            {"strategy": "maintenance", "enabled": true, "last_submitted": "2026-11-21T08:00:00Z",
+             "last_decision": ["2026-11-21T08:00:00Z", "submitted", "idle 312 s, no maintenance in the last 48 h"],
+             "now": "paused; would trigger: idle 4000 s, 2.0 h since the last maintenance"},
+            {"strategy": "recovery", "enabled": true,
+             "last_decision": ["2026-11-21T07:00:00Z", "limited", "2 failure(s) waiting, the oldest 90 s old"],
+             "now": "waits: no failures waiting"},
+            {"strategy": "optimization", "enabled": false, "now": "waits: disabled"}
+        ],
+        "facts": {"active_jobs": 0, "pending_jobs": 1, "idle_secs": 4000, "failure_rate_24h": 0.25,
+                  "executors_online": 2, "executors_busy": 0, "success_strategies": 0},
+        "interval_secs": 300
+    }))
+    .expect("a status");
+    let text = skynet_cli::commands::initiative::render(&status, Style { color: false });
+    check("initiative.txt", &text);
+    assert!(!text.contains('\u{1b}'));
+}

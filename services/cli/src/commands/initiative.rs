@@ -37,7 +37,7 @@ pub enum InitiativeCmd {
 }
 
 const NOT_RUNNING: &str =
-    "no initiative service is running (enable it: SKYNET_INITIATIVE=on with `skynet up`, or `skynet run initiative`)";
+    "no initiative service is running (enable it: SKYNET_INITIATIVE=true with `skynet up`, or `skynet run initiative`)";
 
 pub async fn run(args: InitiativeArgs, c: &ClientArgs) -> anyhow::Result<i32> {
     let client = c.connect().await?;
@@ -106,7 +106,11 @@ pub fn render(s: &InitiativeStatus, style: Style) -> String {
         let name = format!("{:<13}", st.strategy.as_str());
         out.push_str(&format!("{}  {}\n", if st.enabled { name } else { style.dim(&name) }, st.now));
         if let Some((at, outcome, why)) = &st.last_decision {
-            out.push_str(&format!("    last: {:?} at {} ({why})\n", outcome, at.format("%Y-%m-%d %H:%M:%S")));
+            let outcome = match outcome {
+                initiative::Outcome::Submitted => "submitted",
+                initiative::Outcome::Limited => "held by a limit",
+            };
+            out.push_str(&format!("    last: {outcome} at {} ({why})\n", at.format("%Y-%m-%d %H:%M:%S")));
         }
     }
     if let Some(f) = &s.facts {
