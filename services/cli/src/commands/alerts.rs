@@ -2,7 +2,6 @@
 //! silence` (a silence by label, recorded by the sentinel as an event).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -123,25 +122,13 @@ async fn silence(
     reason: String,
     c: &ClientArgs,
 ) -> anyhow::Result<i32> {
-    let token = c
-        .api_token()
-        .with_context(|| format!("no --token (SKYNET_TOKEN) and none in {}", c.data_dir.join("api-token").display()))?;
+    let token = c.required_token()?;
     let matchers: BTreeMap<String, String> = matchers.into_iter().collect();
     let body = serde_json::to_vec(&SilenceAlerts { token, matchers, duration_secs, reason })?;
     let client = c.connect().await?;
-    let reply = tokio::time::timeout(Duration::from_secs(10), client.request(alert::SILENCE, body.into()))
-        .await
-        .context("the sentinel did not answer within 10 s")?
-        .context("no sentinel is running (start `skynet up` or `skynet run sentinel`)")?;
-    let reply: CommandReply = serde_json::from_slice(&reply.payload)?;
-    if c.json {
-        super::emit(serde_json::to_string_pretty(&reply)?);
-    } else if reply.accepted {
-        super::emit(&reply.message);
-    } else {
-        eprintln!("{}: {}", c.style().bad("refused"), reply.message);
-    }
-    Ok(if reply.accepted { 0 } else { 1 })
+    let reply: CommandReply =
+        c.ask(&client, alert::SILENCE, body, "sentinel", "start `skynet up` or `skynet run sentinel`").await?;
+    super::command_reply(&reply, c)
 }
 
 #[cfg(test)]

@@ -1,9 +1,6 @@
 //! `skynet approve|deny|cancel <id>`: commands over NATS request/reply; the
 //! reply says whether it took effect, and the exit code follows it.
 
-use std::time::Duration;
-
-use anyhow::Context;
 use clap::Args;
 use skynet_contract::JobId;
 use skynet_contract::commands::{self, CommandReply};
@@ -34,9 +31,7 @@ pub enum Verb {
 pub async fn run(verb: Verb, args: ControlArgs, c: &ClientArgs) -> anyhow::Result<i32> {
     let job: JobId = args.id.parse().map_err(|_| anyhow::anyhow!("{:?} is not a job id (a UUID)", args.id))?;
     // Who acts is the principal of the token.
-    let token = c
-        .api_token()
-        .with_context(|| format!("no --token (SKYNET_TOKEN) and none in {}", c.data_dir.join("api-token").display()))?;
+    let token = c.required_token()?;
     let (subject, body) = match verb {
         Verb::Approve => (
             commands::APPROVE,
@@ -65,11 +60,8 @@ pub async fn run(verb: Verb, args: ControlArgs, c: &ClientArgs) -> anyhow::Resul
         ),
     };
     let client = c.connect().await?;
-    let reply = tokio::time::timeout(Duration::from_secs(10), client.request(subject, body.into()))
-        .await
-        .context("the policy service did not answer within 10 s")?
-        .context("no policy service is running (start `skynet up` or `skynet run policy`)")?;
-    let reply: CommandReply = serde_json::from_slice(&reply.payload)?;
+    let reply: CommandReply =
+        c.ask(&client, subject, body, "policy", "start `skynet up` or `skynet run policy`").await?;
     if c.json {
         super::emit(serde_json::to_string(&reply)?);
     } else if reply.accepted {

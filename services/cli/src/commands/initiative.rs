@@ -2,9 +2,6 @@
 //! initiative service (a pause is an event in its ledger, by a principal of
 //! the approve role) and what it did, holds and would do next.
 
-use std::time::Duration;
-
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use skynet_contract::commands::CommandReply;
 use skynet_contract::initiative::{self, InitiativeStatus, SwitchInitiative};
@@ -36,8 +33,7 @@ pub enum InitiativeCmd {
     Status,
 }
 
-const NOT_RUNNING: &str =
-    "no initiative service is running (enable it: SKYNET_INITIATIVE=true with `skynet up`, or `skynet run initiative`)";
+const START: &str = "enable it: SKYNET_INITIATIVE=true with `skynet up`, or `skynet run initiative`";
 
 pub async fn run(args: InitiativeArgs, c: &ClientArgs) -> anyhow::Result<i32> {
     let client = c.connect().await?;
@@ -46,33 +42,16 @@ pub async fn run(args: InitiativeArgs, c: &ClientArgs) -> anyhow::Result<i32> {
         InitiativeCmd::Pause { reason } => (initiative::PAUSE, reason),
         InitiativeCmd::Resume { reason } => (initiative::RESUME, reason),
     };
-    let token = c
-        .api_token()
-        .with_context(|| format!("no --token (SKYNET_TOKEN) and none in {}", c.data_dir.join("api-token").display()))?;
+    let token = c.required_token()?;
     // One id for this command: a retry records nothing twice.
     let command_id = uuid::Uuid::new_v4().to_string();
     let body = serde_json::to_vec(&SwitchInitiative { token, reason, command_id })?;
-    let reply = tokio::time::timeout(Duration::from_secs(10), client.request(subject, body.into()))
-        .await
-        .context("the initiative service did not answer within 10 s")?
-        .context(NOT_RUNNING)?;
-    let reply: CommandReply = serde_json::from_slice(&reply.payload)?;
-    if c.json {
-        super::emit(serde_json::to_string_pretty(&reply)?);
-    } else if reply.accepted {
-        super::emit(&reply.message);
-    } else {
-        eprintln!("refused ({}): {}", reply.code.as_deref().unwrap_or("?"), reply.message);
-    }
-    Ok(if reply.accepted { 0 } else { 1 })
+    let reply: CommandReply = c.ask(&client, subject, body, "initiative", START).await?;
+    super::command_reply(&reply, c)
 }
 
 async fn status(client: &async_nats::Client, c: &ClientArgs) -> anyhow::Result<i32> {
-    let reply = tokio::time::timeout(Duration::from_secs(10), client.request(initiative::STATUS, "".into()))
-        .await
-        .context("the initiative service did not answer within 10 s")?
-        .context(NOT_RUNNING)?;
-    let status: InitiativeStatus = serde_json::from_slice(&reply.payload)?;
+    let status: InitiativeStatus = c.ask(client, initiative::STATUS, Vec::new(), "initiative", START).await?;
     if c.json {
         super::emit(serde_json::to_string_pretty(&status)?);
     } else {

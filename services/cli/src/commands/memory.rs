@@ -2,8 +2,6 @@
 //! request/reply, as the principal of your token; and `skynet memory rebuild`,
 //! an operator's replay of the log into the memory tables.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use skynet_contract::memory::{self, AddMemory, ForgetMemory, MemoryKind, MemoryQuery, MemoryReply};
@@ -55,9 +53,7 @@ fn kind(name: &str) -> anyhow::Result<MemoryKind> {
 }
 
 pub async fn run(args: MemoryArgs, c: &ClientArgs) -> anyhow::Result<i32> {
-    let token = c
-        .api_token()
-        .with_context(|| format!("no --token (SKYNET_TOKEN) and none in {}", c.data_dir.join("api-token").display()))?;
+    let token = c.required_token()?;
     let (subject, body) = match args.what {
         MemoryCmd::Search { text, kind: k, limit } => {
             let q = MemoryQuery::Search { token, text, kind: k.as_deref().map(kind).transpose()?, limit };
@@ -71,11 +67,8 @@ pub async fn run(args: MemoryArgs, c: &ClientArgs) -> anyhow::Result<i32> {
         MemoryCmd::Forget { id, reason } => (memory::FORGET, serde_json::to_vec(&ForgetMemory { token, id, reason })?),
     };
     let client = c.connect().await?;
-    let reply = tokio::time::timeout(Duration::from_secs(10), client.request(subject, body.into()))
-        .await
-        .context("the memory service did not answer within 10 s")?
-        .context("no memory service is running (start `skynet up` or `skynet run memory`)")?;
-    let reply: MemoryReply = serde_json::from_slice(&reply.payload)?;
+    let reply: MemoryReply =
+        c.ask(&client, subject, body, "memory", "start `skynet up` or `skynet run memory`").await?;
     if c.json {
         super::emit(serde_json::to_string_pretty(&reply)?);
     } else if !reply.ok {

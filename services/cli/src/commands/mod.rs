@@ -86,9 +86,46 @@ impl ClientArgs {
             .or_else(|| std::fs::read_to_string(self.data_dir.join("api-token")).ok().map(|t| t.trim().to_owned()))
     }
 
+    /// The API token, or an error saying where it was looked for.
+    pub fn required_token(&self) -> anyhow::Result<String> {
+        self.api_token().with_context(|| {
+            format!("no --token (SKYNET_TOKEN) and none in {}", self.data_dir.join("api-token").display())
+        })
+    }
+
+    /// Asks `service` (its `skynet run` name) on `subject`, waiting up to 10 s;
+    /// `start` says how to start it when nobody answers.
+    pub async fn ask<T: serde::de::DeserializeOwned>(
+        &self,
+        client: &async_nats::Client,
+        subject: &'static str,
+        body: Vec<u8>,
+        service: &str,
+        start: &str,
+    ) -> anyhow::Result<T> {
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(10), client.request(subject, body.into()))
+            .await
+            .with_context(|| format!("the {service} service did not answer within 10 s"))?
+            .with_context(|| format!("no {service} service is running ({start})"))?;
+        serde_json::from_slice(&reply.payload)
+            .with_context(|| format!("an unreadable answer from the {service} service"))
+    }
+
     pub async fn db(&self) -> anyhow::Result<sqlx::PgPool> {
         crate::infra::connect_db(self.database_url.as_deref()).await
     }
+}
+
+/// Shows a command's reply (the message, or why it was refused); the exit code.
+pub fn command_reply(reply: &skynet_contract::commands::CommandReply, c: &ClientArgs) -> anyhow::Result<i32> {
+    if c.json {
+        emit(serde_json::to_string_pretty(reply)?);
+    } else if reply.accepted {
+        emit(c.style().ok(&reply.message));
+    } else {
+        eprintln!("{} ({}): {}", c.style().bad("refused"), reply.code.as_deref().unwrap_or("?"), reply.message);
+    }
+    Ok(if reply.accepted { 0 } else { 1 })
 }
 
 /// Prints a line on stdout. Returns false once stdout is gone (`skynet watch |
