@@ -34,6 +34,8 @@ async fn system() -> anyhow::Result<Running> {
     let infra = Infra::up(&settings).await?;
     let stop = CancellationToken::new();
     let token = stop.clone();
+    // Every service, the initiative included (its first evaluation is an
+    // interval, 300 s, away: it only answers the commands here).
     let services: Vec<Service> = Service::ALL.iter().copied().filter(|s| *s != Service::Api).collect();
     tokio::spawn(async move { up::run(&infra, &settings, &services, token).await });
     // Ready once the policy service answers.
@@ -184,6 +186,30 @@ async fn task_wait_exits_with_the_jobs_outcome_and_the_other_commands_work() -> 
     let refused = run(&r, &["alerts", "silence", "--match", "kind=queue_backlog", "--for", "90d"])?;
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     assert!(text(&refused).contains("30 days"), "{}", text(&refused));
+
+    // initiative: its status, a pause by an approver (shown, with who and why),
+    // a resume with an unknown token refused, then a real one.
+    let shown = run(&r, &["initiative", "status"])?;
+    assert_eq!(shown.status.code(), Some(0), "{}", text(&shown));
+    assert!(
+        text(&shown).starts_with("initiative: running") && text(&shown).contains("maintenance"),
+        "{}",
+        text(&shown)
+    );
+    let paused = run(&r, &["initiative", "pause", "--reason", "release freeze"])?;
+    assert_eq!(paused.status.code(), Some(0), "{}", text(&paused));
+    assert!(text(&paused).contains("initiative paused by admin"), "{}", text(&paused));
+    let shown: serde_json::Value = serde_json::from_slice(&run(&r, &["initiative", "status", "--json"])?.stdout)?;
+    assert_eq!(
+        (&shown["paused"], &shown["switched"][1]["reason"]),
+        (&serde_json::json!(true), &serde_json::json!("release freeze"))
+    );
+    let refused = run(&r, &["initiative", "resume", "--token", "nobody"])?;
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(text(&refused).contains("unauthorized"), "{}", text(&refused));
+    let resumed = run(&r, &["initiative", "resume"])?;
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    assert!(text(&run(&r, &["initiative", "status"])?).starts_with("initiative: running (resumed by admin"));
 
     // No system: a clear error, not a panic.
     let nowhere = Command::new(env!("CARGO_BIN_EXE_skynet"))
