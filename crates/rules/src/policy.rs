@@ -270,6 +270,20 @@ impl PolicyRules {
         sandbox::check(path, &allowed, &denied)
     }
 
+    /// Checks a step's directory `dir`: a relative one is the job's (`job_dir`),
+    /// never that of the process checking it (whose own working directory may
+    /// well be an allowed root).
+    pub fn check_step_dir(&self, dir: &str, job_dir: &str) -> Result<PathBuf, sandbox::SandboxError> {
+        let full = std::path::Path::new(job_dir).join(sandbox::expand_home(dir));
+        self.check_working_dir(&full.to_string_lossy())
+    }
+
+    /// Where a job that names no directory runs: the first sandbox root that
+    /// exists (the predecessor's default sandbox root).
+    pub fn default_job_dir(&self) -> Option<String> {
+        sandbox::canonical_roots(&self.sandbox.allowed_roots).first().map(|p| p.display().to_string())
+    }
+
     /// The sandbox's allowed roots and denied paths, canonical.
     pub fn sandbox_paths(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
         (sandbox::canonical_roots(&self.sandbox.allowed_roots), sandbox::canonical_denied(&self.sandbox.denied_paths))

@@ -20,10 +20,7 @@ pub fn build_spec(job: &Job, rules: &PolicyRules) -> Result<ExecSpec, String> {
         Some(d) => d.clone(),
         // No directory asked for: the first sandbox root, like the predecessor's
         // default sandbox root.
-        None => sandbox::canonical_roots(&rules.sandbox.allowed_roots)
-            .first()
-            .map(|p| p.display().to_string())
-            .ok_or("no sandbox root exists on this machine")?,
+        None => rules.default_job_dir().ok_or("no sandbox root exists on this machine")?,
     };
     let working_dir = rules.check_working_dir(&job_dir).map_err(|e| e.to_string())?.display().to_string();
     let mut steps = Vec::with_capacity(plan.steps.len());
@@ -83,10 +80,7 @@ fn step_params(
     for p in entry.all_params().filter(|p| p.kind == catalog::Kind::Dir) {
         match params.get(p.name).and_then(|v| v.as_str()).map(str::to_owned) {
             Some(dir) => {
-                // A relative directory is the job's, never the dispatcher's
-                // own working directory (which may well be an allowed root).
-                let full = std::path::Path::new(job_dir).join(sandbox::expand_home(&dir));
-                let canonical = rules.check_working_dir(&full.to_string_lossy()).map_err(|e| e.to_string())?;
+                let canonical = rules.check_step_dir(&dir, job_dir).map_err(|e| e.to_string())?;
                 params.insert(p.name.into(), canonical.display().to_string().into());
             }
             // Every step names its directory in the spec, so the log says where it ran.

@@ -22,6 +22,8 @@ pub fn decide_plan(plan: &Plan, working_dir: Option<&str>, rules: &PolicyRules) 
         dirs_ok = false;
         reasons.push(format!("job: {e}"));
     }
+    // A step's relative directory is the job's, as the dispatcher will resolve it.
+    let job_dir = working_dir.map(str::to_owned).or_else(|| rules.default_job_dir()).unwrap_or_default();
     for (i, step) in plan.steps.iter().enumerate() {
         let action = step
             .action
@@ -56,7 +58,7 @@ pub fn decide_plan(plan: &Plan, working_dir: Option<&str>, rules: &PolicyRules) 
         };
         for key in dir_keys {
             if let Some(dir) = step.params.get(key).and_then(|v| v.as_str())
-                && let Err(e) = rules.check_working_dir(dir)
+                && let Err(e) = rules.check_step_dir(dir, &job_dir)
             {
                 dirs_ok = false;
                 blocked_steps.push(i as u32);
@@ -228,6 +230,23 @@ mod tests {
         assert_eq!(d.blocked_steps, [0]);
         let d = decide_plan(&plan(vec![step("s", Some("git_status"), Risk::ReadOnly)]), Some("/etc/../etc"), &rules);
         assert!(!d.allowed, "{:?}", d.reasons);
+    }
+
+    #[test]
+    fn a_relative_directory_is_the_jobs() {
+        let rules = PolicyRules::defaults();
+        let job = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(job.path().join("only-here")).expect("dir");
+        let dir = job.path().display().to_string();
+        let list = |d: &str| {
+            let mut s = step("List", Some("list_directory"), Risk::ReadOnly);
+            s.params.insert("directory".into(), d.into());
+            decide_plan(&plan(vec![s]), Some(&dir), &rules)
+        };
+        // Exists under the job's directory, not under the policy's own.
+        assert!(list("only-here").allowed, "{:?}", list("only-here").reasons);
+        let d = list("../../../../../../../etc");
+        assert!(!d.allowed && d.blocked_steps == [0], "{:?}", d.reasons);
     }
 
     #[test]
