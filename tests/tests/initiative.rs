@@ -64,8 +64,10 @@ async fn an_idle_system_runs_a_read_only_maintenance_task_of_its_own() -> anyhow
     let project = tempfile::tempdir()?;
     let config = tempfile::tempdir()?;
     let dir = project.path().display().to_string();
-    std::fs::write(project.path().join("README.md"), "a project")?;
-    let steps = r#"{ action = "check_disk_space", title = "Check disk space" }, { action = "list_directory", title = "List", params = { directory = "." } }"#;
+    std::fs::create_dir(project.path().join("docs"))?;
+    std::fs::write(project.path().join("docs/README.md"), "a project")?;
+    // A relative directory is the job's (not the services' working directory).
+    let steps = r#"{ action = "check_disk_space", title = "Check disk space" }, { action = "list_directory", title = "List", params = { directory = "docs" } }"#;
     let sys = system(&config, &dir, steps).await?;
     let (decision, job) = first_decision(&sys).await?;
     assert_eq!(decision["source"], "skynet/initiative");
@@ -85,7 +87,7 @@ async fn an_idle_system_runs_a_read_only_maintenance_task_of_its_own() -> anyhow
     );
     sys.wait_for(job, "skynet.job.succeeded.v1").await?;
     let listed = sys.step_stdout(job, 1).await?;
-    assert!(listed.contains("README.md"), "the project's directory listed: {listed}");
+    assert!(listed.contains("README.md"), "the project's docs listed: {listed}");
 
     // Due again only in 24 h: one decision, one job, however many evaluations ran.
     let decisions = sys.read_all("SKYNET_EVENTS", skynet_contract::initiative::LEDGER).await?;

@@ -140,9 +140,10 @@ pub struct Counts {
     pub concurrent: u32,
 }
 
-/// `data` of [`DECIDED`].
+/// `data` of [`DECIDED`]. Unknown fields are allowed: the ledger is read by
+/// every initiative process, an older one included, and a decision it cannot
+/// read would not count against its limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Decided {
     pub strategy: Strategy,
     pub outcome: Outcome,
@@ -166,9 +167,8 @@ pub struct Decided {
     pub working_dir: Option<String>,
 }
 
-/// `data` of [`PAUSED`] and [`RESUMED`].
+/// `data` of [`PAUSED`] and [`RESUMED`] (unknown fields allowed, as in [`Decided`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Switched {
     /// The principal who flipped the switch.
     pub by: String,

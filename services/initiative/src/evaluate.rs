@@ -13,7 +13,7 @@ use skynet_contract::{Envelope, JobId, subjects};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::Config;
-use crate::facts::{self, UNOPENED_GRACE};
+use crate::facts;
 use crate::ledger::{Ledger, Submitted, limit_reached};
 use crate::service::{Deps, SERVICE};
 use crate::store::{AppendError, LedgerStore};
@@ -22,10 +22,13 @@ use crate::strategies::{self, Verdict};
 /// Times an evaluation reads again after a conflict before giving up until
 /// the next interval.
 const ATTEMPTS: usize = 8;
-/// A submission is sent again while no job shows for it, from this age on
-/// (and until [`UNOPENED_GRACE`]): a crash between the decision and the
-/// submission loses nothing. The intake opens one job however often it comes.
+/// A submission is sent again while neither a job nor a refusal shows for
+/// it, from this age on: a crash between the decision and the submission
+/// loses nothing. The intake opens one job however often it comes.
 const RESUBMIT_AFTER: Duration = Duration::seconds(5);
+/// How much earlier than the window the ledger is read: the window is read by
+/// the stream's clock, the limits counted by the deciding processes' clocks.
+const CLOCK_SLACK: Duration = Duration::hours(1);
 
 /// Everything one evaluation saw and concluded.
 pub struct Look {
@@ -44,7 +47,8 @@ pub async fn look(
 ) -> Result<Look, String> {
     // The window is read by the stream's clock (the events' storage time);
     // the fold then counts by the events' own time.
-    let ledger = store.load(Utc::now() - config.window()).await.map_err(|e| format!("reading the ledger: {e}"))?;
+    let ledger =
+        store.load(Utc::now() - config.window() - CLOCK_SLACK).await.map_err(|e| format!("reading the ledger: {e}"))?;
     let errors_since = ledger.last_submitted.get(&Strategy::Recovery).copied().unwrap_or(now - Duration::hours(24));
     let own: Vec<JobId> = ledger.submitted.iter().map(|s| s.job).collect();
     let mut observed = facts::observe(&deps.db, &deps.nats, now, errors_since, started, &own).await?;
@@ -53,7 +57,7 @@ pub async fn look(
             observed.facts.hours_since_last.insert(s, (h * 10.0).round() / 10.0);
         }
     }
-    let running = ledger.submitted.iter().filter(|s| observed.running(s.job, s.at, now)).count() as u32;
+    let running = ledger.submitted.iter().filter(|s| observed.running(s.job)).count() as u32;
     Ok(Look { ledger, observed, running })
 }
 
@@ -66,7 +70,7 @@ pub async fn evaluate_once(deps: &Deps, config: &Config, started: DateTime<Utc>)
         if ledger.paused {
             return Ok(Vec::new());
         }
-        resubmit_missing(deps, &ledger, &observed, now).await;
+        resubmit_unopened(deps, &ledger, &observed, now).await;
         let mut counts = ledger.counts(now, running, &config.limits);
         let mut expected = ledger.last_seq;
         let mut decided = Vec::new();
@@ -74,9 +78,6 @@ pub async fn evaluate_once(deps: &Deps, config: &Config, started: DateTime<Utc>)
             let Verdict::Trigger(reason) = strategies::evaluate(strategy, config, &observed.facts, &ledger, now) else {
                 continue;
             };
-            // The same decision at the same ledger position is the same event,
-            // whichever process makes it (the log stores it once).
-            let id = event_id(&["initiative", strategy.as_str(), &expected.to_string()]);
             let limit = limit_reached(&counts);
             let mut data = Decided {
                 strategy,
@@ -92,8 +93,15 @@ pub async fn evaluate_once(deps: &Deps, config: &Config, started: DateTime<Utc>)
             };
             if data.outcome == Outcome::Submitted {
                 let (intent, plan, dir) = strategies::proposal(strategy, config, &observed.facts, &reason);
-                data.job_id = Some(JobId::for_request(initiative::SOURCE, &id));
                 (data.intent, data.plan, data.working_dir) = (Some(intent), Some(plan), dir);
+            }
+            // The same decision at the same ledger position is the same event,
+            // whichever process makes it (the log stores it once); a different
+            // one (other facts, other limits) is another event, and conflicts.
+            let content = serde_json::to_string(&data).map_err(|e| format!("encoding a decision: {e}"))?;
+            let id = event_id(&["initiative", strategy.as_str(), &expected.to_string(), &content]);
+            if data.outcome == Outcome::Submitted {
+                data.job_id = Some(JobId::for_request(initiative::SOURCE, &id));
             }
             let span = info_span!("decide", service = SERVICE, event_id = %id, job_id = ?data.job_id, strategy = strategy.as_str());
             let env = Envelope::new(
@@ -137,12 +145,12 @@ pub async fn evaluate_once(deps: &Deps, config: &Config, started: DateTime<Utc>)
     Err(format!("the initiative ledger kept moving; {ATTEMPTS} attempts"))
 }
 
-/// Sends the submissions whose job has not shown up, in case the process
-/// that decided them died before sending.
-async fn resubmit_missing(deps: &Deps, ledger: &Ledger, observed: &facts::Observed, now: DateTime<Utc>) {
+/// Sends again the submissions for which neither a job nor a refusal shows,
+/// in case the process that decided them died before sending (or the send
+/// failed). Harmless when it did arrive: the job id is the decision's.
+async fn resubmit_unopened(deps: &Deps, ledger: &Ledger, observed: &facts::Observed, now: DateTime<Utc>) {
     for task in &ledger.submitted {
-        let age = now - task.at;
-        if !observed.own_jobs.contains_key(&task.job) && age >= RESUBMIT_AFTER && age < UNOPENED_GRACE {
+        if observed.unopened(task.job) && now - task.at >= RESUBMIT_AFTER {
             submit(deps, task).await;
         }
     }

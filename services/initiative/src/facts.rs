@@ -5,7 +5,7 @@
 //! never asks a service; when a source cannot be read it does not guess —
 //! the evaluation is skipped and says why.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use skynet_contract::JobId;
@@ -17,10 +17,6 @@ const TERMINAL: &[&str] = &["succeeded", "failed", "denied", "cancelled", "timed
 /// Failures of the initiative's own jobs are not errors for it to recover
 /// from: that would feed on itself.
 const OWN_SOURCE: &str = skynet_contract::initiative::SOURCE;
-/// How long a submission that opened no job (yet) still counts as running:
-/// the intake may lag; past this the intake refused it (its rejection is in
-/// the log) and it must not hold a slot for the rest of the day.
-pub const UNOPENED_GRACE: Duration = Duration::minutes(10);
 
 /// Everything one evaluation reads besides the ledger.
 pub struct Observed {
@@ -28,15 +24,25 @@ pub struct Observed {
     /// Status of each of the initiative's jobs asked about that the read
     /// model has (absent: not projected yet, or never opened).
     pub own_jobs: HashMap<JobId, String>,
+    /// Those of its submissions the intake refused (no job will open).
+    pub refused: HashSet<JobId>,
 }
 
 impl Observed {
-    /// Whether `job`, submitted at `at`, is still to be counted as running.
-    pub fn running(&self, job: JobId, at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    /// Whether `job` is still to be counted as running: until the read model
+    /// shows it over, or the intake refused it. A job the read model does
+    /// not show yet counts (a projector behind, or down, makes the limit
+    /// stricter, never looser).
+    pub fn running(&self, job: JobId) -> bool {
         match self.own_jobs.get(&job) {
             Some(status) => !TERMINAL.contains(&status.as_str()),
-            None => now - at < UNOPENED_GRACE,
+            None => !self.refused.contains(&job),
         }
+    }
+
+    /// Whether `job`'s submission may have been lost: no job, no refusal.
+    pub fn unopened(&self, job: JobId) -> bool {
+        !self.own_jobs.contains_key(&job) && !self.refused.contains(&job)
     }
 }
 
@@ -96,6 +102,11 @@ pub async fn observe(
         .fetch_all(db)
         .await
         .map_err(sql("the initiative's jobs"))?;
+    let refused: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT job_id FROM rejections WHERE job_id = ANY($1)")
+        .bind(&ids)
+        .fetch_all(db)
+        .await
+        .map_err(sql("the intake's rejections"))?;
     let executors =
         skynet_bus::read::executors(nats).await.map_err(|e| format!("reading the executors' heartbeats: {e}"))?;
 
@@ -128,5 +139,5 @@ pub async fn observe(
         hours_since_last: Default::default(),
     };
     let own_jobs = own.iter().map(|r| (JobId(r.get("id")), r.get("status"))).collect();
-    Ok(Observed { facts, own_jobs })
+    Ok(Observed { facts, own_jobs, refused: refused.into_iter().map(JobId).collect() })
 }

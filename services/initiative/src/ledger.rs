@@ -91,7 +91,8 @@ impl Ledger {
     /// Where the ledger stands against `limits` at `now`, `running` of its
     /// jobs not finished.
     pub fn counts(&self, now: DateTime<Utc>, running: u32, limits: &Limits) -> Counts {
-        let since = |d: Duration| self.submitted.iter().filter(|s| s.at > now - d && s.at <= now).count() as u32;
+        // A task stamped after `now` (another host's clock ahead of ours) counts.
+        let since = |d: Duration| self.submitted.iter().filter(|s| s.at > now - d).count() as u32;
         Counts {
             last_hour: since(Duration::hours(1)),
             last_day: since(Duration::hours(24)),

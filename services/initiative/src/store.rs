@@ -44,13 +44,17 @@ impl LedgerStore {
     /// since `since`.
     pub async fn load(&self, since: DateTime<Utc>) -> Result<Ledger, async_nats::Error> {
         let mut ledger = Ledger::default();
+        // The newest event of the whole ledger (on a subject this version may
+        // not know: another version's strategy) is what the next append must
+        // follow, however old.
         let subjects = Strategy::ALL
             .iter()
             .map(|s| initiative::decided_subject(*s))
-            .chain([initiative::PAUSED_SUBJECT.to_owned(), initiative::RESUMED_SUBJECT.to_owned()]);
+            .chain([initiative::PAUSED_SUBJECT.to_owned(), initiative::RESUMED_SUBJECT.to_owned()])
+            .chain([initiative::LEDGER.to_owned()]);
         for subject in subjects {
             match self.stream.direct_get_last_for_subject(&subject).await {
-                Ok(m) => apply(&mut ledger, m.sequence, &subject, Some(&m.headers), &m.payload),
+                Ok(m) => apply(&mut ledger, m.sequence, &m.subject, Some(&m.headers), &m.payload),
                 Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => {}
                 Err(e) => return Err(format!("reading the last {subject}: {e}").into()),
             }

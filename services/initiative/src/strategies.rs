@@ -116,6 +116,7 @@ pub fn proposal(strategy: Strategy, config: &Config, facts: &Facts, why: &str) -
             errors.clone().map(|e| format!("{}: {}", quote(&e.action), quote(&e.message))).collect();
         intent.push_str(&format!(" Failures: {}", quoted.join("; ")));
         let mut dirs: Vec<&str> = errors.filter_map(|e| e.working_dir.as_deref()).collect();
+        dirs.sort_unstable();
         dirs.dedup();
         for dir in dirs {
             let step = crate::config::Step {

@@ -226,6 +226,34 @@ async fn two_processes_deciding_at_once_share_one_limit() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Processes with different limits (a rolling deploy) decide differently
+/// from the same ledger: one holds back, the other submits. Whichever is
+/// stored, every task that reaches the intake is one the ledger counts.
+#[tokio::test]
+async fn every_task_sent_is_a_decision_the_ledger_counts() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    let started = w.hand.now() - Duration::hours(1);
+    let (strict, loose) = (maintenance_only(1, 1, 100)?, maintenance_only(10, 10, 100)?);
+    let (a, b) = (w.process().await?, w.process().await?);
+    for _ in 0..6 {
+        let (ra, rb) = tokio::join!(evaluate_once(&a, &strict, started), evaluate_once(&b, &loose, started));
+        ra.map_err(anyhow::Error::msg)?;
+        rb.map_err(anyhow::Error::msg)?;
+        w.hand.advance(Duration::seconds(10));
+    }
+    let decisions = w.decisions().await?;
+    let counted: std::collections::BTreeSet<_> = decisions.iter().filter_map(|d| d.job_id).collect();
+    let sent: std::collections::BTreeSet<_> = w
+        .submissions()
+        .await?
+        .iter()
+        .map(|(e, _)| skynet_contract::JobId::for_request(initiative::SOURCE, &e.id))
+        .collect();
+    assert_eq!(sent, counted, "{:?}", outcomes(&decisions));
+    assert!(counted.len() <= 10);
+    Ok(())
+}
+
 async fn ask<T: serde::de::DeserializeOwned>(
     client: &async_nats::Client,
     subject: &'static str,
@@ -251,20 +279,20 @@ async fn pause_stops_new_tasks_at_once_and_only_an_approver_may_switch() -> anyh
         let _ = stopped.await;
     }));
     let client = w.log.server.connect_as("client").await?;
-    // Idle long enough since the service started.
-    w.hand.advance(Duration::minutes(10));
     let cmd = |token: &str, id: &str| SwitchInitiative {
         token: token.into(),
         reason: "deploy\nwindow".into(),
         command_id: id.into(),
     };
 
-    let status: InitiativeStatus =
-        skynet_testkit::eventually(std::time::Duration::from_secs(10), "a status reply", || {
-            let client = client.clone();
-            async move { ask::<InitiativeStatus>(&client, initiative::STATUS, &()).await.ok() }
-        })
-        .await?;
+    let _: InitiativeStatus = skynet_testkit::eventually(std::time::Duration::from_secs(10), "a status reply", || {
+        let client = client.clone();
+        async move { ask::<InitiativeStatus>(&client, initiative::STATUS, &()).await.ok() }
+    })
+    .await?;
+    // Idle long enough since the service started.
+    w.hand.advance(Duration::minutes(10));
+    let status: InitiativeStatus = ask(&client, initiative::STATUS, &()).await?;
     assert!(!status.paused);
     let maintenance = &status.strategies[0];
     assert!(maintenance.now.starts_with("would submit"), "{}", maintenance.now);

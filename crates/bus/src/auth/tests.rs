@@ -96,6 +96,13 @@ fn only_the_sentinel_records_alerts_the_memory_service_memory_and_the_initiative
         for command in ["skynet.cmd.initiative.pause", "skynet.cmd.initiative.resume"] {
             assert_eq!(role.permissions.may_subscribe(command), name == "initiative", "{name} answering {command}");
         }
+        // The trusted channel, whose sources the intake believes (a client's
+        // `skynet.intake.task` is imported as `skynet.intake.client`): only the
+        // API (source skynet/api) and the initiative (skynet/initiative).
+        if role.account == SKYNET_ACCOUNT {
+            let trusted = role.permissions.may_publish("skynet.intake.task");
+            assert_eq!(trusted, name == "api" || name == "initiative", "{name} publishing skynet.intake.task");
+        }
     }
     // Its submissions arrive on the trusted channel (the intake refuses its
     // source on the client one), so it lives in SKYNET's account.

@@ -85,7 +85,7 @@ fn recovery_needs_failures_at_least_60_s_old_and_at_most_2_jobs_active() {
     assert!(!triggers(r, &c, &with(vec![failure(600, "x")], 3), &none), "3 jobs active");
     assert!(
         triggers(r, &c, &with(vec![failure(600, "x")], 0), &ran(r, 0.01)),
-        "failures since the last recovery are new ones"
+        "a recent recovery holds nothing back: the facts hold only failures since it (SQL)"
     );
 }
 
