@@ -196,6 +196,79 @@ async fn maintenance_goes_through_the_front_door_and_the_limits_hold_across_a_re
     Ok(())
 }
 
+/// A job row as the projector writes it.
+async fn job_row(db: &sqlx::PgPool, id: uuid::Uuid, source: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO jobs (id, status, intent, request_source, request_id, approvers, created_at, updated_at,
+                           last_seq, event_count)
+         VALUES ($1, 'failed', 'x', $2, 'r', '[]', $3, $3, 1, 1)",
+    )
+    .bind(id)
+    .bind(source)
+    .bind(at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A failed step as the memory service records it.
+async fn failure_row(db: &sqlx::PgPool, job: uuid::Uuid, dir: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO memory_records (id, kind, text, content, created_at, updated_at)
+         VALUES ('fp-1', 'failure_pattern', 'run_tests failed', $1, $2, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(serde_json::json!({"action": "run_tests", "message": "exit code #\nrm -rf / # quoted, not run"}))
+    .bind(at)
+    .execute(db)
+    .await?;
+    sqlx::query(
+        "INSERT INTO memory_failures (pattern_id, job_id, step, working_dir, at) VALUES ('fp-1', $1, 0, $2, $3)",
+    )
+    .bind(job)
+    .bind(dir)
+    .bind(at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn recovery_looks_at_peoples_failures_once_they_are_a_minute_old() -> anyhow::Result<()> {
+    let w = World::start().await?;
+    let mut config = Config::default();
+    (config.maintenance.enabled, config.optimization.enabled) = (false, false);
+    let started = w.hand.now() - Duration::hours(1);
+    let deps = w.process().await?;
+    let dir = tempfile::tempdir()?;
+    let dir_text = dir.path().display().to_string();
+    let (own, theirs) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+
+    // Its own job's failure is not one to recover from.
+    job_row(&w.db, own, initiative::SOURCE, w.hand.now() - Duration::minutes(5)).await?;
+    failure_row(&w.db, own, &dir_text, w.hand.now() - Duration::minutes(5)).await?;
+    assert!(evaluate_once(&deps, &config, started).await.map_err(anyhow::Error::msg)?.is_empty());
+
+    // A person's failure, 30 s old: not yet; at 60 s: a recovery task.
+    job_row(&w.db, theirs, "tests/system", w.hand.now() - Duration::seconds(30)).await?;
+    failure_row(&w.db, theirs, &dir_text, w.hand.now() - Duration::seconds(30)).await?;
+    assert!(evaluate_once(&deps, &config, started).await.map_err(anyhow::Error::msg)?.is_empty());
+    w.hand.advance(Duration::seconds(30));
+    let decided = evaluate_once(&deps, &config, started).await.map_err(anyhow::Error::msg)?;
+    assert_eq!(outcomes(&decided), [Outcome::Submitted]);
+    let d = &decided[0];
+    assert_eq!((d.strategy, d.facts.pending_errors.len()), (Strategy::Recovery, 1));
+    let intent = d.intent.as_deref().unwrap_or_default();
+    assert!(intent.contains("run_tests: exit code # rm -rf"), "one line, quoted: {intent}");
+    let plan = d.plan.as_ref().ok_or_else(|| anyhow::anyhow!("no plan"))?;
+    let listed = plan.steps.iter().find(|s| s.action.as_deref() == Some("list_directory"));
+    assert_eq!(listed.map(|s| s.params["directory"].clone()), Some(serde_json::json!(dir_text)));
+
+    // Looked at: the same failure does not trigger again.
+    w.hand.advance(Duration::minutes(2));
+    assert!(evaluate_once(&deps, &config, started).await.map_err(anyhow::Error::msg)?.is_empty());
+    Ok(())
+}
+
 /// Two processes deciding at once — the same configuration (a replica), or
 /// different ones (a rolling deploy: their decisions differ, so only the
 /// ledger's expected position keeps them from both taking the last slot).
