@@ -92,6 +92,17 @@ async fn an_idle_system_runs_a_read_only_maintenance_task_of_its_own() -> anyhow
     // Due again only in 24 h: one decision, one job, however many evaluations ran.
     let decisions = sys.read_all("SKYNET_EVENTS", skynet_contract::initiative::LEDGER).await?;
     assert_eq!(decisions.len(), 1);
+    // The decision is in the audit, like every event of the log.
+    let pool = sys.db.pool().await?;
+    eventually(WAIT, "the decision in the audit", || async {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE type = 'skynet.initiative.decided.v1'")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+        (n == 1).then_some(())
+    })
+    .await?;
     sys.shutdown().await
 }
 
@@ -118,5 +129,31 @@ async fn a_strategy_proposing_a_write_is_denied_by_policy_and_nothing_runs() -> 
     let types = sys.types(job).await?;
     assert!(!types.iter().any(|t| t.contains("dispatched") || t.contains("step_started")), "{types:?}");
     assert!(!project.path().join("made-by-initiative").exists(), "the write ran");
+
+    // The kill switch over HTTP: an approver pauses (recorded under their
+    // name), anyone with read sees it, nobody without a token flips it.
+    let url = sys.api(skynet_api::Config::default()).await?;
+    let http = reqwest::Client::new();
+    let anonymous = http.post(format!("{url}/v1/initiative/pause")).send().await?;
+    assert_eq!(anonymous.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let paused = http
+        .post(format!("{url}/v1/initiative/pause"))
+        .bearer_auth(skynet_system_tests::token("alice"))
+        .json(&serde_json::json!({"reason": "release freeze"}))
+        .send()
+        .await?;
+    assert_eq!(paused.status(), reqwest::StatusCode::OK, "{:?}", paused.text().await);
+    let status: Value = http
+        .get(format!("{url}/v1/initiative"))
+        .bearer_auth(skynet_system_tests::token("bob"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        (&status["paused"], &status["switched"][1]["by"]),
+        (&Value::Bool(true), &Value::from("alice")),
+        "{status}"
+    );
     sys.shutdown().await
 }

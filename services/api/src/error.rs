@@ -46,6 +46,19 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A service's refusal of a command (its reply's `code`) as the HTTP error
+    /// it means.
+    pub fn refused(code: Option<&str>, message: String) -> ApiError {
+        match code {
+            Some("not_found") => ApiError::NotFound(message),
+            Some("conflict") => ApiError::Conflict(message),
+            Some("unavailable") => ApiError::Unavailable(message),
+            Some("unauthorized") => ApiError::Unauthorized,
+            Some("forbidden") => ApiError::Forbidden(message),
+            _ => ApiError::Invalid(message),
+        }
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "Malformed request"),

@@ -80,6 +80,8 @@ pub fn required(method: &Method, path: &str, open_reads: bool) -> Option<&'stati
         ("/v1/memory", _) if *method == Method::POST => &[R::Submit],
         // Muting alerts is an operator's, as approving is.
         ("/v1/alerts/silences", _) if *method == Method::POST => &[R::Approve],
+        // So is pausing the initiative (or letting it go on).
+        ("/v1/initiative/pause" | "/v1/initiative/resume", _) => &[R::Approve],
         (p, _) if *method == Method::DELETE && p.starts_with("/v1/memory/") => &[R::Approve],
         (_, Some("approve" | "deny")) => &[R::Approve],
         // A submitter may cancel its own job (the policy service checks whose).
@@ -142,6 +144,8 @@ mod tests {
         assert_eq!(required(&Method::DELETE, "/v1/jobs/x", true), Some(&[R::Admin][..]));
         assert_eq!(required(&post, "/v1/memory", true), Some(&[R::Submit][..]));
         assert_eq!(required(&post, "/v1/alerts/silences", true), Some(&[R::Approve][..]));
+        assert_eq!(required(&post, "/v1/initiative/pause", true), Some(&[R::Approve][..]));
+        assert_eq!(required(&Method::GET, "/v1/initiative", false), Some(&[R::Read][..]));
         assert_eq!(required(&Method::GET, "/v1/alerts", false), Some(&[R::Read][..]));
         assert_eq!(required(&Method::DELETE, "/v1/memory/mem-1", true), Some(&[R::Approve][..]));
         assert_eq!(required(&Method::GET, "/v1/memory/search", false), Some(&[R::Read][..]));

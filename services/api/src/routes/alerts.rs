@@ -83,10 +83,5 @@ pub async fn silence(
     if reply.accepted {
         return Ok((StatusCode::CREATED, Json(reply)));
     }
-    Err(match reply.code.as_deref() {
-        Some("unavailable") => ApiError::Unavailable(reply.message),
-        Some("unauthorized") => ApiError::Unauthorized,
-        Some("forbidden") => ApiError::Forbidden(reply.message),
-        _ => ApiError::Invalid(reply.message),
-    })
+    Err(ApiError::refused(reply.code.as_deref(), reply.message))
 }

@@ -262,14 +262,7 @@ async fn command(
             message: reply.message,
         }));
     }
-    Err(match reply.code.as_deref() {
-        Some("not_found") => ApiError::NotFound(reply.message),
-        Some("conflict") => ApiError::Conflict(reply.message),
-        Some("unavailable") => ApiError::Unavailable(reply.message),
-        Some("unauthorized") => ApiError::Unauthorized,
-        Some("forbidden") => ApiError::Forbidden(reply.message),
-        _ => ApiError::Invalid(reply.message),
-    })
+    Err(ApiError::refused(reply.code.as_deref(), reply.message))
 }
 
 /// Approves a job awaiting approval (ADMIN jobs need `confirmation`).

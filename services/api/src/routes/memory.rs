@@ -63,13 +63,7 @@ async fn ask(s: &AppState, subject: &str, body: serde_json::Value) -> Result<Mem
     if reply.ok {
         return Ok(reply);
     }
-    Err(match reply.code.as_deref() {
-        Some("not_found") => ApiError::NotFound(reply.message),
-        Some("unavailable") => ApiError::Unavailable(reply.message),
-        Some("unauthorized") => ApiError::Unauthorized,
-        Some("forbidden") => ApiError::Forbidden(reply.message),
-        _ => ApiError::Invalid(reply.message),
-    })
+    Err(ApiError::refused(reply.code.as_deref(), reply.message))
 }
 
 /// The caller's token: memory answers only principals (even with open reads).

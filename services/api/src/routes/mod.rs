@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod events;
+pub mod initiative;
 pub mod jobs;
 pub mod legacy;
 pub mod memory;
