@@ -15,6 +15,9 @@ pub struct Outcome {
     pub succeeded: usize,
     /// Ended otherwise, by kind.
     pub other: BTreeMap<String, usize>,
+    /// Why they ended otherwise ("failed: <stage>: <reason>", capped), by count:
+    /// what a failing run shows first.
+    pub reasons: BTreeMap<String, usize>,
     /// Jobs without a terminal event.
     pub lost: Vec<String>,
     /// Jobs with more than one.
@@ -47,6 +50,7 @@ pub async fn outcome(admin: &async_nats::Client, jobs: &HashSet<String>) -> anyh
         .map_err(|e| anyhow::anyhow!("reading the log: {e}"))?;
     let mut ends: HashMap<&str, Vec<&str>> = HashMap::new();
     let mut results: HashMap<(String, u64), usize> = HashMap::new();
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for m in &all {
         let mut parts = m.subject.split('.');
         let (Some(job), Some(kind)) = (parts.nth(2), parts.next()) else { continue };
@@ -55,6 +59,9 @@ pub async fn outcome(admin: &async_nats::Client, jobs: &HashSet<String>) -> anyh
         }
         if TERMINAL.contains(&kind) {
             ends.entry(job).or_default().push(kind);
+            if kind != "succeeded" {
+                *reasons.entry(why(kind, m)).or_default() += 1;
+            }
         }
         if kind == "step_succeeded" || kind == "step_failed" {
             let step = skynet_bus::codec::decode(m.headers.as_ref(), &m.payload)
@@ -64,7 +71,7 @@ pub async fn outcome(admin: &async_nats::Client, jobs: &HashSet<String>) -> anyh
             *results.entry((job.to_owned(), step)).or_default() += 1;
         }
     }
-    let mut out = Outcome { events: all.len(), ..Outcome::default() };
+    let mut out = Outcome { events: all.len(), reasons, ..Outcome::default() };
     for job in jobs {
         match ends.get(job.as_str()).map(Vec::as_slice) {
             None | Some([]) => out.lost.push(job.clone()),
@@ -75,6 +82,14 @@ pub async fn outcome(admin: &async_nats::Client, jobs: &HashSet<String>) -> anyh
     }
     out.steps_twice = results.into_iter().filter(|(_, n)| *n > 1).map(|((j, s), _)| format!("{j}/{s}")).collect();
     Ok(out)
+}
+
+/// Why a job ended with `kind`, from its terminal event, in one capped line.
+fn why(kind: &str, m: &skynet_bus::read::Stored) -> String {
+    let data = skynet_bus::codec::decode(m.headers.as_ref(), &m.payload).map(|e| e.data).unwrap_or_default();
+    let text = |k: &str| data.get(k).and_then(serde_json::Value::as_str).unwrap_or("").to_owned();
+    let line = format!("{kind}: {}: {}", text("stage"), text("reason"));
+    line.chars().take(160).collect()
 }
 
 /// Every read-model table with its order, and the columns that say when a row
