@@ -3,6 +3,8 @@
 //! Postgres database. The tests then talk to it only through public surfaces:
 //! NATS subjects with a plain async-nats client, and the read-model database.
 
+pub mod telegram;
+
 use skynet_cli::infra::Infra;
 use skynet_cli::settings::Settings;
 use skynet_cli::up::{self, Service};

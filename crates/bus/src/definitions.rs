@@ -22,6 +22,8 @@ pub const RATE_BUCKET: &str = "SKYNET_RATE";
 pub const EXECUTORS_BUCKET: &str = "SKYNET_EXECUTORS";
 /// Key-value bucket of principals (token hash → name and roles).
 pub const PRINCIPALS_BUCKET: &str = "SKYNET_PRINCIPALS";
+/// Key-value bucket of what the Telegram bot sent.
+pub const TELEGRAM_BUCKET: &str = "SKYNET_TELEGRAM";
 /// Object store of step output.
 pub const OUTPUT_BUCKET: &str = "SKYNET_OUTPUT";
 /// Object store of artifacts.
@@ -36,6 +38,7 @@ const STREAMS: &[(&str, &str)] = &[
     ("nats/streams/KV_SKYNET_RATE.json", include_str!("../../../nats/streams/KV_SKYNET_RATE.json")),
     ("nats/streams/KV_SKYNET_EXECUTORS.json", include_str!("../../../nats/streams/KV_SKYNET_EXECUTORS.json")),
     ("nats/streams/KV_SKYNET_PRINCIPALS.json", include_str!("../../../nats/streams/KV_SKYNET_PRINCIPALS.json")),
+    ("nats/streams/KV_SKYNET_TELEGRAM.json", include_str!("../../../nats/streams/KV_SKYNET_TELEGRAM.json")),
     ("nats/streams/OBJ_SKYNET_OUTPUT.json", include_str!("../../../nats/streams/OBJ_SKYNET_OUTPUT.json")),
     ("nats/streams/OBJ_SKYNET_ARTIFACTS.json", include_str!("../../../nats/streams/OBJ_SKYNET_ARTIFACTS.json")),
 ];
@@ -81,6 +84,11 @@ const CONSUMERS: &[(&str, &str, &str)] = &[
         EVENTS_STREAM,
         "nats/consumers/SKYNET_EVENTS/sentinel.json",
         include_str!("../../../nats/consumers/SKYNET_EVENTS/sentinel.json"),
+    ),
+    (
+        EVENTS_STREAM,
+        "nats/consumers/SKYNET_EVENTS/telegram.json",
+        include_str!("../../../nats/consumers/SKYNET_EVENTS/telegram.json"),
     ),
 ];
 

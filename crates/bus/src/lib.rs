@@ -19,6 +19,7 @@ pub mod consumer;
 pub mod deadlines;
 pub mod definitions;
 pub mod dlq;
+pub mod pause;
 pub mod principals;
 pub mod publish;
 pub mod read;

@@ -22,6 +22,7 @@ pub mod plan;
 pub mod principal;
 pub mod schema;
 pub mod subjects;
+pub mod system;
 pub mod task;
 
 pub use envelope::{DecodeError, Envelope, SPEC_CONTENT_TYPE};

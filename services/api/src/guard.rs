@@ -146,6 +146,10 @@ mod tests {
         assert_eq!(required(&post, "/v1/alerts/silences", true), Some(&[R::Approve][..]));
         assert_eq!(required(&post, "/v1/initiative/pause", true), Some(&[R::Approve][..]));
         assert_eq!(required(&Method::GET, "/v1/initiative", false), Some(&[R::Read][..]));
+        // The emergency stop is an administrator's.
+        assert_eq!(required(&post, "/v1/system/pause", false), Some(&[R::Admin][..]));
+        assert_eq!(required(&post, "/v1/system/resume", true), Some(&[R::Admin][..]));
+        assert_eq!(required(&Method::GET, "/v1/system", false), Some(&[R::Read][..]));
         assert_eq!(required(&Method::GET, "/v1/alerts", false), Some(&[R::Read][..]));
         assert_eq!(required(&Method::DELETE, "/v1/memory/mem-1", true), Some(&[R::Approve][..]));
         assert_eq!(required(&Method::GET, "/v1/memory/search", false), Some(&[R::Read][..]));

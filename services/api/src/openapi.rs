@@ -5,7 +5,7 @@
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{alerts, events, initiative, jobs, legacy, memory, tasks};
+use crate::routes::{alerts, events, initiative, jobs, legacy, memory, system, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,11 +15,12 @@ use crate::routes::{alerts, events, initiative, jobs, legacy, memory, tasks};
         events::live, legacy::root, legacy::health, legacy::plan, legacy::report, legacy::policy_check, legacy::execute,
         legacy::diagnose, legacy::providers_health, memory::add, memory::search, memory::similar, memory::stats,
         memory::forget, alerts::list, alerts::silence, initiative::status, initiative::pause, initiative::resume,
+        system::status, system::pause, system::resume,
         legacy::metrics
     ),
     components(schemas(crate::error::Problem, tasks::SubmitTask, tasks::TaskAccepted, jobs::JobPage, jobs::JobDetail,
         jobs::CommandBody, jobs::CommandOutcome, jobs::StepOutput, legacy::PlanRequest, legacy::ReportRequest,
-        legacy::ExecuteRequest, legacy::DiagnoseRequest, memory::NewMemory, alerts::AlertList, alerts::NewSilence, initiative::Switch)),
+        legacy::ExecuteRequest, legacy::DiagnoseRequest, memory::NewMemory, alerts::AlertList, alerts::NewSilence, initiative::Switch, system::SystemSwitch)),
     modifiers(&Bearer)
 )]
 struct ApiDoc;

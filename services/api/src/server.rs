@@ -13,7 +13,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::guard::{self, Limiter};
-use crate::routes::{alerts, events, initiative, jobs, legacy, memory, tasks};
+use crate::routes::{alerts, events, initiative, jobs, legacy, memory, system, tasks};
 use crate::state::AppState;
 
 /// What the API needs.
@@ -64,6 +64,9 @@ pub fn router(config: Config, deps: Deps) -> Router {
         .route("/v1/initiative", get(initiative::status))
         .route("/v1/initiative/pause", post(initiative::pause))
         .route("/v1/initiative/resume", post(initiative::resume))
+        .route("/v1/system", get(system::status))
+        .route("/v1/system/pause", post(system::pause))
+        .route("/v1/system/resume", post(system::resume))
         .route("/v1/memory", post(memory::add))
         .route("/v1/memory/search", get(memory::search))
         .route("/v1/memory/similar", get(memory::similar))

@@ -112,6 +112,21 @@ pub enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Emergency stop: cancel every dispatched job and hold dispatching
+    /// (admin role; `--keep-running` only holds).
+    Pause {
+        #[command(flatten)]
+        args: commands::system::PauseArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Lift a pause: held jobs are dispatched (admin role).
+    Resume {
+        #[command(flatten)]
+        args: commands::system::ResumeArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// The initiative service: pause, resume, status.
     Initiative {
         #[command(flatten)]
@@ -170,6 +185,8 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Memory { args, client } => commands::memory::run(args, &client).await,
         Cmd::Alerts { args, client } => commands::alerts::run(args, &client).await,
         Cmd::Initiative { args, client } => commands::initiative::run(args, &client).await,
+        Cmd::Pause { args, client } => commands::system::run(Some(args), None, &client).await,
+        Cmd::Resume { args, client } => commands::system::run(None, Some(args.reason), &client).await,
         Cmd::Bench(args) => crate::bench::run(args).await.map(|()| 0),
         Cmd::Chaos(args) => crate::chaos::run(args).await,
         Cmd::Principal(args) => commands::principal::run(args).await,

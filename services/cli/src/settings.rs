@@ -61,6 +61,8 @@ pub struct Settings {
     pub sentinel: SentinelSettings,
     #[command(flatten)]
     pub initiative: InitiativeSettings,
+    #[command(flatten)]
+    pub telegram: TelegramSettings,
     /// Also serve Prometheus metrics at `http://<addr>/metrics` (the API serves
     /// them at `/metrics` too, with a token of the read role).
     #[arg(long, env = "SKYNET_METRICS_LISTEN")]
@@ -150,6 +152,34 @@ impl InitiativeSettings {
             Some(path) => skynet_initiative::Config::load(path)?,
             None => skynet_initiative::Config::default(),
         })
+    }
+}
+
+/// Telegram bot settings (for `skynet up` and `skynet run telegram`).
+#[derive(Clone, Default, Args)]
+pub struct TelegramSettings {
+    /// The bot's token from @BotFather; `skynet up` runs the bot when it is set.
+    #[arg(long = "telegram-bot-token", env = "TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+    pub bot_token: Option<String>,
+    /// The Bot API's base URL (a self-hosted Bot API server; default Telegram's).
+    #[arg(long = "telegram-api-url", env = "TELEGRAM_API_URL")]
+    pub api_url: Option<String>,
+    /// Who may use the bot: `<telegram user id>=<SKYNET API token>`, comma-separated.
+    #[arg(long = "telegram-users", env = "TELEGRAM_USERS", default_value = "", hide_env_values = true)]
+    pub users: String,
+}
+
+impl std::fmt::Debug for TelegramSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramSettings").field("api_url", &self.api_url).finish_non_exhaustive()
+    }
+}
+
+impl TelegramSettings {
+    /// The bot's configuration (the allow-list parsed now).
+    pub fn config(&self) -> anyhow::Result<skynet_telegram::Config> {
+        let token = self.bot_token.as_deref().unwrap_or_default();
+        Ok(skynet_telegram::Config::new(token, self.api_url.as_deref(), &self.users)?)
     }
 }
 
@@ -317,6 +347,7 @@ impl Settings {
             executor: ExecutorSettings::default(),
             sentinel: SentinelSettings::default(),
             initiative: InitiativeSettings::default(),
+            telegram: TelegramSettings::default(),
             metrics_listen: None,
             api_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
             api_token: None,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
+use skynet_bus::pause::PauseWatch;
 use skynet_bus::{EventStore, Jobs};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,8 @@ pub enum Service {
     /// Proposes safe work on its own, inside limits (`skynet up` runs it
     /// only with SKYNET_INITIATIVE=true).
     Initiative,
+    /// The Telegram bot (`skynet up` runs it only with TELEGRAM_BOT_TOKEN set).
+    Telegram,
     /// The HTTP API.
     Api,
 }
@@ -57,13 +60,19 @@ impl Service {
         Service::Memory,
         Service::Sentinel,
         Service::Initiative,
+        Service::Telegram,
         Service::Api,
     ];
 
     /// Whether `skynet up` runs it: all but the initiative, which submits
-    /// work on its own and so runs only when enabled.
+    /// work on its own and so runs only when enabled, and the Telegram bot,
+    /// which runs when it has a token.
     pub fn in_up(self, settings: &Settings) -> bool {
-        self != Service::Initiative || settings.initiative.enabled
+        match self {
+            Service::Initiative => settings.initiative.enabled,
+            Service::Telegram => settings.telegram.bot_token.as_deref().is_some_and(|t| !t.trim().is_empty()),
+            _ => true,
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -78,6 +87,7 @@ impl Service {
             Service::Memory => "memory",
             Service::Sentinel => "sentinel",
             Service::Initiative => "initiative",
+            Service::Telegram => "telegram",
             Service::Api => "api",
         }
     }
@@ -97,7 +107,15 @@ pub async fn run(
     // before any reader starts (migrations are idempotent and serialised by
     // sqlx's advisory lock, so every process may run them).
     if services.iter().any(|s| {
-        matches!(s, Service::Projector | Service::Api | Service::Memory | Service::Sentinel | Service::Initiative)
+        matches!(
+            s,
+            Service::Projector
+                | Service::Api
+                | Service::Memory
+                | Service::Sentinel
+                | Service::Initiative
+                | Service::Telegram
+        )
     }) {
         infra.database().await?;
     }
@@ -211,6 +229,10 @@ impl Supervisor<'_> {
             Service::Initiative => Some(settings.initiative.config().context("the initiative's settings")?),
             _ => None,
         };
+        let telegram_config = match service {
+            Service::Telegram => Some(settings.telegram.config().context("the Telegram bot's settings")?),
+            _ => None,
+        };
         let handle = self.set.spawn(async move {
             let result: anyhow::Result<()> = async move {
                 match service {
@@ -236,7 +258,8 @@ impl Supervisor<'_> {
                             .map_err(|e| anyhow::anyhow!(e))
                     }
                     Service::Dispatcher => {
-                        let deps = skynet_dispatcher::Deps { js, jobs, rules };
+                        let pause = PauseWatch::follow(js.clone(), nats).await.map_err(|e| anyhow::anyhow!(e))?;
+                        let deps = skynet_dispatcher::Deps { js, jobs, rules, pause };
                         skynet_dispatcher::run(skynet_dispatcher::Config::default(), deps, stop)
                             .await
                             .map_err(|e| anyhow::anyhow!(e))
@@ -284,6 +307,14 @@ impl Supervisor<'_> {
                         let deps = skynet_initiative::Deps { js, nats, db, principals, clock };
                         let config = initiative_config.unwrap_or_default();
                         skynet_initiative::run(config, deps, stop).await.map_err(anyhow::Error::from)
+                    }
+                    Service::Telegram => {
+                        let principals = std::sync::Arc::new(
+                            skynet_bus::principals::Principals::open(&js).await.map_err(|e| anyhow::anyhow!(e))?,
+                        );
+                        let deps = skynet_telegram::Deps { nats, js, db, principals };
+                        let config = telegram_config.context("the Telegram bot's settings")?;
+                        skynet_telegram::run(config, deps, stop).await.map_err(anyhow::Error::from)
                     }
                     Service::Projector => {
                         let deps = skynet_projector::Deps { js, db };

@@ -8,6 +8,7 @@ use async_nats::jetstream::{self, Message};
 use chrono::Utc;
 use skynet_bus::consumer::{self, ConsumerSpec, Disposition, Received};
 use skynet_bus::definitions::EVENTS_STREAM;
+use skynet_bus::pause::PauseWatch;
 use skynet_bus::{Jobs, Outcome};
 use skynet_contract::job::Stage;
 use skynet_job::{Command, Status, decide};
@@ -25,6 +26,8 @@ pub struct Deps {
     pub js: jetstream::Context,
     pub jobs: Jobs,
     pub rules: Arc<PolicyRules>,
+    /// The system-wide pause: while it holds, approved jobs wait here.
+    pub pause: PauseWatch,
 }
 
 /// Runs the dispatcher until `shutdown` resolves.
@@ -58,10 +61,19 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
     };
     let span = info_span!("dispatch", service = SERVICE, job_id = %job, event_id = %env.id);
     async {
-        let (state, seq) = match deps.jobs.load_at(job, at).await {
+        let (mut state, mut seq) = match deps.jobs.load_at(job, at).await {
             Ok(loaded) => loaded,
             Err(e) => return Disposition::Retry(e.to_string()),
         };
+        let approved = |s: &Option<skynet_job::Job>| s.as_ref().is_some_and(|j| j.status == Status::Approved);
+        if approved(&state) && deps.pause.current().paused {
+            hold(&deps.pause, &msg).await;
+            // Cancelled or denied meanwhile? The log says.
+            (state, seq) = match deps.jobs.load_at(job, at).await {
+                Ok(loaded) => loaded,
+                Err(e) => return Disposition::Retry(e.to_string()),
+            };
+        }
         // Waiting for more approvers, denied, or already dispatched: nothing to do.
         let Some(current) = state.as_ref().filter(|j| j.status == Status::Approved) else { return Disposition::Ack };
         let command = match build_spec(current, &deps.rules) {
@@ -83,4 +95,26 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
     }
     .instrument(span)
     .await
+}
+
+/// Holds an approved job while the system is paused: the delivery stays ours
+/// (progress acks well inside the consumer's 30 s ack wait), so the job waits
+/// in JetStream, not in a list of our own; after a restart the server delivers
+/// it again and it waits again. Nothing counts towards giving up.
+async fn hold(pause: &PauseWatch, msg: &Message) {
+    info!("system paused: the job waits for a resume");
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    let running = pause.running();
+    let mut running = std::pin::pin!(running);
+    loop {
+        tokio::select! {
+            () = &mut running => break,
+            _ = tick.tick() => {
+                if let Err(e) = msg.ack_with(async_nats::jetstream::AckKind::Progress).await {
+                    warn!(error = %e, "progress ack failed while holding a job");
+                }
+            }
+        }
+    }
+    info!("system resumed: dispatching");
 }

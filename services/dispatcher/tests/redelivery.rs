@@ -45,7 +45,12 @@ async fn handling_the_same_approval_twice_dispatches_once() -> anyhow::Result<()
     for (i, c) in commands.iter().enumerate() {
         skynet_testkit::record(&admin, job, &i.to_string(), c.clone()).await?;
     }
-    let deps = Deps { js: js.clone(), jobs: jobs.clone(), rules: Arc::new(skynet_rules::PolicyRules::defaults()) };
+    let deps = Deps {
+        js: js.clone(),
+        jobs: jobs.clone(),
+        rules: Arc::new(skynet_rules::PolicyRules::defaults()),
+        pause: skynet_bus::pause::PauseWatch::never(),
+    };
     let msg = fetch_one(&js, EVENTS_STREAM, "dispatcher").await?;
     for _ in 0..2 {
         assert!(matches!(handle(&deps, msg.clone()).await, Disposition::Ack));

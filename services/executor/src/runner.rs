@@ -38,6 +38,8 @@ pub struct Ctx {
     pub nats: async_nats::Client,
     pub output: object_store::ObjectStore,
     pub artifacts: object_store::ObjectStore,
+    /// The system-wide pause: an emergency stop cancels what runs here.
+    pub pause: skynet_bus::pause::PauseWatch,
 }
 
 /// Why a run stopped early.
@@ -152,6 +154,15 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
             }
             Err(e) => return Disposition::Retry(format!("subscribing to failures: {e}")),
         };
+        // An emergency stop (now, or already in force) stops the step.
+        let stopped = {
+            let (pause, stop) = (ctx.pause.clone(), stop.clone());
+            tokio::spawn(async move {
+                pause.stopping().await;
+                warn!("emergency stop: cancelling the job");
+                stop.cancel();
+            })
+        };
         let progress = keep_lease(msg.clone(), &ctx.config, lost.clone(), stop.clone());
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         let result = run_job(ctx, job, lease, env.id.clone(), &stop, &lost, delivered, at).await;
@@ -161,6 +172,7 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
             provider.end_job(&job.to_string()).await;
         }
         progress.abort();
+        stopped.abort();
         watcher.abort();
         takeover.abort();
         ended.abort();
@@ -304,6 +316,10 @@ async fn run_job(
         let fail = Command::Fail { stage: skynet_contract::job::Stage::Execution, reason, step: Some(step.index) };
         run.record("background-lost", fail).await?;
         return Ok(());
+    }
+    // Dispatched before an emergency stop that is still in force: it never starts.
+    if ctx.pause.current().stops_running() {
+        return confirm_cancel(&mut run).await;
     }
     if let Some(r) = run.record("start", Command::Start { executor: ctx.config.id.clone(), lease }).await? {
         info!(reason = %r, "job not startable");
@@ -454,8 +470,14 @@ fn timed_out(scope: TimeoutScope, step: Option<u32>, limit: Duration, provider: 
 }
 
 async fn confirm_cancel(run: &mut Run<'_>) -> Result<(), Stop> {
-    let reason = "cancelled by request".to_owned();
-    let by = run.ctx.config.id.clone();
+    // An emergency stop names who stopped the system; a person's cancel was
+    // recorded (with their name) by the policy already.
+    let state = run.ctx.pause.current();
+    let stops = state.stops_running();
+    let (by, reason) = match state.last.filter(|_| stops) {
+        Some(stop) => (stop.by, format!("emergency stop: {}", if stop.reason.is_empty() { "no reason given" } else { &stop.reason })),
+        None => (run.ctx.config.id.clone(), "cancelled by request".to_owned()),
+    };
     if let Some(r) = run.record("cancelled", Command::ConfirmCancel { by, reason }).await? {
         info!(reason = %r, "cancel confirmation refused");
     }

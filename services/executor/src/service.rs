@@ -1,5 +1,6 @@
 //! The executor process: the shared consumer, bounded by capacity, and the heartbeat.
 
+use skynet_bus::pause::PauseWatch;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub async fn run(
         nats: deps.nats.clone(),
         output: deps.js.get_object_store(OUTPUT_BUCKET).await?,
         artifacts: deps.js.get_object_store(ARTIFACTS_BUCKET).await?,
+        pause: PauseWatch::follow(deps.js.clone(), deps.nats.clone()).await?,
     };
     let kv = deps.js.get_key_value(EXECUTORS_BUCKET).await?;
     let stop = shutdown.shared();

@@ -13,6 +13,7 @@ use skynet_contract::JobId;
 use skynet_contract::commands::{self, Approve, Cancel, CommandReply, Deny, PolicyCheck, PolicyCheckReply};
 use skynet_contract::ids::event_id;
 use skynet_contract::principal::PrincipalRole;
+use skynet_contract::system;
 use skynet_job::{Command, Rejection, Status, decide};
 use skynet_rules::PolicyRules;
 use tracing::{info, warn};
@@ -54,6 +55,8 @@ pub async fn serve(
         deps.nats.queue_subscribe(commands::DENY, QUEUE.into()).await?,
         deps.nats.queue_subscribe(commands::CANCEL, QUEUE.into()).await?,
         deps.nats.queue_subscribe(commands::POLICY_CHECK, QUEUE.into()).await?,
+        deps.nats.queue_subscribe(system::PAUSE, QUEUE.into()).await?,
+        deps.nats.queue_subscribe(system::RESUME, QUEUE.into()).await?,
     ]);
     subs.take_until(shutdown)
         .for_each_concurrent(32, |msg| {
@@ -92,6 +95,14 @@ pub async fn answer(deps: &CommandDeps, msg: &Message) -> Vec<u8> {
                 risk_level: "high".into(),
             },
         };
+        return serde_json::to_vec(&reply).unwrap_or_default();
+    }
+    if subject == system::PAUSE || subject == system::RESUME {
+        if msg.payload.len() > MAX_COMMAND_BYTES {
+            let reply = refused(None, "bad_request", format!("a command is at most {MAX_COMMAND_BYTES} bytes"));
+            return serde_json::to_vec(&reply).unwrap_or_default();
+        }
+        let reply = crate::system::switch(deps, subject == system::PAUSE, &msg.payload).await;
         return serde_json::to_vec(&reply).unwrap_or_default();
     }
     let reply = match handle(deps, subject, &msg.payload).await {

@@ -6,6 +6,8 @@
 //!   READ_ONLY plans are approved by policy (configurable).
 //! * [`commands`]: approve / deny / cancel and the single-action check, over
 //!   NATS request/reply, validated against the job's state.
+//! * [`system`]: the emergency stop (`skynet.cmd.system.pause|resume`, admin
+//!   role), recorded on `skynet.system.control` for the dispatcher and executors.
 //! * [`deadlines`]: unanswered approvals cancel the job after the timeout. The
 //!   deadlines live in a KV bucket swept periodically, so they survive restarts
 //!   and need no task per job.
@@ -15,6 +17,7 @@ mod config;
 pub mod deadlines;
 pub mod decision;
 mod service;
+pub mod system;
 
 pub use config::Config;
 pub use service::{Deps, handle_planned, run};

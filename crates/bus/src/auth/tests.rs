@@ -226,7 +226,7 @@ fn clients_live_in_their_own_account_and_reach_only_what_skynet_exports() {
             Some(i.get("to").or_else(|| service.get("subject"))?.as_str()?.to_owned())
         })
         .collect();
-    for name in [CLIENT, "telegram"] {
+    for name in [CLIENT] {
         let role = r.get(name).expect(name);
         assert_eq!(role.account, "CLIENTS", "{name}");
         for subject in &role.permissions.publish.allow {
@@ -238,4 +238,31 @@ fn clients_live_in_their_own_account_and_reach_only_what_skynet_exports() {
     }
     assert_eq!(r.accounts[SKYNET_ACCOUNT]["jetstream"], "enabled");
     assert!(r.accounts["CLIENTS"].get("jetstream").is_none(), "clients hold no streams");
+}
+
+#[test]
+fn the_telegram_bot_submits_and_commands_only_as_the_people_it_speaks_for() {
+    let r = roles();
+    let bot = &r.get("telegram").expect("telegram").permissions;
+    // The client channel: the intake verifies the chat user's token there;
+    // the trusted channel (whose requester is taken as named) is not the bot's.
+    assert!(bot.may_publish("skynet.intake.client"));
+    assert!(!bot.may_publish("skynet.intake.task"));
+    for command in ["skynet.cmd.job.approve", "skynet.cmd.job.deny", "skynet.cmd.job.cancel", "skynet.cmd.system.pause"] {
+        assert!(bot.may_publish(command), "{command}");
+    }
+    // It records nothing in the log, and no switch of the system itself.
+    for subject in ["skynet.system.control", "skynet.job.x.approved", "skynet.alert.x.raised", "skynet.report.x"] {
+        assert!(!bot.may_publish(subject), "{subject}");
+    }
+    assert!(bot.may_publish("$KV.SKYNET_TELEGRAM.job.x"));
+    assert!(!bot.may_publish("$KV.SKYNET_APPROVALS.x"));
+    // Only the policy records the system pause; the dispatcher and executors follow it.
+    for (name, role) in &r.roles {
+        let may = role.permissions.may_publish("skynet.system.control");
+        assert_eq!(may, name == "policy" || name == ADMIN, "{name} publishes the system pause");
+    }
+    for name in ["dispatcher", "executor"] {
+        assert!(r.get(name).expect(name).permissions.may_subscribe("skynet.system.control"), "{name}");
+    }
 }

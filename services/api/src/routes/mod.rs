@@ -6,4 +6,5 @@ pub mod initiative;
 pub mod jobs;
 pub mod legacy;
 pub mod memory;
+pub mod system;
 pub mod tasks;

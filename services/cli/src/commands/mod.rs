@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod memory;
 pub mod principal;
 pub mod status;
+pub mod system;
 pub mod task;
 pub mod watch;
 
