@@ -59,13 +59,15 @@ async fn an_emergency_stop_cancels_running_jobs_and_holds_new_ones_until_resumed
     }
 
     // A new task is accepted, planned and decided, then waits.
-    let held = sys.submit("after-stop", json!({"intent": "check git status", "working_dir": sys.project()})).await?;
+    let held = sys.submit("after-stop", json!({"intent": "run the tests", "working_dir": sys.project()})).await?;
     let decided = sys.wait_for(held, "skynet.job.policy_decided.v1").await?;
     assert_eq!(decided["data"]["auto_approved"], true);
 
     let resumed = sys.request("skynet.cmd.system.resume", stop(ADMIN_TOKEN, "c2")).await?;
     assert_eq!(resumed["accepted"], true, "{resumed}");
-    sys.wait_for(held, "skynet.job.succeeded.v1").await?;
+    if let Err(e) = sys.wait_for(held, "skynet.job.succeeded.v1").await {
+        anyhow::bail!("{e}: its events are {:?}", sys.types(held).await?);
+    }
     // It was dispatched only after the resume: the log orders them.
     let switches = skynet_bus::read::read_all(&sys.client, "SKYNET_EVENTS", skynet_contract::system::CONTROL_SUBJECT, 1)
         .await

@@ -135,7 +135,10 @@ async fn telegrams_rate_limit_is_honoured() -> anyhow::Result<()> {
 async fn a_restart_and_a_full_redelivery_send_nothing_twice() -> anyhow::Result<()> {
     let fake = FakeBotApi::start().await?;
     let sys = system(&fake, NatsServer::start()?, TestDb::create().await?).await?;
-    fake.user_says(ALICE, &format!("/task build the project in {}", sys.project()));
+    // A project of the test's own: the harness's goes with its services.
+    let project = tempfile::tempdir()?;
+    std::fs::write(project.path().join("Makefile"), "all:\n\t@echo built\n")?;
+    fake.user_says(ALICE, &format!("/task build the project in {}", project.path().display()));
     let reply = message(&fake, ALICE, "the reply to /task", |m| m.text.starts_with("Job ")).await?;
     let job: uuid::Uuid = reply.text[4..40].parse()?;
     let requests = |chat| {
@@ -161,8 +164,11 @@ async fn a_restart_and_a_full_redelivery_send_nothing_twice() -> anyhow::Result<
 
     let to_bob = requests(BOB).remove(0);
     let press = fake.user_presses(BOB, to_bob.message_id, &format!("a:{job}"));
-    assert!(answer(&fake, &press).await?.starts_with("Approved"));
-    sys.wait_for(job, "skynet.job.succeeded.v1").await?;
+    let said = answer(&fake, &press).await?;
+    assert!(said.starts_with("Approved"), "{said}");
+    if let Err(e) = sys.wait_for(job, "skynet.job.succeeded.v1").await {
+        anyhow::bail!("{e}: the job's events are {:?}", sys.types(job).await?);
+    }
     message(&fake, BOB, "the pre-restart request edited with the outcome", |m| m.message_id == to_bob.message_id && m.text.starts_with('✅')).await?;
     eventually(WAIT, "both requests to show the outcome", || async {
         (requests(ALICE).is_empty() && requests(BOB).is_empty()).then_some(())

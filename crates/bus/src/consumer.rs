@@ -91,6 +91,15 @@ where
     if !spec.prefetch {
         return run_per_slot(js, spec, consumer, handler, shutdown).await;
     }
+    // A message stream that ends without a shutdown (its consumer deleted
+    // under it) is an error, so the service is restarted rather than left
+    // running without consuming.
+    let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stopped.clone();
+    let shutdown = async move {
+        shutdown.await;
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
     let messages =
         consumer.stream().max_messages_per_batch(spec.concurrency.max(1) * 4).messages().await?.take_until(shutdown);
     messages
@@ -108,7 +117,11 @@ where
             }
         })
         .await;
-    Ok(())
+    if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+        Ok(())
+    } else {
+        Err(format!("the message stream of consumer {} ended", spec.durable).into())
+    }
 }
 
 /// One message per free handler: slots are taken before messages are asked

@@ -24,6 +24,9 @@ const PERIOD: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug)]
 pub struct PauseWatch {
     rx: watch::Receiver<SystemState>,
+    tx: std::sync::Arc<watch::Sender<SystemState>>,
+    /// The log, for a fresh read (none: a state that never changes).
+    stream: Option<jetstream::stream::Stream>,
 }
 
 impl PauseWatch {
@@ -33,6 +36,8 @@ impl PauseWatch {
         let mut live = nats.subscribe(system::CONTROL_SUBJECT).await?;
         let initial = current(&stream).await?;
         let (tx, rx) = watch::channel(initial);
+        let tx = std::sync::Arc::new(tx);
+        let watch = PauseWatch { rx, tx: tx.clone(), stream: Some(stream.clone()) };
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PERIOD);
             loop {
@@ -42,31 +47,18 @@ impl PauseWatch {
                     _ = tick.tick() => {}
                 }
                 match current(&stream).await {
-                    // Only ever forward: an answer from before a newer one we
-                    // already hold changes nothing.
-                    Ok(state) => {
-                        tx.send_if_modified(|held| {
-                            let newer = state.seq > held.seq;
-                            if newer {
-                                info!(paused = state.paused, seq = state.seq, "system pause switched");
-                                *held = state.clone();
-                            }
-                            newer
-                        });
-                    }
+                    Ok(state) => forward(&tx, state),
                     Err(e) => debug!(error = %e, "reading the system pause failed; keeping the last state"),
                 }
             }
         });
-        Ok(PauseWatch { rx })
+        Ok(watch)
     }
 
     /// A state that never changes (running), for code paths without NATS.
     pub fn never() -> PauseWatch {
         let (tx, rx) = watch::channel(SystemState::default());
-        // The sender must outlive the receivers for `wait_for` to wait.
-        std::mem::forget(tx);
-        PauseWatch { rx }
+        PauseWatch { rx, tx: std::sync::Arc::new(tx), stream: None }
     }
 
     /// The state now.
@@ -85,13 +77,49 @@ impl PauseWatch {
         let _ = rx.wait_for(|s| !s.paused).await;
     }
 
-    /// Returns once running work must stop (an emergency stop in force).
+    /// The state read from the log now (the last known one if it cannot be
+    /// read: a stop stays in force until the log says otherwise).
+    pub async fn refresh(&self) -> SystemState {
+        if let Some(stream) = &self.stream {
+            match current(stream).await {
+                Ok(state) => forward(&self.tx, state),
+                Err(e) => debug!(error = %e, "reading the system pause failed; keeping the last state"),
+            }
+        }
+        self.current()
+    }
+
+    /// Returns once running work must stop (an emergency stop in force),
+    /// confirmed by a fresh read: a copy that has not seen a resume yet does
+    /// not cancel work dispatched after it.
     pub async fn stopping(&self) {
         let mut rx = self.rx.clone();
-        if rx.wait_for(SystemState::stops_running).await.is_err() {
-            std::future::pending::<()>().await;
+        loop {
+            if rx.wait_for(SystemState::stops_running).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            if self.refresh().await.stops_running() {
+                return;
+            }
+            rx.borrow_and_update();
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     }
+}
+
+/// Takes `state` if it is newer than the one held: an answer from before a
+/// newer one changes nothing.
+fn forward(tx: &watch::Sender<SystemState>, state: SystemState) {
+    tx.send_if_modified(|held| {
+        let newer = state.seq > held.seq;
+        if newer {
+            info!(paused = state.paused, seq = state.seq, "system pause switched");
+            *held = state.clone();
+        }
+        newer
+    });
 }
 
 /// The state the newest control event in the log gives (running when none).

@@ -129,9 +129,11 @@ pub fn evolve(state: Option<Job>, event: &JobEvent) -> Result<Job, IllegalTransi
         (S::Running | S::Cancelling, E::Succeeded(_)) => S::Succeeded,
         (S::Running, E::CancelRequested(_)) => S::Cancelling,
         // Nothing runs yet: a cancel ends the job at once. Running jobs go through
-        // `Cancelling` so the executor can stop the process first.
+        // `Cancelling` so the executor can stop the process first — except when
+        // the executor stopped it itself (an emergency stop), and says so.
         (
-            S::Requested
+            S::Running
+            | S::Requested
             | S::Planned
             | S::AwaitingApproval
             | S::Approved

@@ -40,6 +40,7 @@ const TABLE: &[(S, K, S)] = &[
     (S::Running, K::Succeeded, S::Succeeded),
     (S::Running, K::Failed, S::Failed),
     (S::Running, K::CancelRequested, S::Cancelling),
+    (S::Running, K::Cancelled, S::Cancelled), // the executor stopped it itself (an emergency stop)
     (S::Running, K::TimedOut, S::TimedOut),
     (S::Cancelling, K::StepStarted, S::Cancelling),
     (S::Cancelling, K::StepOutput, S::Cancelling),

@@ -318,7 +318,7 @@ async fn run_job(
         return Ok(());
     }
     // Dispatched before an emergency stop that is still in force: it never starts.
-    if ctx.pause.current().stops_running() {
+    if ctx.pause.current().stops_running() && ctx.pause.refresh().await.stops_running() {
         return confirm_cancel(&mut run).await;
     }
     if let Some(r) = run.record("start", Command::Start { executor: ctx.config.id.clone(), lease }).await? {

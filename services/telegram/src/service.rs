@@ -49,6 +49,8 @@ pub enum StartError {
     Principals(String),
     #[error("NATS: {0}")]
     Nats(String),
+    #[error("stopped: {0}")]
+    Stopped(String),
     #[error("the Bot API: {0}")]
     Telegram(#[from] teloxide::RequestError),
 }
@@ -155,16 +157,21 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
     let stop = consumer::stop_token(shutdown);
     let pushes = {
         let (ctx, stop) = (ctx.clone(), stop.clone());
-        let spec = ConsumerSpec::new(EVENTS_STREAM, "telegram", SERVICE, 4);
+        let mut spec = ConsumerSpec::new(EVENTS_STREAM, "telegram", SERVICE, 4);
+        // One event per free handler: none waits in a buffer while a handler
+        // waits out Telegram's rate limit.
+        spec.prefetch = false;
         let js = ctx.js.clone();
         tokio::spawn(async move {
             let handler = move |msg| {
                 let ctx = ctx.clone();
                 async move { crate::notify::handle(&ctx, msg).await }
             };
-            if let Err(e) = consumer::run(js, spec, handler, stop.cancelled_owned()).await {
+            let result = consumer::run(js, spec, handler, stop.cancelled_owned()).await;
+            if let Err(e) = &result {
                 error!(service = SERVICE, error = %e, "the notification consumer stopped");
             }
+            result.map_err(|e| e.to_string())
         })
     };
     let handler = dptree::entry()
@@ -180,8 +187,9 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
         .await
         .build();
     let token = dispatcher.shutdown_token();
+    let stopping = stop.clone();
     let stopper = tokio::spawn(async move {
-        stop.cancelled().await;
+        stopping.cancelled().await;
         // Refused while the dispatcher is still starting: ask again.
         loop {
             match token.shutdown() {
@@ -194,10 +202,23 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
         }
     });
     info!(service = SERVICE, users = ctx.config.users.len(), "telegram bot running");
-    dispatcher
-        .dispatch_with_listener(listener, teloxide::error_handlers::LoggingErrorHandler::with_custom_text("telegram"))
-        .await;
+    let errors = teloxide::error_handlers::LoggingErrorHandler::with_custom_text("telegram");
+    let dispatch = dispatcher.dispatch_with_listener(listener, errors);
+    let (mut dispatch, mut pushes) = (std::pin::pin!(dispatch), std::pin::pin!(pushes));
+    // The bot without its notifications is not running: if the consumer
+    // stops, so does the bot (and `skynet up` restarts it).
+    let ended = tokio::select! {
+        () = &mut dispatch => pushes.await,
+        ended = &mut pushes => {
+            stop.cancel();
+            dispatch.await;
+            ended
+        }
+    };
     stopper.abort();
-    let _ = pushes.await;
-    Ok(())
+    match ended {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(StartError::Stopped(format!("the notification consumer: {e}"))),
+        Err(e) => Err(StartError::Stopped(format!("the notification consumer panicked: {e}"))),
+    }
 }
