@@ -40,6 +40,8 @@ struct Inner {
     throttle: u32,
     /// When each refused or accepted `sendMessage` arrived (for the retry test).
     send_times: Vec<(tokio::time::Instant, bool)>,
+    /// Chats whose user blocked the bot.
+    blocked: Vec<i64>,
 }
 
 /// The running double.
@@ -76,12 +78,34 @@ impl FakeBotApi {
 
     /// A private-chat text message from Telegram user `user`.
     pub fn user_says(&self, user: i64, text: &str) -> i64 {
+        let chat = json!({"id": user, "type": "private", "first_name": format!("user{user}")});
+        self.message(user, chat, text, now())
+    }
+
+    /// A private-chat message sent `secs_ago` seconds ago (kept by Telegram
+    /// while the bot was away).
+    pub fn user_said_long_ago(&self, user: i64, text: &str, secs_ago: i64) -> i64 {
+        let chat = json!({"id": user, "type": "private", "first_name": format!("user{user}")});
+        self.message(user, chat, text, now() - secs_ago)
+    }
+
+    /// A message from `user` in the group chat `group` (a negative id).
+    pub fn user_says_in_group(&self, user: i64, group: i64, text: &str) -> i64 {
+        self.message(user, json!({"id": group, "type": "group", "title": "ops"}), text, now())
+    }
+
+    /// Messages to `chat` fail as if its user had blocked the bot (403).
+    pub fn block(&self, chat: i64) {
+        self.lock().blocked.push(chat);
+    }
+
+    fn message(&self, user: i64, chat: Value, text: &str, date: i64) -> i64 {
         let mut g = self.lock();
         let message_id = g.next_message;
         g.next_message += 1;
         let mut message = json!({
-            "message_id": message_id, "date": now(),
-            "chat": {"id": user, "type": "private", "first_name": format!("user{user}")},
+            "message_id": message_id, "date": date,
+            "chat": chat,
             "from": {"id": user, "is_bot": false, "first_name": format!("user{user}")},
             "text": text,
         });
@@ -244,6 +268,9 @@ async fn call(
         }
         "sendmessage" => {
             let mut g = api.lock();
+            if g.blocked.contains(&body["chat_id"].as_i64().unwrap_or_default()) {
+                return error(403, "Forbidden: bot was blocked by the user", None);
+            }
             let refuse = g.throttle > 0;
             g.send_times.push((tokio::time::Instant::now(), refuse));
             if refuse {
@@ -266,7 +293,8 @@ async fn call(
         "editmessagetext" | "editmessagereplymarkup" => {
             let mut g = api.lock();
             let id = body["message_id"].as_i64().unwrap_or_default();
-            let Some(m) = g.messages.get_mut(&id) else {
+            let chat = body["chat_id"].as_i64().unwrap_or_default();
+            let Some(m) = g.messages.get_mut(&id).filter(|m| m.chat == chat) else {
                 return error(400, "Bad Request: message to edit not found", None);
             };
             let text = body["text"].as_str().map(str::to_owned);

@@ -74,7 +74,6 @@ async fn an_emergency_stop_cancels_running_jobs_and_holds_new_ones_until_resumed
         .map_err(|e| anyhow::anyhow!(e))?;
     let resume_seq = switches.last().map(|m| m.seq).unwrap_or_default();
     assert!(seq_of(&sys, held, "skynet.job.dispatched.v1").await? > resume_seq, "dispatched before the resume");
-    assert!(seq_of(&sys, held, "skynet.job.policy_decided.v1").await? < resume_seq, "decided while paused");
     // The stopped jobs stay cancelled; nothing of theirs runs again.
     for job in &running {
         let types = sys.types(*job).await?;

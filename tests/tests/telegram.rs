@@ -13,13 +13,15 @@ use skynet_testkit::{NatsServer, TestDb, eventually};
 
 const ALICE: i64 = 1001;
 const BOB: i64 = 1002;
+/// An approver on the list who blocked the bot: nobody else waits for her.
+const CAROL: i64 = 1003;
 
 async fn system(fake: &FakeBotApi, nats: NatsServer, db: TestDb) -> anyhow::Result<System> {
     let url = fake.url.clone();
     let sys = System::start_with(nats, db, move |s| {
         s.telegram.bot_token = Some(BOT_TOKEN.into());
         s.telegram.api_url = Some(url);
-        s.telegram.users = format!("{ALICE}=token-alice,{BOB}=token-bob");
+        s.telegram.users = format!("{CAROL}=token-carol,{ALICE}=token-alice,{BOB}=token-bob");
         s.executor.providers = vec!["local".into()];
     })
     .await?;
@@ -43,6 +45,7 @@ async fn answer(fake: &FakeBotApi, id: &str) -> anyhow::Result<String> {
 #[tokio::test]
 async fn a_task_from_the_chat_is_approved_with_a_button_runs_and_its_messages_show_the_outcome() -> anyhow::Result<()> {
     let fake = FakeBotApi::start().await?;
+    fake.block(CAROL);
     let sys = system(&fake, NatsServer::start()?, TestDb::create().await?).await?;
     for command in ["task", "status", "jobs", "approve", "deny", "cancel", "alerts", "emergency_stop", "resume", "help"] {
         assert!(fake.commands().iter().any(|c| c == command), "setMyCommands lacks {command}");
@@ -107,8 +110,18 @@ async fn a_stranger_is_refused_once_and_no_job_exists() -> anyhow::Result<()> {
     let press = fake.user_presses(STRANGER, refusal.message_id, "a:00000000-0000-0000-0000-000000000000");
     assert!(answer(&fake, &press).await?.contains("Nothing was done"));
     assert_eq!(fake.messages_to(STRANGER).len(), 1, "one refusal, not one per message");
+    // An allowed user in a group chat is refused too: group talk is not a task,
+    // and answers there would reach people not on the list.
+    fake.user_says_in_group(ALICE, -500, "check git status");
+    let in_group = message(&fake, -500, "the refusal in the group", |_| true).await?;
+    assert!(in_group.text.contains("private chats"), "{}", in_group.text);
+    // A stop typed an hour ago, while the bot was away, does nothing now.
+    fake.user_said_long_ago(BOB, "/emergency_stop typed while you were away", 3600);
+    let ignored = message(&fake, BOB, "the stale command's answer", |m| m.text.starts_with("Ignored")).await?;
+    assert!(ignored.text.contains("while I was away"), "{}", ignored.text);
     let requested = sys.read_all("SKYNET_EVENTS", "skynet.job.*.requested").await?;
     assert!(requested.is_empty(), "no job: {} requested", requested.len());
+    assert!(sys.read_all("SKYNET_EVENTS", skynet_contract::system::CONTROL_SUBJECT).await?.is_empty(), "no stop");
     sys.shutdown().await
 }
 

@@ -13,6 +13,7 @@ use skynet_bus::{Jobs, Outcome};
 use skynet_contract::job::Stage;
 use skynet_job::{Command, Status, decide};
 use skynet_rules::PolicyRules;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::Config;
@@ -34,20 +35,26 @@ pub struct Deps {
 pub async fn run(
     config: Config,
     deps: Deps,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), async_nats::Error> {
-    let spec = ConsumerSpec::new(EVENTS_STREAM, "dispatcher", SERVICE, config.concurrency)
+    let mut spec = ConsumerSpec::new(EVENTS_STREAM, "dispatcher", SERVICE, config.concurrency)
         .failing_jobs(deps.jobs.clone(), skynet_contract::job::Stage::Dispatch);
+    // One message per free handler: while the system is paused, handlers
+    // hold their jobs, and a message waiting in a buffer behind them would
+    // be redelivered each ack wait, its delivery count rising for nothing.
+    spec.prefetch = false;
     info!(service = SERVICE, "dispatcher running");
     let js = deps.js.clone();
+    let stop = consumer::stop_token(shutdown);
+    let stopping = stop.clone();
     consumer::run(
         js,
         spec,
         move |msg| {
-            let deps = deps.clone();
-            async move { handle(&deps, msg).await }
+            let (deps, stop) = (deps.clone(), stopping.clone());
+            async move { handle_until(&deps, msg, &stop).await }
         },
-        shutdown,
+        stop.cancelled_owned(),
     )
     .await
 }
@@ -55,6 +62,11 @@ pub async fn run(
 /// Dispatches the job a message is about, if it is approved (public so tests
 /// can deliver a message twice).
 pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
+    handle_until(deps, msg, &CancellationToken::new()).await
+}
+
+/// [`handle`], giving up a held job (for redelivery) when `stop` is cancelled.
+async fn handle_until(deps: &Deps, msg: Message, stop: &CancellationToken) -> Disposition {
     let Received { env, job, seq: at, .. } = match consumer::receive(&msg, None) {
         Ok(r) => r,
         Err(d) => return d,
@@ -67,7 +79,9 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
         };
         let approved = |s: &Option<skynet_job::Job>| s.as_ref().is_some_and(|j| j.status == Status::Approved);
         if approved(&state) && deps.pause.current().paused {
-            hold(&deps.pause, &msg).await;
+            if !hold(&deps.pause, &msg, stop).await {
+                return Disposition::Retry("shutting down while the system is paused".into());
+            }
             // Cancelled or denied meanwhile? The log says.
             (state, seq) = match deps.jobs.load_at(job, at).await {
                 Ok(loaded) => loaded,
@@ -100,8 +114,8 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
 /// Holds an approved job while the system is paused: the delivery stays ours
 /// (progress acks well inside the consumer's 30 s ack wait), so the job waits
 /// in JetStream, not in a list of our own; after a restart the server delivers
-/// it again and it waits again. Nothing counts towards giving up.
-async fn hold(pause: &PauseWatch, msg: &Message) {
+/// it again and it waits again. False when the service stops first.
+async fn hold(pause: &PauseWatch, msg: &Message, stop: &CancellationToken) -> bool {
     info!("system paused: the job waits for a resume");
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
     let running = pause.running();
@@ -109,6 +123,7 @@ async fn hold(pause: &PauseWatch, msg: &Message) {
     loop {
         tokio::select! {
             () = &mut running => break,
+            () = stop.cancelled() => return false,
             _ = tick.tick() => {
                 if let Err(e) = msg.ack_with(async_nats::jetstream::AckKind::Progress).await {
                     warn!(error = %e, "progress ack failed while holding a job");
@@ -117,4 +132,5 @@ async fn hold(pause: &PauseWatch, msg: &Message) {
         }
     }
     info!("system resumed: dispatching");
+    true
 }

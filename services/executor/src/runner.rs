@@ -3,7 +3,7 @@
 //! out or cancelled).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message, object_store};
@@ -64,6 +64,9 @@ struct Run<'a> {
     state: Option<Job>,
     seq: u64,
     cause: String,
+    /// Who stopped the system and why, when an emergency stop (not a
+    /// person's cancel of this job) is what cancels it.
+    emergency: Arc<OnceLock<(String, String)>>,
 }
 
 impl Run<'_> {
@@ -155,17 +158,19 @@ pub async fn handle(ctx: &Ctx, msg: Message) -> Disposition {
             Err(e) => return Disposition::Retry(format!("subscribing to failures: {e}")),
         };
         // An emergency stop (now, or already in force) stops the step.
+        let emergency = Arc::new(OnceLock::new());
         let stopped = {
-            let (pause, stop) = (ctx.pause.clone(), stop.clone());
+            let (pause, stop, emergency) = (ctx.pause.clone(), stop.clone(), emergency.clone());
             tokio::spawn(async move {
                 pause.stopping().await;
                 warn!("emergency stop: cancelling the job");
+                let _ = emergency.set(stopped_by(&pause.current()));
                 stop.cancel();
             })
         };
         let progress = keep_lease(msg.clone(), &ctx.config, lost.clone(), stop.clone());
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-        let result = run_job(ctx, job, lease, env.id.clone(), &stop, &lost, delivered, at).await;
+        let result = run_job(ctx, job, lease, env.id.clone(), (&stop, &lost, &emergency), delivered, at).await;
         // Whatever the job left running here (a dev server) ends with it —
         // finished, cancelled, or lost to another executor.
         for provider in ctx.providers.values() {
@@ -249,13 +254,13 @@ async fn run_job(
     job: JobId,
     lease: u64,
     cause: String,
-    cancel: &CancellationToken,
-    lost: &CancellationToken,
+    (cancel, lost, emergency): (&CancellationToken, &CancellationToken, &Arc<OnceLock<(String, String)>>),
     delivered: i64,
     at: u64,
 ) -> Result<(), Stop> {
     let (state, seq) = ctx.jobs.load_at(job, at).await.map_err(|e| Stop::Transient(e.to_string()))?;
-    let mut run = Run { ctx, provider: None, job, lease, lost: lost.clone(), state, seq, cause };
+    let emergency = emergency.clone();
+    let mut run = Run { ctx, provider: None, job, lease, lost: lost.clone(), state, seq, cause, emergency };
     match run.status() {
         Some(Status::Scheduled | Status::Running) => {}
         // A cancel requested while a previous executor ran it, which then died.
@@ -319,6 +324,7 @@ async fn run_job(
     }
     // Dispatched before an emergency stop that is still in force: it never starts.
     if ctx.pause.current().stops_running() && ctx.pause.refresh().await.stops_running() {
+        let _ = run.emergency.set(stopped_by(&ctx.pause.current()));
         return confirm_cancel(&mut run).await;
     }
     if let Some(r) = run.record("start", Command::Start { executor: ctx.config.id.clone(), lease }).await? {
@@ -472,16 +478,20 @@ fn timed_out(scope: TimeoutScope, step: Option<u32>, limit: Duration, provider: 
 async fn confirm_cancel(run: &mut Run<'_>) -> Result<(), Stop> {
     // An emergency stop names who stopped the system; a person's cancel was
     // recorded (with their name) by the policy already.
-    let state = run.ctx.pause.current();
-    let stops = state.stops_running();
-    let (by, reason) = match state.last.filter(|_| stops) {
-        Some(stop) => (stop.by, format!("emergency stop: {}", if stop.reason.is_empty() { "no reason given" } else { &stop.reason })),
+    let (by, reason) = match run.emergency.get() {
+        Some(stop) => stop.clone(),
         None => (run.ctx.config.id.clone(), "cancelled by request".to_owned()),
     };
     if let Some(r) = run.record("cancelled", Command::ConfirmCancel { by, reason }).await? {
         info!(reason = %r, "cancel confirmation refused");
     }
     Ok(())
+}
+
+/// Who stopped the system and the reason a stopped job's `cancelled` gives.
+fn stopped_by(state: &skynet_contract::system::SystemState) -> (String, String) {
+    let (by, why) = state.last.as_ref().map_or(("?", ""), |l| (l.by.as_str(), l.reason.as_str()));
+    (by.to_owned(), format!("emergency stop: {}", if why.is_empty() { "no reason given" } else { why }))
 }
 
 /// Appends live output as bounded `step_output` events while the step runs.

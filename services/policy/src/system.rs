@@ -52,7 +52,7 @@ pub async fn switch(deps: &CommandDeps, pause: bool, payload: &[u8]) -> CommandR
         Ok(seq) => {
             info!(service = "policy", seq, by = %by, cancel_running, %reason, "system {status}");
             let what = match (pause, cancel_running) {
-                (true, true) => "dispatching paused and every dispatched job cancelled",
+                (true, true) => "dispatching paused; executors cancel every job they run or are handed until a resume",
                 (true, false) => "dispatching paused; dispatched jobs run on",
                 (false, _) => "dispatching resumed",
             };

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use skynet_contract::commands::{self, Approve, Cancel, CommandReply, Deny};
+use skynet_contract::principal::PrincipalRole;
 use skynet_contract::system::{self, SwitchSystem};
 use skynet_contract::task::{TASK_REQUESTED, TaskRequested};
 use skynet_contract::{Envelope, JobId, subjects};
@@ -23,7 +24,11 @@ use crate::kv::{Purpose, SentMessage};
 use crate::send;
 use crate::service::{Ctx, SERVICE};
 
-const REFUSAL: &str = "Sorry, this bot only works for the people its operator allowed. Nothing was done.";
+const REFUSAL: &str =
+    "Sorry, this bot only works in private chats with the people its operator allowed. Nothing was done.";
+
+/// The oldest a message may be and still change anything.
+const MAX_COMMAND_AGE_SECS: i64 = 60;
 
 /// One message from a chat.
 pub async fn on_message(_bot: Bot, msg: Message, ctx: Arc<Ctx>) -> ResponseResult<()> {
@@ -33,13 +38,38 @@ pub async fn on_message(_bot: Bot, msg: Message, ctx: Arc<Ctx>) -> ResponseResul
         refuse(&ctx, chat, user_id).await;
         return Ok(());
     };
+    // Only private chats: in a group, everyday talk would be taken for tasks,
+    // and answers (plans, output) would be read by people not on the list.
+    if !msg.chat.is_private() {
+        warn!(service = SERVICE, telegram_user = user_id, chat, "message in a group chat; ignored");
+        refuse(&ctx, chat, user_id).await;
+        return Ok(());
+    }
     let span = info_span!("chat", service = SERVICE, telegram_user = user_id, message = msg.id.0);
     async {
         let Some(text) = msg.text() else {
             reply(&ctx, chat, "I read text only: send a task, or /help.").await;
             return;
         };
-        let answer = match parse::parse(text) {
+        let request = parse::parse(text);
+        // Telegram keeps updates for a day while the bot is away: a stop, a
+        // resume or an approval typed then must not take effect now.
+        let age = Utc::now().signed_duration_since(msg.date);
+        if request.changes_something() && age > chrono::Duration::seconds(MAX_COMMAND_AGE_SECS) {
+            let when = msg.date.format("%H:%M:%S UTC");
+            reply(&ctx, chat, &format!("Ignored: you sent this at {when}, while I was away. Send it again if you still mean it.")).await;
+            return;
+        }
+        // The token may have been revoked since start: every request is checked.
+        let principal = match ctx.principal(&user).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return reply(&ctx, chat, "Your SKYNET token is no longer valid; nothing was done. Ask the operator.").await,
+            Err(e) => return reply(&ctx, chat, &format!("Nothing was done: {e}.")).await,
+        };
+        if request.reads() && !principal.has(PrincipalRole::Read) {
+            return reply(&ctx, chat, &format!("{} does not hold the read role.", principal.name)).await;
+        }
+        let answer = match request {
             Request::Start | Request::Help => parse::help(),
             Request::Invalid(why) => why,
             Request::Task(intent) => return submit(&ctx, &user, chat, msg.id.0, intent).await,
@@ -78,6 +108,10 @@ pub async fn on_button(_bot: Bot, q: CallbackQuery, ctx: Arc<Ctx>) -> ResponseRe
         answer(&ctx, &q, REFUSAL).await;
         return Ok(());
     };
+    if q.message.as_ref().is_some_and(|m| !m.chat().is_private()) {
+        answer(&ctx, &q, REFUSAL).await;
+        return Ok(());
+    }
     let parsed = q.data.as_deref().and_then(|d| d.split_once(':')).and_then(|(verb, job)| Some((verb, job.parse::<JobId>().ok()?)));
     let Some((verb, job)) = parsed else {
         answer(&ctx, &q, "This button is not one of mine.").await;
@@ -150,14 +184,17 @@ async fn current_state(ctx: &Ctx, job: JobId, refusal: &str) -> String {
 /// little for the plan, answers with the job id and plan, and remembers the
 /// answer so it can be edited with the outcome.
 async fn submit(ctx: &Ctx, user: &AllowedUser, chat: i64, message: i32, intent: String) {
-    // The request id is the chat message: Telegram delivering the update again
-    // (a restart before it was confirmed) submits the same job, which is one job.
+    // The request id follows from the chat message, so Telegram delivering the
+    // update again (a restart before it was confirmed) submits the same job —
+    // and from the bot's token, so nobody else can predict it and take the
+    // job id first with a submission of their own.
     let source = format!("telegram/{}", user.telegram_id);
-    let id = format!("{chat}-{message}");
+    let key = format!("{}:{chat}:{message}", ctx.config.bot_token);
+    let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes()).to_string();
     let job = JobId::for_request(&source, &id);
     let data = TaskRequested { intent, working_dir: None, project: None, requested_by: None, constraints: Default::default(), plan: None };
     let submitted = async {
-        let env = Envelope::new(TASK_REQUESTED, id, &source, None, Utc::now(), &data).map_err(|e| e.to_string())?;
+        let env = Envelope::new(TASK_REQUESTED, id.clone(), &source, None, Utc::now(), &data).map_err(|e| e.to_string())?;
         let (mut headers, payload) = skynet_bus::codec::encode(&env);
         headers.insert("Authorization", format!("Bearer {}", user.token).as_str());
         let msg = async_nats::jetstream::message::PublishMessage::build().headers(headers).payload(payload);
@@ -174,6 +211,11 @@ async fn submit(ctx: &Ctx, user: &AllowedUser, chat: i64, message: i32, intent: 
         if let Ok(Some(v)) = ctx.view(job).await
             && v.job.status != Status::Requested
         {
+            // Only our own submission is shown as ours.
+            if v.job.request.request_source != source || v.job.request.request_id != id {
+                reply(ctx, chat, &format!("Not submitted: job {job} is someone else's.")).await;
+                return;
+            }
             shown = Some(v);
             break;
         }
@@ -223,7 +265,8 @@ async fn system_status(ctx: &Ctx) -> String {
         Ok(stream) => match skynet_bus::pause::current(&stream).await {
             Ok(s) if s.paused => {
                 let last = s.last.unwrap_or_else(|| system::SystemSwitched { by: "?".into(), reason: String::new(), cancel_running: false });
-                out.push_str(&format!("⛔ PAUSED by {}: {} — /resume lifts it\n", last.by, last.reason));
+                let reason = crate::view::defang(&last.reason);
+                out.push_str(&format!("⛔ PAUSED by {}: {reason} — /resume lifts it\n", last.by));
             }
             Ok(_) => out.push_str("Dispatching: running\n"),
             Err(e) => out.push_str(&format!("Pause state unknown: {e}\n")),
@@ -265,7 +308,7 @@ async fn jobs(ctx: &Ctx, state: Option<&str>) -> String {
             let lines: Vec<String> = rows
                 .into_iter()
                 .map(|(id, status, intent)| {
-                    let intent: String = intent.chars().take(60).collect();
+                    let intent = crate::view::defang(&intent.chars().take(60).collect::<String>());
                     format!("{} {status} — {intent}", &id.to_string()[..8])
                 })
                 .collect();
@@ -287,7 +330,10 @@ async fn alerts(ctx: &Ctx) -> String {
         Ok(s) if s.alerts.is_empty() => "No alerts firing.".into(),
         Ok(s) => {
             let lines: Vec<String> =
-                s.alerts.iter().map(|a| format!("🔔 {} {}: {}", a.severity.as_str(), a.subject, a.summary)).collect();
+                s.alerts
+                    .iter()
+                    .map(|a| crate::view::defang(&format!("🔔 {} {}: {}", a.severity.as_str(), a.subject, a.summary)))
+                    .collect();
             crate::view::fit(lines.join("\n"), "")
         }
         Err(e) => format!("Cannot read alerts: {e}"),

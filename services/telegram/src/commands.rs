@@ -21,6 +21,26 @@ pub enum Request {
     Invalid(String),
 }
 
+impl Request {
+    /// Whether it changes anything (submits, decides, stops, resumes).
+    pub fn changes_something(&self) -> bool {
+        matches!(
+            self,
+            Request::Task(_)
+                | Request::Cancel(_)
+                | Request::Approve(..)
+                | Request::Deny(..)
+                | Request::EmergencyStop(_)
+                | Request::Resume(_)
+        )
+    }
+
+    /// Whether it reads jobs or alerts (the read role's).
+    pub fn reads(&self) -> bool {
+        matches!(self, Request::Status(_) | Request::Jobs(_) | Request::Alerts)
+    }
+}
+
 /// The command list given to Telegram (`setMyCommands`) and shown by `/help`.
 pub const COMMANDS: &[(&str, &str)] = &[
     ("task", "Submit a task: /task <what to do> (plain text works too)"),

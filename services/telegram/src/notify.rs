@@ -25,8 +25,29 @@ use crate::send;
 use crate::service::{Ctx, SERVICE};
 use crate::view::{self, JobView};
 
-/// Handles one event.
+/// Handles one event, keeping its delivery ours meanwhile (progress acks
+/// inside the 30 s ack wait): waiting out Telegram's rate limit must not let
+/// the server hand the same event to another handler.
 pub async fn handle(ctx: &Arc<Ctx>, msg: Message) -> Disposition {
+    let keep = {
+        let msg = msg.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = msg.ack_with(async_nats::jetstream::AckKind::Progress).await {
+                    warn!(service = SERVICE, error = %e, "progress ack failed");
+                }
+            }
+        })
+    };
+    let disposition = handle_event(ctx, msg).await;
+    keep.abort();
+    disposition
+}
+
+async fn handle_event(ctx: &Arc<Ctx>, msg: Message) -> Disposition {
     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
     let subject = msg.subject.to_string();
     if subject == system::CONTROL_SUBJECT || subject.starts_with("skynet.alert.") {
@@ -57,21 +78,37 @@ pub async fn handle(ctx: &Arc<Ctx>, msg: Message) -> Disposition {
 }
 
 /// Sends the approval request to every allowed approver not sent it yet.
+/// Each chat is tried: one that fails for a while (Telegram down) makes the
+/// event come again — the chats already served are skipped then — and one
+/// that can never be reached (the user blocked the bot) holds nobody up.
 async fn ask(ctx: &Ctx, job: JobId, view: &JobView) -> Result<(), String> {
     let (sent, _) = ctx.sent.job(job).await.map_err(|e| e.to_string())?;
     let text = view::approval_request(view);
+    let mut failed = None;
     for user in &ctx.config.users {
         let chat = i64::try_from(user.telegram_id).unwrap_or_default();
         if sent.has(chat, Purpose::Approval) {
             continue;
         }
-        let Some(principal) = ctx.principal(user).await else { continue };
-        if !principal.has(PrincipalRole::Approve) {
-            continue;
+        match ctx.principal(user).await {
+            Ok(Some(p)) if p.has(PrincipalRole::Approve) => {}
+            Ok(_) => continue,
+            Err(e) => {
+                failed = Some(e);
+                continue;
+            }
         }
-        let id = send::send(&ctx.bot, chat, &text, Some(send::decision_buttons(job)))
-            .await
-            .map_err(|e| format!("sending the approval request to {chat}: {e}"))?;
+        let id = match send::send(&ctx.bot, chat, &text, Some(send::decision_buttons(job))).await {
+            Ok(id) => id,
+            Err(e) if send::undeliverable(&e) => {
+                warn!(chat, error = %e, "approval request undeliverable to this chat; skipped");
+                continue;
+            }
+            Err(e) => {
+                failed = Some(format!("sending the approval request to {chat}: {e}"));
+                continue;
+            }
+        };
         let record = SentMessage { chat, message_id: id.0, purpose: Purpose::Approval };
         ctx.sent
             .update_job(job, |m| {
@@ -83,7 +120,7 @@ async fn ask(ctx: &Ctx, job: JobId, view: &JobView) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         info!(chat, "approval request sent");
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// Edits every message sent about the job to show where it is now: an
@@ -101,9 +138,11 @@ async fn refresh(ctx: &Ctx, job: JobId, view: &JobView) -> Result<(), String> {
             (Status::AwaitingApproval, Purpose::Approval) => (view::approval_request(view), Some(send::decision_buttons(job))),
             _ => (view::summary(view, hint), None),
         };
-        send::edit(&ctx.bot, m.chat, m.message_id, &text, buttons)
-            .await
-            .map_err(|e| format!("editing message {} in {}: {e}", m.message_id, m.chat))?;
+        match send::edit(&ctx.bot, m.chat, m.message_id, &text, buttons).await {
+            Ok(()) => {}
+            Err(e) if send::undeliverable(&e) => warn!(chat = m.chat, error = %e, "message no longer editable; skipped"),
+            Err(e) => return Err(format!("editing message {} in {}: {e}", m.message_id, m.chat)),
+        }
     }
     ctx.sent.update_job(job, |m| m.shown = shown.clone()).await.map_err(|e| e.to_string())?;
     info!(status = view.job.status.as_str(), messages = sent.messages.len(), "messages updated");
@@ -125,10 +164,11 @@ async fn broadcast(ctx: &Ctx, msg: &Message, seq: u64) -> Disposition {
         };
         match env.ty.as_str() {
             system::PAUSED if s.cancel_running => {
-                format!("⛔ EMERGENCY STOP by {}: {}\nRunning jobs are cancelled; new jobs wait. /resume lifts it.", s.by, s.reason)
+                let reason = view::defang(&s.reason);
+                format!("⛔ EMERGENCY STOP by {}: {reason}\nRunning jobs are cancelled; new jobs wait. /resume lifts it.", s.by)
             }
-            system::PAUSED => format!("⏸ Dispatching paused by {}: {}\n/resume lifts it.", s.by, s.reason),
-            _ => format!("▶️ Resumed by {}: {}", s.by, s.reason),
+            system::PAUSED => format!("⏸ Dispatching paused by {}: {}\n/resume lifts it.", s.by, view::defang(&s.reason)),
+            _ => format!("▶️ Resumed by {}: {}", s.by, view::defang(&s.reason)),
         }
     } else {
         if env.source != owners::source_of("sentinel") {
@@ -140,8 +180,9 @@ async fn broadcast(ctx: &Ctx, msg: &Message, seq: u64) -> Disposition {
         if a.muted.is_some() {
             return Disposition::Ack;
         }
-        format!("🔔 {} alert: {}\n{}", a.severity.as_str(), a.subject, a.summary)
+        view::defang(&format!("🔔 {} alert: {}\n{}", a.severity.as_str(), a.subject, a.summary))
     };
+    let mut failed = None;
     for user in &ctx.config.users {
         let chat = i64::try_from(user.telegram_id).unwrap_or_default();
         let key = format!("note.{seq}.{chat}");
@@ -150,13 +191,24 @@ async fn broadcast(ctx: &Ctx, msg: &Message, seq: u64) -> Disposition {
             Ok(false) => {}
             Err(e) => return Disposition::Retry(e.to_string()),
         }
-        if let Err(e) = send::send(&ctx.bot, chat, &view::fit(text.clone(), ""), None).await {
-            warn!(service = SERVICE, chat, error = %e, "could not send a notification");
-            return Disposition::Retry(e.to_string());
+        match send::send(&ctx.bot, chat, &view::fit(text.clone(), ""), None).await {
+            Ok(_) => {}
+            Err(e) if send::undeliverable(&e) => {
+                warn!(service = SERVICE, chat, error = %e, "notification undeliverable to this chat; skipped");
+                continue;
+            }
+            Err(e) => {
+                warn!(service = SERVICE, chat, error = %e, "could not send a notification; it will come again");
+                failed = Some(e.to_string());
+                continue;
+            }
         }
         if let Err(e) = ctx.sent.mark_sent(&key).await {
             return Disposition::Retry(e.to_string());
         }
     }
-    Disposition::Ack
+    match failed {
+        Some(e) => Disposition::Retry(e),
+        None => Disposition::Ack,
+    }
 }

@@ -92,3 +92,19 @@ pub async fn edit(
         Err(e) => Err(e),
     }
 }
+
+/// Whether a send failed for good for this chat (the user blocked the bot,
+/// never started it, or is gone): retrying will not help, and it must not
+/// hold up the others.
+pub fn undeliverable(e: &RequestError) -> bool {
+    matches!(
+        e,
+        RequestError::Api(
+            ApiError::BotBlocked
+                | ApiError::ChatNotFound
+                | ApiError::UserDeactivated
+                | ApiError::CantInitiateConversation
+                | ApiError::CantTalkWithBots
+        )
+    )
+}

@@ -76,14 +76,11 @@ impl Ctx {
     }
 
     /// The principal an allowed user speaks for, now (a revoked token is none).
-    pub async fn principal(&self, user: &AllowedUser) -> Option<Principal> {
-        match self.principals.verify(&user.token).await {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(service = SERVICE, error = %e, "cannot verify a token now");
-                None
-            }
-        }
+    pub async fn principal(&self, user: &AllowedUser) -> Result<Option<Principal>, String> {
+        self.principals.verify(&user.token).await.map_err(|e| {
+            warn!(service = SERVICE, error = %e, "cannot verify a token now");
+            format!("cannot check who you are now: {e}")
+        })
     }
 
     /// The job as a chat shows it, from the log.
@@ -157,9 +154,10 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
     let stop = consumer::stop_token(shutdown);
     let pushes = {
         let (ctx, stop) = (ctx.clone(), stop.clone());
-        let mut spec = ConsumerSpec::new(EVENTS_STREAM, "telegram", SERVICE, 4);
-        // One event per free handler: none waits in a buffer while a handler
-        // waits out Telegram's rate limit.
+        // One event at a time, in the log's order: a job's messages are edited
+        // in the order its events happened, and a rate limit Telegram sets for
+        // the whole bot is waited out once, not by four handlers at once.
+        let mut spec = ConsumerSpec::new(EVENTS_STREAM, "telegram", SERVICE, 1);
         spec.prefetch = false;
         let js = ctx.js.clone();
         tokio::spawn(async move {

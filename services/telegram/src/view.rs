@@ -59,7 +59,7 @@ pub fn fold(job: JobId, events: &[(u64, Envelope)]) -> Option<JobView> {
                     .steps
                     .iter()
                     .map(|s| StepView {
-                        title: s.title.clone(),
+                        title: defang(&s.title),
                         action: s.action.clone(),
                         status: "pending".into(),
                         ..StepView::default()
@@ -71,12 +71,12 @@ pub fn fold(job: JobId, events: &[(u64, Envelope)]) -> Option<JobView> {
                     step.risk = Some(risk.as_str().to_owned());
                 }
                 if !d.allowed {
-                    ending = Some(format!("refused by policy: {}", d.reasons.join("; ")));
+                    ending = Some(format!("refused by policy: {}", defang(&d.reasons.join("; "))));
                 }
             }
             JobEvent::Approved(a) => approvals.push(a.approver),
-            JobEvent::Denied(d) => ending = Some(format!("denied by {}: {}", d.by, d.reason)),
-            JobEvent::PlanningFailed(p) => ending = Some(format!("planning failed: {}", p.reason)),
+            JobEvent::Denied(d) => ending = Some(format!("denied by {}: {}", d.by, defang(&d.reason))),
+            JobEvent::PlanningFailed(p) => ending = Some(format!("planning failed: {}", defang(&p.reason))),
             JobEvent::StepStarted(s) => set(&mut steps, s.step, |v| v.status = "running".into()),
             JobEvent::StepSucceeded(s) => set(&mut steps, s.step, |v| {
                 v.status = "succeeded".into();
@@ -92,14 +92,14 @@ pub fn fold(job: JobId, events: &[(u64, Envelope)]) -> Option<JobView> {
             }),
             JobEvent::Failed(f) => {
                 let step = f.step.map(|s| format!(" (step {})", s + 1)).unwrap_or_default();
-                ending = Some(format!("failed at {}{step}: {}", word(&f.stage), f.reason));
+                ending = Some(format!("failed at {}{step}: {}", word(&f.stage), defang(&f.reason)));
                 if f.stage == Stage::Execution {
                     for s in steps.iter_mut().filter(|s| s.status == "running") {
                         s.status = "failed".into();
                     }
                 }
             }
-            JobEvent::Cancelled(c) => ending = Some(format!("cancelled by {}: {}", c.by, c.reason)),
+            JobEvent::Cancelled(c) => ending = Some(format!("cancelled by {}: {}", c.by, defang(&c.reason))),
             JobEvent::TimedOut(t) => {
                 ending = Some(format!("timed out ({} limit of {} s)", word(&t.scope), t.limit_secs));
             }
@@ -120,9 +120,27 @@ fn excerpt<'a>(outputs: impl IntoIterator<Item = Option<&'a str>>) -> Option<Str
     let text = outputs.into_iter().flatten().map(str::trim).find(|t| !t.is_empty())?;
     let count = text.chars().count();
     if count <= EXCERPT_CHARS {
-        return Some(text.to_owned());
+        return Some(defang(text));
     }
-    Some(format!("…{}", text.chars().skip(count - EXCERPT_CHARS).collect::<String>()))
+    Some(format!("…{}", defang(&text.chars().skip(count - EXCERPT_CHARS).collect::<String>())))
+}
+
+/// Text from outside (an intent, a title, output, a reason) made inert:
+/// Telegram turns `/word` into a command a tap sends, so a `/` that starts a
+/// word is followed by an invisible word joiner — an intent holding
+/// "/emergency_stop" is not one tap from stopping the system.
+pub fn defang(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at_word_start = true;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '/' && at_word_start && chars.peek().is_some_and(|n| n.is_alphanumeric() || *n == '_') {
+            out.push('\u{2060}');
+        }
+        at_word_start = c.is_whitespace() || c == '(' || c == '"' || c == '\'';
+    }
+    out
 }
 
 /// A value's wire name (`execution`, `job`), for words in a message.
@@ -134,13 +152,13 @@ fn word(v: &impl Serialize) -> String {
 fn header(v: &JobView) -> String {
     let who = v.job.request.requested_by.as_deref().unwrap_or("someone");
     let risk = v.job.policy.as_ref().map(|p| format!(" · risk {}", p.risk.as_str())).unwrap_or_default();
-    format!("Job {}\n“{}”\nby {who} · {}{risk}", v.job.id, v.job.request.intent, v.job.status.as_str())
+    format!("Job {}\n“{}”\nby {who} · {}{risk}", v.job.id, defang(&v.job.request.intent), v.job.status.as_str())
 }
 
 /// The plan, one line per step with its risk.
 fn plan_lines(v: &JobView, out: &mut String) {
     if let Some(plan) = &v.job.plan {
-        out.push_str(&format!("\n\nPlan: {}", plan.summary));
+        out.push_str(&format!("\n\nPlan: {}", defang(&plan.summary)));
     }
     for (i, s) in v.steps.iter().enumerate() {
         let risk = s.risk.as_deref().unwrap_or("?");
@@ -155,7 +173,7 @@ pub fn approval_request(v: &JobView) -> String {
     plan_lines(v, &mut out);
     if let Some(p) = &v.job.policy {
         if !p.reasons.is_empty() {
-            out.push_str(&format!("\n\nWhy: {}", p.reasons.join("; ")));
+            out.push_str(&format!("\n\nWhy: {}", defang(&p.reasons.join("; "))));
         }
         if p.approvals_required > 1 {
             out.push_str(&format!("\nApprovals: {} of {}", v.approvals.len(), p.approvals_required));

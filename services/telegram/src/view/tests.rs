@@ -30,3 +30,13 @@ fn an_excerpt_is_the_end_of_the_first_output_that_says_something() {
     let e = excerpt([Some(long.as_str())]).expect("some");
     assert!(e.starts_with('…') && e.ends_with("END") && e.chars().count() == EXCERPT_CHARS + 1);
 }
+
+#[test]
+fn text_from_outside_cannot_become_a_tappable_command() {
+    let d = defang("please /emergency_stop now (/resume) and read /tmp/x, a/b stays");
+    assert!(!d.contains("/emergency_stop") && !d.contains("/resume") && !d.contains(" /tmp"), "{d}");
+    assert!(d.contains("a/b stays"), "a slash inside a word is left alone: {d}");
+    assert_eq!(d.replace('\u{2060}', ""), "please /emergency_stop now (/resume) and read /tmp/x, a/b stays");
+    assert_eq!(defang("/start"), "/\u{2060}start");
+    assert_eq!(defang("1 / 2"), "1 / 2");
+}
