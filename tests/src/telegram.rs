@@ -65,9 +65,8 @@ impl FakeBotApi {
             arrived: Arc::new(Notify::new()),
             url,
         };
-        let app = axum::Router::new()
-            .route("/{bot}/{method}", axum::routing::post(call).get(call))
-            .with_state(api.clone());
+        let app =
+            axum::Router::new().route("/{bot}/{method}", axum::routing::post(call).get(call)).with_state(api.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(api)
     }
@@ -125,11 +124,14 @@ impl FakeBotApi {
         let msg = g.messages.get(&message_id).cloned();
         let id = format!("cb-{}", g.next_update);
         let message = msg.map(|m| message_json(&m));
-        push(&mut g, json!({ "callback_query": {
-            "id": id, "chat_instance": "ci",
-            "from": {"id": user, "is_bot": false, "first_name": format!("user{user}")},
-            "message": message, "data": data,
-        }}));
+        push(
+            &mut g,
+            json!({ "callback_query": {
+                "id": id, "chat_instance": "ci",
+                "from": {"id": user, "is_bot": false, "first_name": format!("user{user}")},
+                "message": message, "data": data,
+            }}),
+        );
         drop(g);
         self.arrived.notify_waiters();
         id
@@ -230,7 +232,13 @@ async fn call(
     match method.as_str() {
         "getme" => {
             let mut me: Value = serde_json::from_str(BOT_USER).unwrap_or_default();
-            for flag in ["can_join_groups", "can_read_all_group_messages", "supports_inline_queries", "can_connect_to_business", "has_main_web_app"] {
+            for flag in [
+                "can_join_groups",
+                "can_read_all_group_messages",
+                "supports_inline_queries",
+                "can_connect_to_business",
+                "has_main_web_app",
+            ] {
                 me[flag] = json!(false);
             }
             ok(me)
@@ -239,7 +247,10 @@ async fn call(
         "deletewebhook" | "setmycommands" | "answercallbackquery" => {
             let mut g = api.lock();
             if method == "setmycommands" {
-                g.commands = body["commands"].as_array().map(|c| c.iter().filter_map(|x| x["command"].as_str().map(str::to_owned)).collect()).unwrap_or_default();
+                g.commands = body["commands"]
+                    .as_array()
+                    .map(|c| c.iter().filter_map(|x| x["command"].as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
             }
             if method == "answercallbackquery" {
                 let id = body["callback_query_id"].as_str().unwrap_or_default().to_owned();
@@ -300,7 +311,11 @@ async fn call(
             let text = body["text"].as_str().map(str::to_owned);
             let buttons = buttons_of(&body);
             if method == "editmessagetext" && text.as_deref() == Some(m.text.as_str()) && buttons == m.buttons {
-                return error(400, "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message", None);
+                return error(
+                    400,
+                    "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
+                    None,
+                );
             }
             if let Some(t) = text {
                 m.text = t;

@@ -40,7 +40,11 @@ async fn an_emergency_stop_cancels_running_jobs_and_holds_new_ones_until_resumed
     // Nobody but an administrator stops the system.
     let stop = |token: &str, id: &str| json!({"token": token, "reason": "drill", "command_id": id});
     let refused = sys.request("skynet.cmd.system.pause", stop("token-bob", "c0")).await?;
-    assert_eq!((refused["accepted"].as_bool(), refused["code"].as_str()), (Some(false), Some("forbidden")), "{refused}");
+    assert_eq!(
+        (refused["accepted"].as_bool(), refused["code"].as_str()),
+        (Some(false), Some("forbidden")),
+        "{refused}"
+    );
     let paused = sys.request("skynet.cmd.system.pause", stop(ADMIN_TOKEN, "c1")).await?;
     assert_eq!(paused["accepted"], true, "{paused}");
     // The same command again (a lost reply) is one event.
@@ -48,7 +52,10 @@ async fn an_emergency_stop_cancels_running_jobs_and_holds_new_ones_until_resumed
     let switches = sys.read_all("SKYNET_EVENTS", skynet_contract::system::CONTROL_SUBJECT).await?;
     assert_eq!(switches.len(), 1);
     let pause: serde_json::Value = serde_json::from_slice(&switches[0].2)?;
-    assert_eq!((pause["type"].as_str(), pause["source"].as_str()), (Some("skynet.system.paused.v1"), Some("skynet/policy")));
+    assert_eq!(
+        (pause["type"].as_str(), pause["source"].as_str()),
+        (Some("skynet.system.paused.v1"), Some("skynet/policy"))
+    );
     let by = pause["data"]["by"].as_str().unwrap_or_default().to_owned();
     assert!(!by.is_empty() && pause["data"]["cancel_running"] == true, "{pause}");
 
@@ -63,15 +70,35 @@ async fn an_emergency_stop_cancels_running_jobs_and_holds_new_ones_until_resumed
     let decided = sys.wait_for(held, "skynet.job.policy_decided.v1").await?;
     assert_eq!(decided["data"]["auto_approved"], true);
 
-    let resumed = sys.request("skynet.cmd.system.resume", stop(ADMIN_TOKEN, "c2")).await?;
-    assert_eq!(resumed["accepted"], true, "{resumed}");
+    // Over HTTP: anyone who may read sees the stop; only an administrator lifts it.
+    let url = sys.api(skynet_api::Config::default()).await?;
+    let http = reqwest::Client::new();
+    let state: serde_json::Value = http
+        .get(format!("{url}/v1/system"))
+        .bearer_auth(skynet_system_tests::token("bob"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!((&state["paused"], &state["last"]["by"]), (&json!(true), &json!(by)), "{state}");
+    let not_admin =
+        http.post(format!("{url}/v1/system/resume")).bearer_auth(skynet_system_tests::token("alice")).send().await?;
+    assert_eq!(not_admin.status(), reqwest::StatusCode::FORBIDDEN);
+    let resumed = http
+        .post(format!("{url}/v1/system/resume"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"reason": "drill over"}))
+        .send()
+        .await?;
+    assert_eq!(resumed.status(), reqwest::StatusCode::OK, "{:?}", resumed.text().await);
     if let Err(e) = sys.wait_for(held, "skynet.job.succeeded.v1").await {
         anyhow::bail!("{e}: its events are {:?}", sys.types(held).await?);
     }
     // It was dispatched only after the resume: the log orders them.
-    let switches = skynet_bus::read::read_all(&sys.client, "SKYNET_EVENTS", skynet_contract::system::CONTROL_SUBJECT, 1)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let switches =
+        skynet_bus::read::read_all(&sys.client, "SKYNET_EVENTS", skynet_contract::system::CONTROL_SUBJECT, 1)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
     let resume_seq = switches.last().map(|m| m.seq).unwrap_or_default();
     assert!(seq_of(&sys, held, "skynet.job.dispatched.v1").await? > resume_seq, "dispatched before the resume");
     // The stopped jobs stay cancelled; nothing of theirs runs again.

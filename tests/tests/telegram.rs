@@ -31,7 +31,12 @@ async fn system(fake: &FakeBotApi, nats: NatsServer, db: TestDb) -> anyhow::Resu
 }
 
 /// The first message to `chat` that `pred` accepts.
-async fn message(fake: &FakeBotApi, chat: i64, what: &str, pred: impl Fn(&BotMessage) -> bool) -> anyhow::Result<BotMessage> {
+async fn message(
+    fake: &FakeBotApi,
+    chat: i64,
+    what: &str,
+    pred: impl Fn(&BotMessage) -> bool,
+) -> anyhow::Result<BotMessage> {
     eventually(WAIT, what, || async { fake.messages_to(chat).into_iter().find(|m| pred(m)) }).await
 }
 
@@ -47,7 +52,8 @@ async fn a_task_from_the_chat_is_approved_with_a_button_runs_and_its_messages_sh
     let fake = FakeBotApi::start().await?;
     fake.block(CAROL);
     let sys = system(&fake, NatsServer::start()?, TestDb::create().await?).await?;
-    for command in ["task", "status", "jobs", "approve", "deny", "cancel", "alerts", "emergency_stop", "resume", "help"] {
+    for command in ["task", "status", "jobs", "approve", "deny", "cancel", "alerts", "emergency_stop", "resume", "help"]
+    {
         assert!(fake.commands().iter().any(|c| c == command), "setMyCommands lacks {command}");
     }
     fake.user_says(ALICE, &format!("/task build the project in {}", sys.project()));
@@ -56,7 +62,11 @@ async fn a_task_from_the_chat_is_approved_with_a_button_runs_and_its_messages_sh
     assert!(reply.text.contains("build") && reply.text.contains("[WRITE]"), "{}", reply.text);
 
     // Both approvers are asked, with buttons whose data fits Telegram's 64 bytes.
-    let request = |chat| message(&fake, chat, "the approval request", move |m| m.text.starts_with("Approval needed") && m.text.contains(&job.to_string()));
+    let request = |chat| {
+        message(&fake, chat, "the approval request", move |m| {
+            m.text.starts_with("Approval needed") && m.text.contains(&job.to_string())
+        })
+    };
     let (to_alice, to_bob) = (request(ALICE).await?, request(BOB).await?);
     assert_eq!(to_bob.buttons, [format!("a:{job}"), format!("d:{job}")]);
     assert!(to_bob.buttons.iter().all(|b| b.len() < 64));
@@ -76,10 +86,19 @@ async fn a_task_from_the_chat_is_approved_with_a_button_runs_and_its_messages_sh
 
     // Every message about the job now shows the outcome, without buttons.
     for chat in [ALICE, BOB] {
-        let m = message(&fake, chat, "the request edited with the outcome", |m| m.text.contains(&job.to_string()) && m.text.starts_with('✅') && m.buttons.is_empty() && m.message_id == if chat == BOB { to_bob.message_id } else { to_alice.message_id }).await?;
+        let m = message(&fake, chat, "the request edited with the outcome", |m| {
+            m.text.contains(&job.to_string())
+                && m.text.starts_with('✅')
+                && m.buttons.is_empty()
+                && m.message_id == if chat == BOB { to_bob.message_id } else { to_alice.message_id }
+        })
+        .await?;
         assert!(m.text.contains("exit 0") && m.text.contains("Approved by bob"), "{}", m.text);
     }
-    message(&fake, ALICE, "the /task reply edited with the outcome", |m| m.message_id == reply.message_id && m.text.starts_with('✅')).await?;
+    message(&fake, ALICE, "the /task reply edited with the outcome", |m| {
+        m.message_id == reply.message_id && m.text.starts_with('✅')
+    })
+    .await?;
 
     // A spent button answers with where the job is now.
     let again = fake.user_presses(BOB, to_bob.message_id, &format!("a:{job}"));
@@ -154,10 +173,12 @@ async fn a_restart_and_a_full_redelivery_send_nothing_twice() -> anyhow::Result<
     fake.user_says(ALICE, &format!("/task build the project in {}", project.path().display()));
     let reply = message(&fake, ALICE, "the reply to /task", |m| m.text.starts_with("Job ")).await?;
     let job: uuid::Uuid = reply.text[4..40].parse()?;
-    let requests = |chat| {
-        fake.messages_to(chat).into_iter().filter(|m| m.text.starts_with("Approval needed")).collect::<Vec<_>>()
-    };
-    eventually(WAIT, "both requests", || async { (requests(ALICE).len() == 1 && requests(BOB).len() == 1).then_some(()) }).await?;
+    let requests =
+        |chat| fake.messages_to(chat).into_iter().filter(|m| m.text.starts_with("Approval needed")).collect::<Vec<_>>();
+    eventually(WAIT, "both requests", || async {
+        (requests(ALICE).len() == 1 && requests(BOB).len() == 1).then_some(())
+    })
+    .await?;
     let (nats, db) = sys.stop_services().await?;
     let sys = system(&fake, nats, db).await?;
 
@@ -182,7 +203,10 @@ async fn a_restart_and_a_full_redelivery_send_nothing_twice() -> anyhow::Result<
     if let Err(e) = sys.wait_for(job, "skynet.job.succeeded.v1").await {
         anyhow::bail!("{e}: the job's events are {:?}", sys.types(job).await?);
     }
-    message(&fake, BOB, "the pre-restart request edited with the outcome", |m| m.message_id == to_bob.message_id && m.text.starts_with('✅')).await?;
+    message(&fake, BOB, "the pre-restart request edited with the outcome", |m| {
+        m.message_id == to_bob.message_id && m.text.starts_with('✅')
+    })
+    .await?;
     eventually(WAIT, "both requests to show the outcome", || async {
         (requests(ALICE).is_empty() && requests(BOB).is_empty()).then_some(())
     })

@@ -135,7 +135,11 @@ pub async fn current(stream: &jetstream::stream::Stream) -> Result<SystemState, 
     // (the last one held is kept) rather than read as "running".
     if env.source != system::SOURCE {
         warn!(source = %env.source, seq = m.sequence, "system control event from another source");
-        return Err(format!("the newest system control event (seq {}) comes from {}, not the policy", m.sequence, env.source).into());
+        return Err(format!(
+            "the newest system control event (seq {}) comes from {}, not the policy",
+            m.sequence, env.source
+        )
+        .into());
     }
     let data: SystemSwitched = serde_json::from_value(env.data)?;
     Ok(SystemState::apply(&env.ty, data, env.time, m.sequence).unwrap_or_default())

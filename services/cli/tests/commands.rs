@@ -36,7 +36,8 @@ async fn system() -> anyhow::Result<Running> {
     let token = stop.clone();
     // Every service, the initiative included (its first evaluation is an
     // interval, 300 s, away: it only answers the commands here).
-    let services: Vec<Service> = Service::ALL.iter().copied().filter(|s| *s != Service::Api).collect();
+    let services: Vec<Service> =
+        Service::ALL.iter().copied().filter(|s| !matches!(s, Service::Api | Service::Telegram)).collect();
     tokio::spawn(async move { up::run(&infra, &settings, &services, token).await });
     // Ready once the policy service answers.
     let client = nats.connect_as("client").await?;
@@ -210,6 +211,18 @@ async fn task_wait_exits_with_the_jobs_outcome_and_the_other_commands_work() -> 
     let resumed = run(&r, &["initiative", "resume"])?;
     assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
     assert!(text(&run(&r, &["initiative", "status"])?).starts_with("initiative: running (resumed by admin"));
+
+    // The emergency stop from a terminal: an unknown token refused, then the
+    // admin's pause (recorded, naming them) and resume.
+    let refused = run(&r, &["pause", "--token", "nobody"])?;
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(text(&refused).contains("unauthorized"), "{}", text(&refused));
+    let paused = run(&r, &["pause", "--reason", "drill", "--keep-running"])?;
+    assert_eq!(paused.status.code(), Some(0), "{}", text(&paused));
+    assert!(text(&paused).contains("system paused by admin") && text(&paused).contains("run on"), "{}", text(&paused));
+    let resumed = run(&r, &["resume"])?;
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    assert!(text(&resumed).contains("system resumed by admin"), "{}", text(&resumed));
 
     // No system: a clear error, not a panic.
     let nowhere = Command::new(env!("CARGO_BIN_EXE_skynet"))

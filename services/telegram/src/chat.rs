@@ -13,9 +13,9 @@ use skynet_contract::system::{self, SwitchSystem};
 use skynet_contract::task::{TASK_REQUESTED, TaskRequested};
 use skynet_contract::{Envelope, JobId, subjects};
 use skynet_job::Status;
+use teloxide::Bot;
 use teloxide::prelude::{Requester, ResponseResult};
 use teloxide::types::{CallbackQuery, Message};
-use teloxide::Bot;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::commands::{self as parse, Request};
@@ -57,13 +57,21 @@ pub async fn on_message(_bot: Bot, msg: Message, ctx: Arc<Ctx>) -> ResponseResul
         let age = Utc::now().signed_duration_since(msg.date);
         if request.changes_something() && age > chrono::Duration::seconds(MAX_COMMAND_AGE_SECS) {
             let when = msg.date.format("%H:%M:%S UTC");
-            reply(&ctx, chat, &format!("Ignored: you sent this at {when}, while I was away. Send it again if you still mean it.")).await;
+            reply(
+                &ctx,
+                chat,
+                &format!("Ignored: you sent this at {when}, while I was away. Send it again if you still mean it."),
+            )
+            .await;
             return;
         }
         // The token may have been revoked since start: every request is checked.
         let principal = match ctx.principal(&user).await {
             Ok(Some(p)) => p,
-            Ok(None) => return reply(&ctx, chat, "Your SKYNET token is no longer valid; nothing was done. Ask the operator.").await,
+            Ok(None) => {
+                return reply(&ctx, chat, "Your SKYNET token is no longer valid; nothing was done. Ask the operator.")
+                    .await;
+            }
             Err(e) => return reply(&ctx, chat, &format!("Nothing was done: {e}.")).await,
         };
         if request.reads() && !principal.has(PrincipalRole::Read) {
@@ -77,7 +85,8 @@ pub async fn on_message(_bot: Bot, msg: Message, ctx: Arc<Ctx>) -> ResponseResul
             Request::Jobs(state) => jobs(&ctx, state.as_deref()).await,
             Request::Cancel(job) => match ctx.resolve_job(&job).await {
                 Ok(job) => {
-                    let body = Cancel { job_id: job, token: user.token.clone(), reason: "cancelled from Telegram".into() };
+                    let body =
+                        Cancel { job_id: job, token: user.token.clone(), reason: "cancelled from Telegram".into() };
                     said(ctx.command(commands::CANCEL, &body).await)
                 }
                 Err(e) => e,
@@ -87,7 +96,9 @@ pub async fn on_message(_bot: Bot, msg: Message, ctx: Arc<Ctx>) -> ResponseResul
                 Err(e) => e,
             },
             Request::Deny(job, reason) => match ctx.resolve_job(&job).await {
-                Ok(job) => said(ctx.command(commands::DENY, &Deny { job_id: job, token: user.token.clone(), reason }).await),
+                Ok(job) => {
+                    said(ctx.command(commands::DENY, &Deny { job_id: job, token: user.token.clone(), reason }).await)
+                }
                 Err(e) => e,
             },
             Request::Alerts => alerts(&ctx).await,
@@ -112,7 +123,11 @@ pub async fn on_button(_bot: Bot, q: CallbackQuery, ctx: Arc<Ctx>) -> ResponseRe
         answer(&ctx, &q, REFUSAL).await;
         return Ok(());
     }
-    let parsed = q.data.as_deref().and_then(|d| d.split_once(':')).and_then(|(verb, job)| Some((verb, job.parse::<JobId>().ok()?)));
+    let parsed = q
+        .data
+        .as_deref()
+        .and_then(|d| d.split_once(':'))
+        .and_then(|(verb, job)| Some((verb, job.parse::<JobId>().ok()?)));
     let Some((verb, job)) = parsed else {
         answer(&ctx, &q, "This button is not one of mine.").await;
         return Ok(());
@@ -172,7 +187,11 @@ async fn confirmation_of(ctx: &Ctx, job: JobId) -> Option<String> {
 async fn current_state(ctx: &Ctx, job: JobId, refusal: &str) -> String {
     match ctx.view(job).await {
         Ok(Some(v)) => {
-            let by = if v.approvals.is_empty() { String::new() } else { format!(" (approved by {})", v.approvals.join(", ")) };
+            let by = if v.approvals.is_empty() {
+                String::new()
+            } else {
+                format!(" (approved by {})", v.approvals.join(", "))
+            };
             let ending = v.ending.map(|e| format!(": {e}")).unwrap_or_default();
             format!("Nothing changed: the job is {}{by}{ending}. ({refusal})", v.job.status.as_str())
         }
@@ -192,13 +211,26 @@ async fn submit(ctx: &Ctx, user: &AllowedUser, chat: i64, message: i32, intent: 
     let key = format!("{}:{chat}:{message}", ctx.config.bot_token);
     let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes()).to_string();
     let job = JobId::for_request(&source, &id);
-    let data = TaskRequested { intent, working_dir: None, project: None, requested_by: None, constraints: Default::default(), plan: None };
+    let data = TaskRequested {
+        intent,
+        working_dir: None,
+        project: None,
+        requested_by: None,
+        constraints: Default::default(),
+        plan: None,
+    };
     let submitted = async {
-        let env = Envelope::new(TASK_REQUESTED, id.clone(), &source, None, Utc::now(), &data).map_err(|e| e.to_string())?;
+        let env =
+            Envelope::new(TASK_REQUESTED, id.clone(), &source, None, Utc::now(), &data).map_err(|e| e.to_string())?;
         let (mut headers, payload) = skynet_bus::codec::encode(&env);
         headers.insert("Authorization", format!("Bearer {}", user.token).as_str());
         let msg = async_nats::jetstream::message::PublishMessage::build().headers(headers).payload(payload);
-        ctx.js.send_publish(subjects::INTAKE_CLIENT, msg).await.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())
+        ctx.js
+            .send_publish(subjects::INTAKE_CLIENT, msg)
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())
     };
     if let Err(e) = submitted.await {
         reply(ctx, chat, &format!("Not submitted: {e}. Try again.")).await;
@@ -225,15 +257,21 @@ async fn submit(ctx: &Ctx, user: &AllowedUser, chat: i64, message: i32, intent: 
         Some(v) => crate::view::summary(v, &ctx.config.output_hint),
         None => format!("Submitted as job {job}; it is not planned yet (/status {job})."),
     };
-    let Ok(message_id) = send::send(&ctx.bot, chat, &text, None).await.inspect_err(|e| warn!(error = %e, "reply failed")) else {
+    let Ok(message_id) =
+        send::send(&ctx.bot, chat, &text, None).await.inspect_err(|e| warn!(error = %e, "reply failed"))
+    else {
         return;
     };
     let record = SentMessage { chat, message_id: message_id.0, purpose: Purpose::Submitted };
-    if let Err(e) = ctx.sent.update_job(job, |m| {
-        if !m.has(chat, Purpose::Submitted) {
-            m.messages.push(record.clone());
-        }
-    }).await {
+    if let Err(e) = ctx
+        .sent
+        .update_job(job, |m| {
+            if !m.has(chat, Purpose::Submitted) {
+                m.messages.push(record.clone());
+            }
+        })
+        .await
+    {
         warn!(error = %e, "could not remember the reply; it will not be edited with the outcome");
         return;
     }
@@ -242,7 +280,8 @@ async fn submit(ctx: &Ctx, user: &AllowedUser, chat: i64, message: i32, intent: 
     if let Ok(Some(v)) = ctx.view(job).await
         && v.job.status.is_terminal()
     {
-        let _ = send::edit(&ctx.bot, chat, message_id.0, &crate::view::outcome(&v, &ctx.config.output_hint), None).await;
+        let _ =
+            send::edit(&ctx.bot, chat, message_id.0, &crate::view::outcome(&v, &ctx.config.output_hint), None).await;
     }
 }
 
@@ -264,7 +303,11 @@ async fn system_status(ctx: &Ctx) -> String {
     match ctx.js.get_stream(skynet_bus::definitions::EVENTS_STREAM).await {
         Ok(stream) => match skynet_bus::pause::current(&stream).await {
             Ok(s) if s.paused => {
-                let last = s.last.unwrap_or_else(|| system::SystemSwitched { by: "?".into(), reason: String::new(), cancel_running: false });
+                let last = s.last.unwrap_or_else(|| system::SystemSwitched {
+                    by: "?".into(),
+                    reason: String::new(),
+                    cancel_running: false,
+                });
                 let reason = crate::view::defang(&last.reason);
                 out.push_str(&format!("⛔ PAUSED by {}: {reason} — /resume lifts it\n", last.by));
             }
@@ -320,7 +363,9 @@ async fn jobs(ctx: &Ctx, state: Option<&str>) -> String {
 
 /// `/alerts`: what the sentinel sees firing.
 async fn alerts(ctx: &Ctx) -> String {
-    let answer = tokio::time::timeout(Duration::from_secs(5), ctx.nats.request(skynet_contract::alert::STATUS, "{}".into())).await;
+    let answer =
+        tokio::time::timeout(Duration::from_secs(5), ctx.nats.request(skynet_contract::alert::STATUS, "{}".into()))
+            .await;
     let status: Result<skynet_contract::alert::SystemStatus, String> = match answer {
         Ok(Ok(m)) => serde_json::from_slice(&m.payload).map_err(|e| e.to_string()),
         Ok(Err(e)) => Err(e.to_string()),
@@ -329,11 +374,11 @@ async fn alerts(ctx: &Ctx) -> String {
     match status {
         Ok(s) if s.alerts.is_empty() => "No alerts firing.".into(),
         Ok(s) => {
-            let lines: Vec<String> =
-                s.alerts
-                    .iter()
-                    .map(|a| crate::view::defang(&format!("🔔 {} {}: {}", a.severity.as_str(), a.subject, a.summary)))
-                    .collect();
+            let lines: Vec<String> = s
+                .alerts
+                .iter()
+                .map(|a| crate::view::defang(&format!("🔔 {} {}: {}", a.severity.as_str(), a.subject, a.summary)))
+                .collect();
             crate::view::fit(lines.join("\n"), "")
         }
         Err(e) => format!("Cannot read alerts: {e}"),
@@ -386,7 +431,10 @@ async fn answer(ctx: &Ctx, q: &CallbackQuery, text: &str) {
     // A callback answer shows at most 200 characters.
     let text: String = text.chars().take(200).collect();
     let result = send::retrying("answerCallbackQuery", || {
-        let req = teloxide::payloads::AnswerCallbackQuerySetters::text(ctx.bot.answer_callback_query(q.id.clone()), text.clone());
+        let req = teloxide::payloads::AnswerCallbackQuerySetters::text(
+            ctx.bot.answer_callback_query(q.id.clone()),
+            text.clone(),
+        );
         async move { req.await }
     })
     .await;

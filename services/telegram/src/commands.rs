@@ -59,14 +59,19 @@ pub const COMMANDS: &[(&str, &str)] = &[
 pub fn parse(text: &str) -> Request {
     let text = text.trim();
     let Some(command) = text.strip_prefix('/') else {
-        return if text.is_empty() { Request::Invalid("Send a task, or /help.".into()) } else { Request::Task(text.into()) };
+        return if text.is_empty() {
+            Request::Invalid("Send a task, or /help.".into())
+        } else {
+            Request::Task(text.into())
+        };
     };
     let (head, rest) = command.split_once(char::is_whitespace).unwrap_or((command, ""));
     let name = head.split('@').next().unwrap_or_default().to_lowercase();
     let rest = rest.trim();
     let mut words = rest.split_whitespace();
     let first = words.next().map(str::to_owned);
-    let after_first = || rest.split_once(char::is_whitespace).map(|(_, r)| r.trim().to_owned()).filter(|r| !r.is_empty());
+    let after_first =
+        || rest.split_once(char::is_whitespace).map(|(_, r)| r.trim().to_owned()).filter(|r| !r.is_empty());
     let need_job = |what: &str| Request::Invalid(format!("Which job? /{what} <job id>"));
     match name.as_str() {
         "start" => Request::Start,
@@ -91,9 +96,7 @@ pub fn parse(text: &str) -> Request {
 
 /// The text of `/help`.
 pub fn help() -> String {
-    let mut out = String::from(
-        "SKYNET: submit work, follow it, approve it.\nSend a task as plain text, or use:\n",
-    );
+    let mut out = String::from("SKYNET: submit work, follow it, approve it.\nSend a task as plain text, or use:\n");
     for (name, what) in COMMANDS {
         out.push_str(&format!("\n/{name} — {what}"));
     }

@@ -117,10 +117,10 @@ mod tests {
     #[test]
     fn users_parse_and_errors_never_show_a_token() {
         let users = parse_users(" 42=tok-a, 7=tok-b\n").expect("parses");
-        assert_eq!(users.iter().map(|u| (u.telegram_id, u.token.as_str())).collect::<Vec<_>>(), [
-            (42, "tok-a"),
-            (7, "tok-b")
-        ]);
+        assert_eq!(
+            users.iter().map(|u| (u.telegram_id, u.token.as_str())).collect::<Vec<_>>(),
+            [(42, "tok-a"), (7, "tok-b")]
+        );
         let e = parse_users("alice=secret-token").expect_err("not an id").to_string();
         assert!(!e.contains("secret-token") && e.contains("alice"), "{e}");
         assert!(matches!(parse_users("1=a,1=b"), Err(ConfigError::Duplicate(1))));

@@ -58,10 +58,8 @@ fn job_key(job: JobId) -> String {
 
 impl Sent {
     pub async fn open(js: &async_nats::jetstream::Context) -> Result<Sent, KvError> {
-        let kv = js
-            .get_key_value(skynet_bus::definitions::TELEGRAM_BUCKET)
-            .await
-            .map_err(|e| KvError(e.to_string()))?;
+        let kv =
+            js.get_key_value(skynet_bus::definitions::TELEGRAM_BUCKET).await.map_err(|e| KvError(e.to_string()))?;
         Ok(Sent { kv })
     }
 

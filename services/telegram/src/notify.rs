@@ -135,12 +135,16 @@ async fn refresh(ctx: &Ctx, job: JobId, view: &JobView) -> Result<(), String> {
     for m in &sent.messages {
         let (text, buttons) = match (view.job.status, m.purpose) {
             (s, _) if s.is_terminal() => (view::outcome(view, hint), None),
-            (Status::AwaitingApproval, Purpose::Approval) => (view::approval_request(view), Some(send::decision_buttons(job))),
+            (Status::AwaitingApproval, Purpose::Approval) => {
+                (view::approval_request(view), Some(send::decision_buttons(job)))
+            }
             _ => (view::summary(view, hint), None),
         };
         match send::edit(&ctx.bot, m.chat, m.message_id, &text, buttons).await {
             Ok(()) => {}
-            Err(e) if send::undeliverable(&e) => warn!(chat = m.chat, error = %e, "message no longer editable; skipped"),
+            Err(e) if send::undeliverable(&e) => {
+                warn!(chat = m.chat, error = %e, "message no longer editable; skipped")
+            }
             Err(e) => return Err(format!("editing message {} in {}: {e}", m.message_id, m.chat)),
         }
     }
@@ -157,7 +161,10 @@ async fn broadcast(ctx: &Ctx, msg: &Message, seq: u64) -> Disposition {
     };
     let text = if msg.subject.as_str() == system::CONTROL_SUBJECT {
         if env.source != system::SOURCE {
-            return Disposition::DeadLetter { code: "wrong_source", reason: format!("system switch from {}", env.source) };
+            return Disposition::DeadLetter {
+                code: "wrong_source",
+                reason: format!("system switch from {}", env.source),
+            };
         }
         let Ok(s) = serde_json::from_value::<SystemSwitched>(env.data.clone()) else {
             return Disposition::DeadLetter { code: "invalid_data", reason: "not a system switch".into() };
@@ -165,9 +172,14 @@ async fn broadcast(ctx: &Ctx, msg: &Message, seq: u64) -> Disposition {
         match env.ty.as_str() {
             system::PAUSED if s.cancel_running => {
                 let reason = view::defang(&s.reason);
-                format!("⛔ EMERGENCY STOP by {}: {reason}\nRunning jobs are cancelled; new jobs wait. /resume lifts it.", s.by)
+                format!(
+                    "⛔ EMERGENCY STOP by {}: {reason}\nRunning jobs are cancelled; new jobs wait. /resume lifts it.",
+                    s.by
+                )
             }
-            system::PAUSED => format!("⏸ Dispatching paused by {}: {}\n/resume lifts it.", s.by, view::defang(&s.reason)),
+            system::PAUSED => {
+                format!("⏸ Dispatching paused by {}: {}\n/resume lifts it.", s.by, view::defang(&s.reason))
+            }
             _ => format!("▶️ Resumed by {}: {}", s.by, view::defang(&s.reason)),
         }
     } else {

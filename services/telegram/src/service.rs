@@ -10,18 +10,18 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use serde::Serialize;
+use skynet_bus::EventStore;
 use skynet_bus::consumer::{self, ConsumerSpec};
 use skynet_bus::definitions::EVENTS_STREAM;
 use skynet_bus::principals::Principals;
-use skynet_bus::EventStore;
+use skynet_contract::JobId;
 use skynet_contract::commands::CommandReply;
 use skynet_contract::principal::Principal;
-use skynet_contract::JobId;
+use teloxide::Bot;
 use teloxide::dispatching::{Dispatcher, UpdateFilterExt};
 use teloxide::prelude::{Requester, dptree};
 use teloxide::types::{BotCommand, Update};
 use teloxide::update_listeners::Polling;
-use teloxide::Bot;
 use tracing::{error, info, warn};
 
 use crate::config::{AllowedUser, Config};
@@ -124,7 +124,11 @@ impl Ctx {
 }
 
 /// Runs the bot until `shutdown` resolves.
-pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+pub async fn run(
+    config: Config,
+    deps: Deps,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     for user in &config.users {
         match deps.principals.verify(&user.token).await {
             Ok(Some(p)) => info!(service = SERVICE, telegram_user = user.telegram_id, principal = %p.name, "allowed"),

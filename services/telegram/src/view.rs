@@ -229,7 +229,8 @@ pub fn fit(text: String, hint: &str) -> String {
     if utf16_len(&text) <= MAX_MESSAGE {
         return text;
     }
-    let note = if hint.is_empty() { "\n… (cut to fit a message)".to_owned() } else { format!("\n… (cut; full: {hint})") };
+    let note =
+        if hint.is_empty() { "\n… (cut to fit a message)".to_owned() } else { format!("\n… (cut; full: {hint})") };
     let budget = MAX_MESSAGE - utf16_len(&note);
     let mut out = String::new();
     let mut used = 0;

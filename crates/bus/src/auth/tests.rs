@@ -248,7 +248,8 @@ fn the_telegram_bot_submits_and_commands_only_as_the_people_it_speaks_for() {
     // the trusted channel (whose requester is taken as named) is not the bot's.
     assert!(bot.may_publish("skynet.intake.client"));
     assert!(!bot.may_publish("skynet.intake.task"));
-    for command in ["skynet.cmd.job.approve", "skynet.cmd.job.deny", "skynet.cmd.job.cancel", "skynet.cmd.system.pause"] {
+    for command in ["skynet.cmd.job.approve", "skynet.cmd.job.deny", "skynet.cmd.job.cancel", "skynet.cmd.system.pause"]
+    {
         assert!(bot.may_publish(command), "{command}");
     }
     // It records nothing in the log, and no switch of the system itself.

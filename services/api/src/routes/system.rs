@@ -33,11 +33,10 @@ pub struct SystemSwitch {
     responses((status = 200, body = Object), (status = 503, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn status(State(s): State<AppState>) -> Result<Json<SystemState>, ApiError> {
-    let stream = s
-        .js
-        .get_stream(skynet_bus::definitions::EVENTS_STREAM)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("the log: {e}")))?;
+    let stream =
+        s.js.get_stream(skynet_bus::definitions::EVENTS_STREAM)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("the log: {e}")))?;
     let state =
         skynet_bus::pause::current(&stream).await.map_err(|e| ApiError::Unavailable(format!("the pause: {e}")))?;
     Ok(Json(state))

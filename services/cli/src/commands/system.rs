@@ -36,7 +36,9 @@ pub async fn run(pause: Option<PauseArgs>, resume_reason: Option<String>, c: &Cl
     // One id for this command: a retry records nothing twice.
     let command_id = uuid::Uuid::new_v4().to_string();
     let (subject, body) = match pause {
-        Some(p) => (system::PAUSE, SwitchSystem { token, reason: p.reason, command_id, cancel_running: !p.keep_running }),
+        Some(p) => {
+            (system::PAUSE, SwitchSystem { token, reason: p.reason, command_id, cancel_running: !p.keep_running })
+        }
         None => (
             system::RESUME,
             SwitchSystem { token, reason: resume_reason.unwrap_or_default(), command_id, cancel_running: false },
