@@ -44,4 +44,20 @@ impl AppState {
             Err(_) => Err(unavailable(format!("no answer within {:?}", self.service_timeout()))),
         }
     }
+
+    /// Sends a command and returns the service's reply when it took effect,
+    /// or its refusal as the matching HTTP error.
+    pub async fn command(
+        &self,
+        subject: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<skynet_contract::commands::CommandReply, crate::error::ApiError> {
+        let raw = self.request(subject, serde_json::to_vec(body).unwrap_or_default()).await?;
+        let reply: skynet_contract::commands::CommandReply = serde_json::from_slice(&raw)
+            .map_err(|e| crate::error::ApiError::Internal(format!("unreadable reply on {subject}: {e}")))?;
+        if reply.accepted {
+            return Ok(reply);
+        }
+        Err(crate::error::ApiError::refused(reply.code.as_deref(), reply.message))
+    }
 }

@@ -74,11 +74,5 @@ async fn switch(
     let Switch { reason, command_id } = body.map(|Json(b)| b).unwrap_or_default();
     let command_id = command_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let cmd = SwitchInitiative { token, reason, command_id };
-    let raw = s.request(subject, serde_json::to_vec(&cmd).unwrap_or_default()).await?;
-    let reply: CommandReply =
-        serde_json::from_slice(&raw).map_err(|e| ApiError::Internal(format!("unreadable initiative reply: {e}")))?;
-    if reply.accepted {
-        return Ok(Json(reply));
-    }
-    Err(ApiError::refused(reply.code.as_deref(), reply.message))
+    Ok(Json(s.command(subject, &cmd).await?))
 }

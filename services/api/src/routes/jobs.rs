@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use skynet_contract::JobId;
-use skynet_contract::commands::{self, CommandReply};
+use skynet_contract::commands;
 use tokio::io::AsyncReadExt;
 use utoipa::{IntoParams, ToSchema};
 
@@ -251,18 +251,8 @@ async fn command(
     job: JobId,
     body: serde_json::Value,
 ) -> Result<Json<CommandOutcome>, ApiError> {
-    let raw = s.request(subject, serde_json::to_vec(&body).unwrap_or_default()).await?;
-    let reply: CommandReply =
-        serde_json::from_slice(&raw).map_err(|e| ApiError::Internal(format!("unreadable command reply: {e}")))?;
-    if reply.accepted {
-        return Ok(Json(CommandOutcome {
-            accepted: true,
-            job_id: job.0,
-            status: reply.status,
-            message: reply.message,
-        }));
-    }
-    Err(ApiError::refused(reply.code.as_deref(), reply.message))
+    let reply = s.command(subject, &body).await?;
+    Ok(Json(CommandOutcome { accepted: true, job_id: job.0, status: reply.status, message: reply.message }))
 }
 
 /// Approves a job awaiting approval (ADMIN jobs need `confirmation`).
