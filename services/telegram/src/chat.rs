@@ -21,8 +21,8 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::commands::{self as parse, Request};
 use crate::config::AllowedUser;
 use crate::kv::{Purpose, SentMessage};
-use crate::send;
 use crate::service::{Ctx, SERVICE};
+use crate::{reads, send};
 
 const REFUSAL: &str =
     "Sorry, this bot only works in private chats with the people its operator allowed. Nothing was done.";
@@ -81,8 +81,8 @@ pub async fn on_message(_bot: Bot, msg: Message, ctx: Arc<Ctx>) -> ResponseResul
             Request::Start | Request::Help => parse::help(),
             Request::Invalid(why) => why,
             Request::Task(intent) => return submit(&ctx, &user, chat, msg.id.0, intent).await,
-            Request::Status(job) => status(&ctx, job.as_deref()).await,
-            Request::Jobs(state) => jobs(&ctx, state.as_deref()).await,
+            Request::Status(job) => reads::status(&ctx, job.as_deref()).await,
+            Request::Jobs(state) => reads::jobs(&ctx, state.as_deref()).await,
             Request::Cancel(job) => match ctx.resolve_job(&job).await {
                 Ok(job) => {
                     let body =
@@ -101,7 +101,7 @@ pub async fn on_message(_bot: Bot, msg: Message, ctx: Arc<Ctx>) -> ResponseResul
                 }
                 Err(e) => e,
             },
-            Request::Alerts => alerts(&ctx).await,
+            Request::Alerts => reads::alerts(&ctx).await,
             Request::EmergencyStop(reason) => switch(&ctx, &user, msg.id.0, true, reason).await,
             Request::Resume(reason) => switch(&ctx, &user, msg.id.0, false, reason).await,
         };
@@ -282,106 +282,6 @@ async fn submit(ctx: &Ctx, user: &AllowedUser, chat: i64, message: i32, intent: 
     {
         let _ =
             send::edit(&ctx.bot, chat, message_id.0, &crate::view::outcome(&v, &ctx.config.output_hint), None).await;
-    }
-}
-
-/// `/status [job]`.
-async fn status(ctx: &Ctx, job: Option<&str>) -> String {
-    let Some(job) = job else { return system_status(ctx).await };
-    match ctx.resolve_job(job).await {
-        Ok(job) => match ctx.view(job).await {
-            Ok(Some(v)) => crate::view::summary(&v, &ctx.config.output_hint),
-            Ok(None) => format!("No job {job}."),
-            Err(e) => e,
-        },
-        Err(e) => e,
-    }
-}
-
-async fn system_status(ctx: &Ctx) -> String {
-    let mut out = String::new();
-    match ctx.js.get_stream(skynet_bus::definitions::EVENTS_STREAM).await {
-        Ok(stream) => match skynet_bus::pause::current(&stream).await {
-            Ok(s) if s.paused => {
-                let last = s.last.unwrap_or_else(|| system::SystemSwitched {
-                    by: "?".into(),
-                    reason: String::new(),
-                    cancel_running: false,
-                });
-                let reason = crate::view::defang(&last.reason);
-                out.push_str(&format!("⛔ PAUSED by {}: {reason} — /resume lifts it\n", last.by));
-            }
-            Ok(_) => out.push_str("Dispatching: running\n"),
-            Err(e) => out.push_str(&format!("Pause state unknown: {e}\n")),
-        },
-        Err(e) => out.push_str(&format!("Pause state unknown: {e}\n")),
-    }
-    let counts: Result<Vec<(String, i64)>, _> =
-        sqlx::query_as("SELECT status, count(*) FROM jobs GROUP BY status ORDER BY status").fetch_all(&ctx.db).await;
-    match counts {
-        Ok(rows) if rows.is_empty() => out.push_str("No jobs yet."),
-        Ok(rows) => {
-            out.push_str("Jobs:");
-            for (status, n) in rows {
-                out.push_str(&format!("\n  {status}: {n}"));
-            }
-        }
-        Err(e) => out.push_str(&format!("Jobs unknown (read models): {e}")),
-    }
-    out
-}
-
-/// `/jobs [state]`: the ten newest.
-async fn jobs(ctx: &Ctx, state: Option<&str>) -> String {
-    if let Some(s) = state
-        && !Status::ALL.iter().any(|x| x.as_str() == s)
-    {
-        let all: Vec<&str> = Status::ALL.iter().map(|x| x.as_str()).collect();
-        return format!("No state {s:?}; one of: {}", all.join(", "));
-    }
-    let rows: Result<Vec<(uuid::Uuid, String, String)>, _> = sqlx::query_as(
-        "SELECT id, status, intent FROM jobs WHERE ($1::text IS NULL OR status = $1) ORDER BY created_at DESC, id DESC LIMIT 10",
-    )
-    .bind(state)
-    .fetch_all(&ctx.db)
-    .await;
-    match rows {
-        Ok(rows) if rows.is_empty() => "No jobs.".into(),
-        Ok(rows) => {
-            let lines: Vec<String> = rows
-                .into_iter()
-                .map(|(id, status, intent)| {
-                    let intent = crate::view::defang(&intent.chars().take(60).collect::<String>());
-                    format!("{} {status} — {intent}", &id.to_string()[..8])
-                })
-                .collect();
-            crate::view::fit(lines.join("\n"), "")
-        }
-        Err(e) => format!("Cannot list jobs now: {e}"),
-    }
-}
-
-/// `/alerts`: what the sentinel sees firing.
-async fn alerts(ctx: &Ctx) -> String {
-    let answer =
-        tokio::time::timeout(Duration::from_secs(5), ctx.nats.request(skynet_contract::alert::STATUS, "{}".into()))
-            .await;
-    let status: Result<skynet_contract::alert::SystemStatus, String> = match answer {
-        Ok(Ok(m)) => serde_json::from_slice(&m.payload).map_err(|e| e.to_string()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer within 5 s (is the sentinel running?)".into()),
-    };
-    match status {
-        Ok(s) if s.alerts.is_empty() => "No alerts firing.".into(),
-        Ok(s) => {
-            let lines: Vec<String> = s
-                .alerts
-                .iter()
-                .map(|a| crate::view::defang(&format!("🔔 {} {}: {}", a.severity.as_str(), a.subject, a.summary)))
-                .collect();
-            crate::view::fit(lines.join("\n"), "")
-        }
-        Err(e) => format!("Cannot read alerts: {e}"),
     }
 }
 

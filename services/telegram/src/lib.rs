@@ -5,6 +5,7 @@
 //! * [`commands`]: what a chat message asks for (pure).
 //! * [`chat`]: messages and button presses → submissions and commands sent
 //!   with the user's own token (the intake and policy verify it again).
+//! * `reads`: `/status`, `/jobs`, `/alerts`.
 //! * [`notify`]: the durable consumer that pushes approval requests with
 //!   buttons, edits them with decisions and outcomes, and relays alerts and
 //!   the emergency stop; what was sent is kept in [`kv`].
@@ -16,6 +17,7 @@ pub mod commands;
 pub mod config;
 pub mod kv;
 pub mod notify;
+mod reads;
 pub mod send;
 mod service;
 pub mod view;

@@ -29,9 +29,9 @@ use crate::view::{self, JobView};
 /// inside the 30 s ack wait): waiting out Telegram's rate limit must not let
 /// the server hand the same event to another handler.
 pub async fn handle(ctx: &Arc<Ctx>, msg: Message) -> Disposition {
-    let keep = {
+    let _keep = {
         let msg = msg.clone();
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
             tick.tick().await;
             loop {
@@ -40,11 +40,18 @@ pub async fn handle(ctx: &Arc<Ctx>, msg: Message) -> Disposition {
                     warn!(service = SERVICE, error = %e, "progress ack failed");
                 }
             }
-        })
+        }))
     };
-    let disposition = handle_event(ctx, msg).await;
-    keep.abort();
-    disposition
+    handle_event(ctx, msg).await
+}
+
+/// Stops the progress acks however the handling ends (a panic included).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn handle_event(ctx: &Arc<Ctx>, msg: Message) -> Disposition {
