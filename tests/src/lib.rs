@@ -3,6 +3,7 @@
 //! Postgres database. The tests then talk to it only through public surfaces:
 //! NATS subjects with a plain async-nats client, and the read-model database.
 
+pub mod browser;
 pub mod telegram;
 
 use skynet_cli::infra::Infra;

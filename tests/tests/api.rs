@@ -319,7 +319,7 @@ async fn the_predecessors_endpoints_answer_as_specified() -> anyhow::Result<()> 
     let sys = mock_system().await?;
     let api = Api { url: sys.api(config()).await?, http: reqwest::Client::new() };
 
-    let (code, root) = api.get("/").await?;
+    let (code, root) = api.get("/v1").await?;
     assert_eq!((code, root["status"].as_str()), (StatusCode::OK, Some("online")));
     let (code, health) = eventually(Duration::from_secs(20), "healthy", || async {
         let (c, h) = api.get("/v1/health").await.ok()?;
@@ -402,7 +402,7 @@ async fn every_route_of_the_openapi_document_needs_a_token_and_its_role() -> any
     for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
         for method in ops.as_object().into_iter().flatten().map(|(m, _)| m.to_uppercase()) {
             let concrete = path.replace("{id}", &job).replace("{n}", "0");
-            let public = matches!(path.as_str(), "/" | "/v1/health");
+            let public = matches!(path.as_str(), "/v1" | "/v1/health");
             let read =
                 method == "GET" || ["/v1/plan", "/v1/policy/check", "/v1/scheduler/diagnose"].contains(&path.as_str());
             let send = |token: Option<&str>| {

@@ -74,6 +74,11 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
     /// The stable code.
     pub fn code(&self) -> &'static str {
         self.parts().1

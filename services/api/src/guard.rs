@@ -64,7 +64,7 @@ pub struct Caller {
 /// What a route needs: nothing (public), or any one of these roles.
 pub fn required(method: &Method, path: &str, open_reads: bool) -> Option<&'static [PrincipalRole]> {
     use PrincipalRole as R;
-    if matches!(path, "/" | "/v1/health" | "/openapi.json") {
+    if matches!(path, "/v1" | "/v1/health" | "/openapi.json") {
         return None;
     }
     // POSTs that only compute an answer are reads.

@@ -6,6 +6,7 @@
 //! * [`error`]: every failure as `application/problem+json` with a stable code.
 //! * [`guard`]: bearer-token auth for mutations (and reads when closed), per-client
 //!   rate limits.
+//! * [`ui`]: the web dashboard at `/` (sessions, CSRF, live pages).
 //! * [`openapi`]: the OpenAPI 3 document, served at `/openapi.json` and checked in.
 
 mod config;
@@ -16,6 +17,7 @@ pub mod openapi;
 pub mod routes;
 mod server;
 mod state;
+pub mod ui;
 
 pub use config::{Config, MetricsRender};
 pub use server::{Deps, router, run};

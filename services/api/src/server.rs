@@ -27,7 +27,8 @@ pub struct Deps {
     pub principals: Arc<skynet_bus::principals::Principals>,
 }
 
-/// Every route, behind the guard and the body limit.
+/// Every route of the API (behind its guard) and the dashboard (behind its
+/// own), under the body limit.
 pub fn router(config: Config, deps: Deps) -> Router {
     let state = AppState {
         limiter: Arc::new(Limiter::per_minute(config.rate_per_minute)),
@@ -38,9 +39,10 @@ pub fn router(config: Config, deps: Deps) -> Router {
         db: deps.db,
         principals: deps.principals,
         sse: Arc::new(tokio::sync::Semaphore::new(config.max_sse)),
+        sessions: Arc::default(),
     };
-    Router::new()
-        .route("/", get(legacy::root))
+    let api = Router::new()
+        .route("/v1", get(legacy::root))
         .route("/openapi.json", get(|| async { axum::Json(crate::openapi::document()) }))
         .route("/v1/health", get(legacy::health))
         .route("/metrics", get(legacy::metrics))
@@ -73,9 +75,9 @@ pub fn router(config: Config, deps: Deps) -> Router {
         .route("/v1/memory/stats", get(memory::stats))
         .route("/v1/memory/{id}", delete(memory::forget))
         .fallback(|| async { crate::error::ApiError::NotFound("no such endpoint (see /openapi.json)".into()) })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
-        .layer(DefaultBodyLimit::max(config.body_limit))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard));
+    // The dashboard has its own guard (sessions and CSRF instead of bearer tokens).
+    api.merge(crate::ui::router(state.clone())).layer(DefaultBodyLimit::max(config.body_limit)).with_state(state)
 }
 
 /// Serves the API until `shutdown` resolves.

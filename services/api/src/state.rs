@@ -27,6 +27,8 @@ pub struct AppState {
     pub principals: Arc<skynet_bus::principals::Principals>,
     /// Permits for live event streams (`Config::max_sse`).
     pub sse: Arc<tokio::sync::Semaphore>,
+    /// The dashboard's signed-in browsers.
+    pub sessions: Arc<crate::ui::session::Sessions>,
 }
 
 impl AppState {
@@ -35,10 +37,25 @@ impl AppState {
         Duration::from_millis(self.config.service_timeout_ms)
     }
 
-    /// A NATS request with the service timeout; no responder or no answer is 503.
+    /// A NATS request with the service timeout; no answer within it is 503.
+    /// "No responders" means nobody received the request (the service is
+    /// starting or restarting), so it is sent again, with backoff, until the
+    /// timeout: a restart of a service is a slow answer, not an error.
     pub async fn request(&self, subject: &str, body: Vec<u8>) -> Result<bytes::Bytes, crate::error::ApiError> {
+        use async_nats::RequestErrorKind;
+        use backon::{ExponentialBuilder, Retryable};
         let unavailable = |what: String| crate::error::ApiError::Unavailable(format!("{subject}: {what}"));
-        match tokio::time::timeout(self.service_timeout(), self.nats.request(subject.to_owned(), body.into())).await {
+        let body = bytes::Bytes::from(body);
+        let send = || self.nats.request(subject.to_owned(), body.clone());
+        let retried = send
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(20))
+                    .with_max_delay(Duration::from_millis(500))
+                    .without_max_times(),
+            )
+            .when(|e: &async_nats::RequestError| e.kind() == RequestErrorKind::NoResponders);
+        match tokio::time::timeout(self.service_timeout(), retried).await {
             Ok(Ok(m)) => Ok(m.payload),
             Ok(Err(e)) => Err(unavailable(format!("no service answered ({e})"))),
             Err(_) => Err(unavailable(format!("no answer within {:?}", self.service_timeout()))),

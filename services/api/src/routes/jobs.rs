@@ -31,6 +31,8 @@ pub struct ListQuery {
     pub since: Option<DateTime<Utc>>,
     /// Created before (RFC 3339).
     pub until: Option<DateTime<Utc>>,
+    /// Words anywhere in the intent (case-insensitive).
+    pub q: Option<String>,
     /// Page size, 1..=500 (default 50).
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
@@ -96,33 +98,96 @@ fn parse_job(id: &str) -> Result<JobId, ApiError> {
     responses((status = 200, body = JobPage), (status = 400, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<JobPage>, ApiError> {
-    let limit = q.limit.unwrap_or(50);
+    let filters = Filters {
+        state: q.state,
+        requester: q.requester,
+        project: q.project,
+        since: q.since,
+        until: q.until,
+        text: q.q,
+    };
+    Ok(Json(page_of(&s.db, &filters, q.limit.unwrap_or(50), q.cursor.as_deref()).await?))
+}
+
+/// Filters of a job list (the API's and the dashboard's).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Filters {
+    pub state: Option<String>,
+    pub requester: Option<String>,
+    pub project: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Words anywhere in the intent (case-insensitive).
+    pub text: Option<String>,
+}
+
+/// The filters as SQL over `jobs j`, binding `$1`..`$6`.
+const FILTERED: &str = "SELECT to_jsonb(j) FROM jobs j
+    WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR requested_by = $2)
+      AND ($3::text IS NULL OR project = $3) AND ($4::timestamptz IS NULL OR created_at >= $4)
+      AND ($5::timestamptz IS NULL OR created_at < $5)
+      AND ($6::text IS NULL OR intent ILIKE '%' || $6 || '%' ESCAPE '\\')";
+
+impl Filters {
+    fn bind<'q>(
+        &'q self,
+        sql: &'q str,
+    ) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, serde_json::Value, sqlx::postgres::PgArguments> {
+        // `%`, `_` and `\` in the words are matched as themselves.
+        let text = self.text.as_deref().map(|t| t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        sqlx::query_scalar(sql)
+            .bind(&self.state)
+            .bind(&self.requester)
+            .bind(&self.project)
+            .bind(self.since)
+            .bind(self.until)
+            .bind(text)
+    }
+}
+
+/// One page of jobs, newest first, after `cursor` (a page's `next_cursor`).
+pub async fn page_of(
+    db: &sqlx::PgPool,
+    filters: &Filters,
+    limit: i64,
+    cursor: Option<&str>,
+) -> Result<JobPage, ApiError> {
     if !(1..=500).contains(&limit) {
         return Err(ApiError::Invalid("limit must be 1..=500".into()));
     }
-    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
-    let rows: Vec<serde_json::Value> = sqlx::query_scalar(
-        "SELECT to_jsonb(j) FROM jobs j
-         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR requested_by = $2)
-           AND ($3::text IS NULL OR project = $3) AND ($4::timestamptz IS NULL OR created_at >= $4)
-           AND ($5::timestamptz IS NULL OR created_at < $5)
-           AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7))
-         ORDER BY created_at DESC, id DESC LIMIT $8",
-    )
-    .bind(&q.state)
-    .bind(&q.requester)
-    .bind(&q.project)
-    .bind(q.since)
-    .bind(q.until)
-    .bind(after.map(|(t, _)| t))
-    .bind(after.map(|(_, id)| id))
-    .bind(limit + 1)
-    .fetch_all(&s.db)
-    .await?;
+    let after = cursor.map(decode_cursor).transpose()?;
+    let sql = format!(
+        "{FILTERED} AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8))
+         ORDER BY created_at DESC, id DESC LIMIT $9"
+    );
+    let rows = filters
+        .bind(&sql)
+        .bind(after.map(|(t, _)| t))
+        .bind(after.map(|(_, id)| id))
+        .bind(limit + 1)
+        .fetch_all(db)
+        .await?;
     let more = rows.len() as i64 > limit;
     let jobs: Vec<_> = rows.into_iter().take(usize::try_from(limit).unwrap_or(50)).collect();
     let next_cursor = if more { jobs.last().and_then(encode_cursor) } else { None };
-    Ok(Json(JobPage { jobs, next_cursor }))
+    Ok(JobPage { jobs, next_cursor })
+}
+
+/// Jobs matching `filters` whose last event is past log sequence `seq`, in
+/// log order (at most `limit`): what changed since a page was drawn.
+pub async fn changed_since(
+    db: &sqlx::PgPool,
+    filters: &Filters,
+    seq: i64,
+    limit: i64,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let sql = format!("{FILTERED} AND last_seq > $7 ORDER BY last_seq LIMIT $8");
+    Ok(filters.bind(&sql).bind(seq).bind(limit).fetch_all(db).await?)
+}
+
+/// The highest log sequence any job's row reflects (0 when none).
+pub async fn last_seq(db: &sqlx::PgPool) -> Result<i64, ApiError> {
+    Ok(sqlx::query_scalar::<_, Option<i64>>("SELECT max(last_seq) FROM jobs").fetch_one(db).await?.unwrap_or(0))
 }
 
 fn encode_cursor(row: &serde_json::Value) -> Option<String> {

@@ -26,10 +26,10 @@ use crate::guard;
 use crate::state::AppState;
 
 /// `GET /`.
-#[utoipa::path(get, path = "/", responses((status = 200, body = Object)))]
+#[utoipa::path(get, path = "/v1", responses((status = 200, body = Object)))]
 pub async fn root() -> Json<serde_json::Value> {
     Json(serde_json::json!({
-        "service": "SKYNET Control Plane API", "version": env!("CARGO_PKG_VERSION"), "status": "online", "docs": "/openapi.json",
+        "service": "SKYNET Control Plane API", "version": env!("CARGO_PKG_VERSION"), "status": "online", "docs": "/openapi.json", "dashboard": "/",
         "endpoints": {"tasks": "/v1/tasks", "jobs": "/v1/jobs", "events": "/v1/events", "plan": "/v1/plan", "report": "/v1/report",
             "policy_check": "/v1/policy/check", "health": "/v1/health"}
     }))
