@@ -1,8 +1,8 @@
 // SKYNET dashboard: live updates over Server-Sent Events, and "select all".
 // Every element with data-live opens a stream; each message carries parts
 // rendered (and escaped) by the server: {id, html, inner?, created_at?}.
-// A part replaces the element with its id; on the first jobs page a row not
-// shown yet and newer than the newest shown is added at the top.
+// A part replaces the element with its id (or removes it: `remove`); on the
+// first jobs page a row not shown yet and newer than the newest is added on top.
 "use strict";
 
 function fragment(html) {
@@ -17,6 +17,11 @@ function openDetails(root) {
 
 function apply(container, part) {
   const old = document.getElementById(part.id);
+  if (part.remove) {
+    // The row no longer matches this page's filters.
+    if (old) old.remove();
+    return;
+  }
   if (part.inner && old) {
     // Keep expanded timeline entries expanded across a refresh.
     const open = openDetails(old);

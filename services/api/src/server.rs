@@ -40,6 +40,7 @@ pub fn router(config: Config, deps: Deps) -> Router {
         principals: deps.principals,
         sse: Arc::new(tokio::sync::Semaphore::new(config.max_sse)),
         sessions: Arc::default(),
+        live: Arc::default(),
     };
     let api = Router::new()
         .route("/v1", get(legacy::root))

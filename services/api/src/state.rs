@@ -29,6 +29,8 @@ pub struct AppState {
     pub sse: Arc<tokio::sync::Semaphore>,
     /// The dashboard's signed-in browsers.
     pub sessions: Arc<crate::ui::session::Sessions>,
+    /// The dashboard's live streams per viewer.
+    pub live: Arc<crate::ui::live::Viewers>,
 }
 
 impl AppState {

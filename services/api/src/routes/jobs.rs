@@ -129,6 +129,23 @@ const FILTERED: &str = "SELECT to_jsonb(j) FROM jobs j
       AND ($6::text IS NULL OR intent ILIKE '%' || $6 || '%' ESCAPE '\\')";
 
 impl Filters {
+    /// Whether a row (`to_jsonb` of `jobs`) passes the filters: the SQL's
+    /// test, for rows already fetched.
+    pub fn matches(&self, row: &serde_json::Value) -> bool {
+        let text = |k: &str| row.get(k).and_then(|v| v.as_str());
+        let same = |want: &Option<String>, k: &str| want.as_deref().is_none_or(|w| text(k) == Some(w));
+        let created =
+            text("created_at").and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc));
+        same(&self.state, "status")
+            && same(&self.requester, "requested_by")
+            && same(&self.project, "project")
+            && self.since.is_none_or(|s| created.is_some_and(|c| c >= s))
+            && self.until.is_none_or(|u| created.is_some_and(|c| c < u))
+            && self.text.as_deref().is_none_or(|t| {
+                text("intent").is_some_and(|i| i.to_lowercase().contains(&t.to_lowercase()))
+            })
+    }
+
     fn bind<'q>(
         &'q self,
         sql: &'q str,

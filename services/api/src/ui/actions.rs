@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, Response};
 use bytes::Bytes;
+use futures::StreamExt;
 use maud::html;
 use skynet_contract::commands;
 use skynet_contract::principal::PrincipalRole;
@@ -33,7 +34,11 @@ pub async fn login(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -
         return Ok(layout::login_page(&headers, next.as_deref(), Some(e), StatusCode::UNAUTHORIZED));
     };
     tracing::info!(service = "api", principal = %principal.name, "dashboard sign-in");
-    let id = s.sessions.create(token);
+    // A session this browser had is replaced, never kept beside the new one.
+    if let Some(old) = super::session::cookie(&headers, SESSION_COOKIE) {
+        s.sessions.remove(&old);
+    }
+    let id = s.sessions.create(token, &principal.name);
     let secure = https(&headers);
     let mut resp = see_other(&safe_next(next.as_deref()));
     let h = resp.headers_mut();
@@ -103,7 +108,14 @@ pub async fn bulk_cancel(
 ) -> Result<Response, UiError> {
     let v = viewer(&who)?;
     let f = fields(&body);
-    let jobs: Vec<&str> = f.iter().filter(|(k, _)| k == "job").map(|(_, v)| v.as_str()).collect();
+    // Every id checked before anything is sent; each job once.
+    let mut jobs = Vec::new();
+    for (_, id) in f.iter().filter(|(k, _)| k == "job") {
+        let job = super::job::parse(id)?;
+        if !jobs.contains(&job) {
+            jobs.push(job);
+        }
+    }
     if jobs.is_empty() {
         s.sessions.flash(&v.session, "No job was selected.".into());
         return Ok(see_other("/approvals"));
@@ -113,12 +125,20 @@ pub async fn bulk_cancel(
     }
     let reason = field(&f, "reason").unwrap_or_else(|| "cancelled from the dashboard (bulk)".into());
     let (mut done, mut refused) = (0, Vec::new());
-    for id in jobs {
-        let job = super::job::parse(id)?;
-        let cmd = commands::Cancel { job_id: job, token: v.caller.token.clone(), reason: reason.clone() };
-        match s.command(commands::CANCEL, &cmd).await {
+    // A few at a time: a slow policy service costs the request less.
+    let sends: Vec<_> = jobs
+        .into_iter()
+        .map(|job| {
+            let cmd = commands::Cancel { job_id: job, token: v.caller.token.clone(), reason: reason.clone() };
+            let s = s.clone();
+            async move { (job, s.command(commands::CANCEL, &cmd).await) }
+        })
+        .collect();
+    let results: Vec<_> = futures::stream::iter(sends).buffer_unordered(8).collect().await;
+    for (job, result) in results {
+        match result {
             Ok(_) => done += 1,
-            Err(e) => refused.push(format!("{}: {e}", short(id))),
+            Err(e) => refused.push(format!("{}: {e}", short(&job.to_string()))),
         }
     }
     let mut message = format!("Cancelled {done} job(s).");
@@ -144,7 +164,7 @@ pub async fn approvals(State(s): State<AppState>, Extension(who): Extension<Who>
         @if who.0.is_none() { p.muted { a href="/login?next=/approvals" { "Sign in" } " to decide." } }
         @for row in &rows {
             @let id = text(row, "id").unwrap_or_default();
-            @let admin = text(row, "risk").is_some_and(|r| r.eq_ignore_ascii_case("admin"));
+            @let admin = super::job::needs_confirmation(text(row, "risk"));
             article.waiting id={"wait-" (id)} {
                 h2 { a href={"/jobs/" (id)} { (text(row, "intent").unwrap_or_default()) } }
                 p.meta { code { (short(id)) } " · " (risk(text(row, "risk"))) " · requested by "
@@ -158,7 +178,7 @@ pub async fn approvals(State(s): State<AppState>, Extension(who): Extension<Who>
                         form method="post" action={"/jobs/" (id) "/approve"} {
                             input type="hidden" name="csrf" value=(csrf);
                             input type="hidden" name="back" value="/approvals";
-                            @if admin { label { "Type " code { "execute " (short(id)) } input name="confirmation" required autocomplete="off"; } }
+                            @if admin { label { "Confirmation phrase and " code { (short(id)) } " (e.g. " code { "execute " (short(id)) } ")" input name="confirmation" required autocomplete="off"; } }
                             button.approve type="submit" { "Approve" }
                         }
                         form method="post" action={"/jobs/" (id) "/deny"} {

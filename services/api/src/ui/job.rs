@@ -20,6 +20,12 @@ use crate::state::AppState;
 /// Live output shown per step and stream (the tail; the rest is one click away).
 const LIVE_TAIL: usize = 16 * 1024;
 
+/// Whether approving needs the typed confirmation: ADMIN jobs, and jobs whose
+/// risk is not known (the policy treats those as ADMIN).
+pub fn needs_confirmation(risk: Option<&str>) -> bool {
+    risk.is_none_or(|r| r.eq_ignore_ascii_case("admin"))
+}
+
 /// Statuses from which a job can still be cancelled.
 pub fn cancellable(status: &str) -> bool {
     !matches!(status, "succeeded" | "failed" | "denied" | "cancelled" | "timed_out" | "cancelling")
@@ -130,7 +136,7 @@ pub async fn body(s: &AppState, who: &Who, job: JobId) -> Result<(Markup, i64), 
                     li {
                         details {
                             summary { (time(Some(env.time))) " " code { (env.ty.trim_start_matches("skynet.job.").trim_end_matches(".v1")) } " from " (env.source) " " span.muted { "#" (seq) } }
-                            pre { (serde_json::to_string_pretty(&env.data).unwrap_or_default()) }
+                            pre { (clip(&serde_json::to_string_pretty(&env.data).unwrap_or_default())) }
                         }
                     }
                 }
@@ -142,14 +148,14 @@ pub async fn body(s: &AppState, who: &Who, job: JobId) -> Result<(Markup, i64), 
 
 fn buttons(who: &Who, id: &str, status: &str, risk: Option<&str>) -> Markup {
     let Some(v) = &who.0 else { return html! {} };
-    let admin = risk.is_some_and(|r| r.eq_ignore_ascii_case("admin"));
+    let admin = needs_confirmation(risk);
     html! {
         div.actions {
             @if status == "awaiting_approval" && who.may(PrincipalRole::Approve) {
                 form method="post" action={"/jobs/" (id) "/approve"} {
                     input type="hidden" name="csrf" value=(v.csrf);
                     @if admin {
-                        label { "Confirmation (type " code { "execute " (short(id)) } ")"
+                        label { "Confirmation phrase and " code { (short(id)) } " (e.g. " code { "execute " (short(id)) } ")"
                             input name="confirmation" required autocomplete="off"; }
                     }
                     button.approve type="submit" { "Approve" }
@@ -223,6 +229,20 @@ fn tail(s: &str) -> String {
         at += 1;
     }
     format!("… (earlier output under Full output)\n{}", &s[at..])
+}
+
+/// An event's data as shown in the timeline: the first 2,000 bytes (output
+/// chunks are in the steps above, and each is in the log whole).
+fn clip(s: &str) -> String {
+    const MAX: usize = 2000;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut at = MAX;
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    format!("{}\n… ({} more bytes: GET /v1/jobs/{{id}}/events has it all)", &s[..at], s.len() - at)
 }
 
 fn scheduler(provider: &str, scores: &[ProviderScore]) -> Markup {

@@ -13,9 +13,9 @@ mod actions;
 mod assets;
 mod fleet;
 mod job;
-mod jobs;
+pub mod jobs;
 mod layout;
-mod live;
+pub mod live;
 pub mod session;
 mod submit;
 
@@ -208,7 +208,10 @@ pub fn field(fields: &[(String, String)], name: &str) -> Option<String> {
 /// Where to go after signing in: only a path on this site.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n.to_owned(),
+        // Browsers drop tabs and newlines from a URL, so `/\t/evil` is `//evil`.
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'\\') => {
+            n.to_owned()
+        }
         _ => "/".into(),
     }
 }
@@ -227,6 +230,8 @@ mod tests {
         assert_eq!(safe_next(Some("/jobs/1?x=2")), "/jobs/1?x=2");
         assert_eq!(safe_next(Some("//evil.example")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/\n/evil.example")), "/");
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(None), "/");
     }

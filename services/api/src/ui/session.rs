@@ -17,14 +17,17 @@ pub const SESSION_COOKIE: &str = "skynet_session";
 pub const LOGIN_COOKIE: &str = "skynet_login";
 /// How long a session lasts, however active.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Sessions kept at most; the oldest go first.
-const MAX_SESSIONS: usize = 10_000;
+/// Sessions one principal holds at most; its oldest goes first (so one token
+/// signing in over and over pushes out only its own sessions).
+const PER_PRINCIPAL: usize = 16;
 
 /// One signed-in browser.
 #[derive(Clone)]
 pub struct Session {
     /// The API token it signed in with (forwarded in commands).
     pub token: String,
+    /// Whose it is.
+    pub principal: String,
     /// What every form of this session must carry back.
     pub csrf: String,
     expires: Instant,
@@ -45,18 +48,22 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// A new session for `token`; returns its id (the cookie's value).
-    pub fn create(&self, token: String) -> String {
+    /// A new session of `principal` signed in with `token`; returns its id
+    /// (the cookie's value).
+    pub fn create(&self, token: String, principal: &str) -> String {
         let id = random_token();
         let now = Instant::now();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, s| s.expires > now);
-        if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
+        let mut own: Vec<(Instant, String)> =
+            map.iter().filter(|(_, s)| s.principal == principal).map(|(k, s)| (s.expires, k.clone())).collect();
+        own.sort();
+        for (_, old) in own.iter().take((own.len() + 1).saturating_sub(PER_PRINCIPAL)) {
+            map.remove(old);
         }
-        map.insert(id.clone(), Session { token, csrf: random_token(), expires: now + SESSION_TTL, flash: None });
+        let session =
+            Session { token, principal: principal.to_owned(), csrf: random_token(), expires: now + SESSION_TTL, flash: None };
+        map.insert(id.clone(), session);
         id
     }
 
@@ -142,7 +149,7 @@ mod tests {
     #[test]
     fn sessions_expire_and_carry_one_flash() {
         let s = Sessions::default();
-        let id = s.create("tok".into());
+        let id = s.create("tok".into(), "alice");
         assert_eq!(s.get(&id).map(|x| x.token), Some("tok".into()));
         s.flash(&id, "done".into());
         assert_eq!(s.take_flash(&id).as_deref(), Some("done"));
@@ -150,6 +157,18 @@ mod tests {
         s.remove(&id);
         assert!(s.get(&id).is_none());
         assert!(s.get("made-up").is_none());
+    }
+
+    #[test]
+    fn one_principal_signing_in_again_and_again_pushes_out_only_its_own() {
+        let s = Sessions::default();
+        let bob = s.create("b".into(), "bob");
+        let first = s.create("a".into(), "alice");
+        for _ in 0..PER_PRINCIPAL {
+            s.create("a".into(), "alice");
+        }
+        assert!(s.get(&first).is_none(), "alice's oldest went");
+        assert!(s.get(&bob).is_some(), "bob's stayed");
     }
 
     #[test]

@@ -55,8 +55,11 @@ pub async fn post(State(s): State<AppState>, Extension(who): Extension<Who>, bod
     }
     if field(&f, "op").as_deref() == Some("submit") {
         // The key makes a resubmitted form the same job (as `Idempotency-Key` does).
+        // Bound to what is submitted: the same key with another intent is another job.
         let key = field(&f, "key").unwrap_or_else(random_token);
-        let id = format!("{}:ui:{}", v.caller.principal.name, key.chars().take(64).collect::<String>());
+        let what = format!("{intent}\0{}", dir.as_deref().unwrap_or_default());
+        let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, what.as_bytes()).simple();
+        let id = format!("{}:ui:{}:{digest}", v.caller.principal.name, key.chars().take(64).collect::<String>());
         let data = TaskRequested {
             intent,
             working_dir: dir,

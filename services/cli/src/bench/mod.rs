@@ -6,10 +6,13 @@
 //!   same server, end-to-end throughput, latency at a fixed offered rate,
 //!   rebuild speed and memory, in both durability modes.
 //! * [`scaling`]: 1, 2 and 4 executor processes.
+//! * [`memory`]: similar-records queries over many records.
+//! * [`dashboard`]: the jobs page's server time over many jobs.
 //!
 //! Every run starts its own nats-server and Postgres database, so it never
 //! disturbs a live system, and fails loudly if any job is lost ([`tally`]).
 
+pub mod dashboard;
 pub mod log;
 pub mod memory;
 pub mod scaling;
@@ -53,6 +56,9 @@ pub struct BenchArgs {
     /// Only the memory benchmark.
     #[arg(long)]
     pub memory_only: bool,
+    /// Only the dashboard benchmark.
+    #[arg(long)]
+    pub dashboard_only: bool,
 }
 
 /// `--mode`.
@@ -72,6 +78,7 @@ pub struct Report {
     pub system: Vec<system::SystemReport>,
     pub scaling: Vec<scaling::ScalePoint>,
     pub memory: Option<memory::MemoryReport>,
+    pub dashboard: Option<dashboard::DashboardReport>,
 }
 
 /// Runs the benchmark and prints the report.
@@ -101,8 +108,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         system: vec![],
         scaling: vec![],
         memory: None,
+        dashboard: None,
     };
-    for &mode in modes.iter().filter(|_| !args.memory_only) {
+    let only = args.memory_only || args.dashboard_only;
+    for &mode in modes.iter().filter(|_| !only) {
         let dir = tempfile::tempdir()?;
         let server = ManagedServer::start(&dir.path().join("nats"), &dir.path().join("creds"), 0, mode)?;
         let client = skynet_bus::auth::connect(
@@ -117,14 +126,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("[bench] {:?}: system run…", mode);
         report.system.push(system::run(mode, sys_args).await?);
     }
-    if !args.no_scaling && !args.memory_only {
+    if !args.no_scaling && !only {
         eprintln!("[bench] executor scaling…");
         let counts: &[usize] = if args.quick { &[1, 2] } else { &[1, 2, 4] };
         report.scaling = scaling::run(counts, scale_jobs, SCALE_CAPACITY, 50).await?;
     }
-    eprintln!("[bench] memory queries…");
-    let (records, queries) = if args.quick { (2_000, 50) } else { (args.memory_records, 500) };
-    report.memory = Some(memory::run(records, queries).await?);
+    if !args.dashboard_only {
+        eprintln!("[bench] memory queries…");
+        let (records, queries) = if args.quick { (2_000, 50) } else { (args.memory_records, 500) };
+        report.memory = Some(memory::run(records, queries).await?);
+    }
+    if !args.memory_only {
+        eprintln!("[bench] dashboard jobs page…");
+        let (jobs, renders) = if args.quick { (5_000, 20) } else { (100_000, 200) };
+        report.dashboard = Some(dashboard::run(jobs, renders).await?);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -256,6 +272,18 @@ pub fn render(r: &Report) -> String {
             mark(s.rss_idle_mib <= 100.0),
             s.mode,
             s.rss_idle_mib
+        ));
+    }
+    if let Some(d) = &r.dashboard {
+        out.push_str(&format!(
+            "{} dashboard: jobs page with {} jobs < 100 ms server time — p50 {:.1}, p99 {:.1} (filtered {:.1}, search {:.1}, page 2 {:.1})\n",
+            mark(d.first_page_p99_ms < 100.0),
+            d.jobs,
+            d.first_page_p50_ms,
+            d.first_page_p99_ms,
+            d.filtered_p50_ms,
+            d.search_p50_ms,
+            d.second_page_p50_ms
         ));
     }
     if let Some(p) = r.scaling.iter().find(|p| p.executors == 4) {
