@@ -141,9 +141,10 @@ impl Filters {
             && same(&self.project, "project")
             && self.since.is_none_or(|s| created.is_some_and(|c| c >= s))
             && self.until.is_none_or(|u| created.is_some_and(|c| c < u))
-            && self.text.as_deref().is_none_or(|t| {
-                text("intent").is_some_and(|i| i.to_lowercase().contains(&t.to_lowercase()))
-            })
+            && self
+                .text
+                .as_deref()
+                .is_none_or(|t| text("intent").is_some_and(|i| i.to_lowercase().contains(&t.to_lowercase())))
     }
 
     fn bind<'q>(

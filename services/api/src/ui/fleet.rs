@@ -32,7 +32,7 @@ async fn heartbeats(s: &AppState) -> Result<Vec<ExecutorStatus>, ApiError> {
             out.push(st);
         }
     }
-    out.sort_by(|a, b| b.heartbeat_at.cmp(&a.heartbeat_at));
+    out.sort_by_key(|e| std::cmp::Reverse(e.heartbeat_at));
     Ok(out)
 }
 

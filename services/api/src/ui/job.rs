@@ -46,10 +46,16 @@ pub async fn page(
     // (the live feed sends it when it appears), but answers 404 until then.
     let (status, (content, seq)) = match body(&s, &who, job).await {
         Ok(drawn) => (StatusCode::OK, drawn),
-        Err(ApiError::NotFound(why)) => (StatusCode::NOT_FOUND, (html! {
-            h1 { "Job " code { (job) } }
-            p.muted role="status" { (why) ". This page shows it when it does." }
-        }, 0)),
+        Err(ApiError::NotFound(why)) => (
+            StatusCode::NOT_FOUND,
+            (
+                html! {
+                    h1 { "Job " code { (job) } }
+                    p.muted role="status" { (why) ". This page shows it when it does." }
+                },
+                0,
+            ),
+        ),
         Err(e) => return Err(e.into()),
     };
     let page = html! {
@@ -66,7 +72,9 @@ pub async fn body(s: &AppState, who: &Who, job: JobId) -> Result<(Markup, i64), 
     let row: Option<serde_json::Value> =
         sqlx::query_scalar("SELECT to_jsonb(j) FROM jobs j WHERE id = $1").bind(job.0).fetch_optional(&s.db).await?;
     let Some(row) = row else {
-        return Err(ApiError::NotFound(format!("Job {job} is not in the read models yet (a just-submitted job appears within moments)")));
+        return Err(ApiError::NotFound(format!(
+            "Job {job} is not in the read models yet (a just-submitted job appears within moments)"
+        )));
     };
     let list = |sql: &'static str| sqlx::query_scalar::<_, serde_json::Value>(sql).bind(job.0).fetch_all(&s.db);
     let (steps, approvals) = tokio::try_join!(

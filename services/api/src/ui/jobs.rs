@@ -185,10 +185,7 @@ mod tests {
         let q = JobsQuery { state: " ".into(), since: "2026-12-04T10:30".into(), ..Default::default() };
         let f = q.filters().map_err(|e| e.to_string());
         assert_eq!(f.as_ref().map(|f| f.state.clone()), Ok(None));
-        assert_eq!(
-            f.map(|f| f.since.map(|t| t.to_rfc3339())),
-            Ok(Some("2026-12-04T10:30:00+00:00".into()))
-        );
+        assert_eq!(f.map(|f| f.since.map(|t| t.to_rfc3339())), Ok(Some("2026-12-04T10:30:00+00:00".into())));
         let bad = JobsQuery { until: "yesterday".into(), ..Default::default() };
         assert!(bad.filters().is_err());
     }
@@ -215,7 +212,8 @@ mod tests {
 
     #[test]
     fn a_row_shows_the_intent_as_text() {
-        let row = serde_json::json!({"id": "0123456789", "status": "running", "intent": "<img src=x onerror=alert(1)>"});
+        let row =
+            serde_json::json!({"id": "0123456789", "status": "running", "intent": "<img src=x onerror=alert(1)>"});
         let html = row_html(&row).into_string();
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{html}");
         assert!(!html.contains("<img"), "{html}");

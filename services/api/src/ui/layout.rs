@@ -24,31 +24,34 @@ const NAV: &[(&str, &str)] = &[
 /// A full page: `active` is the navigation entry to mark.
 pub fn page(s: &AppState, who: &Who, active: &str, title: &str, body: Markup) -> Html<String> {
     let flash = who.0.as_ref().and_then(|v| s.sessions.take_flash(&v.session));
-    shell(title, html! {
-        header.top {
-            a.brand href="/" { "SKYNET" }
-            nav aria-label="Main" {
-                @for (path, label) in NAV {
-                    a href=(path) aria-current=[(*path == active).then_some("page")] { (label) }
-                }
-            }
-            div.who {
-                @if let Some(v) = &who.0 {
-                    span { "Signed in as " strong { (v.caller.principal.name) } }
-                    form method="post" action="/logout" {
-                        input type="hidden" name="csrf" value=(v.csrf);
-                        button.link type="submit" { "Sign out" }
+    shell(
+        title,
+        html! {
+            header.top {
+                a.brand href="/" { "SKYNET" }
+                nav aria-label="Main" {
+                    @for (path, label) in NAV {
+                        a href=(path) aria-current=[(*path == active).then_some("page")] { (label) }
                     }
-                } @else {
-                    a href="/login" { "Sign in" }
+                }
+                div.who {
+                    @if let Some(v) = &who.0 {
+                        span { "Signed in as " strong { (v.caller.principal.name) } }
+                        form method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(v.csrf);
+                            button.link type="submit" { "Sign out" }
+                        }
+                    } @else {
+                        a href="/login" { "Sign in" }
+                    }
                 }
             }
-        }
-        main id="main" {
-            @if let Some(f) = flash { p.flash role="status" { (f) } }
-            (body)
-        }
-    })
+            main id="main" {
+                @if let Some(f) = flash { p.flash role="status" { (f) } }
+                (body)
+            }
+        },
+    )
 }
 
 fn shell(title: &str, content: Markup) -> Html<String> {
@@ -76,13 +79,16 @@ fn shell(title: &str, content: Markup) -> Html<String> {
 
 /// An error as a page.
 pub fn error_page(status: StatusCode, message: &str) -> Html<String> {
-    shell(status.canonical_reason().unwrap_or("Error"), html! {
-        main id="main" .narrow {
-            h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("Error")) }
-            p.error role="alert" { (message) }
-            p { a href="/" { "Back to the jobs" } }
-        }
-    })
+    shell(
+        status.canonical_reason().unwrap_or("Error"),
+        html! {
+            main id="main" .narrow {
+                h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("Error")) }
+                p.error role="alert" { (message) }
+                p { a href="/" { "Back to the jobs" } }
+            }
+        },
+    )
 }
 
 /// Query of the sign-in page.
@@ -97,22 +103,30 @@ pub async fn login_form(headers: axum::http::HeaderMap, Query(q): Query<LoginQue
 }
 
 /// The sign-in form (again, with `error`, after a failed try).
-pub fn login_page(headers: &axum::http::HeaderMap, next: Option<&str>, error: Option<&str>, status: StatusCode) -> Response {
+pub fn login_page(
+    headers: &axum::http::HeaderMap,
+    next: Option<&str>,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let csrf = random_token();
-    let body = shell("Sign in", html! {
-        main id="main" .narrow {
-            h1 { "Sign in to SKYNET" }
-            p { "Use your API token (" code { "skynet principal add" } " makes one). The token stays on the server; this browser gets a session cookie." }
-            @if let Some(e) = error { p.error role="alert" { (e) } }
-            form method="post" action="/login" {
-                input type="hidden" name="csrf" value=(csrf);
-                input type="hidden" name="next" value=(safe_next(next));
-                label for="token" { "API token" }
-                input id="token" name="token" type="password" autocomplete="current-password" required autofocus;
-                button type="submit" { "Sign in" }
+    let body = shell(
+        "Sign in",
+        html! {
+            main id="main" .narrow {
+                h1 { "Sign in to SKYNET" }
+                p { "Use your API token (" code { "skynet principal add" } " makes one). The token stays on the server; this browser gets a session cookie." }
+                @if let Some(e) = error { p.error role="alert" { (e) } }
+                form method="post" action="/login" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="next" value=(safe_next(next));
+                    label for="token" { "API token" }
+                    input id="token" name="token" type="password" autocomplete="current-password" required autofocus;
+                    button type="submit" { "Sign in" }
+                }
             }
-        }
-    });
+        },
+    );
     let cookie = set_cookie(LOGIN_COOKIE, &csrf, "/login", std::time::Duration::from_secs(3600), https(headers));
     (status, [(header::SET_COOKIE, cookie)], body).into_response()
 }

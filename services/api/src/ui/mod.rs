@@ -141,7 +141,10 @@ async fn check(s: &AppState, mut req: Request) -> Result<Request, Response> {
             None if !reads || !s.config.open_reads => {
                 let back = req.uri().path_and_query().map_or("/", |p| p.as_str());
                 let next = if reads { back } else { "/" };
-                let to = format!("/login?next={}", url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
+                let to = format!(
+                    "/login?next={}",
+                    url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+                );
                 return Err(Redirect::to(&to).into_response());
             }
             Some(p) if reads && !s.config.open_reads && !p.has(PrincipalRole::Read) => {
@@ -152,15 +155,12 @@ async fn check(s: &AppState, mut req: Request) -> Result<Request, Response> {
         }
     }
     if !reads {
-        let expected = if path == "/login" {
-            cookie(req.headers(), LOGIN_COOKIE)
-        } else {
-            who.0.as_ref().map(|v| v.csrf.clone())
-        };
+        let expected =
+            if path == "/login" { cookie(req.headers(), LOGIN_COOKIE) } else { who.0.as_ref().map(|v| v.csrf.clone()) };
         let (parts, body) = req.into_parts();
-        let bytes = axum::body::to_bytes(body, s.config.body_limit).await.map_err(|_| {
-            UiError(ApiError::TooLarge("the form exceeds the size limit".into())).into_response()
-        })?;
+        let bytes = axum::body::to_bytes(body, s.config.body_limit)
+            .await
+            .map_err(|_| UiError(ApiError::TooLarge("the form exceeds the size limit".into())).into_response())?;
         let sent = url::form_urlencoded::parse(&bytes).find(|(k, _)| k == "csrf").map(|(_, v)| v.into_owned());
         if !matches!((&expected, &sent), (Some(e), Some(t)) if same_secret(e, t)) {
             let e = ApiError::Forbidden(
@@ -209,7 +209,11 @@ pub fn field(fields: &[(String, String)], name: &str) -> Option<String> {
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
         // Browsers drop tabs and newlines from a URL, so `/\t/evil` is `//evil`.
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'\\') => {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'\\') =>
+        {
             n.to_owned()
         }
         _ => "/".into(),

@@ -61,8 +61,13 @@ impl Sessions {
         for (_, old) in own.iter().take((own.len() + 1).saturating_sub(PER_PRINCIPAL)) {
             map.remove(old);
         }
-        let session =
-            Session { token, principal: principal.to_owned(), csrf: random_token(), expires: now + SESSION_TTL, flash: None };
+        let session = Session {
+            token,
+            principal: principal.to_owned(),
+            csrf: random_token(),
+            expires: now + SESSION_TTL,
+            flash: None,
+        };
         map.insert(id.clone(), session);
         id
     }

@@ -85,7 +85,12 @@ pub async fn post(State(s): State<AppState>, Extension(who): Extension<Who>, bod
     for st in &plan.steps {
         let check = match &st.action {
             Some(action) => {
-                let raw = s.request(POLICY_CHECK, serde_json::to_vec(&serde_json::json!({"action": action})).unwrap_or_default()).await?;
+                let raw = s
+                    .request(
+                        POLICY_CHECK,
+                        serde_json::to_vec(&serde_json::json!({"action": action})).unwrap_or_default(),
+                    )
+                    .await?;
                 serde_json::from_slice::<PolicyCheckReply>(&raw).ok()
             }
             None => None,
