@@ -242,7 +242,8 @@ async fn a_rebuild_under_a_live_projector_builds_beside_it_and_swaps_in() -> any
     }
     // Jobs keep arriving while the rebuild runs beside the live projector.
     let js = async_nats::jetstream::new(sys.nats.connect_as("projector").await?);
-    let rebuild = skynet_projector::rebuild_shadow(skynet_projector::Config::default(), js.clone(), &pool);
+    let progress = skynet_projector::Progress::default();
+    let rebuild = skynet_projector::rebuild_shadow(skynet_projector::Config::default(), js.clone(), &pool, &progress);
     let more = async {
         let mut more = Vec::new();
         for i in 3..8 {
@@ -255,6 +256,7 @@ async fn a_rebuild_under_a_live_projector_builds_beside_it_and_swaps_in() -> any
     jobs.extend(more?);
     let at = rebuilt?;
     assert!(at > 0);
+    assert!(progress.applied() >= at && progress.target() >= at, "progress followed the rebuild to {at}");
     // The live projector carries on in the swapped-in tables: every job lands.
     for job in &jobs {
         sys.wait_for(*job, "skynet.job.succeeded.v1").await?;

@@ -112,7 +112,7 @@ pub enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Emergency stop: cancel every dispatched job and hold dispatching
+    /// Emergency stop: cancel every job running on an executor and hold dispatching
     /// (admin role; `--keep-running` only holds).
     Pause {
         #[command(flatten)]
@@ -239,11 +239,54 @@ async fn rebuild(settings: &Settings) -> anyhow::Result<()> {
     // As the projector: it reads the log the way the projector does.
     let js = async_nats::jetstream::new(infra.connect("projector").await?);
     let db = infra.database().await?;
-    let at = skynet_projector::rebuild_shadow(skynet_projector::Config::default(), js, db)
-        .await
-        .context("rebuilding the read models")?;
-    eprintln!("rebuilt the read models from the log up to sequence {at} and swapped them in");
+    let progress = skynet_projector::Progress::default();
+    let started = std::time::Instant::now();
+    let shown = tokio::spawn(show_progress(progress.clone(), started));
+    let rebuilt = skynet_projector::rebuild_shadow(skynet_projector::Config::default(), js, db, &progress).await;
+    shown.abort();
+    let _ = shown.await;
+    let at = rebuilt.context("rebuilding the read models")?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "rebuilt the read models from the log up to sequence {at} in {secs:.1} s ({:.0} events/s) and swapped them in",
+        at as f64 / secs.max(1e-9)
+    );
     Ok(())
+}
+
+/// A rebuild's progress and rate as it goes: a bar on a terminal, a line
+/// every 10 s otherwise (logs).
+async fn show_progress(progress: skynet_projector::Progress, started: std::time::Instant) {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    let mut last_line = started;
+    // Cleared when the rebuild ends (this task is aborted then).
+    struct Clear(indicatif::ProgressBar);
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            self.0.finish_and_clear();
+        }
+    }
+    let bar = Clear(bar);
+    loop {
+        tick.tick().await;
+        let (applied, target) = (progress.applied(), progress.target());
+        let rate = applied as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        if terminal {
+            bar.0.set_length(target.max(applied));
+            bar.0.set_position(applied);
+            bar.0.set_message(format!("{rate:.0} events/s"));
+        } else if last_line.elapsed() >= std::time::Duration::from_secs(10) {
+            last_line = std::time::Instant::now();
+            eprintln!("rebuilding: {applied} of {target} events, {rate:.0} events/s");
+        }
+    }
 }
 
 async fn rebuild_memory(settings: &Settings) -> anyhow::Result<()> {

@@ -58,7 +58,7 @@ fn scrub(v: &mut serde_json::Value) {
 /// for thousands of rows). No conflict handling is needed: a batch is written in
 /// the same transaction as the checkpoint that says it was applied, so the same
 /// rows can never be copied twice.
-pub async fn insert(tx: &mut Transaction<'_, Postgres>, rows: &[Row]) -> Result<(), sqlx::Error> {
+pub async fn insert(tx: &mut Transaction<'_, Postgres>, rows: &[std::sync::Arc<Row>]) -> Result<(), sqlx::Error> {
     let mut text = String::with_capacity(rows.len() * 512);
     for r in rows {
         let data = serde_json::to_string(&r.env.data).unwrap_or_else(|_| "null".into());

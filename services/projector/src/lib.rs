@@ -19,7 +19,8 @@ mod projector;
 mod quarantine;
 pub mod rows;
 mod shadow;
+mod writer;
 
 pub use config::Config;
-pub use projector::{Deps, ProjectorError, checkpoint, migrate, rebuild, run};
+pub use projector::{Deps, Progress, ProjectorError, checkpoint, migrate, rebuild, run};
 pub use shadow::rebuild_shadow;

@@ -1,6 +1,8 @@
 //! The projection loop: ordered replay from the checkpoint, batched transactions.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
@@ -9,19 +11,17 @@ use skynet_bus::definitions::EVENTS_STREAM;
 use sqlx::PgPool;
 use tracing::{error, info, warn};
 
-use crate::audit::{self, Row};
+use crate::audit::Row;
 use crate::config::Config;
-use crate::quarantine::{self, Poison};
-use crate::rows::RowCache;
+use crate::quarantine::Poison;
+use crate::writer::{Projection, Writer};
 
 /// One event read from the log: a row to project, or one that cannot be.
 enum Entry {
-    Row(Row),
+    Row(Arc<Row>),
     Poison(Poison),
 }
 
-/// Name of this projection in `projection_checkpoint`.
-const PROJECTION: &str = "read_models";
 const SERVICE: &str = "projector";
 
 /// What the projector needs.
@@ -58,10 +58,20 @@ pub async fn migrate(db: &PgPool) -> Result<(), ProjectorError> {
     Ok(())
 }
 
-/// The last applied stream sequence (0 when nothing was applied).
+/// The stream sequence every read model has applied (0 when nothing was):
+/// the lesser of the projections' checkpoints.
 pub async fn checkpoint(db: &PgPool) -> Result<u64, sqlx::Error> {
+    let mut at = u64::MAX;
+    for p in Projection::ALL {
+        at = at.min(checkpoint_of(db, p).await?);
+    }
+    Ok(at)
+}
+
+/// One projection's checkpoint (0 when it applied nothing).
+pub(crate) async fn checkpoint_of(db: &PgPool, projection: Projection) -> Result<u64, sqlx::Error> {
     let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoint WHERE projection = $1")
-        .bind(PROJECTION)
+        .bind(projection.name())
         .fetch_optional(db)
         .await?;
     Ok(seq.map_or(0, |s| u64::try_from(s).unwrap_or(0)))
@@ -80,7 +90,10 @@ pub async fn rebuild(db: &PgPool) -> Result<(), ProjectorError> {
     }
     let mut tx = db.begin().await?;
     sqlx::query(&format!("TRUNCATE {}", crate::db::TABLES.join(", "))).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM projection_checkpoint WHERE projection = $1").bind(PROJECTION).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM projection_checkpoint WHERE projection = ANY($1)")
+        .bind(Projection::ALL.map(Projection::name).to_vec())
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -121,72 +134,156 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
     migrate(&deps.db).await?;
     let mut shutdown = std::pin::pin!(shutdown);
     let Some(_writer) = writer_lock(&deps.db, &mut shutdown).await? else { return Ok(()) };
-    project(&config, &deps, &mut shutdown).await.map(|_| ())
+    project(&config, &deps, &mut shutdown, &Progress::default()).await.map(|_| ())
 }
 
 /// The projection loop over `deps.db` (whatever schema its connections see),
-/// from its checkpoint until `shutdown` or `config.until`; returns the last
-/// sequence applied.
+/// from its checkpoints until `shutdown` or `config.until`; returns the last
+/// sequence both projections have applied.
+///
+/// One reader follows the log from the checkpoint further behind and hands
+/// every decoded event to both writers (see `writer`), each on its own
+/// connection; each skips what its own checkpoint already holds. A slower
+/// writer slows the reader (bounded channels), never the other way round.
 pub(crate) async fn project(
     config: &Config,
     deps: &Deps,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
+    progress: &Progress,
 ) -> Result<u64, ProjectorError> {
-    let from = checkpoint(&deps.db).await?;
+    let mut at = [0u64; 2];
+    for (i, p) in Projection::ALL.into_iter().enumerate() {
+        at[i] = checkpoint_of(&deps.db, p).await?;
+        progress.set(p, at[i]);
+    }
+    let (from, ahead) = (at[0].min(at[1]), at[0].max(at[1]));
     if config.until.is_some_and(|until| from >= until) {
         return Ok(from);
     }
     let nats = |e: async_nats::Error| ProjectorError::Nats(e);
     let mut stream = deps.js.get_stream(EVENTS_STREAM).await.map_err(|e| nats(e.into()))?;
     let log_last = stream.info().await.map_err(|e| nats(e.into()))?.state.last_sequence;
-    if log_last < from {
-        error!(service = SERVICE, log_last, checkpoint = from, "event log is behind the read models");
-        return Err(ProjectorError::LogBehind { log_last, checkpoint: from });
+    if log_last < ahead {
+        error!(service = SERVICE, log_last, checkpoint = ahead, "event log is behind the read models");
+        return Err(ProjectorError::LogBehind { log_last, checkpoint: ahead });
     }
-    info!(service = SERVICE, from, log_last, "projector running");
-    // A reader task receives and decodes while the writer is busy with the
-    // previous batch; the writer then takes everything decoded so far (up to
-    // max_batch), so batches grow under load and latency stays low when idle.
-    // The channel is bounded: a slow database slows the reader, nothing piles up.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(u64, Entry), ProjectorError>>(config.max_batch.max(1) * 4);
-    let reader = tokio::spawn(read_log(stream, from + 1, config.max_batch.max(1), tx));
-    let mut applied = from;
-    let mut cache = RowCache::default();
-    let mut buf = Vec::with_capacity(config.max_batch.max(1));
-    loop {
-        let got = tokio::select! {
-            () = &mut *shutdown => 0,
-            n = rx.recv_many(&mut buf, config.max_batch.max(1)) => n,
-        };
-        if got == 0 {
-            break;
+    progress.0.target.fetch_max(log_last, Ordering::Relaxed);
+    info!(service = SERVICE, audit = at[0], read_models = at[1], log_last, "projector running");
+    let max_batch = config.max_batch.max(1);
+    let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(max_batch * 4);
+    let (models_tx, models_rx) = tokio::sync::mpsc::channel(max_batch * 4);
+    let reader = tokio::spawn(read_log(stream, from + 1, max_batch, [audit_tx, models_tx]));
+    // Writers stop between batches, never inside one.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let writers = futures::future::try_join(
+        write_loop(
+            Writer::new(Projection::Audit, deps.db.clone(), deps.js.clone()),
+            at[0],
+            audit_rx,
+            config,
+            stop_rx.clone(),
+            progress,
+        ),
+        write_loop(
+            Writer::new(Projection::ReadModels, deps.db.clone(), deps.js.clone()),
+            at[1],
+            models_rx,
+            config,
+            stop_rx,
+            progress,
+        ),
+    );
+    let mut writers = std::pin::pin!(writers);
+    let result = tokio::select! {
+        r = &mut writers => r,
+        () = &mut *shutdown => {
+            let _ = stop_tx.send(true);
+            writers.await
         }
-        let (mut rows, mut poisons) = (Vec::with_capacity(buf.len()), Vec::new());
-        for item in buf.drain(..) {
-            let (seq, entry) = match item {
-                Ok(x) => x,
-                Err(e) => {
-                    reader.abort();
-                    return Err(e);
-                }
-            };
-            match entry {
-                Entry::Row(r) => rows.push(r),
-                Entry::Poison(p) => poisons.push(p),
-            }
-            applied = applied.max(seq);
-        }
-        if let Err(e) = apply(deps, &rows, poisons, applied, &mut cache).await {
-            reader.abort();
-            return Err(e);
-        }
-        if config.until.is_some_and(|until| applied >= until) {
-            break;
-        }
-    }
+    };
     reader.abort();
+    let applied = result?;
+    let applied = applied.0.min(applied.1);
     info!(service = SERVICE, applied, "projector stopped");
     Ok(applied)
+}
+
+/// One projection's writer loop: takes everything decoded so far (up to
+/// `max_batch`), so batches grow under load and latency stays low when idle.
+/// Returns the last sequence it applied.
+async fn write_loop(
+    mut writer: Writer,
+    mut applied: u64,
+    mut rx: tokio::sync::mpsc::Receiver<Result<Item, ProjectorError>>,
+    config: &Config,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    progress: &Progress,
+) -> Result<u64, ProjectorError> {
+    let max_batch = config.max_batch.max(1);
+    let mut buf = Vec::with_capacity(max_batch);
+    loop {
+        if config.until.is_some_and(|until| applied >= until) || *stop.borrow() {
+            return Ok(applied);
+        }
+        let got = tokio::select! {
+            _ = stop.changed() => 0,
+            n = rx.recv_many(&mut buf, max_batch) => n,
+        };
+        if got == 0 {
+            return Ok(applied);
+        }
+        let (mut rows, mut poisons, mut last) = (Vec::with_capacity(buf.len()), Vec::new(), applied);
+        for item in buf.drain(..) {
+            let (seq, entry) = item?;
+            if seq <= applied {
+                continue; // this projection has it already (the other was behind)
+            }
+            match &*entry {
+                Entry::Row(r) => rows.push(Arc::clone(r)),
+                Entry::Poison(p) => poisons.push(p.clone()),
+            }
+            last = last.max(seq);
+        }
+        if last > applied {
+            writer.apply(&rows, &poisons, last).await?;
+            applied = last;
+            progress.set(writer.projection, applied);
+        }
+    }
+}
+
+/// A decoded event with its sequence, shared by both writers.
+type Item = (u64, Arc<Entry>);
+
+/// How far a projection run has got: what each writer applied and the end of
+/// the log when it started. Shared, so a caller can report a rebuild's rate.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Arc<ProgressInner>);
+
+#[derive(Debug, Default)]
+struct ProgressInner {
+    audit: AtomicU64,
+    read_models: AtomicU64,
+    target: AtomicU64,
+}
+
+impl Progress {
+    fn set(&self, projection: Projection, seq: u64) {
+        match projection {
+            Projection::Audit => self.0.audit.store(seq, Ordering::Relaxed),
+            Projection::ReadModels => self.0.read_models.store(seq, Ordering::Relaxed),
+        }
+    }
+
+    /// The sequence both projections have applied.
+    pub fn applied(&self) -> u64 {
+        self.0.audit.load(Ordering::Relaxed).min(self.0.read_models.load(Ordering::Relaxed))
+    }
+
+    /// The end of the log when the run (or its latest catch-up round) began.
+    pub fn target(&self) -> u64 {
+        self.0.target.load(Ordering::Relaxed)
+    }
 }
 
 /// Delivers the log from `next` on, in order and without gaps, into `tx`.
@@ -200,7 +297,7 @@ async fn read_log(
     stream: async_nats::jetstream::stream::Stream,
     mut next: u64,
     batch: usize,
-    tx: tokio::sync::mpsc::Sender<Result<(u64, Entry), ProjectorError>>,
+    txs: [tokio::sync::mpsc::Sender<Result<Item, ProjectorError>>; 2],
 ) {
     loop {
         let created = stream
@@ -217,14 +314,18 @@ async fn read_log(
         let consumer = match created {
             Ok(c) => c,
             Err(e) => {
-                let _ = tx.send(Err(ProjectorError::Nats(e.into()))).await;
+                for tx in &txs {
+                    let _ = tx.send(Err(ProjectorError::Nats(async_nats::Error::from(e.to_string())))).await;
+                }
                 return;
             }
         };
         let mut messages = match consumer.stream().max_messages_per_batch(batch).messages().await {
             Ok(m) => m,
             Err(e) => {
-                let _ = tx.send(Err(ProjectorError::Nats(e.into()))).await;
+                for tx in &txs {
+                    let _ = tx.send(Err(ProjectorError::Nats(async_nats::Error::from(e.to_string())))).await;
+                }
                 return;
             }
         };
@@ -243,7 +344,7 @@ async fn read_log(
             }
             first = false;
             let row = match codec::decode(msg.headers.as_ref(), &msg.payload) {
-                Ok(env) => Entry::Row(Row::storable(seq, &msg.subject, env)),
+                Ok(env) => Entry::Row(Arc::new(Row::storable(seq, &msg.subject, env))),
                 // Only SKYNET's own services write this stream, through the
                 // contract; an undecodable event is a bug worth shouting about,
                 // but it must not stop every read model.
@@ -255,129 +356,20 @@ async fn read_log(
                 }),
             };
             next = seq + 1;
-            if tx.send(Ok((seq, row))).await.is_err() {
-                return; // the writer stopped
+            let row = Arc::new(row);
+            // A writer that stopped (it reached `until`) needs no more.
+            let mut open = 0;
+            for tx in &txs {
+                if tx.send(Ok((seq, Arc::clone(&row)))).await.is_ok() {
+                    open += 1;
+                }
+            }
+            if open == 0 {
+                return;
             }
         }
-        if tx.is_closed() {
+        if txs.iter().all(|tx| tx.is_closed()) {
             return;
         }
     }
-}
-
-/// Writes a batch. If Postgres refuses it for its data, the batch's events are
-/// written one at a time and each one refused is quarantined instead; the
-/// others, and every batch after, project as usual.
-async fn apply(
-    deps: &Deps,
-    rows: &[Row],
-    mut poisons: Vec<Poison>,
-    last_seq: u64,
-    cache: &mut RowCache,
-) -> Result<(), ProjectorError> {
-    match write_batch(&deps.db, rows, &poisons, last_seq, cache).await {
-        Ok(()) => {}
-        Err(e) if quarantine::is_refusal(&e) => {
-            warn!(service = SERVICE, error = %e, events = rows.len(), "batch refused; writing its events one by one");
-            // The undecodable ones first, with the checkpoint where it was: the
-            // checkpoint must never pass an event that is neither written nor
-            // quarantined.
-            write_batch(&deps.db, &[], &poisons, 0, cache).await?;
-            for row in rows {
-                match write_batch(&deps.db, std::slice::from_ref(row), &[], row.seq, cache).await {
-                    Ok(()) => {}
-                    Err(e) if quarantine::is_refusal(&e) => {
-                        let p = Poison::refused(row, &e);
-                        write_batch(&deps.db, &[], std::slice::from_ref(&p), row.seq, cache).await?;
-                        poisons.push(p);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            write_batch(&deps.db, &[], &[], last_seq, cache).await?;
-        }
-        Err(e) => return Err(e.into()),
-    }
-    quarantine::report(&deps.js, &poisons).await;
-    Ok(())
-}
-
-async fn write_batch(
-    db: &PgPool,
-    rows: &[Row],
-    poisons: &[Poison],
-    last_seq: u64,
-    cache: &mut RowCache,
-) -> Result<(), sqlx::Error> {
-    let started = std::time::Instant::now();
-    let mut tx = db.begin().await?;
-    // Durability of read models comes from the log, not from Postgres: if a crash
-    // loses the last commits, rows and checkpoint roll back together and the
-    // events are applied again. So the projector does not wait for the WAL flush.
-    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
-    // The checkpoint row, locked first: it orders this transaction against any
-    // other writer and against a rebuild's swap (which locks it first too).
-    // Events at or below it were applied by someone else — a rebuild swapped
-    // in while this batch was read — so they are skipped, and rows cached from
-    // before are stale.
-    let current: Option<i64> =
-        sqlx::query_scalar("SELECT last_seq FROM projection_checkpoint WHERE projection = $1 FOR UPDATE")
-            .bind(PROJECTION)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let current = current.map_or(0, |c| u64::try_from(c).unwrap_or(0));
-    let fresh = rows.partition_point(|r| r.seq <= current);
-    if fresh > 0 {
-        warn!(service = SERVICE, skipped = fresh, checkpoint = current, "events already applied by a rebuild skipped");
-        *cache = RowCache::default();
-    }
-    let rows = &rows[fresh..];
-    let poisons: Vec<Poison> = poisons.iter().filter(|p| p.seq > current).cloned().collect();
-    quarantine::insert(&mut tx, &poisons).await?;
-    if !rows.is_empty() {
-        audit::insert(&mut tx, rows).await?;
-        let audit_done = started.elapsed();
-        // Jobs opened in this batch have no stored rows to load.
-        let opened: std::collections::HashSet<uuid::Uuid> = rows
-            .iter()
-            .filter(|r| r.env.ty == "skynet.job.requested.v1")
-            .filter_map(|r| r.env.subject.as_deref()?.parse().ok())
-            .collect();
-        let touched = rows
-            .iter()
-            .filter_map(|r| r.env.subject.as_deref()?.parse::<uuid::Uuid>().ok())
-            .filter(|j| !opened.contains(j))
-            .collect();
-        // Rows this projector wrote are in its cache; only the rest are read.
-        let mut cached = crate::rows::Batch::default();
-        let missing = cache.fill(&mut cached, &touched);
-        let mut batch = crate::db::load(&mut tx, &missing).await?;
-        batch.jobs.extend(cached.jobs);
-        batch.steps.extend(cached.steps);
-        let loaded = started.elapsed();
-        for r in rows {
-            batch.apply(r.seq, &r.env);
-        }
-        crate::db::write(&mut tx, &batch).await?;
-        tracing::debug!(service = SERVICE, events = rows.len(), jobs = batch.jobs.len(), ?audit_done, ?loaded, written = ?started.elapsed(), "batch");
-        finish(tx, last_seq).await?;
-        // Only what is committed is remembered.
-        cache.keep(&batch);
-        return Ok(());
-    }
-    finish(tx, last_seq).await
-}
-
-/// Records the checkpoint and commits.
-async fn finish(mut tx: sqlx::Transaction<'_, sqlx::Postgres>, last_seq: u64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO projection_checkpoint (projection, last_seq, updated_at) VALUES ($1, $2, now())
-         ON CONFLICT (projection) DO UPDATE
-         SET last_seq = GREATEST(projection_checkpoint.last_seq, EXCLUDED.last_seq), updated_at = now()",
-    )
-    .bind(PROJECTION)
-    .bind(i64::try_from(last_seq).unwrap_or(i64::MAX))
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
 }

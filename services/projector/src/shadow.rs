@@ -18,7 +18,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::db::TABLES;
-use crate::projector::{Deps, ProjectorError, migrate, project};
+use crate::projector::{Deps, Progress, ProjectorError, migrate, project};
 
 const SHADOW: &str = "skynet_shadow";
 const OLD: &str = "skynet_replaced";
@@ -34,8 +34,13 @@ fn tables() -> Vec<&'static str> {
 
 /// Rebuilds every read model from the log beside the live ones and swaps them
 /// in; returns the sequence the new tables are at. Safe under a live
-/// projector; one rebuild at a time.
-pub async fn rebuild_shadow(config: Config, js: jetstream::Context, db: &PgPool) -> Result<u64, ProjectorError> {
+/// projector; one rebuild at a time. `progress` follows it as it goes.
+pub async fn rebuild_shadow(
+    config: Config,
+    js: jetstream::Context,
+    db: &PgPool,
+    progress: &Progress,
+) -> Result<u64, ProjectorError> {
     migrate(db).await?;
     let mut lock = db.acquire().await?.detach();
     let got: bool =
@@ -43,12 +48,17 @@ pub async fn rebuild_shadow(config: Config, js: jetstream::Context, db: &PgPool)
     if !got {
         return Err(ProjectorError::Busy);
     }
-    let result = build_and_swap(config, js, db).await;
+    let result = build_and_swap(config, js, db, progress).await;
     let _ = lock.close().await;
     result
 }
 
-async fn build_and_swap(config: Config, js: jetstream::Context, db: &PgPool) -> Result<u64, ProjectorError> {
+async fn build_and_swap(
+    config: Config,
+    js: jetstream::Context,
+    db: &PgPool,
+    progress: &Progress,
+) -> Result<u64, ProjectorError> {
     for stmt in [format!("DROP SCHEMA IF EXISTS {SHADOW} CASCADE"), format!("CREATE SCHEMA {SHADOW}")] {
         sqlx::query(&stmt).execute(db).await?;
     }
@@ -71,7 +81,7 @@ async fn build_and_swap(config: Config, js: jetstream::Context, db: &PgPool) -> 
                 .last_sequence;
             let mut never = std::future::pending::<()>();
             let mut never = std::pin::Pin::new(&mut never);
-            let at = project(&Config { until: Some(last), ..config.clone() }, &deps, &mut never).await?;
+            let at = project(&Config { until: Some(last), ..config.clone() }, &deps, &mut never, progress).await?;
             if let Some(at) = swap(db, at).await? {
                 info!(service = "projector", at, round, "read models rebuilt and swapped in");
                 return Ok(at);
@@ -93,10 +103,9 @@ async fn swap(db: &PgPool, shadow_at: u64) -> Result<Option<u64>, ProjectorError
     let mut tx = db.begin().await?;
     let live: Vec<String> = tables().iter().map(|t| format!("public.{t}")).collect();
     sqlx::query(&format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", live.join(", "))).execute(&mut *tx).await?;
+    // Both projections' live checkpoints: the shadow replaces both.
     let live_at: Option<i64> =
-        sqlx::query_scalar("SELECT last_seq FROM public.projection_checkpoint WHERE projection = 'read_models'")
-            .fetch_optional(&mut *tx)
-            .await?;
+        sqlx::query_scalar("SELECT max(last_seq) FROM public.projection_checkpoint").fetch_one(&mut *tx).await?;
     if live_at.and_then(|s| u64::try_from(s).ok()).unwrap_or(0) > shadow_at {
         tx.rollback().await?;
         return Ok(None);

@@ -194,11 +194,14 @@ pub async fn job_facts(
     })
 }
 
-/// How far the read models are behind `last_seq` of the log.
+/// How far the read models are behind `last_seq` of the log: the projection
+/// further behind (jobs and steps, or the audit table) counts.
 pub async fn projector_lag(db: &PgPool, last_seq: u64) -> Result<u64, sqlx::Error> {
-    let at: Option<i64> =
-        sqlx::query_scalar("SELECT last_seq FROM projection_checkpoint WHERE projection = 'read_models'")
-            .fetch_optional(db)
-            .await?;
+    let at: Option<i64> = sqlx::query_scalar(
+        "SELECT min(coalesce(c.last_seq, 0)) FROM (VALUES ('read_models'), ('audit')) p(name)
+         LEFT JOIN projection_checkpoint c ON c.projection = p.name",
+    )
+    .fetch_one(db)
+    .await?;
     Ok(last_seq.saturating_sub(at.map_or(0, |s| u64::try_from(s).unwrap_or(0))))
 }

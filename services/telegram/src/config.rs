@@ -79,7 +79,8 @@ impl Config {
             users: parse_users(users)?,
             poll_timeout_secs: 10,
             plan_wait_ms: 5_000,
-            output_hint: "skynet job <id> --output".into(),
+            // What exists: the dashboard's job page (and the API route for each step's output).
+            output_hint: "the job page /jobs/<id> of the dashboard, or GET /v1/jobs/<id>/steps/<n>/output".into(),
         })
     }
 }

@@ -42,7 +42,7 @@ pub async fn status(State(s): State<AppState>) -> Result<Json<SystemState>, ApiE
     Ok(Json(state))
 }
 
-/// Emergency stop: every dispatched job cancelled (unless `keep_running`) and
+/// Emergency stop: every job running on an executor cancelled (unless `keep_running`) and
 /// dispatching held until a resume; an event naming the caller.
 #[utoipa::path(post, path = "/v1/system/pause", request_body = SystemSwitch,
     responses((status = 200, body = Object), (status = 401, body = crate::error::Problem),

@@ -108,6 +108,7 @@ async fn one(n: usize, jobs: usize, capacity: usize, step_ms: u64) -> anyhow::Re
         client.flush().await?;
         collect(&mut ends, &mut tally, jobs, Duration::from_secs(30)).await?;
         tally.check()?;
+        super::system::log_confirms(&js, &tally).await.context("in the log")?;
         let secs = tally.last_success().map_or(0.0, |t| t.duration_since(started).as_secs_f64());
         drop(executors);
         stop.cancel();

@@ -50,6 +50,36 @@ impl Tally {
         self.ended.values().filter(|(ok, _)| *ok).map(|(_, t)| *t).max()
     }
 
+    /// Fails unless the log itself holds, for every submitted job, exactly one
+    /// terminal event and that one `succeeded` (the subscriber that timed the
+    /// run cannot tell a second terminal event from a repeated publish).
+    /// `terminal` counts the log's events per subject `skynet.job.<id>.<kind>`.
+    pub fn check_log(&self, terminal: &HashMap<String, usize>) -> anyhow::Result<()> {
+        let mut per_job: HashMap<&str, Vec<(&str, usize)>> = HashMap::new();
+        for (subject, n) in terminal {
+            let mut parts = subject.split('.');
+            if let (Some(job), Some(kind)) = (parts.nth(2), parts.next()) {
+                per_job.entry(job).or_default().push((kind, *n));
+            }
+        }
+        let wrong: Vec<String> = self
+            .submitted
+            .keys()
+            .filter_map(|job| match per_job.get(job.as_str()).map(Vec::as_slice) {
+                Some([("succeeded", 1)]) => None,
+                other => Some(format!("{job}: {other:?}")),
+            })
+            .collect();
+        anyhow::ensure!(
+            wrong.is_empty(),
+            "{} of {} jobs do not have exactly one terminal event, `succeeded`, in the log; first: {:?}",
+            wrong.len(),
+            self.submitted_count(),
+            &wrong[..wrong.len().min(5)]
+        );
+        Ok(())
+    }
+
     /// Fails unless every submitted job succeeded, saying how many did not.
     pub fn check(&self) -> anyhow::Result<()> {
         let failed = self.ended_count() - self.succeeded_count();
@@ -86,5 +116,25 @@ mod tests {
         t.ended("d", true, t0);
         t.ended("b", true, t0); // too late: b already failed
         assert!(t.check().is_err());
+    }
+
+    #[test]
+    fn the_log_must_hold_exactly_one_success_per_job() {
+        let t0 = Instant::now();
+        let mut t = Tally::default();
+        for j in ["a", "b"] {
+            t.submitted(j.into(), t0);
+        }
+        let log = |entries: &[(&str, usize)]| -> HashMap<String, usize> {
+            entries.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()
+        };
+        let ok = log(&[("skynet.job.a.succeeded", 1), ("skynet.job.b.succeeded", 1), ("skynet.job.z.failed", 1)]);
+        assert!(t.check_log(&ok).is_ok());
+        let twice = log(&[("skynet.job.a.succeeded", 2), ("skynet.job.b.succeeded", 1)]);
+        assert!(t.check_log(&twice).unwrap_err().to_string().contains("1 of 2"));
+        let both = log(&[("skynet.job.a.succeeded", 1), ("skynet.job.a.failed", 1), ("skynet.job.b.succeeded", 1)]);
+        assert!(t.check_log(&both).is_err());
+        let missing = log(&[("skynet.job.a.succeeded", 1)]);
+        assert!(t.check_log(&missing).is_err());
     }
 }
