@@ -196,6 +196,18 @@ impl System {
         Ok(all.into_iter().map(|m| (m.subject, m.headers, m.payload)).collect())
     }
 
+    /// The stream sequence of the first message on `filter` whose type is `ty`.
+    pub async fn seq_of(&self, filter: &str, ty: &str) -> anyhow::Result<u64> {
+        let stored = skynet_bus::read::read_all(&self.client, "SKYNET_EVENTS", filter, 1)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        stored
+            .iter()
+            .find(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).is_ok_and(|v| v["type"] == ty))
+            .map(|m| m.seq)
+            .ok_or_else(|| anyhow::anyhow!("no {ty} on {filter}"))
+    }
+
     /// A job's events as CloudEvent JSON, oldest first.
     pub async fn job_events(&self, job: uuid::Uuid) -> anyhow::Result<Vec<serde_json::Value>> {
         let msgs = self.read_all("SKYNET_EVENTS", &format!("skynet.job.{job}.>")).await?;

@@ -7,18 +7,6 @@ use serde_json::json;
 use skynet_system_tests::{ADMIN_TOKEN, System};
 use skynet_testkit::{NatsServer, TestDb};
 
-/// The stream sequence of the job's first event of `ty`.
-async fn seq_of(sys: &System, job: uuid::Uuid, ty: &str) -> anyhow::Result<u64> {
-    let stored = skynet_bus::read::read_all(&sys.client, "SKYNET_EVENTS", &format!("skynet.job.{job}.>"), 1)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    stored
-        .iter()
-        .find(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).is_ok_and(|v| v["type"] == ty))
-        .map(|m| m.seq)
-        .ok_or_else(|| anyhow::anyhow!("no {ty} for {job}"))
-}
-
 #[tokio::test]
 async fn an_emergency_stop_cancels_running_jobs_and_holds_new_ones_until_resumed() -> anyhow::Result<()> {
     let sys = System::start_with(NatsServer::start()?, TestDb::create().await?, |s| {
@@ -100,11 +88,36 @@ async fn an_emergency_stop_cancels_running_jobs_and_holds_new_ones_until_resumed
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
     let resume_seq = switches.last().map(|m| m.seq).unwrap_or_default();
-    assert!(seq_of(&sys, held, "skynet.job.dispatched.v1").await? > resume_seq, "dispatched before the resume");
+    assert!(
+        sys.seq_of(&format!("skynet.job.{held}.>"), "skynet.job.dispatched.v1").await? > resume_seq,
+        "dispatched before the resume"
+    );
     // The stopped jobs stay cancelled; nothing of theirs runs again.
     for job in &running {
         let types = sys.types(*job).await?;
         assert_eq!(types.last().map(String::as_str), Some("skynet.job.cancelled.v1"), "{types:?}");
     }
+
+    // The stop over HTTP: an administrator's only, and it holds dispatching.
+    let pause = |token: &str| {
+        http.post(format!("{url}/v1/system/pause"))
+            .bearer_auth(token.to_owned())
+            .json(&json!({"reason": "http drill", "keep_running": true}))
+            .send()
+    };
+    assert_eq!(pause(&skynet_system_tests::token("bob")).await?.status(), reqwest::StatusCode::FORBIDDEN);
+    let paused = pause(ADMIN_TOKEN).await?;
+    assert_eq!(paused.status(), reqwest::StatusCode::OK, "{:?}", paused.text().await);
+    let switches = sys.read_all("SKYNET_EVENTS", skynet_contract::system::CONTROL_SUBJECT).await?;
+    let last: serde_json::Value =
+        serde_json::from_slice(&switches.last().ok_or_else(|| anyhow::anyhow!("no switch"))?.2)?;
+    assert_eq!(
+        (last["type"].as_str(), last["data"]["reason"].as_str(), last["data"]["cancel_running"].as_bool()),
+        (Some("skynet.system.paused.v1"), Some("http drill"), Some(false)),
+        "{last}"
+    );
+    let state: serde_json::Value =
+        http.get(format!("{url}/v1/system")).bearer_auth(ADMIN_TOKEN).send().await?.json().await?;
+    assert_eq!(state["paused"], true, "{state}");
     sys.shutdown().await
 }

@@ -17,16 +17,32 @@ const BOB: i64 = 1002;
 const CAROL: i64 = 1003;
 
 async fn system(fake: &FakeBotApi, nats: NatsServer, db: TestDb) -> anyhow::Result<System> {
+    system_for(fake, nats, db, format!("{CAROL}=token-carol,{ALICE}=token-alice,{BOB}=token-bob")).await
+}
+
+/// The system with the bot allowing `users` (`<telegram id>=<token>,…`).
+async fn system_for(fake: &FakeBotApi, nats: NatsServer, db: TestDb, users: String) -> anyhow::Result<System> {
+    let sys = starting(fake, nats, db, users).await?;
+    bot_ready(fake).await?;
+    Ok(sys)
+}
+
+/// The bot is up once it has told Telegram its commands.
+async fn bot_ready(fake: &FakeBotApi) -> anyhow::Result<()> {
+    eventually(WAIT, "setMyCommands", || async { (!fake.commands().is_empty()).then_some(()) }).await
+}
+
+/// The system starting, the bot perhaps not up yet (it refuses to start while
+/// a token of its allow-list is unknown, and is restarted).
+async fn starting(fake: &FakeBotApi, nats: NatsServer, db: TestDb, users: String) -> anyhow::Result<System> {
     let url = fake.url.clone();
     let sys = System::start_with(nats, db, move |s| {
         s.telegram.bot_token = Some(BOT_TOKEN.into());
         s.telegram.api_url = Some(url);
-        s.telegram.users = format!("{CAROL}=token-carol,{ALICE}=token-alice,{BOB}=token-bob");
+        s.telegram.users = users;
         s.executor.providers = vec!["local".into()];
     })
     .await?;
-    // The bot is up once it has told Telegram its commands.
-    eventually(WAIT, "setMyCommands", || async { (!fake.commands().is_empty()).then_some(()) }).await?;
     Ok(sys)
 }
 
@@ -110,6 +126,60 @@ async fn a_task_from_the_chat_is_approved_with_a_button_runs_and_its_messages_sh
     let refused = message(&fake, ALICE, "the refusal", |m| m.text.starts_with("Refused")).await?;
     assert!(refused.text.contains("admin role"), "{}", refused.text);
     assert!(sys.read_all("SKYNET_EVENTS", skynet_contract::system::CONTROL_SUBJECT).await?.is_empty());
+    sys.shutdown().await
+}
+
+/// An administrator's `/emergency_stop` from the phone cancels the running
+/// job under the administrator's name and holds a new one; every allowed user
+/// who may read is told, one without the read role is not; `/resume` from the
+/// chat lets the held job run.
+#[tokio::test]
+async fn an_administrator_stops_everything_from_the_chat_and_resumes_it() -> anyhow::Result<()> {
+    use skynet_contract::system::CONTROL_SUBJECT;
+    const ADMIN: i64 = 1009;
+    /// Allowed to submit, not to read: no alerts, no stop notices.
+    const DAVE: i64 = 1004;
+    let fake = FakeBotApi::start().await?;
+    // Notices go out in this order: Dave is passed over before Bob is told.
+    let users = format!("{ADMIN}={},{DAVE}=token-dave,{BOB}=token-bob", skynet_system_tests::ADMIN_TOKEN);
+    let sys = starting(&fake, NatsServer::start()?, TestDb::create().await?, users).await?;
+    sys.principal("dave", "token-dave", &[skynet_contract::principal::PrincipalRole::Submit]).await?;
+    bot_ready(&fake).await?;
+    let slow = tempfile::tempdir()?;
+    std::fs::write(slow.path().join("Makefile"), "test:\n\t@sleep 60\n")?;
+    let dir = slow.path().display().to_string();
+    let running = sys.submit("slow", serde_json::json!({"intent": "run the tests", "working_dir": dir})).await?;
+    sys.wait_for(running, "skynet.job.step_started.v1").await?;
+
+    fake.user_says(ADMIN, "/emergency_stop drill from the phone");
+    let done = message(&fake, ADMIN, "the stop's reply", |m| m.text.starts_with("Done")).await?;
+    assert!(!done.text.is_empty());
+    let cancelled = sys.wait_for(running, "skynet.job.cancelled.v1").await?;
+    assert_eq!(cancelled["data"]["reason"], "emergency stop: drill from the phone", "{cancelled}");
+    let switches = sys.read_all("SKYNET_EVENTS", CONTROL_SUBJECT).await?;
+    assert_eq!(switches.len(), 1, "one stop");
+    let pause: serde_json::Value = serde_json::from_slice(&switches[0].2)?;
+    assert_eq!(pause["data"]["cancel_running"], true, "{pause}");
+    assert!(pause["data"]["by"].as_str().is_some_and(|b| !b.is_empty()), "{pause}");
+    assert_eq!(cancelled["data"]["by"], pause["data"]["by"], "the cancel names the administrator");
+    let told = message(&fake, BOB, "the stop's notice", |m| m.text.contains("EMERGENCY STOP")).await?;
+    assert!(told.text.contains("drill from the phone"), "{}", told.text);
+    assert!(fake.messages_to(DAVE).is_empty(), "no notice without the read role: {:?}", fake.messages_to(DAVE));
+
+    // A new task is decided, then waits for the resume.
+    let held = sys.submit("held", serde_json::json!({"intent": "run the tests", "working_dir": sys.project()})).await?;
+    sys.wait_for(held, "skynet.job.policy_decided.v1").await?;
+    fake.user_says(ADMIN, "/resume drill over");
+    if let Err(e) = sys.wait_for(held, "skynet.job.succeeded.v1").await {
+        anyhow::bail!("{e}: its events are {:?}", sys.types(held).await?);
+    }
+    let resumed = sys.seq_of(CONTROL_SUBJECT, "skynet.system.resumed.v1").await?;
+    let dispatched = sys.seq_of(&format!("skynet.job.{held}.>"), "skynet.job.dispatched.v1").await?;
+    assert!(dispatched > resumed, "dispatched at {dispatched}, before the resume at {resumed}");
+    message(&fake, BOB, "the resume's notice", |m| m.text.contains("Resumed by")).await?;
+    assert!(fake.messages_to(DAVE).is_empty(), "{:?}", fake.messages_to(DAVE));
+    let types = sys.types(running).await?;
+    assert_eq!(types.last().map(String::as_str), Some("skynet.job.cancelled.v1"), "{types:?}");
     sys.shutdown().await
 }
 

@@ -7,6 +7,7 @@
 //! * [`repo`]: load → decide → append with bounded conflict retries.
 //! * [`dlq`]: dead letters with reasons.
 //! * [`read`]: reading stored messages by direct get, without a consumer.
+//! * [`history`]: the recent jobs' messages this process appended or read.
 //! * [`principals`]: API tokens of named principals with roles.
 //! * [`publish`](mod@publish): publishing events outside job aggregates.
 //! * [`consumer`]: the durable-consumer loop services run.
@@ -19,6 +20,7 @@ pub mod consumer;
 pub mod deadlines;
 pub mod definitions;
 pub mod dlq;
+pub mod history;
 pub mod pause;
 pub mod principals;
 pub mod publish;

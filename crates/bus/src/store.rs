@@ -18,6 +18,7 @@ use tracing::warn;
 
 use crate::codec;
 use crate::definitions::EVENTS_STREAM;
+use crate::read::Stored;
 
 /// Header naming the subject filter the expected sequence applies to (NATS 2.11).
 pub(crate) const EXPECTED_SUBJECT_HEADER: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
@@ -79,13 +80,15 @@ pub struct EventStore {
     stream: stream::Stream,
     /// Job states this process computed, keyed by the sequence they are at.
     cache: std::sync::Arc<crate::cache::StateCache>,
+    /// The recent jobs' messages this process appended or read.
+    histories: std::sync::Arc<crate::history::HistoryCache>,
 }
 
 impl EventStore {
     /// Opens the store on a bootstrapped server.
     pub async fn open(js: jetstream::Context) -> Result<EventStore, async_nats::Error> {
         let stream = js.get_stream(EVENTS_STREAM).await?;
-        Ok(EventStore { js, stream, cache: std::sync::Arc::default() })
+        Ok(EventStore { js, stream, cache: std::sync::Arc::default(), histories: std::sync::Arc::default() })
     }
 
     /// This store with `other`'s state cache: services in one process each
@@ -93,6 +96,7 @@ impl EventStore {
     /// stage finds the job at the sequence the previous one appended.
     pub fn sharing_cache_of(mut self, other: &EventStore) -> EventStore {
         self.cache = other.cache.clone();
+        self.histories = other.histories.clone();
         self
     }
 
@@ -123,13 +127,17 @@ impl EventStore {
             let (mut headers, payload) = codec::encode(env);
             headers.insert(EXPECTED_SEQ_HEADER, expected.to_string());
             headers.insert(EXPECTED_SUBJECT_HEADER, filter.as_str());
-            expected = match self.publish(job, expected, subject.clone(), headers, payload).await {
+            let kept = (headers.clone(), payload.clone());
+            let seq = match self.publish(job, expected, subject.clone(), headers, payload).await {
                 // The server checks the expected sequence before the duplicate
                 // window, so retrying an append whose ack was lost reports a
                 // conflict. If the event there is our own, the append happened.
                 Err(e @ AppendError::Conflict { .. }) => self.stored_seq(&subject, &env.id).await.ok_or(e)?,
                 other => other?,
             };
+            let (headers, payload) = kept;
+            self.histories.appended(job, expected, Stored { seq, subject, headers: Some(headers), payload });
+            expected = seq;
         }
         Ok(expected)
     }
@@ -165,6 +173,25 @@ impl EventStore {
         Ok(ack.sequence)
     }
 
+    /// Every message of `job`, read from the log.
+    async fn read(&self, job: JobId) -> Result<Vec<Stored>, LoadError> {
+        let stored = crate::read::read_all(&self.js.client(), EVENTS_STREAM, &subjects::job_stream(job), 1)
+            .await
+            .map_err(|source| LoadError::Nats { job, source })?;
+        self.histories.read(job, &stored);
+        Ok(stored)
+    }
+
+    /// Every message of `job` up to and including stream sequence `seq`, as
+    /// stored: from the histories this process keeps when they reach `seq`,
+    /// else read from the log (see [`crate::history`] for why that matters).
+    pub async fn messages_through(&self, job: JobId, seq: u64) -> Result<Vec<Stored>, LoadError> {
+        if let Some(held) = self.histories.through(job, seq) {
+            return Ok(held);
+        }
+        Ok(self.read(job).await?.into_iter().filter(|m| m.seq <= seq).collect())
+    }
+
     /// Replays every event of `job`, oldest first.
     ///
     /// Uses JetStream's batched direct get (`next_by_subj` over the job's
@@ -173,9 +200,7 @@ impl EventStore {
     /// consumers until their inactivity timeout and hits the account's limit
     /// under load.)
     pub async fn load(&self, job: JobId) -> Result<History, LoadError> {
-        let stored = crate::read::read_all(&self.js.client(), EVENTS_STREAM, &subjects::job_stream(job), 1)
-            .await
-            .map_err(|source| LoadError::Nats { job, source })?;
+        let stored = self.read(job).await?;
         let mut history = History::default();
         for m in stored {
             // One unreadable message must not make the job unloadable forever

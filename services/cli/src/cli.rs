@@ -31,7 +31,7 @@ pub enum Cmd {
         settings: Settings,
         /// Services not to run here (e.g. `--without executor` on a control
         /// host, `--without sentinel` to measure its cost).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, env = "SKYNET_WITHOUT", value_delimiter = ',')]
         without: Vec<Service>,
     },
     /// Run one service.
@@ -295,9 +295,9 @@ async fn rebuild_memory(settings: &Settings) -> anyhow::Result<()> {
     let js = async_nats::jetstream::new(nats.clone());
     let db = infra.database().await?.clone();
     let principals = std::sync::Arc::new(skynet_bus::principals::Principals::open(&js).await?);
-    let n = skynet_memory::rebuild(&skynet_memory::Deps { js, nats, db, principals, retrievals: Default::default() })
-        .await
-        .context("rebuilding the memory tables")?;
+    let store = skynet_bus::EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?;
+    let deps = skynet_memory::Deps { js, nats, store, db, principals, retrievals: Default::default() };
+    let n = skynet_memory::rebuild(&deps).await.context("rebuilding the memory tables")?;
     eprintln!("rebuilt the memory tables from {n} events of the log");
     Ok(())
 }

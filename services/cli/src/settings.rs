@@ -43,6 +43,10 @@ pub struct Settings {
     /// Planner backend.
     #[arg(long, env = "SKYNET_PLANNER", value_enum, default_value_t = PlannerArg::Rules)]
     pub planner: PlannerArg,
+    /// How long the planner waits for memory's similar past jobs before
+    /// planning without them, in milliseconds.
+    #[arg(long, env = "SKYNET_PLANNER_MEMORY_TIMEOUT_MS", default_value_t = 250)]
+    pub planner_memory_timeout_ms: u64,
     /// Base URL of an OpenAI-compatible chat-completions API (for `--planner llm`).
     #[arg(long, env = "SKYNET_LLM_BASE_URL", default_value = "http://127.0.0.1:11434/v1")]
     pub llm_base_url: String,
@@ -340,6 +344,7 @@ impl Settings {
             data_dir: PathBuf::from(".data"),
             policy_file: None,
             planner: PlannerArg::Rules,
+            planner_memory_timeout_ms: 250,
             llm_base_url: "http://127.0.0.1:11434/v1".into(),
             llm_model: "qwen2.5-coder:7b".into(),
             llm_api_key_env: "SKYNET_LLM_API_KEY".into(),
@@ -412,7 +417,7 @@ impl Settings {
             api_key_env: self.llm_api_key_env.clone(),
             ..Default::default()
         };
-        skynet_planner::Config { backend, llm, ..Default::default() }
+        skynet_planner::Config { backend, llm, memory_timeout_ms: self.planner_memory_timeout_ms, ..Default::default() }
     }
 }
 

@@ -12,8 +12,8 @@ use skynet_bus::codec;
 use skynet_bus::consumer::{self, ConsumerSpec, Disposition};
 use skynet_bus::definitions::EVENTS_STREAM;
 use skynet_bus::principals::Principals;
+use skynet_contract::JobId;
 use skynet_contract::memory::{self, MemoryForgotten, MemoryRecorded};
-use skynet_contract::{JobId, subjects};
 use sqlx::PgPool;
 use tracing::{Instrument, info, info_span};
 
@@ -27,8 +27,11 @@ pub(crate) const SOURCE: &str = "skynet/memory";
 #[derive(Clone)]
 pub struct Deps {
     pub js: jetstream::Context,
-    /// Core NATS: its request/reply subjects, and reading a job's events.
+    /// Core NATS: its request/reply subjects.
     pub nats: async_nats::Client,
+    /// Reading a finished job's events (from the histories of this process
+    /// when it appended them: `skynet up` shares one store).
+    pub store: skynet_bus::EventStore,
     /// Its own tables (it is their only writer).
     pub db: PgPool,
     pub principals: Arc<Principals>,
@@ -122,9 +125,10 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
 
 /// Reads the job's events up to `seq` and applies what they teach, once.
 pub(crate) async fn learn_job(deps: &Deps, job: JobId, event_id: &str, seq: u64) -> Result<(), String> {
-    let stored = skynet_bus::read::read_all(&deps.nats, EVENTS_STREAM, &subjects::job_stream(job), 1)
-        .await
-        .map_err(|e| format!("reading job {job}: {e}"))?;
+    let stored = deps.store.messages_through(job, seq).await.map_err(|e| {
+        let cause = std::error::Error::source(&e).map(|c| c.to_string()).unwrap_or_default();
+        format!("{e}: {cause}")
+    })?;
     let events = decode_job(&stored, seq);
     let Some(lesson) = learn::lesson(job, &events) else { return Ok(()) };
     apply(&deps.db, event_id, Change::Lesson(&lesson)).await

@@ -18,7 +18,10 @@ async fn deps(log: &Log, db: &TestDb) -> anyhow::Result<Deps> {
     let pool = db.pool().await?;
     skynet_memory::migrate(&pool).await?;
     let principals = Arc::new(skynet_bus::principals::Principals::open(&log.js).await?);
-    Ok(Deps { js: log.js.clone(), nats: log.client.clone(), db: pool, principals, retrievals: Default::default() })
+    // A store of its own: it holds no chains, so every job is read from the log.
+    let store = skynet_bus::EventStore::open(log.js.clone()).await.map_err(|e| anyhow::anyhow!(e))?;
+    let (js, nats) = (log.js.clone(), log.client.clone());
+    Ok(Deps { js, nats, store, db: pool, principals, retrievals: Default::default() })
 }
 
 async fn rows(db: &sqlx::PgPool) -> anyhow::Result<Vec<(String, String, String)>> {

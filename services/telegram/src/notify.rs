@@ -20,6 +20,7 @@ use skynet_contract::{JobId, owners};
 use skynet_job::Status;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::config::AllowedUser;
 use crate::kv::{Purpose, SentMessage};
 use crate::send;
 use crate::service::{Ctx, SERVICE};
@@ -97,9 +98,9 @@ async fn ask(ctx: &Ctx, job: JobId, view: &JobView) -> Result<(), String> {
         if sent.has(chat, Purpose::Approval) {
             continue;
         }
-        match ctx.principal(user).await {
-            Ok(Some(p)) if p.has(PrincipalRole::Approve) => {}
-            Ok(_) => continue,
+        match holds(ctx, user, PrincipalRole::Approve).await {
+            Ok(true) => {}
+            Ok(false) => continue,
             Err(e) => {
                 failed = Some(e);
                 continue;
@@ -160,7 +161,8 @@ async fn refresh(ctx: &Ctx, job: JobId, view: &JobView) -> Result<(), String> {
     Ok(())
 }
 
-/// An alert raised, or the system paused or resumed: to every allowed user.
+/// An alert raised, or the system paused or resumed: to every allowed user
+/// who may read (as `/alerts` needs; a revoked token gets nothing).
 async fn broadcast(ctx: &Ctx, msg: &Message, seq: u64) -> Disposition {
     let env = match skynet_bus::codec::decode(msg.headers.as_ref(), &msg.payload) {
         Ok(env) => env,
@@ -210,6 +212,14 @@ async fn broadcast(ctx: &Ctx, msg: &Message, seq: u64) -> Disposition {
             Ok(false) => {}
             Err(e) => return Disposition::Retry(e.to_string()),
         }
+        match holds(ctx, user, PrincipalRole::Read).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                failed = Some(e);
+                continue;
+            }
+        }
         match send::send(&ctx.bot, chat, &view::fit(text.clone(), ""), None).await {
             Ok(_) => {}
             Err(e) if send::undeliverable(&e) => {
@@ -230,4 +240,10 @@ async fn broadcast(ctx: &Ctx, msg: &Message, seq: u64) -> Disposition {
         Some(e) => Disposition::Retry(e),
         None => Disposition::Ack,
     }
+}
+
+/// Whether the principal `user` speaks for holds `role` now (a revoked token
+/// holds nothing).
+async fn holds(ctx: &Ctx, user: &AllowedUser, role: PrincipalRole) -> Result<bool, String> {
+    Ok(ctx.principal(user).await?.is_some_and(|p| p.has(role)))
 }

@@ -131,7 +131,7 @@ mod tests {
         let ok = log(&[("skynet.job.a.succeeded", 1), ("skynet.job.b.succeeded", 1), ("skynet.job.z.failed", 1)]);
         assert!(t.check_log(&ok).is_ok());
         let twice = log(&[("skynet.job.a.succeeded", 2), ("skynet.job.b.succeeded", 1)]);
-        assert!(t.check_log(&twice).unwrap_err().to_string().contains("1 of 2"));
+        assert!(t.check_log(&twice).expect_err("one of two jobs twice").to_string().contains("1 of 2"));
         let both = log(&[("skynet.job.a.succeeded", 1), ("skynet.job.a.failed", 1), ("skynet.job.b.succeeded", 1)]);
         assert!(t.check_log(&both).is_err());
         let missing = log(&[("skynet.job.a.succeeded", 1)]);

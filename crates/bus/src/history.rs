@@ -1,0 +1,163 @@
+//! The recent jobs' messages as this process appended or read them, so a
+//! consumer that needs a job's whole history (the memory service learning
+//! from a finished job) need not read it back from the log.
+//!
+//! Why: reading a job back is a batched direct get over `skynet.job.<id>.>`,
+//! and the server finds each next message of the job by walking the stream's
+//! messages one by one from the previous one (a job's events each have their
+//! own subject, so the per-block subject index does not narrow the walk).
+//! Under load a job's events are spread over thousands of other jobs'
+//! events; profiled at 3,000 queued jobs, these walks were a third of the
+//! machine's CPU, more than everything else nats-server did.
+//!
+//! A history is kept only as a *chain*: it starts at a job's first event (an
+//! append expecting sequence 0, or a full read) and grows only by an append
+//! that expected exactly its last sequence — the server stored that append
+//! only if nothing else of the job came in between, so the chain is every
+//! message of the job through its last sequence. Anything else (another
+//! process appended, two appends recorded out of order, eviction) breaks or
+//! drops the chain and the reader falls back to the log: never wrong, at
+//! worst slower.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use skynet_contract::JobId;
+
+use crate::read::Stored;
+
+/// Jobs whose histories are kept; the oldest chain started goes first. A few
+/// thousand jobs' events are a few tens of MiB.
+const CAPACITY: usize = 4_096;
+
+#[derive(Debug, Default)]
+struct Chains {
+    jobs: HashMap<JobId, Vec<Stored>>,
+    /// Jobs in the order their chains started, for eviction (may name jobs
+    /// whose chain was since dropped).
+    order: VecDeque<JobId>,
+}
+
+/// Job → its messages, complete from its first through the last one held.
+#[derive(Debug, Default)]
+pub struct HistoryCache {
+    chains: Mutex<Chains>,
+}
+
+impl HistoryCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Chains> {
+        self.chains.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records `msg`, appended to `job` by an append that expected `expected`
+    /// (0: the job's first event).
+    pub fn appended(&self, job: JobId, expected: u64, msg: Stored) {
+        let mut chains = self.lock();
+        if expected == 0 {
+            chains.start(job, vec![msg]);
+            return;
+        }
+        match chains.jobs.get_mut(&job) {
+            Some(chain) if chain.last().is_some_and(|m| m.seq == expected) => chain.push(msg),
+            // A gap: another writer, or two appends recorded out of order.
+            Some(_) => {
+                chains.jobs.remove(&job);
+            }
+            None => {}
+        }
+    }
+
+    /// Records a full read of `job` (every message it has, oldest first).
+    pub fn read(&self, job: JobId, messages: &[Stored]) {
+        let Some(last) = messages.last().map(|m| m.seq) else { return };
+        let mut chains = self.lock();
+        if chains.jobs.get(&job).and_then(|c| c.last()).is_some_and(|m| m.seq >= last) {
+            return;
+        }
+        chains.start(job, messages.to_vec());
+    }
+
+    /// Every message of `job` up to and including `seq`, if the chain held
+    /// reaches `seq`.
+    pub fn through(&self, job: JobId, seq: u64) -> Option<Vec<Stored>> {
+        let chains = self.lock();
+        let chain = chains.jobs.get(&job)?;
+        if chain.last()?.seq < seq {
+            return None;
+        }
+        Some(chain.iter().take_while(|m| m.seq <= seq).cloned().collect())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Chains {
+    fn start(&mut self, job: JobId, messages: Vec<Stored>) {
+        if self.jobs.insert(job, messages).is_none() {
+            self.order.push_back(job);
+        }
+        while self.jobs.len() > CAPACITY {
+            let Some(oldest) = self.order.pop_front() else { break };
+            self.jobs.remove(&oldest);
+        }
+        // Entries of chains dropped since would otherwise pile up.
+        if self.order.len() > 4 * CAPACITY {
+            let jobs = &self.jobs;
+            self.order.retain(|j| jobs.contains_key(j));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: u64) -> Stored {
+        Stored { seq, subject: format!("skynet.job.x.{seq}"), headers: None, payload: bytes::Bytes::new() }
+    }
+
+    fn seqs(v: Option<Vec<Stored>>) -> Option<Vec<u64>> {
+        v.map(|v| v.iter().map(|m| m.seq).collect())
+    }
+
+    #[test]
+    fn a_chain_grows_only_by_appends_that_expected_its_last_message() {
+        let (cache, job) = (HistoryCache::default(), JobId(uuid::Uuid::new_v4()));
+        cache.appended(job, 0, msg(3));
+        cache.appended(job, 3, msg(7));
+        assert_eq!(seqs(cache.through(job, 7)), Some(vec![3, 7]));
+        assert_eq!(seqs(cache.through(job, 5)), Some(vec![3]), "a prefix is complete too");
+        assert_eq!(cache.through(job, 8).map(|v| v.len()), None, "not known that far");
+        // An append recorded out of order (expected 9, the chain ends at 7):
+        // something in between is missing, so the chain is gone.
+        cache.appended(job, 9, msg(12));
+        assert!(cache.through(job, 7).is_none());
+        cache.appended(job, 12, msg(15));
+        assert!(cache.through(job, 15).is_none(), "a broken chain does not restart mid-job");
+        // A full read starts it again.
+        cache.read(job, &[msg(3), msg(7), msg(9), msg(12)]);
+        cache.appended(job, 12, msg(15));
+        assert_eq!(seqs(cache.through(job, 15)), Some(vec![3, 7, 9, 12, 15]));
+        // An older read does not replace a longer chain.
+        cache.read(job, &[msg(3)]);
+        assert_eq!(seqs(cache.through(job, 15)).map(|v| v.len()), Some(5));
+    }
+
+    #[test]
+    fn the_oldest_chains_go_first_when_full() {
+        let cache = HistoryCache::default();
+        let jobs: Vec<JobId> = (0..CAPACITY + 10).map(|_| JobId(uuid::Uuid::new_v4())).collect();
+        for (i, job) in jobs.iter().enumerate() {
+            cache.appended(*job, 0, msg(i as u64 + 1));
+        }
+        assert_eq!(cache.len(), CAPACITY);
+        assert!(cache.through(jobs[0], 1).is_none());
+        assert!(cache.through(jobs[CAPACITY + 9], CAPACITY as u64 + 10).is_some());
+    }
+}
