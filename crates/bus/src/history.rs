@@ -11,13 +11,15 @@
 //! machine's CPU, more than everything else nats-server did.
 //!
 //! A history is kept only as a *chain*: it starts at a job's first event (an
-//! append expecting sequence 0, or a full read) and grows only by an append
-//! that expected exactly its last sequence — the server stored that append
-//! only if nothing else of the job came in between, so the chain is every
-//! message of the job through its last sequence. Anything else (another
-//! process appended, two appends recorded out of order, eviction) breaks or
-//! drops the chain and the reader falls back to the log: never wrong, at
-//! worst slower.
+//! append expecting sequence 0) and grows only by an append that expected
+//! exactly its last sequence and was stored by that call — the server stored
+//! it only if nothing else of the job came in between, so the chain is every
+//! message of the job through its last sequence, byte for byte. Anything else
+//! (another process appended, two appends recorded out of order, an event
+//! already stored — a retry, whose stored copy may differ from ours —,
+//! eviction) breaks or drops the chain and the reader falls back to the log:
+//! never wrong, at worst slower. Chains are never started from reads: a
+//! reader (the API showing an old job) must not push out the live ones.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -26,9 +28,11 @@ use skynet_contract::JobId;
 
 use crate::read::Stored;
 
-/// Jobs whose histories are kept; the oldest chain started goes first. A few
-/// thousand jobs' events are a few tens of MiB.
+/// Jobs whose histories are kept; the oldest chain started goes first.
 const CAPACITY: usize = 4_096;
+/// Payload bytes kept at most, whatever the number of jobs (a job's output
+/// can make its events large).
+const MAX_BYTES: usize = 32 << 20;
 
 #[derive(Debug, Default)]
 struct Chains {
@@ -36,6 +40,8 @@ struct Chains {
     /// Jobs in the order their chains started, for eviction (may name jobs
     /// whose chain was since dropped).
     order: VecDeque<JobId>,
+    /// Payload bytes held.
+    bytes: usize,
 }
 
 /// Job → its messages, complete from its first through the last one held.
@@ -51,30 +57,36 @@ impl HistoryCache {
 
     /// Records `msg`, appended to `job` by an append that expected `expected`
     /// (0: the job's first event).
+    /// The caller must have seen the server store `msg` on this append (not
+    /// answer it as a duplicate).
     pub fn appended(&self, job: JobId, expected: u64, msg: Stored) {
         let mut chains = self.lock();
-        if expected == 0 {
-            chains.start(job, vec![msg]);
+        if msg.seq <= expected {
+            chains.remove(job);
             return;
         }
-        match chains.jobs.get_mut(&job) {
-            Some(chain) if chain.last().is_some_and(|m| m.seq == expected) => chain.push(msg),
-            // A gap: another writer, or two appends recorded out of order.
-            Some(_) => {
-                chains.jobs.remove(&job);
+        if expected == 0 {
+            chains.remove(job);
+            chains.start(job, msg);
+            return;
+        }
+        match chains.jobs.get(&job).and_then(|c| c.last()).map(|m| m.seq) {
+            Some(last) if last == expected => {
+                chains.bytes += msg.payload.len();
+                if let Some(chain) = chains.jobs.get_mut(&job) {
+                    chain.push(msg);
+                }
+                chains.shed();
             }
+            // A gap: another writer, or two appends recorded out of order.
+            Some(_) => chains.remove(job),
             None => {}
         }
     }
 
-    /// Records a full read of `job` (every message it has, oldest first).
-    pub fn read(&self, job: JobId, messages: &[Stored]) {
-        let Some(last) = messages.last().map(|m| m.seq) else { return };
-        let mut chains = self.lock();
-        if chains.jobs.get(&job).and_then(|c| c.last()).is_some_and(|m| m.seq >= last) {
-            return;
-        }
-        chains.start(job, messages.to_vec());
+    /// Drops `job`'s chain.
+    pub fn forget(&self, job: JobId) {
+        self.lock().remove(job);
     }
 
     /// Every message of `job` up to and including `seq`, if the chain held
@@ -98,18 +110,29 @@ impl HistoryCache {
 }
 
 impl Chains {
-    fn start(&mut self, job: JobId, messages: Vec<Stored>) {
-        if self.jobs.insert(job, messages).is_none() {
-            self.order.push_back(job);
-        }
-        while self.jobs.len() > CAPACITY {
-            let Some(oldest) = self.order.pop_front() else { break };
-            self.jobs.remove(&oldest);
-        }
+    fn start(&mut self, job: JobId, first: Stored) {
         // Entries of chains dropped since would otherwise pile up.
-        if self.order.len() > 4 * CAPACITY {
+        if self.order.len() >= 2 * CAPACITY {
             let jobs = &self.jobs;
             self.order.retain(|j| jobs.contains_key(j));
+        }
+        self.bytes += first.payload.len();
+        self.jobs.insert(job, vec![first]);
+        self.order.push_back(job);
+        self.shed();
+    }
+
+    fn remove(&mut self, job: JobId) {
+        if let Some(chain) = self.jobs.remove(&job) {
+            self.bytes -= chain.iter().map(|m| m.payload.len()).sum::<usize>();
+        }
+    }
+
+    /// Evicts the oldest chains while over either bound.
+    fn shed(&mut self) {
+        while self.jobs.len() > CAPACITY || self.bytes > MAX_BYTES {
+            let Some(oldest) = self.order.pop_front() else { break };
+            self.remove(oldest);
         }
     }
 }
@@ -140,13 +163,32 @@ mod tests {
         assert!(cache.through(job, 7).is_none());
         cache.appended(job, 12, msg(15));
         assert!(cache.through(job, 15).is_none(), "a broken chain does not restart mid-job");
-        // A full read starts it again.
-        cache.read(job, &[msg(3), msg(7), msg(9), msg(12)]);
-        cache.appended(job, 12, msg(15));
-        assert_eq!(seqs(cache.through(job, 15)), Some(vec![3, 7, 9, 12, 15]));
-        // An older read does not replace a longer chain.
-        cache.read(job, &[msg(3)]);
-        assert_eq!(seqs(cache.through(job, 15)).map(|v| v.len()), Some(5));
+    }
+
+    #[test]
+    fn nothing_that_cannot_follow_is_kept() {
+        let (cache, job) = (HistoryCache::default(), JobId(uuid::Uuid::new_v4()));
+        cache.appended(job, 0, msg(3));
+        cache.appended(job, 3, msg(3));
+        assert!(cache.through(job, 3).is_none(), "a sequence not after the expected one");
+        cache.appended(job, 0, msg(4));
+        cache.appended(job, 4, msg(9));
+        cache.forget(job);
+        assert!(cache.through(job, 9).is_none());
+        assert_eq!(cache.lock().bytes, 0, "bytes of dropped chains are released");
+    }
+
+    #[test]
+    fn bytes_are_bounded_as_well_as_jobs() {
+        let cache = HistoryCache::default();
+        let big = |seq| Stored { payload: bytes::Bytes::from(vec![b'x'; MAX_BYTES / 3]), ..msg(seq) };
+        let jobs: Vec<JobId> = (0..4).map(|_| JobId(uuid::Uuid::new_v4())).collect();
+        for (i, job) in jobs.iter().enumerate() {
+            cache.appended(*job, 0, big(i as u64 + 1));
+        }
+        assert!(cache.lock().bytes <= MAX_BYTES);
+        assert!(cache.through(jobs[0], 1).is_none(), "the oldest went");
+        assert!(cache.through(jobs[3], 4).is_some());
     }
 
     #[test]

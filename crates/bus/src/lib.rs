@@ -33,4 +33,4 @@ pub mod trace;
 pub use definitions::bootstrap;
 pub use publish::{publish, publish_expecting};
 pub use repo::{Jobs, Outcome};
-pub use store::{AppendError, EventStore, History};
+pub use store::{AppendError, Appended, EventStore, History};

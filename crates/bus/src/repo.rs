@@ -224,13 +224,18 @@ impl Jobs {
             for env in &mut envelopes {
                 env.traceparent.clone_from(&traceparent);
             }
-            let seq = self.store.append(job, last_seq, &envelopes).await?;
+            let appended = self.store.append_checked(job, last_seq, &envelopes).await?;
+            let seq = appended.seq;
             let mut after = state;
             for e in &events {
                 after = Some(skynet_job::evolve(after, e).map_err(|source| ExecuteError::Corrupt { job, source })?);
             }
             let Some(after) = after else { return Ok(Outcome::Rejected(Rejection::NoSuchJob)) };
-            self.store.cache().put(job, &after, seq);
+            // Events already stored (a retry) may differ from ours in their
+            // times: the state folded from ours is not the log's.
+            if appended.fresh {
+                self.store.cache().put(job, &after, seq);
+            }
             Ok(Outcome::Appended { seq, events, state: Box::new(after) })
         };
         attempt

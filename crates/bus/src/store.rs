@@ -36,6 +36,15 @@ pub struct History {
     pub unreadable: Vec<(u64, String)>,
 }
 
+/// What an append stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Sequence of the last event: the job's new last sequence.
+    pub seq: u64,
+    /// Whether this call stored every event (none was already there).
+    pub fresh: bool,
+}
+
 /// Why an append failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
@@ -118,8 +127,23 @@ impl EventStore {
     /// `Nats-Msg-Id` inside the duplicate window) is acknowledged as a duplicate
     /// without being stored twice.
     pub async fn append(&self, job: JobId, expected: u64, events: &[Envelope]) -> Result<u64, AppendError> {
+        Ok(self.append_checked(job, expected, events).await?.seq)
+    }
+
+    /// [`append`](Self::append), also telling whether every event was stored
+    /// by this call. One that was already stored (a retry of an append whose
+    /// ack was lost) keeps the first copy, which may differ from ours in its
+    /// time or durations: what this process computed from ours is then not
+    /// the log's, and must not be cached.
+    pub async fn append_checked(
+        &self,
+        job: JobId,
+        expected: u64,
+        events: &[Envelope],
+    ) -> Result<Appended, AppendError> {
         let filter = subjects::job_stream(job);
         let mut expected = expected;
+        let mut fresh = true;
         for env in events {
             let kind = JobEventKind::from_cloud_type(&env.ty)
                 .ok_or_else(|| AppendError::NotAJobEvent { ty: env.ty.clone() })?;
@@ -128,18 +152,30 @@ impl EventStore {
             headers.insert(EXPECTED_SEQ_HEADER, expected.to_string());
             headers.insert(EXPECTED_SUBJECT_HEADER, filter.as_str());
             let kept = (headers.clone(), payload.clone());
-            let seq = match self.publish(job, expected, subject.clone(), headers, payload).await {
-                // The server checks the expected sequence before the duplicate
-                // window, so retrying an append whose ack was lost reports a
-                // conflict. If the event there is our own, the append happened.
-                Err(e @ AppendError::Conflict { .. }) => self.stored_seq(&subject, &env.id).await.ok_or(e)?,
+            let (seq, stored_now) = match self.publish(job, expected, subject.clone(), headers, payload).await {
+                // Retrying an append whose ack was lost is either refused on
+                // the expected sequence (a conflict) or answered as a
+                // duplicate, depending on which check the server makes first.
+                // If the event there is our own, the append happened.
+                Err(e @ AppendError::Conflict { .. }) => (self.stored_seq(&subject, &env.id).await.ok_or(e)?, false),
                 other => other?,
             };
-            let (headers, payload) = kept;
-            self.histories.appended(job, expected, Stored { seq, subject, headers: Some(headers), payload });
+            if stored_now && fresh {
+                let (headers, payload) = kept;
+                self.histories.appended(job, expected, Stored { seq, subject, headers: Some(headers), payload });
+            } else {
+                // Not ours at that sequence, or not checked against `expected`.
+                fresh = false;
+                self.histories.forget(job);
+            }
             expected = seq;
         }
-        Ok(expected)
+        Ok(Appended { seq: expected, fresh })
+    }
+
+    /// Drops what this process holds of `job`'s messages (see [`crate::history`]).
+    pub fn forget_history(&self, job: JobId) {
+        self.histories.forget(job);
     }
 
     /// The sequence of the last message on `subject` if it is the event `id`.
@@ -155,7 +191,7 @@ impl EventStore {
         subject: String,
         headers: HeaderMap,
         payload: bytes::Bytes,
-    ) -> Result<u64, AppendError> {
+    ) -> Result<(u64, bool), AppendError> {
         let map = |source: async_nats::jetstream::context::PublishError, subject: &str| {
             if source.kind() == PublishErrorKind::WrongLastSequence {
                 AppendError::Conflict { job, expected }
@@ -170,16 +206,14 @@ impl EventStore {
             .map_err(|e| map(e, &subject))?
             .await
             .map_err(|e| map(e, &subject))?;
-        Ok(ack.sequence)
+        Ok((ack.sequence, !ack.duplicate))
     }
 
     /// Every message of `job`, read from the log.
     async fn read(&self, job: JobId) -> Result<Vec<Stored>, LoadError> {
-        let stored = crate::read::read_all(&self.js.client(), EVENTS_STREAM, &subjects::job_stream(job), 1)
+        crate::read::read_all(&self.js.client(), EVENTS_STREAM, &subjects::job_stream(job), 1)
             .await
-            .map_err(|source| LoadError::Nats { job, source })?;
-        self.histories.read(job, &stored);
-        Ok(stored)
+            .map_err(|source| LoadError::Nats { job, source })
     }
 
     /// Every message of `job` up to and including stream sequence `seq`, as

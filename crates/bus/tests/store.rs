@@ -90,6 +90,50 @@ async fn republishing_the_same_event_id_stores_it_once() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the store hands out of a job's messages is the log's, byte for byte:
+/// from what it holds after its own append, and after a retry whose event was
+/// already stored with another time (the log's copy is the truth, not ours).
+#[tokio::test]
+async fn the_messages_held_are_the_logs_even_after_a_retried_append() -> anyhow::Result<()> {
+    let (server, jobs) = setup().await?;
+    let client = server.connect().await?;
+    let logged = |job: JobId| {
+        let client = client.clone();
+        async move {
+            let all = skynet_bus::read::read_all(&client, "SKYNET_EVENTS", &format!("skynet.job.{job}.>"), 1)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            anyhow::Ok(all.into_iter().map(|m| (m.seq, m.payload)).collect::<Vec<_>>())
+        }
+    };
+    let held = |v: Vec<skynet_bus::read::Stored>| v.into_iter().map(|m| (m.seq, m.payload)).collect::<Vec<_>>();
+    let r = requested("retried");
+    let job = JobId::for_request(&r.request_source, &r.request_id);
+    let earlier = Utc::now() - chrono::Duration::seconds(60);
+    let first = jobs.envelopes(job, "cause", earlier, &[JobEvent::Requested(r.clone())]);
+    let again = jobs.envelopes(job, "cause", Utc::now(), &[JobEvent::Requested(r)]);
+    assert_eq!(first[0].id, again[0].id, "a retry carries the same event id");
+    let stored = jobs.store().append_checked(job, 0, &first).await?;
+    assert!(stored.fresh);
+    let cancel = jobs.envelopes(
+        job,
+        "cancel",
+        Utc::now(),
+        &[JobEvent::Cancelled(Cancelled { by: "tester".into(), reason: "test".into() })],
+    );
+    let last = jobs.store().append(job, stored.seq, &cancel).await?;
+    assert_eq!(held(jobs.store().messages_through(job, last).await?), logged(job).await?);
+
+    let retried = jobs.store().append_checked(job, 0, &again).await;
+    // Refused (the job has events) or answered as a duplicate: either way not ours.
+    if let Ok(r) = retried {
+        assert_eq!((r.seq, r.fresh), (stored.seq, false));
+    }
+    assert_eq!(held(jobs.store().messages_through(job, last).await?), logged(job).await?);
+    assert_eq!(held(jobs.store().messages_through(job, stored.seq).await?), logged(job).await?[..1]);
+    Ok(())
+}
+
 #[tokio::test]
 async fn execute_replays_decides_and_reports_rejections() -> anyhow::Result<()> {
     let (_server, jobs) = setup().await?;

@@ -131,7 +131,10 @@ pub(crate) async fn learn_job(deps: &Deps, job: JobId, event_id: &str, seq: u64)
     })?;
     let events = decode_job(&stored, seq);
     let Some(lesson) = learn::lesson(job, &events) else { return Ok(()) };
-    apply(&deps.db, event_id, Change::Lesson(&lesson)).await
+    apply(&deps.db, event_id, Change::Lesson(&lesson)).await?;
+    // Learned: its messages need not be held any longer.
+    deps.store.forget_history(job);
+    Ok(())
 }
 
 /// The job's events (owners' only, as every replay) up to `seq`, with their times.
