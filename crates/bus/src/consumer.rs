@@ -127,6 +127,12 @@ where
 /// One message per free handler: slots are taken before messages are asked
 /// for (as many as are free, in one pull request that the server holds until
 /// messages come or it expires), so nothing waits unacknowledged in a buffer.
+///
+/// Each pull's messages are taken by a task of its own, so the next pull goes
+/// out as soon as a slot frees rather than after the previous pull's last
+/// message: under a backlog, waiting for each pull before the next capped a
+/// stage at one round trip per message or two (measured: the dispatcher held
+/// 1,200 messages back with 5 of its 32 slots busy).
 async fn run_per_slot<H, Fut, S>(
     js: jetstream::Context,
     spec: ConsumerSpec,
@@ -140,12 +146,11 @@ where
     S: Future<Output = ()> + Send,
 {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(spec.concurrency.max(1)));
-    // Handlers run as tasks of their own, so they go on while this loop waits
-    // for the next messages.
-    let mut running = tokio::task::JoinSet::new();
+    // Pull readers and handlers alike; waited for before returning.
+    let tasks = tokio_util::task::TaskTracker::new();
+    let stopping = tokio_util::sync::CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    'pulling: loop {
-        while running.try_join_next().is_some() {}
+    loop {
         let first = tokio::select! {
             () = &mut shutdown => break,
             p = slots.clone().acquire_owned() => p?,
@@ -156,41 +161,50 @@ where
         }
         // Not `fetch` (no-wait: an idle consumer would spin) but a waiting pull.
         let pull = consumer.batch().max_messages(permits.len()).expires(PULL_EXPIRES).messages();
-        let mut batch = tokio::select! {
+        let batch = tokio::select! {
             () = &mut shutdown => break,
             b = pull => match b {
                 Ok(b) => b,
                 Err(e) => {
                     warn!(service = spec.service, error = %e, "pulling failed; retrying");
+                    drop(permits);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
             },
         };
-        loop {
-            let next = tokio::select! {
-                () = &mut shutdown => break 'pulling,
-                m = batch.next() => m,
-            };
-            let Some(msg) = next else { break };
-            let Some(permit) = permits.pop() else { break };
-            match msg {
-                Ok(msg) => {
-                    let (js, spec, handler) = (js.clone(), spec.clone(), handler.clone());
-                    running.spawn(async move {
-                        handle_one(&js, &spec, handler, msg).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => {
-                    debug!(service = spec.service, error = %e, "pull ended without a message");
-                    break;
+        let (js, spec, handler, stopping, handlers) =
+            (js.clone(), spec.clone(), handler.clone(), stopping.clone(), tasks.clone());
+        tasks.spawn(async move {
+            let mut batch = std::pin::pin!(batch);
+            loop {
+                let next = tokio::select! {
+                    () = stopping.cancelled() => break,
+                    m = batch.next() => m,
+                };
+                let Some(msg) = next else { break };
+                let Some(permit) = permits.pop() else { break };
+                match msg {
+                    Ok(msg) => {
+                        let (js, spec, handler) = (js.clone(), spec.clone(), handler.clone());
+                        handlers.spawn(async move {
+                            handle_one(&js, &spec, handler, msg).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(e) => {
+                        debug!(service = spec.service, error = %e, "pull ended without a message");
+                        break;
+                    }
                 }
             }
-        }
+            // Slots the pull did not fill go back here.
+        });
     }
-    // In-flight messages finish before returning.
-    while running.join_next().await.is_some() {}
+    // No message is taken after the shutdown; those being handled finish.
+    stopping.cancel();
+    tasks.close();
+    tasks.wait().await;
     Ok(())
 }
 

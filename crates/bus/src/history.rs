@@ -100,6 +100,13 @@ impl HistoryCache {
         Some(chain.iter().take_while(|m| m.seq <= seq).cloned().collect())
     }
 
+    /// Every message held of `job`, when the chain reaches `seq`.
+    pub fn reaching(&self, job: JobId, seq: u64) -> Option<Vec<Stored>> {
+        let chains = self.lock();
+        let chain = chains.jobs.get(&job)?;
+        (chain.last()?.seq >= seq).then(|| chain.clone())
+    }
+
     pub fn len(&self) -> usize {
         self.lock().jobs.len()
     }

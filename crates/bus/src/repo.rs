@@ -115,7 +115,13 @@ impl Jobs {
     /// illegal after the events before it. A job with skipped messages is
     /// never cached, so every service that meets it sees the problem.
     pub async fn replay(&self, job: JobId) -> Result<Replayed, ExecuteError> {
-        let History { events, last_seq, unreadable } = self.store.load(job).await?;
+        let history = self.store.load(job).await?;
+        self.fold(job, history)
+    }
+
+    /// Folds a job's history (see [`replay`](Self::replay)).
+    fn fold(&self, job: JobId, history: History) -> Result<Replayed, ExecuteError> {
+        let History { events, last_seq, unreadable } = history;
         let mut skipped = unreadable;
         let mut folded: Vec<JobEvent> = Vec::with_capacity(events.len());
         let mut state = None;
@@ -158,13 +164,28 @@ impl Jobs {
         Ok(Replayed { state, last_seq, skipped, traceparent })
     }
 
-    /// The job as of the event at `seq` that a consumer is handling: from the
-    /// cache when it holds the job at exactly `seq`, else replayed from the log.
+    /// The job as of the event at `seq` that a consumer is handling (or
+    /// later): from the cache when it holds the job at exactly `seq`, from the
+    /// messages this process holds when they reach `seq`, else replayed from
+    /// the log.
     pub async fn load_at(&self, job: JobId, seq: u64) -> Result<(Option<Job>, u64), ExecuteError> {
-        match self.store.cache().at(job, seq) {
-            Some(state) => Ok((Some(state), seq)),
-            None => self.load(job).await,
+        if let Some(state) = self.store.cache().at(job, seq) {
+            return Ok((Some(state), seq));
         }
+        // The job's messages as this process appended them, when they reach
+        // the event being handled: the latest state this process knows,
+        // folded without reading the log (a read walks the stream: see
+        // `history`). The dispatcher meets this on every auto-approved job:
+        // the policy appends two events, so its first message is behind the
+        // cache. As with the cache, an event another process appended since
+        // makes the next append conflict, and the retry replays the log.
+        if let Some(history) = self.store.held_reaching(job, seq) {
+            let r = self.fold(job, history)?;
+            if r.skipped.is_empty() {
+                return Ok((r.state, r.last_seq));
+            }
+        }
+        self.load(job).await
     }
 
     /// Runs `decide` against the current state of `job` and stores its events.

@@ -234,7 +234,21 @@ impl EventStore {
     /// consumers until their inactivity timeout and hits the account's limit
     /// under load.)
     pub async fn load(&self, job: JobId) -> Result<History, LoadError> {
-        let stored = self.read(job).await?;
+        Ok(history_of(job, self.read(job).await?))
+    }
+
+    /// The job's history as this process holds it (no read of the log), when
+    /// that reaches stream sequence `seq`: complete up to its last message,
+    /// which is the latest this process knows of (another process may have
+    /// appended since; an append after it then conflicts).
+    pub fn held_reaching(&self, job: JobId, seq: u64) -> Option<History> {
+        Some(history_of(job, self.histories.reaching(job, seq)?))
+    }
+}
+
+/// Decodes a job's stored messages, oldest first.
+fn history_of(job: JobId, stored: Vec<Stored>) -> History {
+    {
         let mut history = History::default();
         for m in stored {
             // One unreadable message must not make the job unloadable forever
@@ -248,6 +262,6 @@ impl EventStore {
             }
             history.last_seq = m.seq;
         }
-        Ok(history)
+        history
     }
 }

@@ -77,8 +77,23 @@ async fn similar(deps: &Deps, config: &Config, payload: &[u8]) -> SimilarJobs {
             score: Some(h.importance),
         })
         .collect();
-    let failures = match q.working_dir.as_deref().map(canonical_dir) {
-        Some(dir) => store::failures_in(&deps.db, &dir, config.failures_per_query).await.unwrap_or_default(),
+    let failures = match q.working_dir.as_deref() {
+        Some(asked_dir) => match deps.known_failures.get(asked_dir) {
+            Ok(held) => held,
+            Err(asked) => {
+                let dir = canonical_dir(asked_dir);
+                match store::failures_in(&deps.db, &dir, config.failures_per_query).await {
+                    Ok(found) => {
+                        deps.known_failures.put(asked_dir, asked, &found);
+                        found
+                    }
+                    Err(e) => {
+                        warn!(service = SERVICE, error = %e, "known failures unavailable");
+                        vec![]
+                    }
+                }
+            }
+        },
         None => vec![],
     };
     SimilarJobs { jobs, failures }

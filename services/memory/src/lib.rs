@@ -15,6 +15,7 @@
 
 mod answers;
 mod config;
+mod known;
 pub mod learn;
 mod rebuild;
 mod service;
@@ -22,6 +23,7 @@ pub mod store;
 mod upkeep;
 
 pub use config::Config;
+pub use known::KnownFailures;
 pub use rebuild::rebuild;
 pub use service::{Deps, MemoryError, handle, migrate, run};
 pub use upkeep::{Retrievals, sweep};

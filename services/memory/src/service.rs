@@ -37,6 +37,8 @@ pub struct Deps {
     pub principals: Arc<Principals>,
     /// Retrievals of the planner's questions, written in batches (see `flush_usage`).
     pub retrievals: crate::upkeep::Retrievals,
+    /// The planner's answers about known failures, held briefly (see [`crate::known`]).
+    pub known_failures: crate::known::KnownFailures,
 }
 
 /// Why the memory service stopped.
@@ -132,6 +134,9 @@ pub(crate) async fn learn_job(deps: &Deps, job: JobId, event_id: &str, seq: u64)
     let events = decode_job(&stored, seq);
     let Some(lesson) = learn::lesson(job, &events) else { return Ok(()) };
     apply(&deps.db, event_id, Change::Lesson(&lesson)).await?;
+    if !lesson.failures.is_empty() {
+        deps.known_failures.forget_all();
+    }
     // Learned: its messages need not be held any longer.
     deps.store.forget_history(job);
     Ok(())
@@ -198,6 +203,8 @@ async fn handle_memory_event(deps: &Deps, msg: &Message) -> Disposition {
         },
         other => return Disposition::DeadLetter { code: "unknown_type", reason: format!("no memory event {other}") },
     };
+    // A record added or forgotten may be a failure pattern the planner is told of.
+    deps.known_failures.forget_all();
     match result {
         Ok(()) => Disposition::Ack,
         Err(e) => Disposition::Retry(e),

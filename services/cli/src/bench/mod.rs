@@ -18,6 +18,7 @@ pub mod memory;
 pub mod scaling;
 pub mod system;
 pub mod tally;
+pub mod watch;
 
 use std::time::Duration;
 
@@ -59,6 +60,9 @@ pub struct BenchArgs {
     /// Only the dashboard benchmark.
     #[arg(long)]
     pub dashboard_only: bool,
+    /// Print every durable consumer's backlog each second of the throughput run.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// `--mode`.
@@ -91,13 +95,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (log_args, sys_args, scale_jobs) = if args.quick {
         (
             log::LogArgs { jobs: 50, events_per_job: 3, concurrency: 8 },
-            system::SystemArgs { jobs: 30, latency_jobs: 10, rate: 50.0, raw_messages: 500 },
+            system::SystemArgs { jobs: 30, latency_jobs: 10, rate: 50.0, raw_messages: 500, watch: args.watch },
             20,
         )
     } else {
         (
             log::LogArgs { jobs: 2000, events_per_job: 5, concurrency: 64 },
-            system::SystemArgs { jobs: args.jobs, latency_jobs: 500, rate: 50.0, raw_messages: 30_000 },
+            system::SystemArgs {
+                jobs: args.jobs,
+                latency_jobs: 500,
+                rate: 50.0,
+                raw_messages: 30_000,
+                watch: args.watch,
+            },
             600,
         )
     };

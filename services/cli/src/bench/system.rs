@@ -27,6 +27,8 @@ pub struct SystemArgs {
     pub rate: f64,
     /// Messages for the raw ceiling.
     pub raw_messages: usize,
+    /// Print the consumers' backlogs during the throughput run.
+    pub watch: bool,
 }
 
 /// Latency percentiles in milliseconds.
@@ -404,12 +406,16 @@ async fn run_on(
     let events_before = js.get_stream(skynet_bus::definitions::EVENTS_STREAM).await?.info().await?.state.messages;
 
     let mut tally = Tally::default();
+    let watcher = args.watch.then(|| super::watch::start(js.clone()));
     let started = Instant::now();
     for i in 0..args.jobs {
         tally.submitted(submit(client, &format!("{run_id}-t{i}")).await?, Instant::now());
     }
     client.flush().await?;
     collect(&mut ends, &mut tally, args.jobs, Duration::from_secs(30)).await?;
+    if let Some(w) = watcher {
+        w.abort();
+    }
     tally.check().context("throughput run")?;
     log_confirms(js, &tally).await.context("throughput run, in the log")?;
     let elapsed = tally.last_success().map_or(0.0, |t| t.duration_since(started).as_secs_f64());
