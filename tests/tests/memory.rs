@@ -104,15 +104,7 @@ async fn three_failed_test_runs_warn_the_next_plan_and_the_tables_rebuild_the_sa
     let js = async_nats::jetstream::new(nats.clone());
     let principals = std::sync::Arc::new(skynet_bus::principals::Principals::open(&js).await?);
     let store = skynet_bus::EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?;
-    let deps = skynet_memory::Deps {
-        js,
-        nats,
-        store,
-        db: db.clone(),
-        principals,
-        retrievals: Default::default(),
-        known_failures: Default::default(),
-    };
+    let deps = skynet_memory::Deps::new(js, nats, store, db.clone(), principals);
     sqlx::query("DROP TABLE memory_records, memory_failures, memory_strategy_runs, memory_applied")
         .execute(&db)
         .await?;

@@ -92,12 +92,9 @@ impl HistoryCache {
     /// Every message of `job` up to and including `seq`, if the chain held
     /// reaches `seq`.
     pub fn through(&self, job: JobId, seq: u64) -> Option<Vec<Stored>> {
-        let chains = self.lock();
-        let chain = chains.jobs.get(&job)?;
-        if chain.last()?.seq < seq {
-            return None;
-        }
-        Some(chain.iter().take_while(|m| m.seq <= seq).cloned().collect())
+        let mut held = self.reaching(job, seq)?;
+        held.retain(|m| m.seq <= seq);
+        Some(held)
     }
 
     /// Every message held of `job`, when the chain reaches `seq`.

@@ -296,15 +296,7 @@ async fn rebuild_memory(settings: &Settings) -> anyhow::Result<()> {
     let db = infra.database().await?.clone();
     let principals = std::sync::Arc::new(skynet_bus::principals::Principals::open(&js).await?);
     let store = skynet_bus::EventStore::open(js.clone()).await.map_err(|e| anyhow::anyhow!(e))?;
-    let deps = skynet_memory::Deps {
-        js,
-        nats,
-        store,
-        db,
-        principals,
-        retrievals: Default::default(),
-        known_failures: Default::default(),
-    };
+    let deps = skynet_memory::Deps::new(js, nats, store, db, principals);
     let n = skynet_memory::rebuild(&deps).await.context("rebuilding the memory tables")?;
     eprintln!("rebuilt the memory tables from {n} events of the log");
     Ok(())

@@ -285,15 +285,7 @@ impl Supervisor<'_> {
                         let principals = std::sync::Arc::new(
                             skynet_bus::principals::Principals::open(&js).await.map_err(|e| anyhow::anyhow!(e))?,
                         );
-                        let deps = skynet_memory::Deps {
-                            js,
-                            nats,
-                            store,
-                            db,
-                            principals,
-                            retrievals: Default::default(),
-                            known_failures: Default::default(),
-                        };
+                        let deps = skynet_memory::Deps::new(js, nats, store, db, principals);
                         skynet_memory::run(skynet_memory::Config::default(), deps, stop)
                             .await
                             .map_err(anyhow::Error::from)

@@ -41,6 +41,19 @@ pub struct Deps {
     pub known_failures: crate::known::KnownFailures,
 }
 
+impl Deps {
+    /// Deps with nothing retrieved or held yet.
+    pub fn new(
+        js: jetstream::Context,
+        nats: async_nats::Client,
+        store: skynet_bus::EventStore,
+        db: PgPool,
+        principals: Arc<Principals>,
+    ) -> Deps {
+        Deps { js, nats, store, db, principals, retrievals: Default::default(), known_failures: Default::default() }
+    }
+}
+
 /// Why the memory service stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {

@@ -21,15 +21,7 @@ async fn deps(log: &Log, db: &TestDb) -> anyhow::Result<Deps> {
     // A store of its own: it holds no chains, so every job is read from the log.
     let store = skynet_bus::EventStore::open(log.js.clone()).await.map_err(|e| anyhow::anyhow!(e))?;
     let (js, nats) = (log.js.clone(), log.client.clone());
-    Ok(Deps {
-        js,
-        nats,
-        store,
-        db: pool,
-        principals,
-        retrievals: Default::default(),
-        known_failures: Default::default(),
-    })
+    Ok(Deps::new(js, nats, store, pool, principals))
 }
 
 async fn rows(db: &sqlx::PgPool) -> anyhow::Result<Vec<(String, String, String)>> {
