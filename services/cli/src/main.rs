@@ -3,6 +3,12 @@
 use clap::Parser;
 use skynet_cli::cli::{self, Cli};
 
+/// mimalloc rather than glibc's malloc: a job's path through the services is
+/// mostly short-lived allocations (decoded events, JSON, rows), and glibc's
+/// `malloc`/`free`/`malloc_consolidate` took 7% of a rebuild's CPU.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let parsed = Cli::parse();

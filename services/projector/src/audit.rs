@@ -1,5 +1,7 @@
 //! The audit read model: every event, as stored, one row each.
 
+use std::fmt::Write as _;
+
 use skynet_contract::Envelope;
 use sqlx::{Postgres, Transaction};
 
@@ -60,19 +62,29 @@ fn scrub(v: &mut serde_json::Value) {
 /// rows can never be copied twice.
 pub async fn insert(tx: &mut Transaction<'_, Postgres>, rows: &[std::sync::Arc<Row>]) -> Result<(), sqlx::Error> {
     let mut text = String::with_capacity(rows.len() * 512);
+    let mut data = Vec::with_capacity(1024);
     for r in rows {
-        let data = serde_json::to_string(&r.env.data).unwrap_or_else(|_| "null".into());
-        let fields = [
-            r.seq.to_string(),
-            escape(&r.env.id),
-            escape(&r.env.ty),
-            escape(&r.env.source),
-            r.env.subject.as_deref().map_or_else(|| "\\N".to_owned(), escape),
-            escape(&r.nats_subject),
-            r.env.time.to_rfc3339(),
-            escape(&data),
-        ];
-        text.push_str(&fields.join("\t"));
+        data.clear();
+        if serde_json::to_writer(&mut data, &r.env.data).is_err() {
+            data.clear();
+            data.extend_from_slice(b"null");
+        }
+        let _ = write!(text, "{}\t", r.seq);
+        for field in [r.env.id.as_str(), &r.env.ty, &r.env.source] {
+            escape_into(&mut text, field);
+            text.push('\t');
+        }
+        match r.env.subject.as_deref() {
+            Some(subject) => escape_into(&mut text, subject),
+            None => text.push_str("\\N"),
+        }
+        text.push('\t');
+        escape_into(&mut text, &r.nats_subject);
+        text.push('\t');
+        text.push_str(&r.env.time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+        text.push('\t');
+        // serde_json writes UTF-8.
+        escape_into(&mut text, std::str::from_utf8(&data).unwrap_or("null"));
         text.push('\n');
     }
     let mut copy = tx
@@ -83,27 +95,40 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, rows: &[std::sync::Arc<R
     Ok(())
 }
 
-/// A value in COPY's text format.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
+/// Appends `s` in COPY's text format.
+pub(crate) fn escape_into(out: &mut String, s: &str) {
+    // Runs between special characters are copied whole (the four are ASCII,
+    // so every cut is at a character boundary).
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped = match b {
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        out.push_str(escaped);
+        start = i + 1;
     }
-    out
+    out.push_str(&s[start..]);
 }
 
 #[cfg(test)]
 mod tests {
+    fn escape(s: &str) -> String {
+        let mut out = String::new();
+        super::escape_into(&mut out, s);
+        out
+    }
+
     #[test]
     fn copy_text_escaping() {
-        assert_eq!(super::escape("a\\b\tc\nd\re"), "a\\\\b\\tc\\nd\\re");
-        assert_eq!(super::escape(r#"{"k":"x\ny"}"#), r#"{"k":"x\\ny"}"#);
+        assert_eq!(escape("a\\b\tc\nd\re"), "a\\\\b\\tc\\nd\\re");
+        assert_eq!(escape(r#"{"k":"x\ny"}"#), r#"{"k":"x\\ny"}"#);
+        assert_eq!(escape("é\tü\\"), "é\\tü\\\\", "runs around escapes keep every character");
+        assert_eq!(escape("plain ✓"), "plain ✓");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! it project as usual.
 
 mod audit;
+mod bulk;
 mod config;
 mod db;
 mod projector;

@@ -43,6 +43,9 @@ pub enum ProjectorError {
     Nats(#[source] async_nats::Error),
     #[error("a projector is writing the read models (or another rebuild runs); stop it before rebuilding in place")]
     Busy,
+    /// Postgres refused a batch of a bulk rebuild (it starts over carefully).
+    #[error("Postgres refused a batch of the bulk rebuild")]
+    BulkRefused(#[source] sqlx::Error),
     #[error("the log grew faster than the rebuild could catch up in {rounds} rounds; try again under less load")]
     RebuildBehind { rounds: usize },
     #[error(
@@ -134,12 +137,13 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
     migrate(&deps.db).await?;
     let mut shutdown = std::pin::pin!(shutdown);
     let Some(_writer) = writer_lock(&deps.db, &mut shutdown).await? else { return Ok(()) };
-    project(&config, &deps, &mut shutdown, &Progress::default()).await.map(|_| ())
+    project(&config, &deps, &mut shutdown, &Progress::default(), false).await.map(|_| ())
 }
 
 /// The projection loop over `deps.db` (whatever schema its connections see),
 /// from its checkpoints until `shutdown` or `config.until`; returns the last
-/// sequence both projections have applied.
+/// sequence both projections have applied. `bulk`: into empty tables nobody
+/// reads yet (`crate::bulk`).
 ///
 /// One reader follows the log from the checkpoint further behind and hands
 /// every decoded event to both writers (see `writer`), each on its own
@@ -150,6 +154,7 @@ pub(crate) async fn project(
     deps: &Deps,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
     progress: &Progress,
+    bulk: bool,
 ) -> Result<u64, ProjectorError> {
     let mut at = [0u64; 2];
     for (i, p) in Projection::ALL.into_iter().enumerate() {
@@ -177,7 +182,7 @@ pub(crate) async fn project(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let writers = futures::future::try_join(
         write_loop(
-            Writer::new(Projection::Audit, deps.db.clone(), deps.js.clone()),
+            Writer::new(Projection::Audit, deps.db.clone(), deps.js.clone(), bulk),
             at[0],
             audit_rx,
             config,
@@ -185,7 +190,7 @@ pub(crate) async fn project(
             progress,
         ),
         write_loop(
-            Writer::new(Projection::ReadModels, deps.db.clone(), deps.js.clone()),
+            Writer::new(Projection::ReadModels, deps.db.clone(), deps.js.clone(), bulk),
             at[1],
             models_rx,
             config,
@@ -223,14 +228,14 @@ async fn write_loop(
     let mut buf = Vec::with_capacity(max_batch);
     loop {
         if config.until.is_some_and(|until| applied >= until) || *stop.borrow() {
-            return Ok(applied);
+            return finish(writer, applied).await;
         }
         let got = tokio::select! {
             _ = stop.changed() => 0,
             n = rx.recv_many(&mut buf, max_batch) => n,
         };
         if got == 0 {
-            return Ok(applied);
+            return finish(writer, applied).await;
         }
         let (mut rows, mut poisons, mut last) = (Vec::with_capacity(buf.len()), Vec::new(), applied);
         for item in buf.drain(..) {
@@ -245,11 +250,25 @@ async fn write_loop(
             last = last.max(seq);
         }
         if last > applied {
-            writer.apply(&rows, &poisons, last).await?;
+            let flush = config.until.is_some_and(|until| last >= until);
+            writer.apply(&rows, &poisons, last, flush).await.map_err(|e| refused(&writer, e))?;
             applied = last;
             progress.set(writer.projection, applied);
         }
     }
+}
+
+/// Writes what a bulk writer still holds before it stops (see `crate::bulk`).
+async fn finish(mut writer: Writer, applied: u64) -> Result<u64, ProjectorError> {
+    if writer.holds_rows() {
+        writer.apply(&[], &[], applied, true).await.map_err(|e| refused(&writer, e))?;
+    }
+    Ok(applied)
+}
+
+/// A batch Postgres refused in bulk mode is the rebuild's to handle.
+fn refused(writer: &Writer, e: sqlx::Error) -> ProjectorError {
+    if writer.bulk && crate::quarantine::is_refusal(&e) { ProjectorError::BulkRefused(e) } else { e.into() }
 }
 
 /// A decoded event with its sequence, shared by both writers.

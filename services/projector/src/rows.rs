@@ -389,6 +389,11 @@ impl Batch {
     }
 }
 
+/// Whether a job row's status is final (the job gets no more state changes).
+pub fn is_terminal(status: &str) -> bool {
+    ["succeeded", "failed", "denied", "cancelled", "timed_out"].contains(&status)
+}
+
 /// Rows of unfinished jobs as last committed. The projector is the only writer
 /// of these tables, so its copy is what the database holds, and a batch need
 /// not read them back. Finished jobs leave (they get no more events).
@@ -427,13 +432,12 @@ impl RowCache {
             self.jobs.clear();
             self.steps.clear();
         }
-        let terminal = ["succeeded", "failed", "denied", "cancelled", "timed_out"];
         let mut steps: HashMap<Uuid, Vec<StepRow>> = HashMap::new();
         for s in batch.steps.values() {
             steps.entry(s.job_id).or_default().push(s.clone());
         }
         for (id, row) in &batch.jobs {
-            if terminal.contains(&row.status.as_str()) {
+            if is_terminal(&row.status) {
                 self.jobs.remove(id);
                 self.steps.remove(id);
             } else {
@@ -441,5 +445,35 @@ impl RowCache {
                 self.steps.insert(*id, steps.remove(id).unwrap_or_default());
             }
         }
+    }
+}
+
+/// What the bulk path of a rebuild (`crate::bulk`) needs: there the cache
+/// holds rows not yet written.
+impl RowCache {
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Holds a job's rows.
+    pub fn put(&mut self, job: JobRow, steps: Vec<StepRow>) {
+        self.steps.insert(job.id, steps);
+        self.jobs.insert(job.id, job);
+    }
+
+    /// Lets go of a job's rows.
+    pub fn remove(&mut self, job: &Uuid) {
+        self.jobs.remove(job);
+        self.steps.remove(job);
+    }
+
+    /// Every job's rows, emptying the cache.
+    pub fn drain(&mut self) -> Vec<(JobRow, Vec<StepRow>)> {
+        let mut steps = std::mem::take(&mut self.steps);
+        self.jobs.drain().map(|(id, job)| (job, steps.remove(&id).unwrap_or_default())).collect()
     }
 }

@@ -14,7 +14,7 @@
 use async_nats::jetstream;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::db::TABLES;
@@ -48,17 +48,31 @@ pub async fn rebuild_shadow(
     if !got {
         return Err(ProjectorError::Busy);
     }
-    let result = build_and_swap(config, js, db, progress).await;
+    let result = match build_and_swap(&config, &js, db, progress, true).await {
+        // Something in the log Postgres refuses (an event, or an index entry
+        // built from one): start over in the careful mode, which quarantines
+        // it event by event as the live projector does.
+        Err(ProjectorError::BulkRefused(e)) => {
+            warn!(service = "projector", error = %e, "bulk rebuild refused; rebuilding event by event");
+            build_and_swap(&config, &js, db, progress, false).await
+        }
+        other => other,
+    };
     let _ = lock.close().await;
     result
 }
 
+/// Projects the log into a fresh shadow schema and swaps it in. `bulk`: the
+/// first round writes into tables without their secondary indexes, through
+/// `crate::bulk`, and builds the indexes after it.
 async fn build_and_swap(
-    config: Config,
-    js: jetstream::Context,
+    config: &Config,
+    js: &jetstream::Context,
     db: &PgPool,
     progress: &Progress,
+    bulk: bool,
 ) -> Result<u64, ProjectorError> {
+    let started = std::time::Instant::now();
     for stmt in [format!("DROP SCHEMA IF EXISTS {SHADOW} CASCADE"), format!("CREATE SCHEMA {SHADOW}")] {
         sqlx::query(&stmt).execute(db).await?;
     }
@@ -66,8 +80,18 @@ async fn build_and_swap(
     let options: PgConnectOptions = (*db.connect_options()).clone().options([("search_path", SHADOW)]);
     let shadow = PgPoolOptions::new().max_connections(4).connect_with(options).await?;
     migrate(&shadow).await?;
-    let deps = Deps { js: js.clone(), db: shadow.clone() };
     let result = async {
+        // Bulk load: the shadow's secondary indexes are built once, after the
+        // first round has loaded the log (one sort instead of a B-tree insert
+        // per row and index); primary keys stay, the upserts need them.
+        let mut indexes = if bulk { Some(drop_secondary_indexes(db).await?) } else { None };
+        info!(
+            service = "projector",
+            bulk,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shadow tables ready; projecting the log into them"
+        );
+        let deps = Deps { js: js.clone(), db: shadow.clone() };
         for round in 0..ROUNDS {
             // Up to the end of the log as it is now (at or past the live checkpoint).
             let last = js
@@ -81,9 +105,31 @@ async fn build_and_swap(
                 .last_sequence;
             let mut never = std::future::pending::<()>();
             let mut never = std::pin::Pin::new(&mut never);
-            let at = project(&Config { until: Some(last), ..config.clone() }, &deps, &mut never, progress).await?;
+            let until = Config { until: Some(last), ..config.clone() };
+            let at = project(&until, &deps, &mut never, progress, bulk && round == 0).await?;
+            if let Some(indexes) = indexes.take() {
+                info!(
+                    service = "projector",
+                    at,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "log projected; building the indexes"
+                );
+                // Each on a connection of its own: they build side by side.
+                futures::future::try_join_all(indexes.iter().map(|(_, definition)| async move {
+                    sqlx::query(definition).execute(db).await.map_err(|e| {
+                        if crate::quarantine::is_refusal(&e) { ProjectorError::BulkRefused(e) } else { e.into() }
+                    })
+                }))
+                .await?;
+            }
             if let Some(at) = swap(db, at).await? {
-                info!(service = "projector", at, round, "read models rebuilt and swapped in");
+                info!(
+                    service = "projector",
+                    at,
+                    round,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "read models rebuilt and swapped in"
+                );
                 return Ok(at);
             }
         }
@@ -95,6 +141,27 @@ async fn build_and_swap(
         let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(db).await;
     }
     result
+}
+
+/// Drops the indexes of the shadow's tables that back no constraint; returns
+/// each one's name and definition (as `pg_indexes` gives it: it creates the
+/// same index, under the same name, on the same shadow table).
+async fn drop_secondary_indexes(db: &PgPool) -> Result<Vec<(String, String)>, ProjectorError> {
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT i.indexname::text, i.indexdef FROM pg_indexes i
+         WHERE i.schemaname = $1 AND i.tablename = ANY($2)
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                           WHERE c.conname = i.indexname AND c.connamespace = $1::regnamespace)
+         ORDER BY 1",
+    )
+    .bind(SHADOW)
+    .bind(tables())
+    .fetch_all(db)
+    .await?;
+    for (name, _) in &indexes {
+        sqlx::query(&format!("DROP INDEX {SHADOW}.\"{name}\"")).execute(db).await?;
+    }
+    Ok(indexes)
 }
 
 /// Swaps the shadow tables in if they are at or past the live checkpoint

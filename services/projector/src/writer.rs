@@ -42,13 +42,21 @@ pub struct Writer {
     pub projection: Projection,
     db: PgPool,
     js: async_nats::jetstream::Context,
-    /// Rows of unfinished jobs (read models only).
+    /// Rows of unfinished jobs (read models only): as committed, or in bulk
+    /// mode not yet written (see `crate::bulk`).
     cache: RowCache,
+    /// Writing into empty tables nobody reads yet (a shadow rebuild).
+    pub bulk: bool,
 }
 
 impl Writer {
-    pub fn new(projection: Projection, db: PgPool, js: async_nats::jetstream::Context) -> Writer {
-        Writer { projection, db, js, cache: RowCache::default() }
+    pub fn new(projection: Projection, db: PgPool, js: async_nats::jetstream::Context, bulk: bool) -> Writer {
+        Writer { projection, db, js, cache: RowCache::default(), bulk }
+    }
+
+    /// Whether rows are held unwritten (bulk mode only).
+    pub fn holds_rows(&self) -> bool {
+        self.bulk && !self.cache.is_empty()
     }
 
     /// Writes a batch. If Postgres refuses it for its data, the batch's events
@@ -58,30 +66,40 @@ impl Writer {
     /// Undecodable events are quarantined by the read models' writer only;
     /// an event Postgres refuses is quarantined by whichever writer it failed
     /// (the same row, by its sequence, if both).
-    pub async fn apply(&mut self, rows: &[Arc<Row>], poisons: &[Poison], last_seq: u64) -> Result<(), sqlx::Error> {
+    ///
+    /// In bulk mode a refused batch is returned as the error (see `crate::bulk`);
+    /// `flush` writes every row held.
+    pub async fn apply(
+        &mut self,
+        rows: &[Arc<Row>],
+        poisons: &[Poison],
+        last_seq: u64,
+        flush: bool,
+    ) -> Result<(), sqlx::Error> {
         let mut poisons: Vec<Poison> =
             if self.projection == Projection::ReadModels { poisons.to_vec() } else { Vec::new() };
-        match self.write_batch(rows, &poisons, last_seq).await {
+        match self.write_batch(rows, &poisons, last_seq, flush).await {
             Ok(()) => {}
+            Err(e) if self.bulk => return Err(e),
             Err(e) if quarantine::is_refusal(&e) => {
                 warn!(service = SERVICE, projection = self.projection.name(), error = %e, events = rows.len(),
                     "batch refused; writing its events one by one");
                 // The undecodable ones first, with the checkpoint where it was:
                 // the checkpoint must never pass an event that is neither
                 // written nor quarantined.
-                self.write_batch(&[], &poisons, 0).await?;
+                self.write_batch(&[], &poisons, 0, false).await?;
                 for row in rows {
-                    match self.write_batch(std::slice::from_ref(row), &[], row.seq).await {
+                    match self.write_batch(std::slice::from_ref(row), &[], row.seq, false).await {
                         Ok(()) => {}
                         Err(e) if quarantine::is_refusal(&e) => {
                             let p = Poison::refused(row, &e);
-                            self.write_batch(&[], std::slice::from_ref(&p), row.seq).await?;
+                            self.write_batch(&[], std::slice::from_ref(&p), row.seq, false).await?;
                             poisons.push(p);
                         }
                         Err(e) => return Err(e),
                     }
                 }
-                self.write_batch(&[], &[], last_seq).await?;
+                self.write_batch(&[], &[], last_seq, false).await?;
             }
             Err(e) => return Err(e),
         }
@@ -89,7 +107,13 @@ impl Writer {
         Ok(())
     }
 
-    async fn write_batch(&mut self, rows: &[Arc<Row>], poisons: &[Poison], last_seq: u64) -> Result<(), sqlx::Error> {
+    async fn write_batch(
+        &mut self,
+        rows: &[Arc<Row>],
+        poisons: &[Poison],
+        last_seq: u64,
+        flush: bool,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin().await?;
         // Durability of read models comes from the log, not from Postgres: if a
         // crash loses the last commits, rows and checkpoint roll back together
@@ -121,11 +145,15 @@ impl Writer {
         let poisons: Vec<Poison> = poisons.iter().filter(|p| p.seq > current).cloned().collect();
         quarantine::insert(&mut tx, &poisons).await?;
         let mut written = None;
-        if !rows.is_empty() {
-            match self.projection {
-                Projection::Audit => audit::insert(&mut tx, rows).await?,
-                Projection::ReadModels => written = Some(read_models(&mut tx, rows, &self.cache).await?),
+        match self.projection {
+            Projection::Audit if !rows.is_empty() => audit::insert(&mut tx, rows).await?,
+            Projection::ReadModels if self.bulk && (!rows.is_empty() || flush) => {
+                crate::bulk::read_models(&mut tx, rows, &mut self.cache, flush).await?;
             }
+            Projection::ReadModels if !rows.is_empty() => {
+                written = Some(read_models(&mut tx, rows, &self.cache).await?);
+            }
+            _ => {}
         }
         finish(tx, self.projection, last_seq).await?;
         // Only what is committed is remembered.
@@ -142,17 +170,7 @@ async fn read_models(
     rows: &[Arc<Row>],
     cache: &RowCache,
 ) -> Result<crate::rows::Batch, sqlx::Error> {
-    // Jobs opened in this batch have no stored rows to load.
-    let opened: std::collections::HashSet<uuid::Uuid> = rows
-        .iter()
-        .filter(|r| r.env.ty == "skynet.job.requested.v1")
-        .filter_map(|r| r.env.subject.as_deref()?.parse().ok())
-        .collect();
-    let touched = rows
-        .iter()
-        .filter_map(|r| r.env.subject.as_deref()?.parse::<uuid::Uuid>().ok())
-        .filter(|j| !opened.contains(j))
-        .collect();
+    let touched = touched_jobs(rows);
     // Rows this projector wrote are in its cache; only the rest are read.
     let mut cached = crate::rows::Batch::default();
     let missing = cache.fill(&mut cached, &touched);
@@ -164,6 +182,20 @@ async fn read_models(
     }
     crate::db::write(tx, &batch).await?;
     Ok(batch)
+}
+
+/// The jobs a batch's events change that it does not open (those opened in
+/// it have no stored rows to load).
+pub(crate) fn touched_jobs(rows: &[Arc<Row>]) -> std::collections::HashSet<uuid::Uuid> {
+    let opened: std::collections::HashSet<uuid::Uuid> = rows
+        .iter()
+        .filter(|r| r.env.ty == "skynet.job.requested.v1")
+        .filter_map(|r| r.env.subject.as_deref()?.parse().ok())
+        .collect();
+    rows.iter()
+        .filter_map(|r| r.env.subject.as_deref()?.parse::<uuid::Uuid>().ok())
+        .filter(|j| !opened.contains(j))
+        .collect()
 }
 
 /// Records the checkpoint and commits.

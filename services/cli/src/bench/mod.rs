@@ -266,14 +266,14 @@ pub fn render(r: &Report) -> String {
             ));
         } else {
             out.push_str(&format!(
-                "{} durable: ≥ 50% of the ceiling — {:.0}%\n",
-                mark(s.throughput_share_of_ceiling >= 0.5),
+                "{} durable: ≥ 80% of the ceiling — {:.0}%\n",
+                mark(s.throughput_share_of_ceiling >= 0.8),
                 s.throughput_share_of_ceiling * 100.0
             ));
         }
         out.push_str(&format!(
-            "{} {}: rebuild ≥ 50,000 events/s — {:.0}\n",
-            mark(s.rebuild_events_per_sec >= 50_000.0),
+            "{} {}: rebuild ≥ 60,000 events/s — {:.0}\n",
+            mark(s.rebuild_events_per_sec >= 60_000.0),
             s.mode,
             s.rebuild_events_per_sec
         ));

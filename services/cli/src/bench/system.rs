@@ -296,36 +296,14 @@ pub async fn run(mode: Durability, args: SystemArgs) -> anyhow::Result<SystemRep
     Ok(report)
 }
 
-/// Empties the read models and projects the log into them up to `target`;
-/// the seconds it took. Waits first for any projector still holding the
-/// writer lock (a stopped `skynet up`'s session takes a moment to go).
+/// Rebuilds the read models as `skynet rebuild` does (the whole log into
+/// shadow tables, swapped in); the seconds it took, everything included.
 async fn rebuild_once(pool: &sqlx::PgPool, js: &async_nats::jetstream::Context, target: u64) -> anyhow::Result<f64> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match skynet_projector::rebuild(pool).await {
-            Err(skynet_projector::ProjectorError::Busy) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            other => break other?,
-        }
-    }
-    let stop = tokio_util::sync::CancellationToken::new();
-    let deps = skynet_projector::Deps { js: js.clone(), db: pool.clone() };
-    let token = stop.clone();
+    let progress = skynet_projector::Progress::default();
     let started = Instant::now();
-    let projector = tokio::spawn(async move {
-        skynet_projector::run(skynet_projector::Config::default(), deps, token.cancelled_owned()).await
-    });
-    loop {
-        if skynet_projector::checkpoint(pool).await.unwrap_or(0) >= target {
-            break;
-        }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "rebuild did not finish in 300 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let at = skynet_projector::rebuild_shadow(skynet_projector::Config::default(), js.clone(), pool, &progress).await?;
     let secs = started.elapsed().as_secs_f64();
-    stop.cancel();
-    projector.await??;
+    anyhow::ensure!(at >= target, "the rebuild reached {at}, not the end of the log at {target}");
     Ok(secs)
 }
 
@@ -489,8 +467,8 @@ async fn run_on(
     };
     drop(up);
 
-    // Rebuild: empty read models, replay everything, three times (the median
-    // counts: one rebuild of ~30,000 events is over in about a second).
+    // Rebuild as `skynet rebuild` does, three times (the median counts: one
+    // rebuild of ~30,000 events is over in about a second).
     eprintln!("[bench] {mode:?}: rebuild…");
     let projector_js = async_nats::jetstream::new(connect_as(server, "projector").await?);
     let target = stream.info().await?.state.last_sequence;

@@ -1,0 +1,153 @@
+//! The bulk path of a rebuild into empty shadow tables (`crate::shadow`).
+//!
+//! Live, the read-model writer upserts every job a batch touches, so a job
+//! whose eight events span three batches is written three times, each time by
+//! `INSERT … ON CONFLICT DO UPDATE` of thirty-odd columns. Into empty tables
+//! nobody reads yet, that is wasted: here an unfinished job's rows stay in
+//! memory until the job finishes or the run ends, and then go in once, by
+//! `COPY`. Only a job already written (an event after its end) is upserted.
+//!
+//! What the checkpoint says is therefore not on disk until the run's last
+//! batch — harmless for tables that are dropped unless the whole run
+//! completes. A batch Postgres refuses is not taken apart here (the rows in
+//! memory no longer map to events): the writer reports it, and the rebuild
+//! starts over in the careful mode that quarantines event by event.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::audit::{Row, escape_into};
+use crate::db::{JOB_COLUMNS, STEP_COLUMNS};
+use crate::rows::{Batch, JobRow, RowCache, StepRow, is_terminal};
+
+/// More unfinished jobs held than this and they are all written.
+const HELD_LIMIT: usize = 200_000;
+/// Columns of `jsonb` type: their values go as JSON text, strings included.
+const JSON_COLUMNS: &[&str] = &["artifacts_expected", "approvers", "policy_reasons", "params"];
+
+/// Applies a batch; writes the jobs it finished (and, when `flush`, every job
+/// held) by `COPY`, upserts the jobs already written, holds the others.
+pub async fn read_models(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[Arc<Row>],
+    held: &mut RowCache,
+    flush: bool,
+) -> Result<(), sqlx::Error> {
+    let touched = crate::writer::touched_jobs(rows);
+    let mut batch = Batch::default();
+    let missing = held.fill(&mut batch, &touched);
+    // Not held: written already (or unknown, and then nothing is loaded).
+    let stored = crate::db::load(tx, &missing).await?;
+    let written: HashSet<Uuid> = stored.jobs.keys().copied().collect();
+    batch.jobs.extend(stored.jobs);
+    batch.steps.extend(stored.steps);
+    for r in rows {
+        batch.apply(r.seq, &r.env);
+    }
+
+    let flush = flush || held.len() > HELD_LIMIT;
+    let mut steps: HashMap<Uuid, Vec<StepRow>> = HashMap::new();
+    for ((job, _), step) in std::mem::take(&mut batch.steps) {
+        steps.entry(job).or_default().push(step);
+    }
+    let mut new: Vec<(JobRow, Vec<StepRow>)> = Vec::new();
+    for (id, job) in std::mem::take(&mut batch.jobs) {
+        let job_steps = steps.remove(&id).unwrap_or_default();
+        if written.contains(&id) {
+            held.remove(&id);
+            batch.steps.extend(job_steps.into_iter().map(|s| ((s.job_id, s.idx), s)));
+            batch.jobs.insert(id, job);
+        } else if flush || is_terminal(&job.status) {
+            held.remove(&id);
+            new.push((job, job_steps));
+        } else {
+            held.put(job, job_steps);
+        }
+    }
+    // Steps of a job with no row: upserted as the live writer would.
+    batch.steps.extend(steps.into_values().flatten().map(|s| ((s.job_id, s.idx), s)));
+    if flush {
+        new.extend(held.drain());
+    }
+    copy_jobs(tx, &new).await?;
+    crate::db::write(tx, &batch).await
+}
+
+/// Inserts jobs never written before, and their steps, by `COPY`.
+async fn copy_jobs(tx: &mut Transaction<'_, Postgres>, jobs: &[(JobRow, Vec<StepRow>)]) -> Result<(), sqlx::Error> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let job_columns: Vec<&str> = std::iter::once("id").chain(JOB_COLUMNS.iter().copied()).collect();
+    let step_columns: Vec<&str> = ["job_id", "idx"].into_iter().chain(STEP_COLUMNS.iter().copied()).collect();
+    copy(tx, "jobs", &job_columns, jobs.iter().map(|(job, _)| job)).await?;
+    copy(tx, "steps", &step_columns, jobs.iter().flat_map(|(_, steps)| steps)).await
+}
+
+/// `COPY table (columns) FROM STDIN` of serializable rows, each column taken
+/// from the row's field of the same name.
+async fn copy<'a, T: serde::Serialize + 'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    table: &str,
+    columns: &[&str],
+    rows: impl Iterator<Item = &'a T>,
+) -> Result<(), sqlx::Error> {
+    let mut text = String::new();
+    let mut any = false;
+    for row in rows {
+        any = true;
+        let value = serde_json::to_value(row).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        for (i, column) in columns.iter().enumerate() {
+            if i > 0 {
+                text.push('\t');
+            }
+            copy_value(&mut text, value.get(column), JSON_COLUMNS.contains(column));
+        }
+        text.push('\n');
+    }
+    if !any {
+        return Ok(());
+    }
+    let mut copy = tx.copy_in_raw(&format!("COPY {table} ({}) FROM STDIN", columns.join(", "))).await?;
+    copy.send(text.into_bytes()).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// One value in COPY's text format: SQL NULL for a missing or null field.
+fn copy_value(out: &mut String, value: Option<&serde_json::Value>, json: bool) {
+    use serde_json::Value;
+    match value {
+        None | Some(Value::Null) => out.push_str("\\N"),
+        Some(Value::String(s)) if !json => escape_into(out, s),
+        Some(Value::Bool(b)) if !json => out.push_str(if *b { "t" } else { "f" }),
+        Some(Value::Number(n)) if !json => out.push_str(&n.to_string()),
+        Some(v) => escape_into(out, &v.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    fn text(v: serde_json::Value, json: bool) -> String {
+        let mut out = String::new();
+        super::copy_value(&mut out, Some(&v), json);
+        out
+    }
+
+    #[test]
+    fn values_take_their_columns_form() {
+        assert_eq!(text(json!(null), false), "\\N");
+        assert_eq!(text(json!("a\tb"), false), "a\\tb");
+        assert_eq!(text(json!(true), false), "t");
+        assert_eq!(text(json!(42), false), "42");
+        // A jsonb column holding a string holds it quoted, as JSON.
+        assert_eq!(text(json!("x"), true), "\"x\"");
+        assert_eq!(text(json!({"k": "a\\b"}), true), "{\"k\":\"a\\\\\\\\b\"}");
+        assert_eq!(text(json!(null), true), "\\N");
+    }
+}
