@@ -94,9 +94,12 @@ async fn rebuilt_read_models_equal_the_incremental_ones_also_after_a_stop_betwee
         .await?;
     let deny = sys.submit("rm-deny", json!({"intent": "install dependencies", "working_dir": sys.project()})).await?;
     let cancel = sys.submit("rm-cancel", json!({"intent": "deploy", "working_dir": sys.project()})).await?;
+    // Never approved: unfinished at the end of the log.
+    let pending =
+        sys.submit("rm-pending", json!({"intent": "build the project", "working_dir": sys.project()})).await?;
     let nonsense = sys.submit("rm-nonsense", json!({"intent": "paint the fence"})).await?;
     sys.client.publish("skynet.intake.task", "not even json".into()).await?;
-    for job in [approve, deny, cancel] {
+    for job in [approve, deny, cancel, pending] {
         sys.wait_for(job, "skynet.job.policy_decided.v1").await?;
     }
     sys.request("skynet.cmd.job.approve", json!({"job_id": approve, "token": "token-bob", "comment": "ok"})).await?;
@@ -146,6 +149,27 @@ async fn rebuilt_read_models_equal_the_incremental_ones_also_after_a_stop_betwee
     assert_ne!(snapshot(&pool).await?, incremental, "half way is not the whole");
     project(&js, &pool, 7, None).await?;
     assert_eq!(snapshot(&pool).await?, incremental, "stop and restart between batches changes nothing");
+
+    // `skynet rebuild`'s bulk path (rows held until their job ends or the log
+    // does, then copied in; indexes built after), in batches small enough that
+    // most jobs span several: the same rows, and the same indexes.
+    let indexes = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexname",
+        )
+        .fetch_all(&pool)
+        .await
+    };
+    let before = indexes(pool.clone()).await?;
+    let config = skynet_projector::Config { max_batch: 7, until: None };
+    let progress = skynet_projector::Progress::default();
+    let at = skynet_projector::rebuild_shadow(config, js.clone(), &pool, &progress).await?;
+    assert!(at >= target, "rebuilt up to {at} of {target}");
+    assert!(!progress.restarted(), "the bulk path went through without starting over");
+    assert_eq!(snapshot(&pool).await?, incremental, "the bulk rebuild equals incremental, row for row");
+    assert_eq!(indexes(pool.clone()).await?, before, "every index is back");
+    let held = jobs.iter().find(|j| j["id"] == pending.to_string()).map(|j| j["status"].clone());
+    assert_eq!(held, Some(json!("awaiting_approval")), "an unfinished job is written at the end");
 
     // `skynet rebuild`'s bulk path (rows held until their job ends, then
     // copied in; indexes built after), in batches small enough that most jobs
@@ -299,5 +323,43 @@ async fn a_rebuild_under_a_live_projector_builds_beside_it_and_swaps_in() -> any
             .fetch_one(&pool)
             .await?;
     assert_eq!(leftovers, 0);
+    sys.shutdown().await
+}
+
+/// A job opened a second time while the bulk rebuild holds its rows (only a
+/// forged log holds that: the event store refuses it) makes the rebuild start
+/// over event by event rather than drop what it holds of the job.
+#[tokio::test]
+async fn a_bulk_rebuild_meeting_a_job_opened_twice_starts_over_carefully() -> anyhow::Result<()> {
+    let sys = System::start().await?;
+    let pool = sys.db.pool().await?;
+    let held = sys.submit("reopened", json!({"intent": "build the project", "working_dir": sys.project()})).await?;
+    sys.wait_for(held, "skynet.job.policy_decided.v1").await?;
+    let forged = skynet_contract::Envelope {
+        id: uuid::Uuid::new_v4().to_string(),
+        source: "skynet/intake".into(),
+        ty: "skynet.job.requested.v1".into(),
+        subject: Some(held.to_string()),
+        time: chrono::Utc::now(),
+        data: json!({"intent": "opened again", "request_source": "forger", "request_id": "again"}),
+        traceparent: None,
+    };
+    let (headers, payload) = skynet_bus::codec::encode(&forged);
+    #[allow(clippy::disallowed_methods)] // written around the event store on purpose
+    async_nats::jetstream::new(sys.nats.connect().await?)
+        .publish_with_headers(format!("skynet.job.{held}.requested"), headers, payload)
+        .await?
+        .await?;
+    let js = async_nats::jetstream::new(sys.nats.connect_as("projector").await?);
+    let progress = skynet_projector::Progress::default();
+    // One event per batch: the second opening comes while the job is held.
+    let config = skynet_projector::Config { max_batch: 1, until: None };
+    skynet_projector::rebuild_shadow(config, js, &pool, &progress).await?;
+    assert!(progress.restarted(), "the bulk path gave up on the second opening");
+    let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM steps WHERE job_id = $1")
+        .bind(uuid::Uuid::parse_str(&held.to_string())?)
+        .fetch_one(&pool)
+        .await?;
+    assert!(steps > 0, "the job's steps are kept, as the live projector keeps them");
     sys.shutdown().await
 }

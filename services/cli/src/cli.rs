@@ -246,6 +246,11 @@ async fn rebuild(settings: &Settings) -> anyhow::Result<()> {
     shown.abort();
     let _ = shown.await;
     let at = rebuilt.context("rebuilding the read models")?;
+    if progress.restarted() {
+        eprintln!(
+            "the bulk rebuild met something Postgres refuses (see projection_quarantine) and started over event by event"
+        );
+    }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "rebuilt the read models from the log up to sequence {at} in {secs:.1} s ({:.0} events/s) and swapped them in",

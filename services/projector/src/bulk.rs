@@ -28,6 +28,21 @@ const HELD_LIMIT: usize = 200_000;
 /// Columns of `jsonb` type: their values go as JSON text, strings included.
 const JSON_COLUMNS: &[&str] = &["artifacts_expected", "approvers", "policy_reasons", "params"];
 
+/// Whether the bulk path cannot go on past `e`: Postgres refused the data,
+/// a row it copies exists already — which only a log holding a job's opening
+/// twice gives (the event store refuses that, a forged log need not) — or a
+/// batch opens a job it holds.
+pub fn gives_up(e: &sqlx::Error) -> bool {
+    let unique = matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"));
+    let reopened = matches!(e, sqlx::Error::Decode(inner) if inner.is::<Reopened>());
+    unique || reopened || crate::quarantine::is_refusal(e)
+}
+
+/// A batch opens a job this path holds already (see [`gives_up`]).
+#[derive(Debug, thiserror::Error)]
+#[error("job {0} is opened a second time")]
+struct Reopened(Uuid);
+
 /// Applies a batch; writes the jobs it finished (and, when `flush`, every job
 /// held) by `COPY`, upserts the jobs already written, holds the others.
 pub async fn read_models(
@@ -37,6 +52,11 @@ pub async fn read_models(
     flush: bool,
 ) -> Result<(), sqlx::Error> {
     let touched = crate::writer::touched_jobs(rows);
+    // The live writer upserts over such a job and keeps its steps; holding
+    // it here would replace them. Not worth a path of its own: give up.
+    if let Some(id) = crate::writer::opened_jobs(rows).into_iter().find(|id| held.holds(id)) {
+        return Err(sqlx::Error::Decode(Box::new(Reopened(id))));
+    }
     let mut batch = Batch::default();
     let missing = held.fill(&mut batch, &touched);
     // Not held: written already (or unknown, and then nothing is loaded).

@@ -268,7 +268,7 @@ async fn finish(mut writer: Writer, applied: u64) -> Result<u64, ProjectorError>
 
 /// A batch Postgres refused in bulk mode is the rebuild's to handle.
 fn refused(writer: &Writer, e: sqlx::Error) -> ProjectorError {
-    if writer.bulk && crate::quarantine::is_refusal(&e) { ProjectorError::BulkRefused(e) } else { e.into() }
+    if writer.bulk && crate::bulk::gives_up(&e) { ProjectorError::BulkRefused(e) } else { e.into() }
 }
 
 /// A decoded event with its sequence, shared by both writers.
@@ -284,6 +284,8 @@ struct ProgressInner {
     audit: AtomicU64,
     read_models: AtomicU64,
     target: AtomicU64,
+    /// A bulk rebuild gave up and started over event by event.
+    restarted: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
@@ -302,6 +304,15 @@ impl Progress {
     /// The end of the log when the run (or its latest catch-up round) began.
     pub fn target(&self) -> u64 {
         self.0.target.load(Ordering::Relaxed)
+    }
+
+    /// Whether the rebuild left its bulk path and started over event by event.
+    pub fn restarted(&self) -> bool {
+        self.0.restarted.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_restarted(&self) {
+        self.0.restarted.store(true, Ordering::Relaxed);
     }
 }
 

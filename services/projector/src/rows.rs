@@ -459,6 +459,10 @@ impl RowCache {
         self.jobs.is_empty()
     }
 
+    pub fn holds(&self, job: &Uuid) -> bool {
+        self.jobs.contains_key(job)
+    }
+
     /// Holds a job's rows.
     pub fn put(&mut self, job: JobRow, steps: Vec<StepRow>) {
         self.steps.insert(job.id, steps);

@@ -54,6 +54,7 @@ pub async fn rebuild_shadow(
         // it event by event as the live projector does.
         Err(ProjectorError::BulkRefused(e)) => {
             warn!(service = "projector", error = %e, "bulk rebuild refused; rebuilding event by event");
+            progress.set_restarted();
             build_and_swap(&config, &js, db, progress, false).await
         }
         other => other,
@@ -116,9 +117,10 @@ async fn build_and_swap(
                 );
                 // Each on a connection of its own: they build side by side.
                 futures::future::try_join_all(indexes.iter().map(|(_, definition)| async move {
-                    sqlx::query(definition).execute(db).await.map_err(|e| {
-                        if crate::quarantine::is_refusal(&e) { ProjectorError::BulkRefused(e) } else { e.into() }
-                    })
+                    sqlx::query(definition)
+                        .execute(db)
+                        .await
+                        .map_err(|e| if crate::bulk::gives_up(&e) { ProjectorError::BulkRefused(e) } else { e.into() })
                 }))
                 .await?;
             }

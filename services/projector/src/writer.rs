@@ -187,14 +187,22 @@ async fn read_models(
 /// The jobs a batch's events change that it does not open (those opened in
 /// it have no stored rows to load).
 pub(crate) fn touched_jobs(rows: &[Arc<Row>]) -> std::collections::HashSet<uuid::Uuid> {
-    let opened: std::collections::HashSet<uuid::Uuid> = rows
-        .iter()
-        .filter(|r| r.env.ty == "skynet.job.requested.v1")
-        .filter_map(|r| r.env.subject.as_deref()?.parse().ok())
-        .collect();
+    let opened = opened_jobs(rows);
     rows.iter()
         .filter_map(|r| r.env.subject.as_deref()?.parse::<uuid::Uuid>().ok())
         .filter(|j| !opened.contains(j))
+        .collect()
+}
+
+/// The jobs a batch opens: by their owner only, as `rows::Batch::apply` folds
+/// them (an opening under another source is not folded, so it opens nothing
+/// and the job's stored rows must still be loaded).
+pub(crate) fn opened_jobs(rows: &[Arc<Row>]) -> std::collections::HashSet<uuid::Uuid> {
+    use skynet_contract::JobEventKind;
+    rows.iter()
+        .filter(|r| r.env.ty == "skynet.job.requested.v1")
+        .filter(|r| skynet_contract::owners::wrong_source(JobEventKind::Requested, &r.env.source).is_none())
+        .filter_map(|r| r.env.subject.as_deref()?.parse().ok())
         .collect()
 }
 
