@@ -32,10 +32,15 @@ const JSON_COLUMNS: &[&str] = &["artifacts_expected", "approvers", "policy_reaso
 /// a row it copies exists already — which only a log holding a job's opening
 /// twice gives (the event store refuses that, a forged log need not) — or a
 /// batch opens a job it holds.
-pub fn gives_up(e: &sqlx::Error) -> bool {
+fn gives_up(e: &sqlx::Error) -> bool {
     let unique = matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"));
     let reopened = matches!(e, sqlx::Error::Decode(inner) if inner.is::<Reopened>());
     unique || reopened || crate::quarantine::is_refusal(e)
+}
+
+/// `e` met on the bulk path, as the rebuild is to see it.
+pub(crate) fn error(e: sqlx::Error) -> crate::ProjectorError {
+    if gives_up(&e) { crate::ProjectorError::BulkRefused(e) } else { e.into() }
 }
 
 /// A batch opens a job this path holds already (see [`gives_up`]).
@@ -51,12 +56,13 @@ pub async fn read_models(
     held: &mut RowCache,
     flush: bool,
 ) -> Result<(), sqlx::Error> {
-    let touched = crate::writer::touched_jobs(rows);
+    let opened = crate::writer::opened_jobs(rows);
     // The live writer upserts over such a job and keeps its steps; holding
     // it here would replace them. Not worth a path of its own: give up.
-    if let Some(id) = crate::writer::opened_jobs(rows).into_iter().find(|id| held.holds(id)) {
-        return Err(sqlx::Error::Decode(Box::new(Reopened(id))));
+    if let Some(id) = opened.iter().find(|id| held.holds(id)) {
+        return Err(sqlx::Error::Decode(Box::new(Reopened(*id))));
     }
+    let touched = crate::writer::touched_jobs(rows, &opened);
     let mut batch = Batch::default();
     let missing = held.fill(&mut batch, &touched);
     // Not held: written already (or unknown, and then nothing is loaded).
@@ -116,9 +122,7 @@ async fn copy<'a, T: serde::Serialize + 'a>(
     rows: impl Iterator<Item = &'a T>,
 ) -> Result<(), sqlx::Error> {
     let mut text = String::new();
-    let mut any = false;
     for row in rows {
-        any = true;
         let value = serde_json::to_value(row).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         for (i, column) in columns.iter().enumerate() {
             if i > 0 {
@@ -128,7 +132,7 @@ async fn copy<'a, T: serde::Serialize + 'a>(
         }
         text.push('\n');
     }
-    if !any {
+    if text.is_empty() {
         return Ok(());
     }
     let mut copy = tx.copy_in_raw(&format!("COPY {table} ({}) FROM STDIN", columns.join(", "))).await?;

@@ -268,7 +268,7 @@ async fn finish(mut writer: Writer, applied: u64) -> Result<u64, ProjectorError>
 
 /// A batch Postgres refused in bulk mode is the rebuild's to handle.
 fn refused(writer: &Writer, e: sqlx::Error) -> ProjectorError {
-    if writer.bulk && crate::bulk::gives_up(&e) { ProjectorError::BulkRefused(e) } else { e.into() }
+    if writer.bulk { crate::bulk::error(e) } else { e.into() }
 }
 
 /// A decoded event with its sequence, shared by both writers.

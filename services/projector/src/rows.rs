@@ -389,9 +389,9 @@ impl Batch {
     }
 }
 
-/// Whether a job row's status is final (the job gets no more state changes).
+/// Whether a job row's status is final, by the job model's own definition.
 pub fn is_terminal(status: &str) -> bool {
-    ["succeeded", "failed", "denied", "cancelled", "timed_out"].contains(&status)
+    Status::ALL.iter().any(|s| s.is_terminal() && s.as_str() == status)
 }
 
 /// Rows of unfinished jobs as last committed. The projector is the only writer

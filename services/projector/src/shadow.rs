@@ -117,10 +117,7 @@ async fn build_and_swap(
                 );
                 // Each on a connection of its own: they build side by side.
                 futures::future::try_join_all(indexes.iter().map(|(_, definition)| async move {
-                    sqlx::query(definition)
-                        .execute(db)
-                        .await
-                        .map_err(|e| if crate::bulk::gives_up(&e) { ProjectorError::BulkRefused(e) } else { e.into() })
+                    sqlx::query(definition).execute(db).await.map_err(crate::bulk::error)
                 }))
                 .await?;
             }

@@ -170,7 +170,7 @@ async fn read_models(
     rows: &[Arc<Row>],
     cache: &RowCache,
 ) -> Result<crate::rows::Batch, sqlx::Error> {
-    let touched = touched_jobs(rows);
+    let touched = touched_jobs(rows, &opened_jobs(rows));
     // Rows this projector wrote are in its cache; only the rest are read.
     let mut cached = crate::rows::Batch::default();
     let missing = cache.fill(&mut cached, &touched);
@@ -186,8 +186,10 @@ async fn read_models(
 
 /// The jobs a batch's events change that it does not open (those opened in
 /// it have no stored rows to load).
-pub(crate) fn touched_jobs(rows: &[Arc<Row>]) -> std::collections::HashSet<uuid::Uuid> {
-    let opened = opened_jobs(rows);
+pub(crate) fn touched_jobs(
+    rows: &[Arc<Row>],
+    opened: &std::collections::HashSet<uuid::Uuid>,
+) -> std::collections::HashSet<uuid::Uuid> {
     rows.iter()
         .filter_map(|r| r.env.subject.as_deref()?.parse::<uuid::Uuid>().ok())
         .filter(|j| !opened.contains(j))
