@@ -197,6 +197,17 @@ async fn every_form_needs_its_csrf_token_and_closed_reads_need_sign_in() -> anyh
 
     let waiting = sys.submit("csrf-1", json!({"intent": "build the project", "working_dir": sys.project()})).await?;
     sys.wait_for(waiting, "skynet.job.policy_decided.v1").await?;
+    // The page reads the read model, which trails the log: wait until it shows
+    // the job waiting, so "still waiting" below means the refusals changed nothing.
+    let job_page = || async {
+        let r = http.get(format!("{url}/jobs/{waiting}")).header("cookie", &alice).send().await.ok()?;
+        (r.status() == StatusCode::OK).then_some(())?;
+        r.text().await.ok()
+    };
+    eventually(WAIT, "the job page to show the job waiting for approval", || async {
+        job_page().await.filter(|html| html.contains("s-awaiting_approval"))
+    })
+    .await?;
     let jobs_before = sys.read_all("SKYNET_EVENTS", "skynet.job.*.requested").await?.len();
     let forms: Vec<(String, Vec<(&str, String)>)> = vec![
         ("/submit".into(), vec![("op", "submit".into()), ("intent", "check git status".into())]),
@@ -219,9 +230,8 @@ async fn every_form_needs_its_csrf_token_and_closed_reads_need_sign_in() -> anyh
         }
     }
     // Nothing happened: the job still waits, no job was submitted, Alice is still signed in.
-    let row = http.get(format!("{url}/jobs/{waiting}")).header("cookie", &alice).send().await?;
-    assert_eq!(row.status(), StatusCode::OK, "still signed in");
-    assert!(row.text().await?.contains("s-awaiting_approval"), "still waiting");
+    let row = job_page().await.ok_or_else(|| anyhow::anyhow!("the job page, still signed in"))?;
+    assert!(row.contains("s-awaiting_approval"), "still waiting");
     assert_eq!(sys.read_all("SKYNET_EVENTS", "skynet.job.*.requested").await?.len(), jobs_before);
 
     // With the token the same form works (so the refusals above were the token's).
