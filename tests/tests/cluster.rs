@@ -14,7 +14,7 @@ use skynet_cli::chaos::{check, submit_all};
 use skynet_cli::infra::Infra;
 use skynet_cli::settings::Settings;
 use skynet_cli::up::{self, Service};
-use skynet_testkit::{TestDb, eventually};
+use skynet_testkit::{TestDb, eventually, eventually_every};
 use tokio_util::sync::CancellationToken;
 
 const JOBS: usize = 60;
@@ -83,11 +83,24 @@ async fn killing_the_event_logs_leader_mid_run_loses_nothing_and_the_run_complet
     // Every submission the cluster acknowledged ends, exactly once.
     let jobs: HashSet<String> = submitter.await??.into_iter().collect();
     assert_eq!(jobs.len(), JOBS);
-    eventually(Duration::from_secs(120), "every job to end", || async {
-        (check::ended(&admin, &jobs).await.ok()? == JOBS).then_some(())
-    })
-    .await?;
+    // Each check reads the log's terminal events: twice a second is plenty.
+    let all_ended =
+        eventually_every(Duration::from_millis(500), Duration::from_secs(120), "every job to end", || async {
+            (check::ended(&admin, &jobs).await.ok()? == JOBS).then_some(())
+        })
+        .await;
     let outcome = check::outcome(&admin, &jobs).await?;
+    // Which jobs did not end, and where each one stopped: what a failure needs.
+    if let Err(e) = all_ended {
+        let mut stuck = Vec::new();
+        for job in &outcome.lost {
+            let events = skynet_bus::read::read_all(&admin, "SKYNET_EVENTS", &format!("skynet.job.{job}.*"), 1)
+                .await
+                .map_err(|e| anyhow::anyhow!("reading the log: {e}"))?;
+            stuck.push(format!("{job}: {:?}", events.iter().map(|m| m.subject.to_string()).collect::<Vec<_>>()));
+        }
+        anyhow::bail!("{e}; {outcome:?}; jobs that did not end: {stuck:#?}");
+    }
     assert!(outcome.lost.is_empty(), "lost: {:?}", outcome.lost);
     assert!(outcome.doubled.is_empty(), "two terminal events: {:?}", outcome.doubled);
     assert!(outcome.steps_twice.is_empty(), "steps recorded twice: {:?}", outcome.steps_twice);

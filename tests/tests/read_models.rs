@@ -30,6 +30,24 @@ async fn snapshot(db: &PgPool) -> anyhow::Result<Vec<(String, Vec<serde_json::Va
     Ok(out)
 }
 
+/// The live tables' shape: every column (type, nullability, default), every
+/// constraint and every index, as the migrations made them; a rebuild's shadow
+/// must swap in the same.
+async fn shape(db: &PgPool) -> anyhow::Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT format('column %s.%s %s %s %s', table_name, column_name, data_type, is_nullable, column_default)
+         FROM information_schema.columns WHERE table_schema = 'public'
+         UNION ALL
+         SELECT format('constraint %s %s %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
+         FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+         UNION ALL
+         SELECT format('index %s', indexdef) FROM pg_indexes WHERE schemaname = 'public'
+         ORDER BY 1",
+    )
+    .fetch_all(db)
+    .await?)
+}
+
 async fn last_seq(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
     Ok(js.get_stream("SKYNET_EVENTS").await?.info().await?.state.last_sequence)
 }
@@ -153,21 +171,15 @@ async fn rebuilt_read_models_equal_the_incremental_ones_also_after_a_stop_betwee
     // `skynet rebuild`'s bulk path (rows held until their job ends or the log
     // does, then copied in; indexes built after), in batches small enough that
     // most jobs span several: the same rows, and the same indexes.
-    let indexes = |pool: PgPool| async move {
-        sqlx::query_scalar::<_, String>(
-            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexname",
-        )
-        .fetch_all(&pool)
-        .await
-    };
-    let before = indexes(pool.clone()).await?;
+    let before = shape(&pool).await?;
+    assert!(before.iter().any(|s| s.starts_with("index CREATE INDEX jobs_status")), "{before:?}");
     let config = skynet_projector::Config { max_batch: 7, until: None };
     let progress = skynet_projector::Progress::default();
     let at = skynet_projector::rebuild_shadow(config, js.clone(), &pool, &progress).await?;
     assert!(at >= target, "rebuilt up to {at} of {target}");
     assert!(!progress.restarted(), "the bulk path went through without starting over");
     assert_eq!(snapshot(&pool).await?, incremental, "the bulk rebuild equals incremental, row for row");
-    assert_eq!(indexes(pool.clone()).await?, before, "every index is back");
+    assert_eq!(shape(&pool).await?, before, "every column, constraint and index is back, under its name");
     let held = jobs.iter().find(|j| j["id"] == pending.to_string()).map(|j| j["status"].clone());
     assert_eq!(held, Some(json!("awaiting_approval")), "an unfinished job is written at the end");
 
@@ -337,8 +349,10 @@ async fn a_bulk_rebuild_meeting_a_job_opened_twice_starts_over_carefully() -> an
     let progress = skynet_projector::Progress::default();
     // One event per batch: the second opening comes while the job is held.
     let config = skynet_projector::Config { max_batch: 1, until: None };
+    let before = shape(&pool).await?;
     skynet_projector::rebuild_shadow(config, js, &pool, &progress).await?;
     assert!(progress.restarted(), "the bulk path gave up on the second opening");
+    assert_eq!(shape(&pool).await?, before, "the careful path swaps in the same tables");
     let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM steps WHERE job_id = $1")
         .bind(uuid::Uuid::parse_str(&held.to_string())?)
         .fetch_one(&pool)

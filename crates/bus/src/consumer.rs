@@ -100,8 +100,16 @@ where
         shutdown.await;
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
     };
-    let messages =
-        consumer.stream().max_messages_per_batch(spec.concurrency.max(1) * 4).messages().await?.take_until(shutdown);
+    // Short-lived pulls: a pull waiting on a consumer leader that died (a
+    // node of the cluster lost) is only renewed when it expires, so the
+    // default 30 s left a stage idle that long after a failover.
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(spec.concurrency.max(1) * 4)
+        .expires(PULL_EXPIRES_PREFETCH)
+        .messages()
+        .await?
+        .take_until(shutdown);
     messages
         .for_each_concurrent(spec.concurrency.max(1), |msg| {
             let (js, spec, handler) = (js.clone(), spec.clone(), handler.clone());
@@ -220,8 +228,50 @@ pub fn stop_token(shutdown: impl Future<Output = ()> + Send + 'static) -> tokio_
     token
 }
 
+/// What a service's tasks (its consumer and side tasks: responders, sweeps,
+/// watches) stop on: `shutdown`, or the returned token's cancellation, which
+/// [`ending`] fires when the consumer ends. Joined with side tasks that only
+/// end on shutdown, a consumer that failed (its consumer deleted under it,
+/// say) would leave the service running without consuming, its error unseen
+/// and its supervisor never restarting it. (Side tasks may end early and
+/// rightly: a sweep with nothing to sweep. They are not wrapped.)
+pub fn service_stop<'a>(
+    shutdown: impl Future<Output = ()> + Send + 'a,
+) -> (futures::future::Shared<futures::future::BoxFuture<'a, ()>>, tokio_util::sync::CancellationToken) {
+    use futures::FutureExt;
+    let ended = tokio_util::sync::CancellationToken::new();
+    let token = ended.clone();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = token.cancelled() => {}
+        }
+    };
+    (stop.boxed().shared(), ended)
+}
+
+/// Runs a service's consumer; when it ends, for whatever reason, the side
+/// tasks are told to stop too (see [`service_stop`]). Boxed: a consumer's
+/// future is large, and a service future holding it by value (moved through
+/// a few stack frames on the way to `tokio::spawn`) overflowed the stack of
+/// a debug build.
+pub fn ending<'a, T: 'a>(
+    task: impl Future<Output = T> + Send + 'a,
+    ended: &tokio_util::sync::CancellationToken,
+) -> futures::future::BoxFuture<'a, T> {
+    use futures::FutureExt;
+    let stop_the_others = ended.clone().drop_guard();
+    async move {
+        let _stop_the_others = stop_the_others;
+        task.await
+    }
+    .boxed()
+}
+
 /// How long one pull waits for messages before it is renewed.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
+/// The same for a prefetching consumer's pulls (renewed in the background).
+const PULL_EXPIRES_PREFETCH: Duration = Duration::from_secs(5);
 
 async fn handle_one<H, Fut>(js: &jetstream::Context, spec: &ConsumerSpec, handler: H, msg: Message)
 where
@@ -285,14 +335,17 @@ where
             deliveries: delivered,
             dedupe_key: format!("{}:{}:{seq}", spec.stream, spec.durable),
         };
-        let stored = dlq::dead_letter(js, dl).await;
-        if stored.is_ok() && code == "gave_up" {
-            fail_job(spec, &msg, seq, &reason).await;
-        }
+        let stored = dlq::dead_letter(js, dl).await.map_err(|e| format!("dead-lettering failed: {e}"));
+        // The job must end with the message: acked without its `failed`
+        // stored, it would stay unfinished for ever.
+        let stored = match stored {
+            Ok(_) if code == "gave_up" => fail_job(spec, &msg, seq, &reason).await,
+            other => other.map(|_| ()),
+        };
         let result = match stored {
-            Ok(_) => msg.ack().await,
+            Ok(()) => msg.ack().await,
             Err(e) => {
-                error!(error = %e, "dead-lettering failed; will retry the message");
+                error!(error = %e, "will retry the message");
                 msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await
             }
         };
@@ -307,9 +360,10 @@ where
 /// Records `failed` for the job of a message given up on (dead-lettered
 /// after its deliveries), naming the stage and the reason: the job would
 /// otherwise stay non-terminal for ever. A job already finished is left as is.
-async fn fail_job(spec: &ConsumerSpec, msg: &Message, seq: u64, reason: &str) {
+/// An error: the log could not be written (the message is to be retried).
+async fn fail_job(spec: &ConsumerSpec, msg: &Message, seq: u64, reason: &str) -> Result<(), String> {
     let (Some((jobs, stage)), Some(job)) = (&spec.fail_jobs, skynet_contract::subjects::job_id_of(&msg.subject)) else {
-        return;
+        return Ok(());
     };
     let reason = format!("{} gave up on {} ({reason})", spec.service, msg.subject);
     let cause = format!("gave-up:{}:{}:{seq}", spec.stream, spec.durable);
@@ -317,8 +371,9 @@ async fn fail_job(spec: &ConsumerSpec, msg: &Message, seq: u64, reason: &str) {
     match jobs.execute(job, &cause, chrono::Utc::now(), |s| skynet_job::decide(s, fail.clone())).await {
         Ok(crate::Outcome::Appended { .. }) => warn!(job_id = %job, "job failed: a message of it was given up on"),
         Ok(crate::Outcome::Rejected(r)) => debug!(job_id = %job, reason = %r, "given-up message's job left as is"),
-        Err(e) => error!(job_id = %job, error = %e, "could not fail the job of a given-up message"),
+        Err(e) => return Err(format!("could not fail job {job} of a given-up message: {e}")),
     }
+    Ok(())
 }
 
 /// Redelivery delay: 100 ms doubling per delivery, at most 30 s.

@@ -32,5 +32,5 @@ pub mod trace;
 
 pub use definitions::bootstrap;
 pub use publish::{publish, publish_expecting};
-pub use repo::{Jobs, Outcome};
+pub use repo::{ExecuteError, Jobs, Outcome};
 pub use store::{AppendError, Appended, EventStore, History};

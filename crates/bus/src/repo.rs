@@ -45,6 +45,10 @@ pub enum ExecuteError {
         #[source]
         source: skynet_job::IllegalTransition,
     },
+    /// The log was read from a replica that has not yet stored the event
+    /// being handled (see [`Jobs::load_at`]).
+    #[error("job {job}: the log read ends at sequence {read}, before the event being handled at {handling}")]
+    Behind { job: JobId, handling: u64, read: u64 },
 }
 
 /// A job as replayed from its log.
@@ -185,7 +189,24 @@ impl Jobs {
                 return Ok((r.state, r.last_seq));
             }
         }
-        self.load(job).await
+        // Every replica of a clustered stream answers direct gets, so a read can
+        // come from one still behind the leader (right after a leader change
+        // above all). A history that stops before the event being handled is
+        // that replica's lag, not the job's state: taken for the state, it
+        // would show the job as not yet at this step, and the handler would
+        // ack an event nobody handled (the job then never ends). Read again
+        // briefly; then hand the message back to be delivered again.
+        let read = || async {
+            let (state, last) = self.load(job).await?;
+            if last < seq {
+                return Err(ExecuteError::Behind { job, handling: seq, read: last });
+            }
+            Ok((state, last))
+        };
+        read.retry(ExponentialBuilder::default().with_min_delay(Duration::from_millis(20)).with_max_times(6))
+            .when(|e| matches!(e, ExecuteError::Behind { .. }))
+            .notify(|e, after| warn!(job = %job, error = %e, ?after, "stale read of the job's log; reading again"))
+            .await
     }
 
     /// Runs `decide` against the current state of `job` and stores its events.

@@ -170,6 +170,37 @@ async fn execute_replays_decides_and_reports_rejections() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A clustered stream lets any replica answer a read, and one behind the
+/// leader returns a job's history without the newest events. A service must
+/// never take that for the job's state: the event it handles is not in it.
+/// Here the "event being handled" is past the job's end (another job's), as a
+/// lagging replica would make it look: the read is refused, not acted on.
+#[tokio::test]
+async fn a_history_that_stops_before_the_event_handled_is_never_taken_for_the_state() -> anyhow::Result<()> {
+    let (server, jobs) = setup().await?;
+    let (a, b) = (requested("behind-a"), requested("behind-b"));
+    let (job_a, job_b) =
+        (JobId::for_request(&a.request_source, &a.request_id), JobId::for_request(&b.request_source, &b.request_id));
+    jobs.execute(job_a, "a", Utc::now(), |s| decide(s, Command::Open(a.clone()))).await?;
+    jobs.execute(job_b, "b", Utc::now(), |s| decide(s, Command::Open(b.clone()))).await?;
+    // Another process (nothing cached, nothing held), as a consumer is.
+    let js = async_nats::jetstream::new(server.connect().await?);
+    let policy = Jobs::new(EventStore::open(js).await.map_err(|e| anyhow::anyhow!(e))?, "policy");
+    let (_, at_a) = policy.load(job_a).await?;
+    let (_, at_b) = policy.load(job_b).await?;
+    assert!(at_b > at_a, "b was stored after a");
+
+    let (state, seq) = policy.load_at(job_a, at_a).await?;
+    assert_eq!((state.map(|j| j.status), seq), (Some(Status::Requested), at_a), "a read that reaches the event");
+    let err = policy.load_at(job_a, at_b).await.expect_err("a read that stops short is refused");
+    assert!(
+        matches!(err, skynet_bus::ExecuteError::Behind { handling, read, .. } if handling == at_b && read == at_a),
+        "{err}"
+    );
+    assert!(err.to_string().contains("before the event being handled"), "{err}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn concurrent_commands_on_one_job_all_land_through_conflict_retries() -> anyhow::Result<()> {
     let (_server, jobs) = setup().await?;

@@ -15,4 +15,4 @@ pub use fixtures::{Log, auto_approved, record, requested};
 pub use log::{count_messages, fetch_one};
 pub use nats::{NatsServer, workspace_root};
 pub use pg::TestDb;
-pub use poll::eventually;
+pub use poll::{eventually, eventually_every};

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use futures::FutureExt;
 use skynet_bus::Jobs;
 use skynet_bus::consumer::{self, ConsumerSpec};
 use skynet_bus::definitions::{ARTIFACTS_BUCKET, EVENTS_STREAM, EXECUTORS_BUCKET, OUTPUT_BUCKET};
@@ -44,7 +43,7 @@ pub async fn run(
         pause: PauseWatch::follow(deps.js.clone(), deps.nats.clone()).await?,
     };
     let kv = deps.js.get_key_value(EXECUTORS_BUCKET).await?;
-    let stop = shutdown.shared();
+    let (stop, ended) = consumer::service_stop(shutdown);
     let running = Arc::new(AtomicU32::new(0));
     info!(service = "executor", executor = %config.id, providers = ?names, capacity = config.capacity, "executor running");
     let beat = heartbeat::run(
@@ -85,6 +84,6 @@ pub async fn run(
                 .await;
         }
     };
-    let (consumed, (), ()) = tokio::join!(consume, beat, sweep);
+    let (consumed, (), ()) = tokio::join!(consumer::ending(consume, &ended), beat, sweep);
     consumed
 }

@@ -48,13 +48,13 @@ pub async fn run(
     let spec = ConsumerSpec::new(INTAKE_STREAM, "intake", SERVICE, config.concurrency);
     info!(service = SERVICE, concurrency = config.concurrency, "intake running");
     let js = deps.js.clone();
-    let stop = futures::FutureExt::shared(shutdown);
+    let (stop, ended) = consumer::service_stop(shutdown);
     let sync = deps.limiter.clone().run_sync(stop.clone());
     let handler = move |msg: Message| {
         let deps = deps.clone();
         async move { handle(&deps, msg).await }
     };
-    let (consumed, ()) = tokio::join!(consumer::run(js, spec, handler, stop), sync);
+    let (consumed, ()) = tokio::join!(consumer::ending(consumer::run(js, spec, handler, stop), &ended), sync);
     consumed
 }
 

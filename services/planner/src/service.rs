@@ -54,7 +54,7 @@ pub async fn run(
     info!(service = SERVICE, backend = ?config.backend, llm = ?llm, "planner running");
     let js = deps.js.clone();
     let planner = Planner { config, llm, deps };
-    let stop = futures::FutureExt::shared(shutdown);
+    let (stop, ended) = consumer::service_stop(shutdown);
     let previews = serve_previews(planner.clone(), stop.clone());
     let consume = consumer::run(
         js,
@@ -65,7 +65,7 @@ pub async fn run(
         },
         stop,
     );
-    let (consumed, previewed) = tokio::join!(consume, previews);
+    let (consumed, previewed) = tokio::join!(consumer::ending(consume, &ended), previews);
     consumed.and(previewed)
 }
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, Message};
 use chrono::Utc;
-use futures::FutureExt;
 use skynet_bus::consumer::{self, ConsumerSpec, Disposition, Received};
 use skynet_bus::definitions::EVENTS_STREAM;
 use skynet_bus::{Jobs, Outcome};
@@ -41,7 +40,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), async_nats::Error> {
     let deadlines = deadlines::open(&deps.js).await?;
-    let stop = shutdown.shared();
+    let (stop, ended) = consumer::service_stop(shutdown);
     let spec = ConsumerSpec::new(EVENTS_STREAM, "policy", SERVICE, config.concurrency)
         .failing_jobs(deps.jobs.clone(), skynet_contract::job::Stage::Policy);
     let command_deps = CommandDeps {
@@ -68,7 +67,8 @@ pub async fn run(
         Duration::from_millis(config.sweep_interval_ms),
         stop.clone(),
     );
-    let (consumed, served, ()) = tokio::join!(consume, commands::serve(command_deps, stop), sweep);
+    let (consumed, served, ()) =
+        tokio::join!(consumer::ending(consume, &ended), commands::serve(command_deps, stop), sweep);
     consumed.and(served)
 }
 

@@ -46,6 +46,9 @@ pub enum ProjectorError {
     /// Postgres refused a batch of a bulk rebuild (it starts over carefully).
     #[error("Postgres refused a batch of the bulk rebuild")]
     BulkRefused(#[source] sqlx::Error),
+    /// An index the rebuild's shadow cannot copy (a definition not on one `public` table).
+    #[error("the rebuild cannot make index {name} on the shadow table: {definition}")]
+    ShadowIndex { name: String, definition: String },
     #[error("the log grew faster than the rebuild could catch up in {rounds} rounds; try again under less load")]
     RebuildBehind { rounds: usize },
     #[error(

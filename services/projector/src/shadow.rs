@@ -1,7 +1,8 @@
 //! Rebuilding the read models while the live projector keeps serving them:
 //! the whole log is projected into shadow tables (the schema
-//! `skynet_shadow`, made by the same migrations, so every table, index and
-//! constraint has its live name and shape), and once the shadow has
+//! `skynet_shadow`, each table made in the shape of its live twin, which the
+//! migrations have just brought up to date: every column, default, check,
+//! constraint and index under its live name), and once the shadow has
 //! caught up with the live checkpoint the two sets of tables are swapped in
 //! one transaction. Readers see the old tables until the commit and the new
 //! ones after it; nothing is ever empty.
@@ -74,18 +75,23 @@ async fn build_and_swap(
     bulk: bool,
 ) -> Result<u64, ProjectorError> {
     let started = std::time::Instant::now();
-    for stmt in [format!("DROP SCHEMA IF EXISTS {SHADOW} CASCADE"), format!("CREATE SCHEMA {SHADOW}")] {
-        sqlx::query(&stmt).execute(db).await?;
-    }
+    let indexes = create_shadow(db).await?;
     // Connections that see only the shadow schema, under the live names.
-    let options: PgConnectOptions = (*db.connect_options()).clone().options([("search_path", SHADOW)]);
+    // Their commits need not wait for the disk: nobody reads the shadow, a
+    // crash throws it away, and the swap's own (synchronous) commit comes after
+    // every shadow write in the WAL, so it makes them durable with it.
+    let options: PgConnectOptions =
+        (*db.connect_options()).clone().options([("search_path", SHADOW), ("synchronous_commit", "off")]);
     let shadow = PgPoolOptions::new().max_connections(4).connect_with(options).await?;
-    migrate(&shadow).await?;
     let result = async {
         // Bulk load: the shadow's secondary indexes are built once, after the
         // first round has loaded the log (one sort instead of a B-tree insert
-        // per row and index); primary keys stay, the upserts need them.
-        let mut indexes = if bulk { Some(drop_secondary_indexes(db).await?) } else { None };
+        // per row and index); primary keys are there from the start, the
+        // upserts need them.
+        let mut indexes = Some(indexes);
+        if !bulk {
+            build_indexes(db, indexes.take().unwrap_or_default()).await?;
+        }
         info!(
             service = "projector",
             bulk,
@@ -115,11 +121,7 @@ async fn build_and_swap(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "log projected; building the indexes"
                 );
-                // Each on a connection of its own: they build side by side.
-                futures::future::try_join_all(indexes.iter().map(|(_, definition)| async move {
-                    sqlx::query(definition).execute(db).await.map_err(crate::bulk::error)
-                }))
-                .await?;
+                build_indexes(db, indexes).await?;
             }
             if let Some(at) = swap(db, at).await? {
                 info!(
@@ -142,25 +144,66 @@ async fn build_and_swap(
     result
 }
 
-/// Drops the indexes of the shadow's tables that back no constraint; returns
-/// each one's name and definition (as `pg_indexes` gives it: it creates the
-/// same index, under the same name, on the same shadow table).
-async fn drop_secondary_indexes(db: &PgPool) -> Result<Vec<(String, String)>, ProjectorError> {
-    let indexes: Vec<(String, String)> = sqlx::query_as(
-        "SELECT i.indexname::text, i.indexdef FROM pg_indexes i
-         WHERE i.schemaname = $1 AND i.tablename = ANY($2)
-           AND NOT EXISTS (SELECT 1 FROM pg_constraint c
-                           WHERE c.conname = i.indexname AND c.connamespace = $1::regnamespace)
-         ORDER BY 1",
+/// Makes the shadow schema afresh, in one round trip: each live table's
+/// columns, defaults and checks (`LIKE … INCLUDING ALL EXCLUDING INDEXES`) and
+/// the constraints that own an index (primary keys, unique and exclusion
+/// constraints), under their live names. Returns the secondary indexes'
+/// definitions, aimed at the shadow, to build now or after a bulk load.
+///
+/// Copying the live tables (which `migrate` has just brought up to date)
+/// instead of running every migration again in the shadow takes a few
+/// milliseconds instead of ~50, and makes only the tables the projector owns.
+async fn create_shadow(db: &PgPool) -> Result<Vec<String>, ProjectorError> {
+    let tables = tables();
+    let constraints: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT t.relname::text, c.conname::text, pg_get_constraintdef(c.oid)
+         FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
+         WHERE c.connamespace = 'public'::regnamespace AND t.relname = ANY($1) AND c.contype IN ('p', 'u', 'x')
+         ORDER BY 1, 2",
     )
-    .bind(SHADOW)
-    .bind(tables())
+    .bind(&tables)
     .fetch_all(db)
     .await?;
-    for (name, _) in &indexes {
-        sqlx::query(&format!("DROP INDEX {SHADOW}.\"{name}\"")).execute(db).await?;
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT i.indexname::text, i.indexdef FROM pg_indexes i
+         WHERE i.schemaname = 'public' AND i.tablename = ANY($1)
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                           WHERE c.conname = i.indexname AND c.connamespace = 'public'::regnamespace)
+         ORDER BY 1",
+    )
+    .bind(&tables)
+    .fetch_all(db)
+    .await?;
+    let mut ddl = format!("DROP SCHEMA IF EXISTS {SHADOW} CASCADE; CREATE SCHEMA {SHADOW};");
+    for t in &tables {
+        ddl += &format!("CREATE TABLE {SHADOW}.{t} (LIKE public.{t} INCLUDING ALL EXCLUDING INDEXES);");
     }
-    Ok(indexes)
+    for (table, name, definition) in &constraints {
+        ddl += &format!("ALTER TABLE {SHADOW}.{table} ADD CONSTRAINT \"{name}\" {definition};");
+    }
+    sqlx::raw_sql(&ddl).execute(db).await?;
+    // `pg_indexes` names the table with its schema: the same index, on the
+    // shadow's table (where Postgres puts the index too).
+    let on_live = " ON public.";
+    let on_shadow = format!(" ON {SHADOW}.");
+    indexes
+        .into_iter()
+        .map(|(name, definition)| match definition.matches(on_live).count() {
+            1 => Ok(definition.replace(on_live, &on_shadow)),
+            _ => Err(ProjectorError::ShadowIndex { name, definition }),
+        })
+        .collect()
+}
+
+/// Builds the shadow's secondary indexes, each on a connection of its own, so
+/// they build side by side. An entry Postgres refuses ends a bulk load.
+async fn build_indexes(db: &PgPool, definitions: Vec<String>) -> Result<(), ProjectorError> {
+    futures::future::try_join_all(
+        definitions.iter().map(|definition| async move { sqlx::query(definition).execute(db).await }),
+    )
+    .await
+    .map_err(crate::bulk::error)?;
+    Ok(())
 }
 
 /// Swaps the shadow tables in if they are at or past the live checkpoint

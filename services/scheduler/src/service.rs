@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{self, Message};
 use chrono::Utc;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use skynet_bus::consumer::{self, ConsumerSpec, Disposition, Received};
 use skynet_bus::deadlines::Deadlines;
 use skynet_bus::definitions::{EVENTS_STREAM, EXECUTORS_BUCKET, WATCHDOG_BUCKET};
@@ -45,7 +45,7 @@ pub async fn run(
     deps: Deps,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), async_nats::Error> {
-    let stop = shutdown.shared();
+    let (stop, ended) = consumer::service_stop(shutdown);
     let signals = Signals::default();
     let kv = deps.js.get_key_value(EXECUTORS_BUCKET).await?;
     let watch = signals::watch_executors(kv, signals.clone(), stop.clone());
@@ -72,7 +72,8 @@ pub async fn run(
         },
         stop,
     );
-    let (consumed, (), followed, served, ()) = tokio::join!(consume, watch, outcomes, diagnose, sweep);
+    let (consumed, (), followed, served, ()) =
+        tokio::join!(consumer::ending(consume, &ended), watch, outcomes, diagnose, sweep);
     consumed.and(followed).and(served)
 }
 
