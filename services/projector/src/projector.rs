@@ -101,6 +101,8 @@ pub async fn rebuild(db: &PgPool) -> Result<(), ProjectorError> {
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    // Now, not when the session ends after `lock` is dropped (see `shadow`).
+    sqlx::query("SELECT pg_advisory_unlock($1)").bind(WRITER_LOCK).execute(&mut lock).await?;
     Ok(())
 }
 

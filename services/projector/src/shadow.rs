@@ -60,6 +60,10 @@ pub async fn rebuild_shadow(
         }
         other => other,
     };
+    // Unlocked explicitly: closing the connection frees the lock only once
+    // its backend has exited, after `close` returns, and a rebuild started
+    // right after this one (the bench runs three) found it still held.
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(REBUILD_LOCK).execute(&mut lock).await;
     let _ = lock.close().await;
     result
 }
