@@ -81,11 +81,7 @@ async fn build_and_swap(
     let started = std::time::Instant::now();
     let indexes = create_shadow(db).await?;
     // Connections that see only the shadow schema, under the live names.
-    // Their commits need not wait for the disk: nobody reads the shadow, a
-    // crash throws it away, and the swap's own (synchronous) commit comes after
-    // every shadow write in the WAL, so it makes them durable with it.
-    let options: PgConnectOptions =
-        (*db.connect_options()).clone().options([("search_path", SHADOW), ("synchronous_commit", "off")]);
+    let options: PgConnectOptions = (*db.connect_options()).clone().options([("search_path", SHADOW)]);
     let shadow = PgPoolOptions::new().max_connections(4).connect_with(options).await?;
     let result = async {
         // Bulk load: the shadow's secondary indexes are built once, after the
