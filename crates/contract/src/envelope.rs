@@ -105,12 +105,12 @@ impl Envelope {
             .as_deref()
             .and_then(|s| s.parse::<JobId>().ok())
             .ok_or_else(|| DecodeError::NoJobId { id: self.id.clone() })?;
-        Ok((job, JobEvent::decode(&self.ty, self.data.clone())?))
+        Ok((job, JobEvent::decode(&self.ty, &self.data)?))
     }
 
     /// The data as `T`.
     pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
-        serde_json::from_value(self.data.clone()).map_err(|source| DecodeError::Data { ty: self.ty.clone(), source })
+        T::deserialize(&self.data).map_err(|source| DecodeError::Data { ty: self.ty.clone(), source })
     }
 
     /// The `cloudevents-sdk` event (structured JSON is its `serde` form).

@@ -61,7 +61,10 @@ fn scrub(v: &mut serde_json::Value) {
 /// the same transaction as the checkpoint that says it was applied, so the same
 /// rows can never be copied twice.
 pub async fn insert(tx: &mut Transaction<'_, Postgres>, rows: &[std::sync::Arc<Row>]) -> Result<(), sqlx::Error> {
-    let mut text = String::with_capacity(rows.len() * 512);
+    let mut copy = tx
+        .copy_in_raw("COPY audit_events (seq, event_id, type, source, subject, nats_subject, time, data) FROM STDIN")
+        .await?;
+    let mut text = String::with_capacity(2 * COPY_CHUNK);
     let mut data = Vec::with_capacity(1024);
     for r in rows {
         data.clear();
@@ -86,14 +89,21 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, rows: &[std::sync::Arc<R
         // serde_json writes UTF-8.
         escape_into(&mut text, std::str::from_utf8(&data).unwrap_or("null"));
         text.push('\n');
+        if text.len() >= COPY_CHUNK {
+            copy.send(text.as_bytes()).await?;
+            text.clear();
+        }
     }
-    let mut copy = tx
-        .copy_in_raw("COPY audit_events (seq, event_id, type, source, subject, nats_subject, time, data) FROM STDIN")
-        .await?;
-    copy.send(text.into_bytes()).await?;
+    if !text.is_empty() {
+        copy.send(text.as_bytes()).await?;
+    }
     copy.finish().await?;
     Ok(())
 }
+
+/// Bytes of COPY text sent at a time: Postgres parses and inserts one chunk
+/// while the next is written, instead of waiting for the whole batch.
+pub(crate) const COPY_CHUNK: usize = 128 * 1024;
 
 /// Appends `s` in COPY's text format.
 pub(crate) fn escape_into(out: &mut String, s: &str) {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::audit::{Row, escape_into};
+use crate::audit::{COPY_CHUNK, Row, escape_into};
 use crate::db::{JOB_COLUMNS, STEP_COLUMNS};
 use crate::rows::{Batch, JobRow, RowCache, StepRow, is_terminal};
 
@@ -109,19 +109,28 @@ async fn copy_jobs(tx: &mut Transaction<'_, Postgres>, jobs: &[(JobRow, Vec<Step
     }
     let job_columns: Vec<&str> = std::iter::once("id").chain(JOB_COLUMNS.iter().copied()).collect();
     let step_columns: Vec<&str> = ["job_id", "idx"].into_iter().chain(STEP_COLUMNS.iter().copied()).collect();
-    copy(tx, "jobs", &job_columns, jobs.iter().map(|(job, _)| job)).await?;
-    copy(tx, "steps", &step_columns, jobs.iter().flat_map(|(_, steps)| steps)).await
+    // Collected, not passed as iterators: a closure's iterator held across
+    // an await keeps the future from being provably `Send` (rust#110338),
+    // and the writer runs as a task of its own.
+    let job_rows: Vec<&JobRow> = jobs.iter().map(|(job, _)| job).collect();
+    let step_rows: Vec<&StepRow> = jobs.iter().flat_map(|(_, steps)| steps).collect();
+    copy(tx, "jobs", &job_columns, &job_rows).await?;
+    copy(tx, "steps", &step_columns, &step_rows).await
 }
 
 /// `COPY table (columns) FROM STDIN` of serializable rows, each column taken
 /// from the row's field of the same name.
-async fn copy<'a, T: serde::Serialize + 'a>(
+async fn copy<T: serde::Serialize + Sync>(
     tx: &mut Transaction<'_, Postgres>,
     table: &str,
     columns: &[&str],
-    rows: impl Iterator<Item = &'a T>,
+    rows: &[&T],
 ) -> Result<(), sqlx::Error> {
-    let mut text = String::new();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut copy = tx.copy_in_raw(&format!("COPY {table} ({}) FROM STDIN", columns.join(", "))).await?;
+    let mut text = String::with_capacity(2 * COPY_CHUNK);
     for row in rows {
         let value = serde_json::to_value(row).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         for (i, column) in columns.iter().enumerate() {
@@ -131,12 +140,14 @@ async fn copy<'a, T: serde::Serialize + 'a>(
             copy_value(&mut text, value.get(column), JSON_COLUMNS.contains(column));
         }
         text.push('\n');
+        if text.len() >= COPY_CHUNK {
+            copy.send(text.as_bytes()).await?;
+            text.clear();
+        }
     }
-    if text.is_empty() {
-        return Ok(());
+    if !text.is_empty() {
+        copy.send(text.as_bytes()).await?;
     }
-    let mut copy = tx.copy_in_raw(&format!("COPY {table} ({}) FROM STDIN", columns.join(", "))).await?;
-    copy.send(text.into_bytes()).await?;
     copy.finish().await?;
     Ok(())
 }

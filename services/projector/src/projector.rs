@@ -49,6 +49,9 @@ pub enum ProjectorError {
     /// An index the rebuild's shadow cannot copy (a definition not on one `public` table).
     #[error("the rebuild cannot make index {name} on the shadow table: {definition}")]
     ShadowIndex { name: String, definition: String },
+    /// A writer task panicked or was cancelled.
+    #[error("a projection writer stopped: {0}")]
+    Task(String),
     #[error("the log grew faster than the rebuild could catch up in {rounds} rounds; try again under less load")]
     RebuildBehind { rounds: usize },
     #[error(
@@ -185,35 +188,37 @@ pub(crate) async fn project(
     let reader = tokio::spawn(read_log(stream, from + 1, max_batch, [audit_tx, models_tx]));
     // Writers stop between batches, never inside one.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let writers = futures::future::try_join(
-        write_loop(
-            Writer::new(Projection::Audit, deps.db.clone(), deps.js.clone(), bulk),
-            at[0],
-            audit_rx,
-            config,
-            stop_rx.clone(),
-            progress,
-        ),
-        write_loop(
-            Writer::new(Projection::ReadModels, deps.db.clone(), deps.js.clone(), bulk),
-            at[1],
-            models_rx,
-            config,
-            stop_rx,
-            progress,
-        ),
-    );
-    let mut writers = std::pin::pin!(writers);
+    // Each writer is a task of its own, so their CPU work (decoding into
+    // rows, writing COPY text) runs on both cores. The set aborts the other
+    // writer when one fails (or this future is dropped), as joining the two
+    // futures in place did.
+    let mut writers = tokio::task::JoinSet::new();
+    for (i, (projection, rx)) in
+        [(Projection::Audit, audit_rx), (Projection::ReadModels, models_rx)].into_iter().enumerate()
+    {
+        let writer = Writer::new(projection, deps.db.clone(), deps.js.clone(), bulk);
+        let run = write_loop(writer, at[i], rx, config.clone(), stop_rx.clone(), progress.clone());
+        writers.spawn(async move { (i, run.await) });
+    }
+    let joined = async move {
+        let mut applied = [0u64; 2];
+        while let Some(done) = writers.join_next().await {
+            let (i, result) = done.map_err(|e| ProjectorError::Task(e.to_string()))?;
+            applied[i] = result?;
+        }
+        Ok::<_, ProjectorError>(applied)
+    };
+    let mut joined = std::pin::pin!(joined);
     let result = tokio::select! {
-        r = &mut writers => r,
+        r = &mut joined => r,
         () = &mut *shutdown => {
             let _ = stop_tx.send(true);
-            writers.await
+            joined.await
         }
     };
     reader.abort();
     let applied = result?;
-    let applied = applied.0.min(applied.1);
+    let applied = applied[0].min(applied[1]);
     info!(service = SERVICE, applied, "projector stopped");
     Ok(applied)
 }
@@ -225,9 +230,9 @@ async fn write_loop(
     mut writer: Writer,
     mut applied: u64,
     mut rx: tokio::sync::mpsc::Receiver<Result<Item, ProjectorError>>,
-    config: &Config,
+    config: Config,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    progress: &Progress,
+    progress: Progress,
 ) -> Result<u64, ProjectorError> {
     let max_batch = config.max_batch.max(1);
     let mut buf = Vec::with_capacity(max_batch);
@@ -342,6 +347,10 @@ async fn read_log(
                 name: Some(format!("projector-{}", uuid::Uuid::new_v4().simple())),
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: next },
                 ack_policy: consumer::AckPolicy::None,
+                // Its state (how far it delivered) is worth nothing after a
+                // restart, which makes a new one: kept in memory, never
+                // written (and fsynced, under `sync_interval: always`).
+                memory_storage: true,
                 inactive_threshold: std::time::Duration::from_secs(60),
                 ..Default::default()
             })

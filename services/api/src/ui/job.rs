@@ -83,7 +83,7 @@ pub async fn body(s: &AppState, who: &Who, job: JobId) -> Result<(Markup, i64), 
     )?;
     let history = s.store.load(job).await.map_err(|e| ApiError::Unavailable(format!("the event log: {e}")))?;
     let decoded: Vec<Option<JobEvent>> =
-        history.events.iter().map(|(_, env)| JobEvent::decode(&env.ty, env.data.clone()).ok()).collect();
+        history.events.iter().map(|(_, env)| JobEvent::decode(&env.ty, &env.data).ok()).collect();
     let scores = decoded.iter().rev().flatten().find_map(|e| match e {
         JobEvent::Scheduled(s) => Some((s.provider.clone(), s.scores.clone())),
         _ => None,
