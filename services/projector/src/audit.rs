@@ -89,14 +89,9 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, rows: &[std::sync::Arc<R
         // serde_json writes UTF-8.
         escape_into(&mut text, std::str::from_utf8(&data).unwrap_or("null"));
         text.push('\n');
-        if text.len() >= COPY_CHUNK {
-            copy.send(text.as_bytes()).await?;
-            text.clear();
-        }
+        send_from(&mut copy, &mut text, COPY_CHUNK).await?;
     }
-    if !text.is_empty() {
-        copy.send(text.as_bytes()).await?;
-    }
+    send_from(&mut copy, &mut text, 1).await?;
     copy.finish().await?;
     Ok(())
 }
@@ -104,6 +99,19 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, rows: &[std::sync::Arc<R
 /// Bytes of COPY text sent at a time: Postgres parses and inserts one chunk
 /// while the next is written, instead of waiting for the whole batch.
 pub(crate) const COPY_CHUNK: usize = 128 * 1024;
+
+/// Sends the COPY text written so far once it holds at least `min` bytes.
+pub(crate) async fn send_from<C: std::ops::DerefMut<Target = sqlx::PgConnection>>(
+    copy: &mut sqlx::postgres::PgCopyIn<C>,
+    text: &mut String,
+    min: usize,
+) -> Result<(), sqlx::Error> {
+    if !text.is_empty() && text.len() >= min {
+        copy.send(text.as_bytes()).await?;
+        text.clear();
+    }
+    Ok(())
+}
 
 /// Appends `s` in COPY's text format.
 pub(crate) fn escape_into(out: &mut String, s: &str) {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::audit::{COPY_CHUNK, Row, escape_into};
+use crate::audit::{COPY_CHUNK, Row, escape_into, send_from};
 use crate::db::{JOB_COLUMNS, STEP_COLUMNS};
 use crate::rows::{Batch, JobRow, RowCache, StepRow, is_terminal};
 
@@ -140,14 +140,9 @@ async fn copy<T: serde::Serialize + Sync>(
             copy_value(&mut text, value.get(column), JSON_COLUMNS.contains(column));
         }
         text.push('\n');
-        if text.len() >= COPY_CHUNK {
-            copy.send(text.as_bytes()).await?;
-            text.clear();
-        }
+        send_from(&mut copy, &mut text, COPY_CHUNK).await?;
     }
-    if !text.is_empty() {
-        copy.send(text.as_bytes()).await?;
-    }
+    send_from(&mut copy, &mut text, 1).await?;
     copy.finish().await?;
     Ok(())
 }

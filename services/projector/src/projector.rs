@@ -50,8 +50,8 @@ pub enum ProjectorError {
     #[error("the rebuild cannot make index {name} on the shadow table: {definition}")]
     ShadowIndex { name: String, definition: String },
     /// A writer task panicked or was cancelled.
-    #[error("a projection writer stopped: {0}")]
-    Task(String),
+    #[error("a projection writer stopped")]
+    Task(#[source] tokio::task::JoinError),
     #[error("the log grew faster than the rebuild could catch up in {rounds} rounds; try again under less load")]
     RebuildBehind { rounds: usize },
     #[error(
@@ -188,8 +188,8 @@ pub(crate) async fn project(
     let reader = tokio::spawn(read_log(stream, from + 1, max_batch, [audit_tx, models_tx]));
     // Writers stop between batches, never inside one.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // Each writer is a task of its own, so their CPU work (decoding into
-    // rows, writing COPY text) runs on both cores. The set aborts the other
+    // Each writer is a task of its own, so their CPU work (folding batches,
+    // writing COPY text) runs on both cores. The set aborts the other
     // writer when one fails (or this future is dropped), as joining the two
     // futures in place did.
     let mut writers = tokio::task::JoinSet::new();
@@ -203,7 +203,7 @@ pub(crate) async fn project(
     let joined = async move {
         let mut applied = [0u64; 2];
         while let Some(done) = writers.join_next().await {
-            let (i, result) = done.map_err(|e| ProjectorError::Task(e.to_string()))?;
+            let (i, result) = done.map_err(ProjectorError::Task)?;
             applied[i] = result?;
         }
         Ok::<_, ProjectorError>(applied)
