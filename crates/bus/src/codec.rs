@@ -17,7 +17,7 @@ use cloudevents::message::{
     BinaryDeserializer, BinarySerializer, Encoding, MessageAttributeValue, MessageDeserializer, StructuredDeserializer,
     StructuredSerializer,
 };
-use skynet_contract::{DecodeError, Envelope, SPEC_CONTENT_TYPE};
+use skynet_contract::{DecodeError, Envelope, RawEnvelope, SPEC_CONTENT_TYPE};
 
 /// Prefix of binary-mode attribute headers.
 const CE_PREFIX: &str = "ce-";
@@ -58,6 +58,15 @@ pub fn decode(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Envelope, D
     }
     .map_err(|e| DecodeError::CloudEvent(e.to_string()))?;
     Envelope::from_cloudevent(event)
+}
+
+/// [`decode`], the data kept as the JSON text it came as (see
+/// [`skynet_contract::raw`]): for readers that store it as it is.
+pub fn decode_raw(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<RawEnvelope, DecodeError> {
+    if (NatsMessage { headers, body: payload }).encoding() != Encoding::BINARY {
+        return RawEnvelope::from_structured_json(payload);
+    }
+    decode(headers, payload).map(RawEnvelope::from)
 }
 
 /// Whether the message's payload claims to be JSON at all: structured mode, or

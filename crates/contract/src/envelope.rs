@@ -174,52 +174,77 @@ impl Envelope {
     /// it handles), the `cloudevents-sdk` parse for anything else, which also
     /// gives the precise error.
     pub fn from_structured_json(bytes: &[u8]) -> Result<Self, DecodeError> {
-        #[derive(serde::Deserialize)]
-        struct Wire {
-            specversion: String,
-            id: String,
-            source: String,
-            #[serde(rename = "type")]
-            ty: String,
-            #[serde(default)]
-            subject: Option<String>,
-            #[serde(default)]
-            time: Option<DateTime<Utc>>,
-            #[serde(default)]
-            datacontenttype: Option<String>,
-            #[serde(default)]
-            data: Option<serde_json::Value>,
-            #[serde(default)]
-            traceparent: Option<String>,
+        match serde_json::from_slice::<Wire<serde_json::Value>>(bytes).ok().and_then(Wire::accepted) {
+            Some(w) => Ok(Envelope {
+                id: w.id,
+                source: w.source,
+                ty: w.ty,
+                subject: w.subject,
+                time: w.time,
+                data: w.data,
+                traceparent: w.traceparent,
+            }),
+            None => Self::from_structured_json_sdk(bytes),
         }
-        if let Ok(w) = serde_json::from_slice::<Wire>(bytes) {
-            let json_data = w.datacontenttype.as_deref().is_none_or(|c| c.starts_with("application/json"));
-            if w.specversion == "1.0"
-                && !w.id.is_empty()
-                && !w.source.is_empty()
-                && !w.ty.is_empty()
-                && json_data
-                && let Some(data) = w.data
-            {
-                return Ok(Envelope {
-                    id: w.id,
-                    source: w.source,
-                    ty: w.ty,
-                    subject: w.subject,
-                    time: w.time.unwrap_or_else(Utc::now),
-                    data,
-                    // Outside input: kept only when it has a traceparent's shape.
-                    traceparent: w.traceparent.filter(|t| plausible_traceparent(t)),
-                });
-            }
-        }
-        Self::from_structured_json_sdk(bytes)
     }
 
     /// The `cloudevents-sdk` parse of structured-mode JSON.
     pub fn from_structured_json_sdk(bytes: &[u8]) -> Result<Self, DecodeError> {
         let ev: Event = serde_json::from_slice(bytes).map_err(|e| DecodeError::CloudEvent(e.to_string()))?;
         Envelope::from_cloudevent(ev)
+    }
+}
+
+/// A structured-mode event as JSON, its data of type `D` (a tree, or text).
+#[derive(serde::Deserialize)]
+pub(crate) struct Wire<D> {
+    specversion: String,
+    id: String,
+    source: String,
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    datacontenttype: Option<String>,
+    #[serde(default = "Option::default")]
+    data: Option<D>,
+    #[serde(default)]
+    traceparent: Option<String>,
+}
+
+/// A [`Wire`] the fast path takes, with what it makes of the attributes.
+pub(crate) struct Accepted<D> {
+    pub id: String,
+    pub source: String,
+    pub ty: String,
+    pub subject: Option<String>,
+    pub time: DateTime<Utc>,
+    pub data: D,
+    pub traceparent: Option<String>,
+}
+
+impl<D> Wire<D> {
+    /// The event, if it is a well-formed 1.0 event with JSON data; anything
+    /// else is the SDK's to parse (and to explain).
+    pub(crate) fn accepted(self) -> Option<Accepted<D>> {
+        let json_data = self.datacontenttype.as_deref().is_none_or(|c| c.starts_with("application/json"));
+        if self.specversion != "1.0" || self.id.is_empty() || self.source.is_empty() || self.ty.is_empty() || !json_data
+        {
+            return None;
+        }
+        Some(Accepted {
+            data: self.data?,
+            id: self.id,
+            source: self.source,
+            ty: self.ty,
+            subject: self.subject,
+            time: self.time.unwrap_or_else(Utc::now),
+            // Outside input: kept only when it has a traceparent's shape.
+            traceparent: self.traceparent.filter(|t| plausible_traceparent(t)),
+        })
     }
 }
 

@@ -374,6 +374,18 @@ macro_rules! job_events {
                 }
             }
 
+            /// [`JobEvent::decode`] from the data's JSON text, without a tree
+            /// in between (see [`crate::raw`]).
+            pub fn decode_json(ty: &str, data: &str) -> Result<JobEvent, DecodeError> {
+                let kind = JobEventKind::from_cloud_type(ty)
+                    .ok_or_else(|| DecodeError::UnknownType(ty.to_owned()))?;
+                match kind {
+                    $( JobEventKind::$variant => serde_json::from_str::<$data>(data)
+                        .map(JobEvent::$variant)
+                        .map_err(|e| DecodeError::Data { ty: ty.to_owned(), source: e }), )+
+                }
+            }
+
             /// JSON Schemas of every job event's data, keyed by CloudEvent type.
             pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
                 vec![$( (concat!("skynet.job.", $kind, ".v1"), schemars::schema_for!($data)), )+]

@@ -1,16 +1,17 @@
 //! The audit read model: every event, as stored, one row each.
 
-use std::fmt::Write as _;
-
-use skynet_contract::Envelope;
+use skynet_contract::RawEnvelope;
+use skynet_contract::raw::raw_json;
 use sqlx::{Postgres, Transaction};
+
+use crate::copy::{self, Binary};
 
 /// One event with its place in the log.
 #[derive(Debug)]
 pub struct Row {
     pub seq: u64,
     pub nats_subject: String,
-    pub env: Envelope,
+    pub env: RawEnvelope,
 }
 
 impl Row {
@@ -19,17 +20,26 @@ impl Row {
     /// output) may carry. The read models hold U+FFFD in its place; the log
     /// keeps every byte. Without this one such event failed every batch after
     /// it, for good.
-    pub fn storable(seq: u64, nats_subject: &str, mut env: Envelope) -> Row {
+    ///
+    /// JSON text spells a NUL only as `\u0000`, so data without any `\u`
+    /// escape is stored as it is, and the (rare) rest is read as a tree,
+    /// scrubbed and written out again. That read also refuses what the tree
+    /// refuses (a lone surrogate), as every service reading the event would.
+    pub fn storable(seq: u64, nats_subject: &str, mut env: RawEnvelope) -> Result<Row, skynet_contract::DecodeError> {
         for text in [&mut env.id, &mut env.ty, &mut env.source] {
             scrub_str(text);
         }
         if let Some(subject) = env.subject.as_mut() {
             scrub_str(subject);
         }
-        scrub(&mut env.data);
+        if env.data.get().contains("\\u") {
+            let mut tree = env.tree()?;
+            scrub(&mut tree);
+            env.data = raw_json(&tree);
+        }
         let mut nats_subject = nats_subject.to_owned();
         scrub_str(&mut nats_subject);
-        Row { seq, nats_subject, env }
+        Ok(Row { seq, nats_subject, env })
     }
 }
 
@@ -57,96 +67,58 @@ fn scrub(v: &mut serde_json::Value) {
 }
 
 /// Appends a batch with `COPY … FROM STDIN` (several times faster than INSERT
-/// for thousands of rows). No conflict handling is needed: a batch is written in
-/// the same transaction as the checkpoint that says it was applied, so the same
-/// rows can never be copied twice.
+/// for thousands of rows), in the binary format (see `crate::copy`). No
+/// conflict handling is needed: a batch is written in the same transaction as
+/// the checkpoint that says it was applied, so the same rows can never be
+/// copied twice.
 pub async fn insert(tx: &mut Transaction<'_, Postgres>, rows: &[std::sync::Arc<Row>]) -> Result<(), sqlx::Error> {
     let mut copy = tx
-        .copy_in_raw("COPY audit_events (seq, event_id, type, source, subject, nats_subject, time, data) FROM STDIN")
+        .copy_in_raw(
+            "COPY audit_events (seq, event_id, type, source, subject, nats_subject, time, data) \
+             FROM STDIN (FORMAT binary)",
+        )
         .await?;
-    let mut text = String::with_capacity(2 * COPY_CHUNK);
-    let mut data = Vec::with_capacity(1024);
+    let mut buf = Vec::with_capacity(2 * copy::CHUNK);
+    Binary::start(&mut buf);
     for r in rows {
-        data.clear();
-        if serde_json::to_writer(&mut data, &r.env.data).is_err() {
-            data.clear();
-            data.extend_from_slice(b"null");
-        }
-        let _ = write!(text, "{}\t", r.seq);
-        for field in [r.env.id.as_str(), &r.env.ty, &r.env.source] {
-            escape_into(&mut text, field);
-            text.push('\t');
-        }
+        let mut row = Binary::resume(&mut buf);
+        row.row(8);
+        // A sequence past i64 (never: the stream's are u64 from 1) saturates
+        // and the primary key refuses the second such row.
+        row.bigint(i64::try_from(r.seq).unwrap_or(i64::MAX));
+        row.text(&r.env.id);
+        row.text(&r.env.ty);
+        row.text(&r.env.source);
         match r.env.subject.as_deref() {
-            Some(subject) => escape_into(&mut text, subject),
-            None => text.push_str("\\N"),
+            Some(subject) => row.text(subject),
+            None => row.null(),
         }
-        text.push('\t');
-        escape_into(&mut text, &r.nats_subject);
-        text.push('\t');
-        text.push_str(&r.env.time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
-        text.push('\t');
-        // serde_json writes UTF-8.
-        escape_into(&mut text, std::str::from_utf8(&data).unwrap_or("null"));
-        text.push('\n');
-        send_from(&mut copy, &mut text, COPY_CHUNK).await?;
+        row.text(&r.nats_subject);
+        row.timestamptz(&r.env.time);
+        // The data's JSON text as the event carried it: no tree to write out.
+        row.text(r.env.data.get());
+        copy::send_from(&mut copy, &mut buf, copy::CHUNK).await?;
     }
-    send_from(&mut copy, &mut text, 1).await?;
+    Binary::resume(&mut buf).finish();
+    copy::send_from(&mut copy, &mut buf, 1).await?;
     copy.finish().await?;
     Ok(())
 }
 
-/// Bytes of COPY text sent at a time: Postgres parses and inserts one chunk
-/// while the next is written, instead of waiting for the whole batch.
-pub(crate) const COPY_CHUNK: usize = 128 * 1024;
-
-/// Sends the COPY text written so far once it holds at least `min` bytes.
-pub(crate) async fn send_from<C: std::ops::DerefMut<Target = sqlx::PgConnection>>(
-    copy: &mut sqlx::postgres::PgCopyIn<C>,
-    text: &mut String,
-    min: usize,
-) -> Result<(), sqlx::Error> {
-    if !text.is_empty() && text.len() >= min {
-        copy.send(text.as_bytes()).await?;
-        text.clear();
-    }
-    Ok(())
-}
-
-/// Appends `s` in COPY's text format.
-pub(crate) fn escape_into(out: &mut String, s: &str) {
-    // Runs between special characters are copied whole (the four are ASCII,
-    // so every cut is at a character boundary).
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escaped = match b {
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        out.push_str(escaped);
-        start = i + 1;
-    }
-    out.push_str(&s[start..]);
-}
-
 #[cfg(test)]
 mod tests {
-    fn escape(s: &str) -> String {
-        let mut out = String::new();
-        super::escape_into(&mut out, s);
-        out
-    }
-
     #[test]
-    fn copy_text_escaping() {
-        assert_eq!(escape("a\\b\tc\nd\re"), "a\\\\b\\tc\\nd\\re");
-        assert_eq!(escape(r#"{"k":"x\ny"}"#), r#"{"k":"x\\ny"}"#);
-        assert_eq!(escape("é\tü\\"), "é\\tü\\\\", "runs around escapes keep every character");
-        assert_eq!(escape("plain ✓"), "plain ✓");
+    fn data_is_stored_as_it_came_unless_it_must_be_scrubbed() {
+        let event = |data: &str| {
+            let bytes = format!(r#"{{"specversion":"1.0","id":"x","source":"s","type":"t","data":{data}}}"#);
+            skynet_contract::RawEnvelope::from_structured_json(bytes.as_bytes())
+                .and_then(|env| super::Row::storable(1, "s", env))
+        };
+        let plain = event(r#"{"b":1, "a":"é\n"}"#).expect("storable");
+        assert_eq!(plain.env.data.get(), r#"{"b":1, "a":"é\n"}"#, "as the log holds it, order and spacing too");
+        let escaped = event(r#"{"a":"\u00e9"}"#).expect("storable");
+        assert_eq!(escaped.env.tree().expect("tree")["a"], "é");
+        assert!(event(r#"{"a":"\ud800"}"#).is_err(), "a lone surrogate is refused, as a tree refuses it");
     }
 
     #[test]
@@ -160,9 +132,10 @@ mod tests {
             data: serde_json::json!({"stdout": "a\u{0}b", "list": ["\u{0}"], "k\u{0}": {"deep": "x\u{0}"}}),
             traceparent: None,
         };
-        let row = super::Row::storable(1, "skynet.job.x.y", env);
-        let text = serde_json::to_string(&row.env.data).unwrap_or_default() + &row.env.id;
+        let row = super::Row::storable(1, "skynet.job.x.y", env.into()).expect("storable");
+        let text = row.env.data.get().to_owned() + &row.env.id;
         assert!(!text.contains('\u{0}') && !text.contains("\\u0000"), "{text}");
-        assert_eq!(row.env.data["stdout"], "a\u{FFFD}b");
+        assert_eq!(row.env.tree().expect("tree")["stdout"], "a\u{FFFD}b");
+        assert_eq!(row.env.tree().expect("tree")["k\u{FFFD}"]["deep"], "x\u{FFFD}");
     }
 }

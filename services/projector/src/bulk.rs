@@ -19,7 +19,8 @@ use std::sync::Arc;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::audit::{COPY_CHUNK, Row, escape_into, send_from};
+use crate::audit::Row;
+use crate::copy::{self, escape_into};
 use crate::db::{JOB_COLUMNS, STEP_COLUMNS};
 use crate::rows::{Batch, JobRow, RowCache, StepRow, is_terminal};
 
@@ -130,31 +131,31 @@ async fn copy<T: serde::Serialize + Sync>(
         return Ok(());
     }
     let mut copy = tx.copy_in_raw(&format!("COPY {table} ({}) FROM STDIN", columns.join(", "))).await?;
-    let mut text = String::with_capacity(2 * COPY_CHUNK);
+    let mut text = Vec::with_capacity(2 * copy::CHUNK);
     for row in rows {
         let value = serde_json::to_value(row).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         for (i, column) in columns.iter().enumerate() {
             if i > 0 {
-                text.push('\t');
+                text.push(b'\t');
             }
             copy_value(&mut text, value.get(column), JSON_COLUMNS.contains(column));
         }
-        text.push('\n');
-        send_from(&mut copy, &mut text, COPY_CHUNK).await?;
+        text.push(b'\n');
+        copy::send_from(&mut copy, &mut text, copy::CHUNK).await?;
     }
-    send_from(&mut copy, &mut text, 1).await?;
+    copy::send_from(&mut copy, &mut text, 1).await?;
     copy.finish().await?;
     Ok(())
 }
 
 /// One value in COPY's text format: SQL NULL for a missing or null field.
-fn copy_value(out: &mut String, value: Option<&serde_json::Value>, json: bool) {
+fn copy_value(out: &mut Vec<u8>, value: Option<&serde_json::Value>, json: bool) {
     use serde_json::Value;
     match value {
-        None | Some(Value::Null) => out.push_str("\\N"),
+        None | Some(Value::Null) => out.extend_from_slice(b"\\N"),
         Some(Value::String(s)) if !json => escape_into(out, s),
-        Some(Value::Bool(b)) if !json => out.push_str(if *b { "t" } else { "f" }),
-        Some(Value::Number(n)) if !json => out.push_str(&n.to_string()),
+        Some(Value::Bool(b)) if !json => out.push(if *b { b't' } else { b'f' }),
+        Some(Value::Number(n)) if !json => out.extend_from_slice(n.to_string().as_bytes()),
         Some(v) => escape_into(out, &v.to_string()),
     }
 }
@@ -164,9 +165,9 @@ mod tests {
     use serde_json::json;
 
     fn text(v: serde_json::Value, json: bool) -> String {
-        let mut out = String::new();
+        let mut out = Vec::new();
         super::copy_value(&mut out, Some(&v), json);
-        out
+        String::from_utf8(out).unwrap_or_default()
     }
 
     #[test]

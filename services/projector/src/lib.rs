@@ -15,6 +15,7 @@
 mod audit;
 mod bulk;
 mod config;
+mod copy;
 mod db;
 mod projector;
 mod quarantine;

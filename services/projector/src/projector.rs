@@ -200,13 +200,16 @@ pub(crate) async fn project(
         let run = write_loop(writer, at[i], rx, config.clone(), stop_rx.clone(), progress.clone());
         writers.spawn(async move { (i, run.await) });
     }
+    let started = std::time::Instant::now();
     let joined = async move {
-        let mut applied = [0u64; 2];
+        // Each writer's last sequence, and when it was done (ms from the start).
+        let (mut applied, mut done_ms) = ([0u64; 2], [0u128; 2]);
         while let Some(done) = writers.join_next().await {
             let (i, result) = done.map_err(ProjectorError::Task)?;
             applied[i] = result?;
+            done_ms[i] = started.elapsed().as_millis();
         }
-        Ok::<_, ProjectorError>(applied)
+        Ok::<_, ProjectorError>((applied, done_ms))
     };
     let mut joined = std::pin::pin!(joined);
     let result = tokio::select! {
@@ -217,9 +220,9 @@ pub(crate) async fn project(
         }
     };
     reader.abort();
-    let applied = result?;
+    let (applied, [audit_ms, read_models_ms]) = result?;
     let applied = applied[0].min(applied[1]);
-    info!(service = SERVICE, applied, "projector stopped");
+    info!(service = SERVICE, applied, audit_ms, read_models_ms, "projector stopped");
     Ok(applied)
 }
 
@@ -387,8 +390,10 @@ async fn read_log(
                 break;
             }
             first = false;
-            let row = match codec::decode(msg.headers.as_ref(), &msg.payload) {
-                Ok(env) => Entry::Row(Arc::new(Row::storable(seq, &msg.subject, env))),
+            let row = match codec::decode_raw(msg.headers.as_ref(), &msg.payload)
+                .and_then(|env| Row::storable(seq, &msg.subject, env))
+            {
+                Ok(row) => Entry::Row(Arc::new(row)),
                 // Only SKYNET's own services write this stream, through the
                 // contract; an undecodable event is a bug worth shouting about,
                 // but it must not stop every read model.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use skynet_contract::job::JobEvent;
-use skynet_contract::{Envelope, JobId};
+use skynet_contract::{JobId, RawEnvelope};
 use skynet_job::Status;
 use uuid::Uuid;
 
@@ -136,7 +136,7 @@ fn i64_of(v: u64) -> i64 {
 
 impl Batch {
     /// Applies one event (already decoded) stored at `seq`.
-    pub fn apply(&mut self, seq: u64, env: &Envelope) {
+    pub fn apply(&mut self, seq: u64, env: &RawEnvelope) {
         if env.ty == skynet_contract::task::TASK_REJECTED {
             if let Ok(r) = env.data_as::<skynet_contract::task::TaskRejected>() {
                 self.rejections.push(RejectionRow {

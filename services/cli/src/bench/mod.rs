@@ -63,6 +63,9 @@ pub struct BenchArgs {
     /// Print every durable consumer's backlog each second of the throughput run.
     #[arg(long)]
     pub watch: bool,
+    /// Rebuilds per mode; the median is the figure (each one's rate is printed).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rebuilds: u32,
 }
 
 /// `--mode`.
@@ -95,7 +98,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (log_args, sys_args, scale_jobs) = if args.quick {
         (
             log::LogArgs { jobs: 50, events_per_job: 3, concurrency: 8 },
-            system::SystemArgs { jobs: 30, latency_jobs: 10, rate: 50.0, raw_messages: 500, watch: args.watch },
+            system::SystemArgs {
+                jobs: 30,
+                latency_jobs: 10,
+                rate: 50.0,
+                raw_messages: 500,
+                watch: args.watch,
+                rebuilds: args.rebuilds,
+            },
             20,
         )
     } else {
@@ -107,6 +117,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 rate: 50.0,
                 raw_messages: 30_000,
                 watch: args.watch,
+                rebuilds: args.rebuilds,
             },
             600,
         )
