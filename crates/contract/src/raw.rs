@@ -32,8 +32,18 @@ pub struct RawEnvelope {
 impl RawEnvelope {
     /// Parses structured-mode JSON bytes as [`Envelope::from_structured_json`]
     /// does, keeping the data's text.
+    ///
+    /// Keeping the data's text skips what a tree's parse checks (a number
+    /// beyond `f64`, a lone surrogate, nesting past serde_json's 128 levels),
+    /// so the whole event is first read through [`Checked`], which checks
+    /// exactly that and builds nothing; what it refuses takes the
+    /// [`Envelope`] path, which refuses it with the same error as before.
     pub fn from_structured_json(bytes: &[u8]) -> Result<Self, DecodeError> {
-        match serde_json::from_slice::<Wire<Box<RawValue>>>(bytes).ok().and_then(Wire::accepted) {
+        let fast = serde_json::from_slice::<Checked>(bytes)
+            .ok()
+            .and_then(|_| serde_json::from_slice::<Wire<Box<RawValue>>>(bytes).ok())
+            .and_then(Wire::accepted);
+        match fast {
             Some(w) => Ok(RawEnvelope {
                 id: w.id,
                 source: w.source,
@@ -57,10 +67,10 @@ impl RawEnvelope {
             .and_then(|s| s.parse::<JobId>().ok())
             .ok_or_else(|| DecodeError::NoJobId { id: self.id.clone() })?;
         let event = match JobEvent::decode_json(&self.ty, self.data.get()) {
-            Ok(event) => event,
             // A struct read from text refuses a repeated key the tree keeps
             // the last of; the tree's reading is the contract's.
-            Err(_) => JobEvent::decode(&self.ty, &self.tree()?)?,
+            Err(DecodeError::Data { .. }) => JobEvent::decode(&self.ty, &self.tree()?)?,
+            other => other?,
         };
         Ok((job, event))
     }
@@ -89,6 +99,51 @@ impl From<Envelope> for RawEnvelope {
             time: env.time,
             traceparent: env.traceparent,
         }
+    }
+}
+
+/// Any JSON, read as a `serde_json::Value` would be (every number parsed,
+/// every string's escapes decoded, nesting limited) without building it.
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Checked)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
     }
 }
 
@@ -134,6 +189,27 @@ mod tests {
             let env = Envelope::from_structured_json(bytes).map(|e| (e.id, Some(e.data))).map_err(|e| e.to_string());
             assert_eq!(raw, env, "{}", String::from_utf8_lossy(bytes));
             assert_eq!(raw.is_ok(), accepted, "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn what_a_tree_refuses_is_refused_with_the_trees_reason() {
+        let deep = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+        for (data, accepted) in [
+            ("{\"x\":1e400}".to_owned(), false),
+            ("{\"x\":\"\\ud800\"}".to_owned(), false),
+            ("{\"x\":\"\\u00e9\"}".to_owned(), true),
+            // serde_json reads 127 levels; the event is one of them.
+            (deep(126), true),
+            (deep(127), false),
+            (deep(100_000), false),
+        ] {
+            let bytes = format!(r#"{{"specversion":"1.0","id":"x","source":"s","type":"t","data":{data}}}"#);
+            let raw =
+                RawEnvelope::from_structured_json(bytes.as_bytes()).map(|r| r.tree().ok()).map_err(|e| e.to_string());
+            let env = Envelope::from_structured_json(bytes.as_bytes()).map(|e| Some(e.data)).map_err(|e| e.to_string());
+            assert_eq!(raw, env, "{}", &data[..data.len().min(40)]);
+            assert_eq!(raw.is_ok(), accepted, "{}", &data[..data.len().min(40)]);
         }
     }
 

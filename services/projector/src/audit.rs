@@ -23,8 +23,8 @@ impl Row {
     ///
     /// JSON text spells a NUL only as `\u0000`, so data without any `\u`
     /// escape is stored as it is, and the (rare) rest is read as a tree,
-    /// scrubbed and written out again. That read also refuses what the tree
-    /// refuses (a lone surrogate), as every service reading the event would.
+    /// scrubbed and written out again (compact, its keys in order). What a
+    /// tree refuses never gets here: `RawEnvelope` checked the event first.
     pub fn storable(seq: u64, nats_subject: &str, mut env: RawEnvelope) -> Result<Row, skynet_contract::DecodeError> {
         for text in [&mut env.id, &mut env.ty, &mut env.source] {
             scrub_str(text);

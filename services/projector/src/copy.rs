@@ -76,8 +76,8 @@ impl<'a> Binary<'a> {
 
     /// `text` and `json` alike: their binary form is the UTF-8 text.
     pub(crate) fn text(&mut self, s: &str) {
-        // A field longer than 2 GiB is beyond any row Postgres takes (1 GiB):
-        // the length sent says so and Postgres refuses the row.
+        // Never longer than an event, which the stream caps at megabytes;
+        // the saturated length would only ever meet Postgres's own 1 GiB limit.
         self.0.extend_from_slice(&i32::try_from(s.len()).unwrap_or(i32::MAX).to_be_bytes());
         self.0.extend_from_slice(s.as_bytes());
     }
@@ -86,8 +86,10 @@ impl<'a> Binary<'a> {
         self.0.extend_from_slice(&(-1i32).to_be_bytes());
     }
 
-    /// A `timestamptz`: microseconds since 2000-01-01 UTC, rounded as
-    /// Postgres rounds the text form (to the nearest, halves to even).
+    /// A `timestamptz`: microseconds since 2000-01-01 UTC, rounded to the
+    /// nearest (halves to even) as Postgres rounds the text form, except
+    /// that its floating-point rounding may settle an exact half of a
+    /// microsecond the other way.
     pub(crate) fn timestamptz(&mut self, t: &DateTime<Utc>) {
         let micros = t.timestamp().saturating_mul(1_000_000) + i64::from(t.timestamp_subsec_micros());
         let rest = t.timestamp_subsec_nanos() % 1000;

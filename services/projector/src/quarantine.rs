@@ -25,18 +25,32 @@ impl Poison {
             seq: row.seq,
             nats_subject: row.nats_subject.clone(),
             reason: format!("the read-model database refused it: {error}"),
-            payload: serde_json::to_vec(&serde_json::json!({
-                "specversion": "1.0",
-                "id": row.env.id,
-                "source": row.env.source,
-                "type": row.env.ty,
-                "subject": row.env.subject,
-                "time": row.env.time,
-                "data": row.env.data,
-            }))
+            payload: serde_json::to_vec(&Stored {
+                specversion: "1.0",
+                id: &row.env.id,
+                source: &row.env.source,
+                ty: &row.env.ty,
+                subject: row.env.subject.as_deref(),
+                time: &row.env.time,
+                data: &row.env.data,
+            })
             .unwrap_or_default(),
         }
     }
+}
+
+/// A refused event as structured JSON, its data written as the text it is
+/// (not parsed again, as `json!` would).
+#[derive(serde::Serialize)]
+struct Stored<'a> {
+    specversion: &'static str,
+    id: &'a str,
+    source: &'a str,
+    #[serde(rename = "type")]
+    ty: &'a str,
+    subject: Option<&'a str>,
+    time: &'a chrono::DateTime<chrono::Utc>,
+    data: &'a serde_json::value::RawValue,
 }
 
 /// Whether Postgres refused the data itself (so the same statement will always

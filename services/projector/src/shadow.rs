@@ -128,9 +128,16 @@ async fn build_and_swap(
     shadow.close().await;
     let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {SHADOW}, {OLD} CASCADE")).execute(db).await;
     steps.push(step("dropped"));
-    let (at, rounds) = result?;
-    info!(service = "projector", at, rounds = rounds + 1, bulk, ms = ?steps, "read models rebuilt and swapped in");
-    Ok(at)
+    match result {
+        Ok((at, rounds)) => {
+            info!(service = "projector", at, rounds = rounds + 1, bulk, ms = ?steps, "read models rebuilt and swapped in");
+            Ok(at)
+        }
+        Err(e) => {
+            warn!(service = "projector", bulk, ms = ?steps, error = %e, "rebuild failed; shadow tables dropped");
+            Err(e)
+        }
+    }
 }
 
 /// Makes the shadow schema afresh, in one round trip: each live table's
