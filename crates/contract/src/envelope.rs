@@ -100,12 +100,7 @@ impl Envelope {
 
     /// The job id and typed job event, for envelopes carrying one.
     pub fn job_event(&self) -> Result<(JobId, JobEvent), DecodeError> {
-        let job = self
-            .subject
-            .as_deref()
-            .and_then(|s| s.parse::<JobId>().ok())
-            .ok_or_else(|| DecodeError::NoJobId { id: self.id.clone() })?;
-        Ok((job, JobEvent::decode(&self.ty, &self.data)?))
+        Ok((job_of(&self.id, self.subject.as_deref())?, JobEvent::decode(&self.ty, &self.data)?))
     }
 
     /// The data as `T`.
@@ -193,6 +188,11 @@ impl Envelope {
         let ev: Event = serde_json::from_slice(bytes).map_err(|e| DecodeError::CloudEvent(e.to_string()))?;
         Envelope::from_cloudevent(ev)
     }
+}
+
+/// The job a job event (id `id`) is about: its subject, which must be a job id.
+pub(crate) fn job_of(id: &str, subject: Option<&str>) -> Result<JobId, DecodeError> {
+    subject.and_then(|s| s.parse::<JobId>().ok()).ok_or_else(|| DecodeError::NoJobId { id: id.to_owned() })
 }
 
 /// A structured-mode event as JSON, its data of type `D` (a tree, or text).

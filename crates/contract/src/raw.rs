@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use crate::envelope::{DecodeError, Envelope, Wire};
+use crate::envelope::{DecodeError, Envelope, Wire, job_of};
 use crate::ids::JobId;
 use crate::job::JobEvent;
 
@@ -61,11 +61,7 @@ impl RawEnvelope {
     /// the text, or (should that fail) from the tree as [`Envelope::job_event`]
     /// reads it, so both accept exactly the same data.
     pub fn job_event(&self) -> Result<(JobId, JobEvent), DecodeError> {
-        let job = self
-            .subject
-            .as_deref()
-            .and_then(|s| s.parse::<JobId>().ok())
-            .ok_or_else(|| DecodeError::NoJobId { id: self.id.clone() })?;
+        let job = job_of(&self.id, self.subject.as_deref())?;
         let event = match JobEvent::decode_json(&self.ty, self.data.get()) {
             // A struct read from text refuses a repeated key the tree keeps
             // the last of; the tree's reading is the contract's.

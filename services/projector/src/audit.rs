@@ -78,29 +78,27 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, rows: &[std::sync::Arc<R
              FROM STDIN (FORMAT binary)",
         )
         .await?;
-    let mut buf = Vec::with_capacity(2 * copy::CHUNK);
-    Binary::start(&mut buf);
+    let mut out = Binary::new();
     for r in rows {
-        let mut row = Binary::resume(&mut buf);
-        row.row(8);
+        out.row(8);
         // A sequence past i64 (never: the stream's are u64 from 1) saturates
         // and the primary key refuses the second such row.
-        row.bigint(i64::try_from(r.seq).unwrap_or(i64::MAX));
-        row.text(&r.env.id);
-        row.text(&r.env.ty);
-        row.text(&r.env.source);
+        out.bigint(i64::try_from(r.seq).unwrap_or(i64::MAX));
+        out.text(&r.env.id);
+        out.text(&r.env.ty);
+        out.text(&r.env.source);
         match r.env.subject.as_deref() {
-            Some(subject) => row.text(subject),
-            None => row.null(),
+            Some(subject) => out.text(subject),
+            None => out.null(),
         }
-        row.text(&r.nats_subject);
-        row.timestamptz(&r.env.time);
+        out.text(&r.nats_subject);
+        out.timestamptz(&r.env.time);
         // The data's JSON text as the event carried it: no tree to write out.
-        row.text(r.env.data.get());
-        copy::send_from(&mut copy, &mut buf, copy::CHUNK).await?;
+        out.text(r.env.data.get());
+        copy::send_from(&mut copy, &mut out.buf, copy::CHUNK).await?;
     }
-    Binary::resume(&mut buf).finish();
-    copy::send_from(&mut copy, &mut buf, 1).await?;
+    out.finish();
+    copy::send_from(&mut copy, &mut out.buf, 1).await?;
     copy.finish().await?;
     Ok(())
 }

@@ -47,43 +47,43 @@ pub(crate) fn escape_into(out: &mut Vec<u8>, s: &str) {
 /// Microseconds from the Unix epoch to Postgres's (2000-01-01 UTC).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-/// Rows in COPY's binary format (`FORMAT binary`): a header, then per row
+/// COPY data in the binary format (`FORMAT binary`): a header, then per row
 /// its field count and each field as a length and bytes, then a trailer.
-pub(crate) struct Binary<'a>(&'a mut Vec<u8>);
+pub(crate) struct Binary {
+    /// What is written and not sent yet (see [`send_from`]).
+    pub(crate) buf: Vec<u8>,
+}
 
-impl<'a> Binary<'a> {
-    /// Starts the data in `buf` with the format's header.
-    pub(crate) fn start(buf: &'a mut Vec<u8>) -> Self {
+impl Binary {
+    /// The data so far: the format's header.
+    pub(crate) fn new() -> Self {
+        let mut buf = Vec::with_capacity(2 * CHUNK);
         buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
         buf.extend_from_slice(&0i32.to_be_bytes()); // flags: no OIDs
         buf.extend_from_slice(&0i32.to_be_bytes()); // no header extension
-        Binary(buf)
+        Binary { buf }
     }
 
-    /// Picks the buffer up again (after a send cleared it) mid-data.
-    pub(crate) fn resume(buf: &'a mut Vec<u8>) -> Self {
-        Binary(buf)
-    }
-
+    /// Starts a row of `fields` fields.
     pub(crate) fn row(&mut self, fields: i16) {
-        self.0.extend_from_slice(&fields.to_be_bytes());
+        self.buf.extend_from_slice(&fields.to_be_bytes());
     }
 
     pub(crate) fn bigint(&mut self, v: i64) {
-        self.0.extend_from_slice(&8i32.to_be_bytes());
-        self.0.extend_from_slice(&v.to_be_bytes());
+        self.buf.extend_from_slice(&8i32.to_be_bytes());
+        self.buf.extend_from_slice(&v.to_be_bytes());
     }
 
     /// `text` and `json` alike: their binary form is the UTF-8 text.
     pub(crate) fn text(&mut self, s: &str) {
         // Never longer than an event, which the stream caps at megabytes;
         // the saturated length would only ever meet Postgres's own 1 GiB limit.
-        self.0.extend_from_slice(&i32::try_from(s.len()).unwrap_or(i32::MAX).to_be_bytes());
-        self.0.extend_from_slice(s.as_bytes());
+        self.buf.extend_from_slice(&i32::try_from(s.len()).unwrap_or(i32::MAX).to_be_bytes());
+        self.buf.extend_from_slice(s.as_bytes());
     }
 
     pub(crate) fn null(&mut self) {
-        self.0.extend_from_slice(&(-1i32).to_be_bytes());
+        self.buf.extend_from_slice(&(-1i32).to_be_bytes());
     }
 
     /// A `timestamptz`: microseconds since 2000-01-01 UTC, rounded to the
@@ -98,8 +98,8 @@ impl<'a> Binary<'a> {
     }
 
     /// The trailer that ends the data.
-    pub(crate) fn finish(self) {
-        self.0.extend_from_slice(&(-1i16).to_be_bytes());
+    pub(crate) fn finish(&mut self) {
+        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
     }
 }
 
@@ -123,13 +123,13 @@ mod tests {
 
     #[test]
     fn binary_fields_are_framed() {
-        let mut buf = Vec::new();
-        let mut b = Binary::start(&mut buf);
+        let mut b = Binary::new();
         b.row(3);
         b.bigint(7);
         b.text("é");
         b.null();
         b.finish();
+        let buf = b.buf;
         let mut want = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
         want.extend_from_slice(&[
             0, 3, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 2, 0xc3, 0xa9, 0xff, 0xff, 0xff, 0xff,
@@ -141,10 +141,10 @@ mod tests {
     #[test]
     fn times_round_as_postgres_rounds_text() {
         let micros = |s: &str| {
-            let mut buf = Vec::new();
             let t: DateTime<Utc> = s.parse().unwrap_or_default();
-            Binary::resume(&mut buf).timestamptz(&t);
-            i64::from_be_bytes(buf[4..12].try_into().unwrap_or_default())
+            let mut b = Binary { buf: Vec::new() };
+            b.timestamptz(&t);
+            i64::from_be_bytes(b.buf[4..12].try_into().unwrap_or_default())
         };
         assert_eq!(micros("2000-01-01T00:00:00Z"), 0);
         assert_eq!(micros("2000-01-01T00:00:01.000001Z"), 1_000_001);
