@@ -32,6 +32,8 @@ fn a_quick_benchmark_reports_every_figure_and_counts_every_job() {
         assert!(s[figure].as_f64().is_some_and(|v| v > 0.0), "{figure} in {s}");
     }
     assert!(s["events_per_job"].as_f64().is_some_and(|v| (5.0..=20.0).contains(&v)), "{s}");
+    // Every stream's appends, the events among them.
+    assert!(s["stored_per_job"].as_f64() >= s["events_per_job"].as_f64(), "{s}");
     assert!(s["latency"]["p50_ms"].as_f64() <= s["latency"]["p99_ms"].as_f64());
     let scaling = r["scaling"].as_array().expect("scaling");
     assert_eq!(scaling.iter().map(|p| p["executors"].as_u64().unwrap_or(0)).collect::<Vec<_>>(), [1, 2]);

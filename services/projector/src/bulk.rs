@@ -20,14 +20,12 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::audit::Row;
-use crate::copy::{self, escape_into};
+use crate::copy::{self, Binary};
 use crate::db::{JOB_COLUMNS, STEP_COLUMNS};
 use crate::rows::{Batch, JobRow, RowCache, StepRow, is_terminal};
 
 /// More unfinished jobs held than this and they are all written.
 const HELD_LIMIT: usize = 200_000;
-/// Columns of `jsonb` type: their values go as JSON text, strings included.
-const JSON_COLUMNS: &[&str] = &["artifacts_expected", "approvers", "policy_reasons", "params"];
 
 /// Whether the bulk path cannot go on past `e`: Postgres refused the data,
 /// a row it copies exists already — which only a log holding a job's opening
@@ -103,7 +101,7 @@ pub async fn read_models(
     crate::db::write(tx, &batch).await
 }
 
-/// Inserts jobs never written before, and their steps, by `COPY`.
+/// Inserts jobs never written before, and their steps, by binary `COPY`.
 async fn copy_jobs(tx: &mut Transaction<'_, Postgres>, jobs: &[(JobRow, Vec<StepRow>)]) -> Result<(), sqlx::Error> {
     if jobs.is_empty() {
         return Ok(());
@@ -115,70 +113,125 @@ async fn copy_jobs(tx: &mut Transaction<'_, Postgres>, jobs: &[(JobRow, Vec<Step
     // and the writer runs as a task of its own.
     let job_rows: Vec<&JobRow> = jobs.iter().map(|(job, _)| job).collect();
     let step_rows: Vec<&StepRow> = jobs.iter().flat_map(|(_, steps)| steps).collect();
-    copy(tx, "jobs", &job_columns, &job_rows).await?;
-    copy(tx, "steps", &step_columns, &step_rows).await
+    copy(tx, "jobs", &job_columns, &job_rows, job_fields).await?;
+    copy(tx, "steps", &step_columns, &step_rows, step_fields).await
 }
 
-/// `COPY table (columns) FROM STDIN` of serializable rows, each column taken
-/// from the row's field of the same name.
-async fn copy<T: serde::Serialize + Sync>(
+/// `COPY table (columns) FROM STDIN` in the binary format, each row's fields
+/// written by `fields` in the order of `columns`.
+async fn copy<T: Sync>(
     tx: &mut Transaction<'_, Postgres>,
     table: &str,
     columns: &[&str],
     rows: &[&T],
+    fields: fn(&mut Binary, &T),
 ) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
-    let mut copy = tx.copy_in_raw(&format!("COPY {table} ({}) FROM STDIN", columns.join(", "))).await?;
-    let mut text = Vec::with_capacity(2 * copy::CHUNK);
+    let sql = format!("COPY {table} ({}) FROM STDIN (FORMAT binary)", columns.join(", "));
+    let mut copy = tx.copy_in_raw(&sql).await?;
+    let count = i16::try_from(columns.len()).unwrap_or(i16::MAX);
+    let mut out = Binary::new();
     for row in rows {
-        let value = serde_json::to_value(row).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        for (i, column) in columns.iter().enumerate() {
-            if i > 0 {
-                text.push(b'\t');
-            }
-            copy_value(&mut text, value.get(column), JSON_COLUMNS.contains(column));
-        }
-        text.push(b'\n');
-        copy::send_from(&mut copy, &mut text, copy::CHUNK).await?;
+        out.row(count);
+        fields(&mut out, row);
+        copy::send_from(&mut copy, &mut out.buf, copy::CHUNK).await?;
     }
-    copy::send_from(&mut copy, &mut text, 1).await?;
+    out.finish();
+    copy::send_from(&mut copy, &mut out.buf, 1).await?;
     copy.finish().await?;
     Ok(())
 }
 
-/// One value in COPY's text format: SQL NULL for a missing or null field.
-fn copy_value(out: &mut Vec<u8>, value: Option<&serde_json::Value>, json: bool) {
-    use serde_json::Value;
-    match value {
-        None | Some(Value::Null) => out.extend_from_slice(b"\\N"),
-        Some(Value::String(s)) if !json => escape_into(out, s),
-        Some(Value::Bool(b)) if !json => out.push(if *b { b't' } else { b'f' }),
-        Some(Value::Number(n)) if !json => out.extend_from_slice(n.to_string().as_bytes()),
-        Some(v) => escape_into(out, &v.to_string()),
+/// A job's fields in the order of `id` and [`JOB_COLUMNS`]; a mistake in the
+/// order fails the `COPY` or the rebuild's row-for-row comparison with the
+/// live tables (`tests/tests/read_models.rs`).
+fn job_fields(b: &mut Binary, j: &JobRow) {
+    b.uuid(&j.id);
+    b.text(&j.status);
+    b.text(&j.intent);
+    b.opt(j.requested_by.as_deref(), Binary::text);
+    b.opt(j.project.as_deref(), Binary::text);
+    b.opt(j.working_dir.as_deref(), Binary::text);
+    b.text(&j.request_source);
+    b.text(&j.request_id);
+    b.opt(j.planner.as_deref(), Binary::text);
+    b.opt(j.plan_summary.as_deref(), Binary::text);
+    b.opt(j.fallback_reason.as_deref(), Binary::text);
+    b.opt(j.artifacts_expected.as_ref(), Binary::jsonb);
+    b.opt(j.risk.as_deref(), Binary::text);
+    b.opt(j.requires_approval, Binary::boolean);
+    b.opt(j.approvals_required, Binary::smallint);
+    b.jsonb(&j.approvers);
+    b.opt(j.policy_reasons.as_ref(), Binary::jsonb);
+    b.opt(j.provider.as_deref(), Binary::text);
+    b.opt(j.executor.as_deref(), Binary::text);
+    b.opt(j.lease, Binary::bigint);
+    b.opt(j.error.as_deref(), Binary::text);
+    b.timestamptz(&j.created_at);
+    b.timestamptz(&j.updated_at);
+    for t in [j.planned_at, j.decided_at, j.approved_at, j.dispatched_at, j.scheduled_at, j.started_at, j.finished_at] {
+        b.opt(t.as_ref(), Binary::timestamptz);
     }
+    b.opt(j.duration_ms, Binary::bigint);
+    b.bigint(j.last_seq);
+    b.int(j.event_count);
+}
+
+/// A step's fields in the order of `job_id, idx` and [`STEP_COLUMNS`].
+fn step_fields(b: &mut Binary, s: &StepRow) {
+    b.uuid(&s.job_id);
+    b.int(s.idx);
+    b.text(&s.title);
+    b.opt(s.action.as_deref(), Binary::text);
+    b.opt(s.params.as_ref(), Binary::jsonb);
+    b.opt(s.risk.as_deref(), Binary::text);
+    b.text(&s.status);
+    b.opt(s.exit_code, Binary::int);
+    b.opt(s.duration_ms, Binary::bigint);
+    b.opt(s.error.as_deref(), Binary::text);
+    b.opt(s.output_ref.as_deref(), Binary::text);
+    b.int(s.output_chunks);
+    b.opt(s.started_at.as_ref(), Binary::timestamptz);
+    b.opt(s.finished_at.as_ref(), Binary::timestamptz);
+    b.opt(s.stdout.as_deref(), Binary::text);
+    b.opt(s.stderr.as_deref(), Binary::text);
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use super::*;
 
-    fn text(v: serde_json::Value, json: bool) -> String {
-        let mut out = Vec::new();
-        super::copy_value(&mut out, Some(&v), json);
-        String::from_utf8(out).unwrap_or_default()
+    /// How many framed fields `buf` holds.
+    fn fields(mut buf: &[u8]) -> usize {
+        let mut n = 0;
+        while let Some((len, rest)) = buf.split_first_chunk::<4>() {
+            let len = usize::try_from(i32::from_be_bytes(*len)).unwrap_or(0);
+            buf = rest.get(len..).unwrap_or_default();
+            n += 1;
+        }
+        n
     }
 
     #[test]
-    fn values_take_their_columns_form() {
-        assert_eq!(text(json!(null), false), "\\N");
-        assert_eq!(text(json!("a\tb"), false), "a\\tb");
-        assert_eq!(text(json!(true), false), "t");
-        assert_eq!(text(json!(42), false), "42");
-        // A jsonb column holding a string holds it quoted, as JSON.
-        assert_eq!(text(json!("x"), true), "\"x\"");
-        assert_eq!(text(json!({"k": "a\\b"}), true), "{\"k\":\"a\\\\\\\\b\"}");
-        assert_eq!(text(json!(null), true), "\\N");
+    fn rows_write_a_field_per_column() {
+        let at = "2026-12-06T00:00:00Z";
+        let job: JobRow = serde_json::from_value(serde_json::json!({
+            "id": Uuid::nil(), "status": "requested", "intent": "i", "request_source": "s", "request_id": "r",
+            "approvers": [], "created_at": at, "updated_at": at, "last_seq": 1, "event_count": 1,
+            "policy_reasons": ["x"], "lease": 3,
+        }))
+        .expect("job");
+        let step: StepRow = serde_json::from_value(serde_json::json!({
+            "job_id": Uuid::nil(), "idx": 0, "title": "t", "status": "pending", "output_chunks": 0, "params": {},
+        }))
+        .expect("step");
+        let mut b = Binary { buf: Vec::new() };
+        job_fields(&mut b, &job);
+        assert_eq!(fields(&b.buf), JOB_COLUMNS.len() + 1);
+        let mut b = Binary { buf: Vec::new() };
+        step_fields(&mut b, &step);
+        assert_eq!(fields(&b.buf), STEP_COLUMNS.len() + 2);
     }
 }

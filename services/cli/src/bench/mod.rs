@@ -199,15 +199,16 @@ pub fn render(r: &Report) -> String {
         ));
     }
     out.push_str("\nSystem (`skynet up`, mock provider, 0 ms steps, READ_ONLY auto-approved)\n");
-    out.push_str("| mode | raw pub/s | raw consume+ack/s | events/job | ceiling jobs/s | throughput jobs/s | % of ceiling | p50 ms | p95 ms | p99 ms | projector lag | rebuild ev/s | RSS idle MiB | RSS after MiB |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| mode | raw pub/s | raw consume+ack/s | events/job | stored/job | ceiling jobs/s | throughput jobs/s | % of ceiling | p50 ms | p95 ms | p99 ms | projector lag | rebuild ev/s | RSS idle MiB | RSS after MiB |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for s in &r.system {
         out.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0}% | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.1} | {:.1} |\n",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0}% | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.1} | {:.1} |\n",
             s.mode,
             s.raw_publish_per_sec,
             s.raw_consume_ack_per_sec,
             s.events_per_job,
+            s.stored_per_job,
             s.ceiling_jobs_per_sec,
             s.throughput_jobs_per_sec,
             s.throughput_share_of_ceiling * 100.0,

@@ -50,6 +50,11 @@ pub struct SystemReport {
     pub raw_publish_per_sec: f64,
     pub raw_consume_ack_per_sec: f64,
     pub events_per_job: f64,
+    /// Messages every stream stored per job of the throughput run, the event
+    /// log's included (KV puts and purges are messages too): under
+    /// `sync_interval: always` each is an fsync, where the ceiling counts only
+    /// the events. A work queue's removals (the intake's) are not counted.
+    pub stored_per_job: f64,
     pub ceiling_jobs_per_sec: f64,
     pub throughput_jobs_per_sec: f64,
     pub throughput_share_of_ceiling: f64,
@@ -309,6 +314,20 @@ async fn rebuild_once(pool: &sqlx::PgPool, js: &async_nats::jetstream::Context, 
     Ok(secs)
 }
 
+/// Each stream's last sequence: how many messages it has ever stored.
+async fn stored_by_stream(
+    js: &async_nats::jetstream::Context,
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let mut names = js.stream_names();
+    let mut out = std::collections::BTreeMap::new();
+    while let Some(name) = names.next().await {
+        let name = name?;
+        let last = js.get_stream(&name).await?.info().await?.state.last_sequence;
+        out.insert(name, last);
+    }
+    Ok(out)
+}
+
 /// Jobs per second of a throughput run of `skynet up --without <service>`.
 async fn throughput_without(mode: Durability, jobs: usize, service: &str) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
@@ -384,8 +403,10 @@ async fn run_on(
     collect(&mut ends, &mut warm, expect, Duration::from_secs(30)).await?;
     warm.check().context("warm-up")?;
     let events_before = js.get_stream(skynet_bus::definitions::EVENTS_STREAM).await?.info().await?.state.messages;
+    let stored_before = stored_by_stream(js).await?;
 
     let mut tally = Tally::default();
+    eprintln!("[bench] {mode:?}: throughput run…");
     let watcher = args.watch.then(|| super::watch::start(js.clone()));
     let started = Instant::now();
     for i in 0..args.jobs {
@@ -403,6 +424,18 @@ async fn run_on(
     let mut stream = js.get_stream(skynet_bus::definitions::EVENTS_STREAM).await?;
     let info = stream.info().await?.state.clone();
     let events_per_job = (info.messages - events_before) as f64 / args.jobs as f64;
+    let stored = stored_by_stream(js).await?;
+    let mut stored_per_job = 0.0;
+    let mut by_stream = Vec::new();
+    for (name, last) in &stored {
+        let before = stored_before.get(name).copied().unwrap_or(0);
+        let per_job = last.saturating_sub(before) as f64 / args.jobs as f64;
+        stored_per_job += per_job;
+        if per_job > 0.0 {
+            by_stream.push(format!("{name} {per_job:.2}"));
+        }
+    }
+    eprintln!("[bench] {mode:?}: stored per job: {stored_per_job:.2} ({})", by_stream.join(", "));
     let pool = crate::infra::connect_db(Some(&db.url)).await?;
     let checkpoint = skynet_projector::checkpoint(&pool).await.unwrap_or(0);
     let projector_lag_events = info.last_sequence.saturating_sub(checkpoint);
@@ -494,6 +527,7 @@ async fn run_on(
         raw_publish_per_sec,
         raw_consume_ack_per_sec,
         events_per_job,
+        stored_per_job,
         ceiling_jobs_per_sec,
         throughput_jobs_per_sec: throughput,
         throughput_share_of_ceiling: throughput / ceiling_jobs_per_sec,
