@@ -107,7 +107,9 @@ async fn rebuilt_read_models_equal_the_incremental_ones_also_after_a_stop_betwee
     let approve = sys
         .submit(
             "rm-approve",
-            json!({"intent": "build the project", "working_dir": sys.project(), "requested_by": "ann"}),
+            // A project too: no other row sets one, and a bulk `COPY` writing
+            // it into another text column would go unnoticed without it.
+            json!({"intent": "build the project", "working_dir": sys.project(), "requested_by": "ann", "project": "billing"}),
         )
         .await?;
     let deny = sys.submit("rm-deny", json!({"intent": "install dependencies", "working_dir": sys.project()})).await?;

@@ -111,15 +111,17 @@ impl Binary {
         self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
     }
 
-    /// A `timestamptz`: microseconds since 2000-01-01 UTC, rounded to the
-    /// nearest (halves to even) as Postgres rounds the text form, except
-    /// that its floating-point rounding may settle an exact half of a
-    /// microsecond the other way.
+    /// A `timestamptz`: microseconds since 2000-01-01 UTC, rounded exactly as
+    /// Postgres rounds the RFC 3339 text the live path sends (its
+    /// `ParseFractionalSecond`: `rint(strtod(".fraction") * 1e6)`), so a row
+    /// written here and the same row written live hold the same instant.
+    /// `nanos / 1e9` is the double `strtod` reads from the fraction's digits:
+    /// both are the exact quotient, correctly rounded.
     pub(crate) fn timestamptz(&mut self, t: &DateTime<Utc>) {
-        let micros = t.timestamp().saturating_mul(1_000_000) + i64::from(t.timestamp_subsec_micros());
-        let rest = t.timestamp_subsec_nanos() % 1000;
-        let up = rest > 500 || (rest == 500 && micros % 2 != 0);
-        self.bigint(micros + i64::from(up) - PG_EPOCH_MICROS);
+        let fraction = f64::from(t.timestamp_subsec_nanos()) / 1e9;
+        // At most 1,000,000 (a fraction of .9999995 or more): carried into the sum.
+        let micros = (fraction * 1e6).round_ties_even() as i64;
+        self.bigint(t.timestamp().saturating_mul(1_000_000) + micros - PG_EPOCH_MICROS);
     }
 
     /// The trailer that ends the data.
@@ -181,8 +183,50 @@ mod tests {
         assert_eq!(micros("2000-01-01T00:00:01.000001Z"), 1_000_001);
         assert_eq!(micros("2000-01-01T00:00:00.0000014Z"), 1);
         assert_eq!(micros("2000-01-01T00:00:00.0000016Z"), 2);
-        assert_eq!(micros("2000-01-01T00:00:00.0000025Z"), 2, "a half goes to the even microsecond");
-        assert_eq!(micros("2000-01-01T00:00:00.0000035Z"), 4);
         assert_eq!(micros("1999-12-31T23:59:59.999999Z"), -1);
+        assert_eq!(micros("2000-01-01T00:00:00.9999996Z"), 1_000_000, "carried into the seconds");
+    }
+
+    /// Every time's microseconds, as Postgres reads the RFC 3339 text the live
+    /// path sends and as written here, agree — exact halves of a microsecond
+    /// included, where a rounding of our own would differ now and then.
+    #[tokio::test]
+    async fn times_agree_with_postgres_reading_their_text() -> anyhow::Result<()> {
+        let db = skynet_testkit::TestDb::create().await?;
+        let pool = db.pool().await?;
+        let base = DateTime::<Utc>::from_timestamp(1_796_000_000, 0).unwrap_or_default();
+        // Every seventh exact half below a second, and some times between.
+        let nanos = (0..1_000_000u32).step_by(7).map(|n| n * 1000 + 500).chain((0..1_000_000_000).step_by(999_983));
+        let times: Vec<DateTime<Utc>> = nanos.map(|n| base + chrono::Duration::nanoseconds(i64::from(n))).collect();
+        // As the live path sends them: serde's RFC 3339.
+        let texts: Vec<String> = times
+            .iter()
+            .map(|t| serde_json::to_value(t).map(|v| v.as_str().unwrap_or_default().to_owned()))
+            .collect::<Result<_, _>>()?;
+        let read: Vec<i64> = sqlx::query_scalar(
+            "SELECT (EXTRACT(EPOCH FROM (t::timestamptz - timestamptz '2000-01-01 00:00:00+00')) * 1000000)::bigint
+             FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i",
+        )
+        .bind(&texts)
+        .fetch_all(&pool)
+        .await?;
+        assert_eq!(read.len(), times.len());
+        let mut differ = Vec::new();
+        for ((t, text), pg) in times.iter().zip(&texts).zip(&read) {
+            let mut b = Binary { buf: Vec::new() };
+            b.timestamptz(t);
+            let ours = i64::from_be_bytes(b.buf[4..12].try_into().unwrap_or_default());
+            if ours != *pg {
+                differ.push((text.clone(), ours, *pg));
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "{} of {} differ, e.g. {:?}",
+            differ.len(),
+            times.len(),
+            &differ[..differ.len().min(5)]
+        );
+        Ok(())
     }
 }
