@@ -72,35 +72,21 @@ fn scrub(v: &mut serde_json::Value) {
 /// the checkpoint that says it was applied, so the same rows can never be
 /// copied twice.
 pub async fn insert(tx: &mut Transaction<'_, Postgres>, rows: &[std::sync::Arc<Row>]) -> Result<(), sqlx::Error> {
-    let mut copy = tx
-        .copy_in_raw(
-            "COPY audit_events (seq, event_id, type, source, subject, nats_subject, time, data) \
-             FROM STDIN (FORMAT binary)",
-        )
-        .await?;
-    let mut out = Binary::new();
-    for r in rows {
-        out.row(8);
+    const COLUMNS: &[&str] = &["seq", "event_id", "type", "source", "subject", "nats_subject", "time", "data"];
+    copy::rows(tx, "audit_events", COLUMNS, rows, |out, r| {
         // A sequence past i64 (never: the stream's are u64 from 1) saturates
         // and the primary key refuses the second such row.
         out.bigint(i64::try_from(r.seq).unwrap_or(i64::MAX));
         out.text(&r.env.id);
         out.text(&r.env.ty);
         out.text(&r.env.source);
-        match r.env.subject.as_deref() {
-            Some(subject) => out.text(subject),
-            None => out.null(),
-        }
+        out.opt(r.env.subject.as_deref(), Binary::text);
         out.text(&r.nats_subject);
         out.timestamptz(&r.env.time);
         // The data's JSON text as the event carried it: no tree to write out.
         out.text(r.env.data.get());
-        copy::send_from(&mut copy, &mut out.buf, copy::CHUNK).await?;
-    }
-    out.finish();
-    copy::send_from(&mut copy, &mut out.buf, 1).await?;
-    copy.finish().await?;
-    Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]

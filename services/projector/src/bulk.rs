@@ -113,40 +113,14 @@ async fn copy_jobs(tx: &mut Transaction<'_, Postgres>, jobs: &[(JobRow, Vec<Step
     // and the writer runs as a task of its own.
     let job_rows: Vec<&JobRow> = jobs.iter().map(|(job, _)| job).collect();
     let step_rows: Vec<&StepRow> = jobs.iter().flat_map(|(_, steps)| steps).collect();
-    copy(tx, "jobs", &job_columns, &job_rows, job_fields).await?;
-    copy(tx, "steps", &step_columns, &step_rows, step_fields).await
+    copy::rows(tx, "jobs", &job_columns, &job_rows, |b, j| job_fields(b, j)).await?;
+    copy::rows(tx, "steps", &step_columns, &step_rows, |b, s| step_fields(b, s)).await
 }
 
-/// `COPY table (columns) FROM STDIN` in the binary format, each row's fields
-/// written by `fields` in the order of `columns`.
-async fn copy<T: Sync>(
-    tx: &mut Transaction<'_, Postgres>,
-    table: &str,
-    columns: &[&str],
-    rows: &[&T],
-    fields: fn(&mut Binary, &T),
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let sql = format!("COPY {table} ({}) FROM STDIN (FORMAT binary)", columns.join(", "));
-    let mut copy = tx.copy_in_raw(&sql).await?;
-    let count = i16::try_from(columns.len()).unwrap_or(i16::MAX);
-    let mut out = Binary::new();
-    for row in rows {
-        out.row(count);
-        fields(&mut out, row);
-        copy::send_from(&mut copy, &mut out.buf, copy::CHUNK).await?;
-    }
-    out.finish();
-    copy::send_from(&mut copy, &mut out.buf, 1).await?;
-    copy.finish().await?;
-    Ok(())
-}
-
-/// A job's fields in the order of `id` and [`JOB_COLUMNS`]; a mistake in the
-/// order fails the `COPY` or the rebuild's row-for-row comparison with the
-/// live tables (`tests/tests/read_models.rs`).
+/// A job's fields in the order of `id` and [`JOB_COLUMNS`]. A mistake in the
+/// order is caught by the rebuild's row-for-row comparison with the live
+/// tables (`tests/tests/read_models.rs`), not always by the `COPY`: two
+/// columns of the same width swap silently.
 fn job_fields(b: &mut Binary, j: &JobRow) {
     b.uuid(&j.id);
     b.text(&j.status);

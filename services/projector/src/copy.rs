@@ -25,6 +25,33 @@ pub(crate) async fn send_from<C: std::ops::DerefMut<Target = sqlx::PgConnection>
     Ok(())
 }
 
+/// `COPY table (columns) FROM STDIN` in the binary format, each row's fields
+/// written by `fields` in the order of `columns`, sent in [`CHUNK`]s.
+pub(crate) async fn rows<R: Sync>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    table: &str,
+    columns: &[&str],
+    rows: &[R],
+    fields: fn(&mut Binary, &R),
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!("COPY {table} ({}) FROM STDIN (FORMAT binary)", columns.join(", "));
+    let mut copy = tx.copy_in_raw(&sql).await?;
+    let count = i16::try_from(columns.len()).unwrap_or(i16::MAX);
+    let mut out = Binary::new();
+    for row in rows {
+        out.row(count);
+        fields(&mut out, row);
+        send_from(&mut copy, &mut out.buf, CHUNK).await?;
+    }
+    out.finish();
+    send_from(&mut copy, &mut out.buf, 1).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
 /// Microseconds from the Unix epoch to Postgres's (2000-01-01 UTC).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
