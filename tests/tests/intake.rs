@@ -117,8 +117,14 @@ async fn every_kind_of_bad_input_is_dead_lettered_with_its_reason_and_good_tasks
         assert_eq!(h.get("Skynet-Dlq-Subject").map(|v| v.as_str()), Some("skynet.intake.client"));
         assert_eq!(stored.as_ref(), payload.as_slice(), "the original message is kept unchanged");
     }
-    let rejections = sys.read_all("SKYNET_EVENTS", "skynet.task.rejected").await?;
-    assert_eq!(rejections.len(), bad.len(), "a rejection event per bad input");
+    // The intake dead-letters first and then records the rejection (which names the
+    // dead letter's sequence), so the rejections may still be on their way.
+    let rejections = eventually(WAIT, "a rejection event per bad input", || async {
+        let r = sys.read_all("SKYNET_EVENTS", "skynet.task.rejected").await.ok()?;
+        (r.len() >= bad.len()).then_some(r)
+    })
+    .await?;
+    assert_eq!(rejections.len(), bad.len(), "a rejection event per bad input, nothing else");
     let r: serde_json::Value = serde_json::from_slice(&rejections[0].2)?;
     assert_eq!(r["type"], "skynet.task.rejected.v1");
     assert_eq!(r["data"]["code"], "not_json");
