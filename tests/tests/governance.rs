@@ -151,10 +151,11 @@ async fn a_file_swapped_for_a_link_after_the_policy_decided_is_not_read() -> any
     let sys = local_system().await?;
     let project = std::path::PathBuf::from(sys.project());
     std::fs::write(project.join("notes.txt"), "harmless")?;
-    // Step 0 holds the job long enough to swap the file under step 1.
+    // Step 0 holds the job long enough to swap the file under step 1, with
+    // room for a loaded machine between seeing it start and the swap.
     let plan = json!({"summary": "wait then read", "steps": [
         {"title": "wait", "description": "", "action": "execute_command", "risk": "ADMIN", "estimated_minutes": 1,
-         "params": {"command": ["sleep", "2"]}},
+         "params": {"command": ["sleep", "6"]}},
         {"title": "read", "description": "", "action": "file_read", "risk": "READ_ONLY", "estimated_minutes": 1,
          "params": {"file": "notes.txt"}}]});
     let job = sys

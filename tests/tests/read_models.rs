@@ -134,6 +134,11 @@ async fn rebuilt_read_models_equal_the_incremental_ones_also_after_a_stop_betwee
         .await?;
     }
     sys.wait_for(nonsense, "skynet.job.planning_failed.v1").await?;
+    // The intake dead-letters the bad submission before it records the rejection.
+    eventually(Duration::from_secs(30), "the rejection in the log", || async {
+        (!sys.read_all("SKYNET_EVENTS", "skynet.task.rejected").await.ok()?.is_empty()).then_some(())
+    })
+    .await?;
     let pool = sys.db.pool().await?;
     let target = last_seq(&async_nats::jetstream::new(sys.nats.connect_as("projector").await?)).await?;
     eventually(Duration::from_secs(30), "the projector to catch up", || async {
