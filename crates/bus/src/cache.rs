@@ -9,9 +9,19 @@
 //! miss and the job is replayed from the log. The cache can make a service
 //! faster, never wrong: an entry is only used at its exact sequence, and
 //! appends still carry the expected sequence.
+//!
+//! The next stage's consumer can be handed an event before the stage that
+//! appended it has its acknowledgement (the server stores, then answers the
+//! publisher and delivers to the pull waiting on another connection, in
+//! whichever order the scheduler runs them). Profiled under a burst, a fifth
+//! of all handlings missed the cache that way and read the job back from the
+//! log. So an append in flight is registered here ([`StateCache::appending`]),
+//! and a consumer that misses waits for this process's own appends of that job
+//! to settle ([`StateCache::settled`]) before it reads the log.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use skynet_contract::JobId;
 use skynet_job::Job;
@@ -23,6 +33,31 @@ const CAPACITY: usize = 50_000;
 #[derive(Debug, Default)]
 pub struct StateCache {
     entries: Mutex<HashMap<JobId, (Job, u64)>>,
+    /// Job → appends of it this process has in flight.
+    appending: Mutex<HashMap<JobId, usize>>,
+    /// Woken whenever an append in flight ends.
+    settled: tokio::sync::Notify,
+}
+
+/// An append of a job in flight in this process; ends when dropped.
+#[must_use = "the append is in flight only while this is held"]
+pub struct Appending<'a> {
+    cache: &'a StateCache,
+    job: JobId,
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        let mut appending = self.cache.appending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = appending.get_mut(&self.job) {
+            *n -= 1;
+            if *n == 0 {
+                appending.remove(&self.job);
+            }
+        }
+        drop(appending);
+        self.cache.settled.notify_waiters();
+    }
 }
 
 impl StateCache {
@@ -52,11 +87,78 @@ impl StateCache {
         entries.insert(job, (state.clone(), seq));
     }
 
+    /// Registers an append of `job` in flight until the guard is dropped: hold
+    /// it from before the publish until what the append computed is cached.
+    pub fn appending(&self, job: JobId) -> Appending<'_> {
+        *self.appending.lock().unwrap_or_else(|p| p.into_inner()).entry(job).or_default() += 1;
+        Appending { cache: self, job }
+    }
+
+    fn is_appending(&self, job: JobId) -> bool {
+        self.appending.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&job)
+    }
+
+    /// Waits, at most `max`, until this process has no append of `job` in
+    /// flight. Returns whether there was one to wait for.
+    pub async fn settled(&self, job: JobId, max: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + max;
+        let mut waited = false;
+        loop {
+            let notified = self.settled.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so an append ending in between still wakes us.
+            notified.as_mut().enable();
+            if !self.is_appending(job) {
+                return waited;
+            }
+            waited = true;
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return waited;
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.lock().map(|e| e.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn settled_waits_for_the_jobs_own_appends_only_and_never_past_its_bound() {
+        let cache = std::sync::Arc::new(StateCache::default());
+        let (job, other) = (JobId(uuid::Uuid::new_v4()), JobId(uuid::Uuid::new_v4()));
+        assert!(!cache.settled(job, Duration::from_secs(1)).await, "nothing in flight: no wait");
+
+        let started = tokio::time::Instant::now();
+        let guard = cache.appending(job);
+        let _unrelated = cache.appending(other);
+        let waiter = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.settled(job, Duration::from_secs(1)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!waiter.is_finished(), "still in flight");
+        drop(guard);
+        assert!(waiter.await.expect("joined"), "it waited for the append");
+        assert!(started.elapsed() < Duration::from_secs(1), "woken by the end, not the bound");
+
+        // An append that never ends holds a consumer for the bound, no longer.
+        let started = tokio::time::Instant::now();
+        assert!(cache.settled(other, Duration::from_millis(250)).await);
+        assert_eq!(started.elapsed(), Duration::from_millis(250));
+        // Two appends of one job in flight: settled only once both ended.
+        let (a, b) = (cache.appending(job), cache.appending(job));
+        drop(a);
+        assert!(cache.is_appending(job));
+        drop(b);
+        assert!(!cache.is_appending(job));
     }
 }

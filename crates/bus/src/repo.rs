@@ -22,6 +22,11 @@ use crate::store::{AppendError, EventStore, History, LoadError};
 /// How many times a conflicting append is retried before giving up.
 pub const MAX_CONFLICT_RETRIES: usize = 8;
 
+/// How long a consumer that missed what this process holds waits for this
+/// process's own append of the job to be acknowledged (see `crate::cache`):
+/// an acknowledgement comes within milliseconds, and past this the log is read.
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
+
 /// What came of a command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -110,7 +115,7 @@ impl Jobs {
 
     /// Replays `job` into its state and the sequence to append after.
     pub async fn load(&self, job: JobId) -> Result<(Option<Job>, u64), ExecuteError> {
-        let r = self.replay(job).await?;
+        let r = self.replay_for(job, "load").await?;
         Ok((r.state, r.last_seq))
     }
 
@@ -119,6 +124,15 @@ impl Jobs {
     /// illegal after the events before it. A job with skipped messages is
     /// never cached, so every service that meets it sees the problem.
     pub async fn replay(&self, job: JobId) -> Result<Replayed, ExecuteError> {
+        self.replay_for(job, "replay").await
+    }
+
+    /// Replays `job` from the log, counted by `why` (see
+    /// `skynet_job_log_reads_total`): a read walks the stream (see
+    /// [`crate::history`]), so an operator should see how often each path
+    /// misses what this process holds.
+    async fn replay_for(&self, job: JobId, why: &'static str) -> Result<Replayed, ExecuteError> {
+        metrics::counter!("skynet_job_log_reads_total", "source" => self.source.clone(), "why" => why).increment(1);
         let history = self.store.load(job).await?;
         self.fold(job, history)
     }
@@ -173,21 +187,15 @@ impl Jobs {
     /// messages this process holds when they reach `seq`, else replayed from
     /// the log.
     pub async fn load_at(&self, job: JobId, seq: u64) -> Result<(Option<Job>, u64), ExecuteError> {
-        if let Some(state) = self.store.cache().at(job, seq) {
-            return Ok((Some(state), seq));
+        if let Some(loaded) = self.held_at(job, seq)? {
+            return Ok(loaded);
         }
-        // The job's messages as this process appended them, when they reach
-        // the event being handled: the latest state this process knows,
-        // folded without reading the log (a read walks the stream: see
-        // `history`). The dispatcher meets this on every auto-approved job:
-        // the policy appends two events, so its first message is behind the
-        // cache. As with the cache, an event another process appended since
-        // makes the next append conflict, and the retry replays the log.
-        if let Some(history) = self.store.held_reaching(job, seq) {
-            let r = self.fold(job, history)?;
-            if r.skipped.is_empty() {
-                return Ok((r.state, r.last_seq));
-            }
+        // The event may have come before the append that made it was
+        // acknowledged to this process: wait for that, then look again.
+        if self.store.cache().settled(job, SETTLE_WAIT).await
+            && let Some(loaded) = self.held_at(job, seq)?
+        {
+            return Ok(loaded);
         }
         // Every replica of a clustered stream answers direct gets, so a read can
         // come from one still behind the leader (right after a leader change
@@ -197,7 +205,8 @@ impl Jobs {
         // ack an event nobody handled (the job then never ends). Read again
         // briefly; then hand the message back to be delivered again.
         let read = || async {
-            let (state, last) = self.load(job).await?;
+            let r = self.replay_for(job, "not_held").await?;
+            let (state, last) = (r.state, r.last_seq);
             if last < seq {
                 return Err(ExecuteError::Behind { job, handling: seq, read: last });
             }
@@ -207,6 +216,27 @@ impl Jobs {
             .when(|e| matches!(e, ExecuteError::Behind { .. }))
             .notify(|e, after| warn!(job = %job, error = %e, ?after, "stale read of the job's log; reading again"))
             .await
+    }
+
+    /// The job at `seq` or later as this process knows it, without reading
+    /// the log: the cache's state at exactly `seq`, else folded from the
+    /// job's messages this process appended, when they reach `seq` — the
+    /// latest state it knows. (The dispatcher meets the second on every
+    /// auto-approved job: the policy appends two events, so its first
+    /// message is behind the cache.) As with the cache, an event another
+    /// process appended since makes the next append conflict, and the retry
+    /// replays the log.
+    fn held_at(&self, job: JobId, seq: u64) -> Result<Option<(Option<Job>, u64)>, ExecuteError> {
+        if let Some(state) = self.store.cache().at(job, seq) {
+            return Ok(Some((Some(state), seq)));
+        }
+        if let Some(history) = self.store.held_reaching(job, seq) {
+            let r = self.fold(job, history)?;
+            if r.skipped.is_empty() {
+                return Ok(Some((r.state, r.last_seq)));
+            }
+        }
+        Ok(None)
     }
 
     /// Runs `decide` against the current state of `job` and stores its events.
@@ -240,13 +270,20 @@ impl Jobs {
     where
         F: Fn(Option<&Job>) -> Result<Vec<JobEvent>, Rejection>,
     {
+        let had_known = known.is_some();
         let known = std::sync::Mutex::new(known);
+        let attempts = std::sync::atomic::AtomicU32::new(0);
         let attempt = || async {
             let first = known.lock().map(|mut k| k.take()).unwrap_or(None);
             let (state, last_seq, traceparent) = match first {
                 Some((state, seq)) => (state, seq, None),
                 None => {
-                    let replayed = self.replay(job).await?;
+                    let why = if attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 && !had_known {
+                        "execute"
+                    } else {
+                        "conflict"
+                    };
+                    let replayed = self.replay_for(job, why).await?;
                     if let Some(outcome) = self.fail_untrustworthy(job, &replayed, cause, now).await? {
                         return Ok(outcome);
                     }
@@ -266,6 +303,8 @@ impl Jobs {
             for env in &mut envelopes {
                 env.traceparent.clone_from(&traceparent);
             }
+            // Until what it computed is cached (see `crate::cache`).
+            let _appending = self.store.cache().appending(job);
             let appended = self.store.append_checked(job, last_seq, &envelopes).await?;
             let seq = appended.seq;
             let mut after = state;

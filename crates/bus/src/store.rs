@@ -223,6 +223,7 @@ impl EventStore {
         if let Some(held) = self.histories.through(job, seq) {
             return Ok(held);
         }
+        metrics::counter!("skynet_job_log_reads_total", "source" => "store", "why" => "messages_not_held").increment(1);
         Ok(self.read(job).await?.into_iter().filter(|m| m.seq <= seq).collect())
     }
 

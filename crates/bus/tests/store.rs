@@ -333,3 +333,42 @@ async fn an_event_under_the_wrong_source_is_never_folded() -> anyhow::Result<()>
     assert_eq!(out, Outcome::Rejected(Rejection::AlreadyFinished(Status::Failed)));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_consumer_ahead_of_this_processs_own_append_waits_for_it_instead_of_reading_the_log() -> anyhow::Result<()> {
+    let (_server, jobs) = setup().await?;
+    let r = requested("ahead");
+    let job = JobId::for_request(&r.request_source, &r.request_id);
+    let Outcome::Appended { seq, state, .. } =
+        jobs.execute(job, "open", Utc::now(), |s| decide(s, Command::Open(r.clone()))).await?
+    else {
+        anyhow::bail!("not opened")
+    };
+    // Another stage of this process is appending the event at `seq + 1`: the
+    // server may hand it to the next consumer before that stage has its ack.
+    let policy = as_(&jobs, "policy");
+    let appending = jobs.store().cache().appending(job);
+    let ahead = tokio::spawn({
+        let policy = as_(&policy, "policy");
+        async move { policy.load_at(job, seq + 1).await }
+    });
+    // One turn of this single-threaded runtime: the consumer runs until its
+    // first await, which is the wait (it checks what is held without any).
+    tokio::task::yield_now().await;
+    assert!(!ahead.is_finished(), "the consumer waits");
+    // What the appending stage computed — marked, so only the cache can
+    // have given it: the log holds no event past `seq`, and a read of it
+    // would find the job behind the event handled and fail.
+    let mut computed = *state;
+    computed.request.intent = "as the appending stage computed it".into();
+    jobs.store().cache().put(job, &computed, seq + 1);
+    drop(appending);
+    let (got, at) = ahead.await??;
+    assert_eq!(at, seq + 1);
+    assert_eq!(got.map(|j| j.request.intent), Some("as the appending stage computed it".to_owned()));
+
+    // With nothing in flight, a miss reads the log at once (and here finds it behind).
+    let err = policy.load_at(job, seq + 2).await.expect_err("nothing holds seq + 2");
+    assert!(err.to_string().contains("behind") || format!("{err:?}").contains("Behind"), "{err}");
+    Ok(())
+}
