@@ -20,8 +20,10 @@
 //! to settle ([`StateCache::settled`]) before it reads the log.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use skynet_contract::JobId;
 use skynet_job::Job;
@@ -33,10 +35,10 @@ const CAPACITY: usize = 50_000;
 #[derive(Debug, Default)]
 pub struct StateCache {
     entries: Mutex<HashMap<JobId, (Job, u64)>>,
-    /// Job → appends of it this process has in flight.
-    appending: Mutex<HashMap<JobId, usize>>,
-    /// Woken whenever an append in flight ends.
-    settled: tokio::sync::Notify,
+    /// Job → appends of it this process has in flight, and what wakes those
+    /// waiting for them once none is (one per job: no waiter of another job
+    /// is woken).
+    appending: Mutex<HashMap<JobId, (usize, Arc<Notify>)>>,
 }
 
 /// An append of a job in flight in this process; ends when dropped.
@@ -49,14 +51,14 @@ pub struct Appending<'a> {
 impl Drop for Appending<'_> {
     fn drop(&mut self) {
         let mut appending = self.cache.appending.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = appending.get_mut(&self.job) {
-            *n -= 1;
-            if *n == 0 {
-                appending.remove(&self.job);
-            }
+        let Some((n, _)) = appending.get_mut(&self.job) else { return };
+        *n -= 1;
+        if *n == 0
+            && let Some((_, settled)) = appending.remove(&self.job)
+        {
+            drop(appending);
+            settled.notify_waiters();
         }
-        drop(appending);
-        self.cache.settled.notify_waiters();
     }
 }
 
@@ -90,12 +92,18 @@ impl StateCache {
     /// Registers an append of `job` in flight until the guard is dropped: hold
     /// it from before the publish until what the append computed is cached.
     pub fn appending(&self, job: JobId) -> Appending<'_> {
-        *self.appending.lock().unwrap_or_else(|p| p.into_inner()).entry(job).or_default() += 1;
+        self.appending.lock().unwrap_or_else(|p| p.into_inner()).entry(job).or_default().0 += 1;
         Appending { cache: self, job }
     }
 
+    /// What wakes those waiting for `job`'s appends in flight, if any is.
+    fn in_flight(&self, job: JobId) -> Option<Arc<Notify>> {
+        self.appending.lock().unwrap_or_else(|p| p.into_inner()).get(&job).map(|(_, n)| n.clone())
+    }
+
+    #[cfg(test)]
     fn is_appending(&self, job: JobId) -> bool {
-        self.appending.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&job)
+        self.in_flight(job).is_some()
     }
 
     /// Waits, at most `max`, until this process has no append of `job` in
@@ -104,14 +112,16 @@ impl StateCache {
         let deadline = tokio::time::Instant::now() + max;
         let mut waited = false;
         loop {
-            let notified = self.settled.notified();
-            let mut notified = std::pin::pin!(notified);
-            // Registered before the check, so an append ending in between still wakes us.
-            notified.as_mut().enable();
-            if !self.is_appending(job) {
-                return waited;
-            }
+            let Some(settled) = self.in_flight(job) else { return waited };
             waited = true;
+            let notified = settled.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered, then checked again: the appends may have ended
+            // since (and others begun, woken by another `Notify`).
+            notified.as_mut().enable();
+            if !self.in_flight(job).is_some_and(|now| Arc::ptr_eq(&now, &settled)) {
+                continue;
+            }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return waited;
             }
@@ -146,6 +156,10 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(!waiter.is_finished(), "still in flight");
+        // Another job's append ending leaves it waiting.
+        drop(cache.appending(other));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!waiter.is_finished(), "still in flight after another job's append ended");
         drop(guard);
         assert!(waiter.await.expect("joined"), "it waited for the append");
         assert!(started.elapsed() < Duration::from_secs(1), "woken by the end, not the bound");

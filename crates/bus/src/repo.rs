@@ -192,9 +192,10 @@ impl Jobs {
         }
         // The event may have come before the append that made it was
         // acknowledged to this process: wait for that, then look again.
-        if self.store.cache().settled(job, SETTLE_WAIT).await
-            && let Some(loaded) = self.held_at(job, seq)?
-        {
+        // (Looked at again even when there was nothing to wait for: the
+        // append may have ended since the first look.)
+        self.store.cache().settled(job, SETTLE_WAIT).await;
+        if let Some(loaded) = self.held_at(job, seq)? {
             return Ok(loaded);
         }
         // Every replica of a clustered stream answers direct gets, so a read can

@@ -219,11 +219,13 @@ impl EventStore {
     /// Every message of `job` up to and including stream sequence `seq`, as
     /// stored: from the histories this process keeps when they reach `seq`,
     /// else read from the log (see [`crate::history`] for why that matters).
-    pub async fn messages_through(&self, job: JobId, seq: u64) -> Result<Vec<Stored>, LoadError> {
+    /// `reader` (`skynet/<service>`) labels the read in `skynet_job_log_reads_total`.
+    pub async fn messages_through(&self, job: JobId, seq: u64, reader: &str) -> Result<Vec<Stored>, LoadError> {
         if let Some(held) = self.histories.through(job, seq) {
             return Ok(held);
         }
-        metrics::counter!("skynet_job_log_reads_total", "source" => "store", "why" => "messages_not_held").increment(1);
+        metrics::counter!("skynet_job_log_reads_total", "source" => reader.to_owned(), "why" => "messages_not_held")
+            .increment(1);
         Ok(self.read(job).await?.into_iter().filter(|m| m.seq <= seq).collect())
     }
 

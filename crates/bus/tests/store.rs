@@ -122,15 +122,15 @@ async fn the_messages_held_are_the_logs_even_after_a_retried_append() -> anyhow:
         &[JobEvent::Cancelled(Cancelled { by: "tester".into(), reason: "test".into() })],
     );
     let last = jobs.store().append(job, stored.seq, &cancel).await?;
-    assert_eq!(held(jobs.store().messages_through(job, last).await?), logged(job).await?);
+    assert_eq!(held(jobs.store().messages_through(job, last, "test").await?), logged(job).await?);
 
     let retried = jobs.store().append_checked(job, 0, &again).await;
     // Refused (the job has events) or answered as a duplicate: either way not ours.
     if let Ok(r) = retried {
         assert_eq!((r.seq, r.fresh), (stored.seq, false));
     }
-    assert_eq!(held(jobs.store().messages_through(job, last).await?), logged(job).await?);
-    assert_eq!(held(jobs.store().messages_through(job, stored.seq).await?), logged(job).await?[..1]);
+    assert_eq!(held(jobs.store().messages_through(job, last, "test").await?), logged(job).await?);
+    assert_eq!(held(jobs.store().messages_through(job, stored.seq, "test").await?), logged(job).await?[..1]);
     Ok(())
 }
 

@@ -140,7 +140,7 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
 
 /// Reads the job's events up to `seq` and applies what they teach, once.
 pub(crate) async fn learn_job(deps: &Deps, job: JobId, event_id: &str, seq: u64) -> Result<(), String> {
-    let stored = deps.store.messages_through(job, seq).await.map_err(|e| {
+    let stored = deps.store.messages_through(job, seq, "skynet/memory").await.map_err(|e| {
         let cause = std::error::Error::source(&e).map(|c| c.to_string()).unwrap_or_default();
         format!("{e}: {cause}")
     })?;
