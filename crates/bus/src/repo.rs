@@ -271,18 +271,18 @@ impl Jobs {
     where
         F: Fn(Option<&Job>) -> Result<Vec<JobEvent>, Rejection>,
     {
-        let had_known = known.is_some();
+        // A replay after the first attempt (or after a known state) follows a conflict.
+        let conflicted = std::sync::atomic::AtomicBool::new(known.is_some());
         let known = std::sync::Mutex::new(known);
-        let attempts = std::sync::atomic::AtomicU32::new(0);
         let attempt = || async {
             let first = known.lock().map(|mut k| k.take()).unwrap_or(None);
             let (state, last_seq, traceparent) = match first {
                 Some((state, seq)) => (state, seq, None),
                 None => {
-                    let why = if attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 && !had_known {
-                        "execute"
-                    } else {
+                    let why = if conflicted.swap(true, std::sync::atomic::Ordering::Relaxed) {
                         "conflict"
+                    } else {
+                        "execute"
                     };
                     let replayed = self.replay_for(job, why).await?;
                     if let Some(outcome) = self.fail_untrustworthy(job, &replayed, cause, now).await? {
