@@ -31,8 +31,10 @@ const SETTLE_WAIT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The events were stored; `seq` is the last one's sequence and `state`
-    /// the job after them.
-    Appended { seq: u64, events: Vec<JobEvent>, state: Box<Job> },
+    /// the job after them. `fresh`: this command stored them; if not, the log
+    /// already held them (a retried append, a repeated submission) and `state`
+    /// is folded from ours, not read from the log.
+    Appended { seq: u64, events: Vec<JobEvent>, state: Box<Job>, fresh: bool },
     /// The job refused the command (the state was already past it, or a rule said no).
     Rejected(Rejection),
 }
@@ -318,7 +320,7 @@ impl Jobs {
             if appended.fresh {
                 self.store.cache().put(job, &after, seq);
             }
-            Ok(Outcome::Appended { seq, events, state: Box::new(after) })
+            Ok(Outcome::Appended { seq, events, state: Box::new(after), fresh: appended.fresh })
         };
         attempt
             .retry(

@@ -372,3 +372,25 @@ async fn a_consumer_ahead_of_this_processs_own_append_waits_for_it_instead_of_re
     assert!(err.to_string().contains("behind") || format!("{err:?}").contains("Behind"), "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn opening_a_job_assumed_new_is_safe_when_it_already_exists() -> anyhow::Result<()> {
+    // What the intake does: open without reading the log first.
+    let (_server, jobs) = setup().await?;
+    let r = requested("assumed-new");
+    let job = JobId::for_request(&r.request_source, &r.request_id);
+    let open = |cause: &'static str| {
+        let r = r.clone();
+        let jobs = as_(&jobs, "intake");
+        async move {
+            jobs.execute_from(job, Some((None, 0)), cause, Utc::now(), |s| decide(s, Command::Open(r.clone()))).await
+        }
+    };
+    assert!(matches!(open("submission-1").await?, Outcome::Appended { fresh: true, .. }));
+    // The same submission again: the log holds it already, nothing new is stored.
+    assert!(matches!(open("submission-1").await?, Outcome::Appended { fresh: false, .. }));
+    // Another submission of the same job: refused on what the log says.
+    assert_eq!(open("submission-2").await?, Outcome::Rejected(Rejection::AlreadyExists));
+    assert_eq!(jobs.store().load(job).await?.events.len(), 1, "one requested event");
+    Ok(())
+}

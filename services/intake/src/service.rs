@@ -91,19 +91,26 @@ pub async fn handle(deps: &Deps, msg: Message) -> Disposition {
                         .await;
                 }
                 let requested = accepted.requested.clone();
+                // Most submissions open a new job: the first attempt expects the
+                // job to have no event yet, without reading the log to see. If
+                // it has one, the append conflicts (or is answered as the
+                // duplicate it is) and the retry reads the log as before.
                 let outcome = deps
                     .jobs
-                    .execute(accepted.job, &accepted.request_event_id, Utc::now(), |s| {
+                    .execute_from(accepted.job, Some((None, 0)), &accepted.request_event_id, Utc::now(), |s| {
                         decide(s, Command::Open(requested.clone()))
                     })
                     .await;
                 match outcome {
-                    Ok(Outcome::Appended { .. }) => {
+                    Ok(Outcome::Appended { fresh: true, .. }) => {
                         info!("job opened");
                         Disposition::Ack
                     }
                     // The same submission again (a client retry, a redelivery): one job.
-                    Ok(Outcome::Rejected(Rejection::AlreadyExists | Rejection::AlreadyFinished(_))) => {
+                    Ok(
+                        Outcome::Appended { fresh: false, .. }
+                        | Outcome::Rejected(Rejection::AlreadyExists | Rejection::AlreadyFinished(_)),
+                    ) => {
                         info!("duplicate submission; job already exists");
                         Disposition::Ack
                     }
