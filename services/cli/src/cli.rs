@@ -256,6 +256,7 @@ async fn rebuild(settings: &Settings) -> anyhow::Result<()> {
         "rebuilt the read models from the log up to sequence {at} in {secs:.1} s ({:.0} events/s) and swapped them in",
         at as f64 / secs.max(1e-9)
     );
+    eprintln!("phases ended at (ms): {}", skynet_projector::Progress::show(&progress.phases()));
     Ok(())
 }
 

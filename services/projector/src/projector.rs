@@ -145,7 +145,7 @@ pub async fn run(config: Config, deps: Deps, shutdown: impl Future<Output = ()> 
     migrate(&deps.db).await?;
     let mut shutdown = std::pin::pin!(shutdown);
     let Some(_writer) = writer_lock(&deps.db, &mut shutdown).await? else { return Ok(()) };
-    project(&config, &deps, &mut shutdown, &Progress::default(), false).await.map(|_| ())
+    project(&config, &deps, &mut shutdown, &Progress::default(), false, None).await.map(|_| ())
 }
 
 /// The projection loop over `deps.db` (whatever schema its connections see),
@@ -163,6 +163,7 @@ pub(crate) async fn project(
     shutdown: &mut (impl Future<Output = ()> + Unpin),
     progress: &Progress,
     bulk: bool,
+    early: Option<Reading>,
 ) -> Result<u64, ProjectorError> {
     let mut at = [0u64; 2];
     for (i, p) in Projection::ALL.into_iter().enumerate() {
@@ -182,10 +183,13 @@ pub(crate) async fn project(
     }
     progress.0.target.fetch_max(log_last, Ordering::Relaxed);
     info!(service = SERVICE, audit = at[0], read_models = at[1], log_last, "projector running");
-    let max_batch = config.max_batch.max(1);
-    let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(max_batch * 4);
-    let (models_tx, models_rx) = tokio::sync::mpsc::channel(max_batch * 4);
-    let reader = tokio::spawn(read_log(stream, from + 1, max_batch, [audit_tx, models_tx]));
+    // A reader started before the checkpoints were known is used only if it
+    // starts where they say (a rebuild starts it while it makes the shadow).
+    let reading = match early {
+        Some(r) if r.next == from + 1 => r,
+        _ => Reading::start(stream, from + 1, config),
+    };
+    let Reading { task: reader, rx: [audit_rx, models_rx], .. } = reading;
     // Writers stop between batches, never inside one.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Each writer is a task of its own, so their CPU work (folding batches,
@@ -219,7 +223,7 @@ pub(crate) async fn project(
             joined.await
         }
     };
-    reader.abort();
+    drop(reader);
     let (applied, [audit_ms, read_models_ms]) = result?;
     let applied = applied[0].min(applied[1]);
     info!(service = SERVICE, applied, audit_ms, read_models_ms, "projector stopped");
@@ -287,6 +291,26 @@ fn refused(writer: &Writer, e: sqlx::Error) -> ProjectorError {
 /// A decoded event with its sequence, shared by both writers.
 type Item = (u64, Arc<Entry>);
 
+/// The log being read from `next` on and decoded, for the two writers.
+pub(crate) struct Reading {
+    next: u64,
+    /// Stops reading when dropped (the consumer waits for more otherwise).
+    task: tokio_util::task::AbortOnDropHandle<()>,
+    rx: [tokio::sync::mpsc::Receiver<Result<Item, ProjectorError>>; 2],
+}
+
+impl Reading {
+    /// Starts reading at `next`; up to four batches per writer are decoded
+    /// ahead of what the writers take.
+    pub(crate) fn start(stream: jetstream::stream::Stream, next: u64, config: &Config) -> Reading {
+        let max_batch = config.max_batch.max(1);
+        let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(max_batch * 4);
+        let (models_tx, models_rx) = tokio::sync::mpsc::channel(max_batch * 4);
+        let task = tokio::spawn(read_log(stream, next, max_batch, [audit_tx, models_tx]));
+        Reading { next, task: tokio_util::task::AbortOnDropHandle::new(task), rx: [audit_rx, models_rx] }
+    }
+}
+
 /// How far a projection run has got: what each writer applied and the end of
 /// the log when it started. Shared, so a caller can report a rebuild's rate.
 #[derive(Debug, Clone, Default)]
@@ -299,6 +323,8 @@ struct ProgressInner {
     target: AtomicU64,
     /// A bulk rebuild gave up and started over event by event.
     restarted: std::sync::atomic::AtomicBool,
+    /// When each phase of a rebuild ended, in ms from its start.
+    phases: std::sync::Mutex<Vec<(&'static str, u64)>>,
 }
 
 impl Progress {
@@ -326,6 +352,29 @@ impl Progress {
 
     pub(crate) fn set_restarted(&self) {
         self.0.restarted.store(true, Ordering::Relaxed);
+        self.phases_mut().clear();
+    }
+
+    /// When each phase of the latest rebuild ended (shadow made, log
+    /// projected, indexes built, swapped in, old tables dropped), in ms from
+    /// its start: where a rebuild's time goes besides projecting.
+    pub fn phases(&self) -> Vec<(&'static str, u64)> {
+        self.phases_mut().clone()
+    }
+
+    /// `phases` as one line: `locked 4, created 15, …`.
+    pub fn show(phases: &[(&str, u64)]) -> String {
+        phases.iter().map(|(name, ms)| format!("{name} {ms}")).collect::<Vec<_>>().join(", ")
+    }
+
+    pub(crate) fn phase_ended(&self, name: &'static str, since: std::time::Instant) {
+        let ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.phases_mut().push((name, ms));
+    }
+
+    fn phases_mut(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, u64)>> {
+        // A panic while pushing leaves a usable list.
+        self.0.phases.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::db::TABLES;
-use crate::projector::{Deps, Progress, ProjectorError, migrate, project};
+use crate::projector::{Deps, Progress, ProjectorError, Reading, migrate, project};
 
 const SHADOW: &str = "skynet_shadow";
 const OLD: &str = "skynet_replaced";
@@ -42,6 +42,7 @@ pub async fn rebuild_shadow(
     db: &PgPool,
     progress: &Progress,
 ) -> Result<u64, ProjectorError> {
+    let started = std::time::Instant::now();
     migrate(db).await?;
     let mut lock = db.acquire().await?.detach();
     let got: bool =
@@ -49,14 +50,15 @@ pub async fn rebuild_shadow(
     if !got {
         return Err(ProjectorError::Busy);
     }
-    let result = match build_and_swap(&config, &js, db, progress, true).await {
+    progress.phase_ended("locked", started);
+    let result = match build_and_swap(&config, &js, db, progress, started, true).await {
         // Something in the log Postgres refuses (an event, or an index entry
         // built from one): start over in the careful mode, which quarantines
         // it event by event as the live projector does.
         Err(ProjectorError::BulkRefused(e)) => {
             warn!(service = "projector", error = %e, "bulk rebuild refused; rebuilding event by event");
             progress.set_restarted();
-            build_and_swap(&config, &js, db, progress, false).await
+            build_and_swap(&config, &js, db, progress, started, false).await
         }
         other => other,
     };
@@ -65,6 +67,7 @@ pub async fn rebuild_shadow(
     // right after this one (the bench runs three) found it still held.
     let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(REBUILD_LOCK).execute(&mut lock).await;
     let _ = lock.close().await;
+    progress.phase_ended("unlocked", started);
     result
 }
 
@@ -76,13 +79,18 @@ async fn build_and_swap(
     js: &jetstream::Context,
     db: &PgPool,
     progress: &Progress,
+    started: std::time::Instant,
     bulk: bool,
 ) -> Result<u64, ProjectorError> {
-    let started = std::time::Instant::now();
-    // When each step ended, in ms from the start: logged once at the end.
-    let mut steps: Vec<(&str, u128)> = Vec::new();
-    let step = |name| (name, started.elapsed().as_millis());
+    let step = |name| progress.phase_ended(name, started);
+    // The shadow starts empty, so its first round reads the log from the
+    // start: begun now, the reader decodes the log's head while Postgres
+    // makes the tables.
+    let stream =
+        js.get_stream(skynet_bus::definitions::EVENTS_STREAM).await.map_err(|e| ProjectorError::Nats(e.into()))?;
+    let mut early = Some(Reading::start(stream, 1, config));
     let indexes = create_shadow(db).await?;
+    step("created");
     // Connections that see only the shadow schema, under the live names.
     let options: PgConnectOptions = (*db.connect_options()).clone().options([("search_path", SHADOW)]);
     let shadow = PgPoolOptions::new().max_connections(4).connect_with(options).await?;
@@ -95,7 +103,7 @@ async fn build_and_swap(
         if !bulk {
             build_indexes(db, indexes.take().unwrap_or_default()).await?;
         }
-        steps.push(step("shadow"));
+        step("connected");
         let deps = Deps { js: js.clone(), db: shadow.clone() };
         for round in 0..ROUNDS {
             // Up to the end of the log as it is now (at or past the live checkpoint).
@@ -111,14 +119,14 @@ async fn build_and_swap(
             let mut never = std::future::pending::<()>();
             let mut never = std::pin::Pin::new(&mut never);
             let until = Config { until: Some(last), ..config.clone() };
-            let at = project(&until, &deps, &mut never, progress, bulk && round == 0).await?;
-            steps.push(step("projected"));
+            let at = project(&until, &deps, &mut never, progress, bulk && round == 0, early.take()).await?;
+            step("projected");
             if let Some(indexes) = indexes.take() {
                 build_indexes(db, indexes).await?;
-                steps.push(step("indexed"));
+                step("indexed");
             }
             if let Some(at) = swap(db, at).await? {
-                steps.push(step("swapped"));
+                step("swapped");
                 return Ok((at, round));
             }
         }
@@ -127,14 +135,14 @@ async fn build_and_swap(
     .await;
     shadow.close().await;
     let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {SHADOW}, {OLD} CASCADE")).execute(db).await;
-    steps.push(step("dropped"));
+    step("dropped");
     match result {
         Ok((at, rounds)) => {
-            info!(service = "projector", at, rounds = rounds + 1, bulk, ms = ?steps, "read models rebuilt and swapped in");
+            info!(service = "projector", at, rounds = rounds + 1, bulk, ms = ?progress.phases(), "read models rebuilt and swapped in");
             Ok(at)
         }
         Err(e) => {
-            warn!(service = "projector", bulk, ms = ?steps, error = %e, "rebuild failed; shadow tables dropped");
+            warn!(service = "projector", bulk, ms = ?progress.phases(), error = %e, "rebuild failed; shadow tables dropped");
             Err(e)
         }
     }

@@ -31,5 +31,22 @@ async fn migrations_build_the_expected_schema_idempotently() -> anyhow::Result<(
             assert!(have.contains(c), "{t}.{c} in {have:?}");
         }
     }
+    // The audit table's identifiers compare bytewise, and a lookup by a
+    // (default-collation) parameter still uses their index.
+    let collations: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT column_name::text, collation_name::text FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name = 'audit_events' AND column_name IN ('subject', 'type')
+         ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(collations, [("subject".into(), Some("C".into())), ("type".into(), Some("C".into()))]);
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await?;
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN SELECT seq FROM audit_events WHERE subject = $1 ORDER BY seq")
+        .bind("a-job")
+        .fetch_all(&mut *tx)
+        .await?;
+    assert!(plan.iter().any(|l| l.contains("audit_events_subject_seq")), "{plan:#?}");
     Ok(())
 }

@@ -311,6 +311,7 @@ async fn rebuild_once(pool: &sqlx::PgPool, js: &async_nats::jetstream::Context, 
     let at = skynet_projector::rebuild_shadow(skynet_projector::Config::default(), js.clone(), pool, &progress).await?;
     let secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(at >= target, "the rebuild reached {at}, not the end of the log at {target}");
+    eprintln!("[bench] rebuild phases ended at (ms): {}", skynet_projector::Progress::show(&progress.phases()));
     Ok(secs)
 }
 
