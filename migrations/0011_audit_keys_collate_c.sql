@@ -6,7 +6,8 @@
 -- longest step of a rebuild after the projection itself, and every live
 -- insert paid the same comparisons in its B-tree descents. Queries need no
 -- change: a column's collation wins over a parameter's. Postgres rebuilds the
--- two indexes; the rows are not rewritten.
+-- two indexes (the rows are not rewritten) under an exclusive lock on the
+-- table: on a large audit table, the first start after upgrading waits for it.
 ALTER TABLE audit_events
     ALTER COLUMN subject TYPE text COLLATE "C",
     ALTER COLUMN type TYPE text COLLATE "C";

@@ -35,7 +35,8 @@ async fn snapshot(db: &PgPool) -> anyhow::Result<Vec<(String, Vec<serde_json::Va
 /// must swap in the same.
 async fn shape(db: &PgPool) -> anyhow::Result<Vec<String>> {
     Ok(sqlx::query_scalar(
-        "SELECT format('column %s.%s %s %s %s', table_name, column_name, data_type, is_nullable, column_default)
+        "SELECT format('column %s.%s %s %s %s %s', table_name, column_name, data_type, collation_name, is_nullable,
+                       column_default)
          FROM information_schema.columns WHERE table_schema = 'public'
          UNION ALL
          SELECT format('constraint %s %s %s', conrelid::regclass, conname, pg_get_constraintdef(oid))

@@ -185,9 +185,9 @@ pub(crate) async fn project(
     info!(service = SERVICE, audit = at[0], read_models = at[1], log_last, "projector running");
     // A reader started before the checkpoints were known is used only if it
     // starts where they say (a rebuild starts it while it makes the shadow).
-    let reading = match early {
-        Some(r) if r.next == from + 1 => r,
-        _ => Reading::start(stream, from + 1, config),
+    let reading = match early.filter(|r| r.next == from + 1) {
+        Some(r) => r,
+        None => Reading::start(stream, from + 1, config),
     };
     let Reading { task: reader, rx: [audit_rx, models_rx], .. } = reading;
     // Writers stop between batches, never inside one.
@@ -352,12 +352,14 @@ impl Progress {
 
     pub(crate) fn set_restarted(&self) {
         self.0.restarted.store(true, Ordering::Relaxed);
-        self.phases_mut().clear();
     }
 
-    /// When each phase of the latest rebuild ended (shadow made, log
-    /// projected, indexes built, swapped in, old tables dropped), in ms from
-    /// its start: where a rebuild's time goes besides projecting.
+    /// When each phase of the latest rebuild ended, in ms from its start:
+    /// `locked` (migrated, the rebuild lock taken), `created` (shadow tables
+    /// made), `connected`, `projected` (the log read and written),
+    /// `indexed`, `swapped`, `dropped` (the old tables) and `unlocked`. A
+    /// bulk pass Postgres refused ends with `refused`, and the careful pass's
+    /// phases follow it. Where a rebuild's time goes besides projecting.
     pub fn phases(&self) -> Vec<(&'static str, u64)> {
         self.phases_mut().clone()
     }
@@ -365,6 +367,10 @@ impl Progress {
     /// `phases` as one line: `locked 4, created 15, …`.
     pub fn show(phases: &[(&str, u64)]) -> String {
         phases.iter().map(|(name, ms)| format!("{name} {ms}")).collect::<Vec<_>>().join(", ")
+    }
+
+    pub(crate) fn phases_cleared(&self) {
+        self.phases_mut().clear();
     }
 
     pub(crate) fn phase_ended(&self, name: &'static str, since: std::time::Instant) {

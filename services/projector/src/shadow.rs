@@ -43,6 +43,7 @@ pub async fn rebuild_shadow(
     progress: &Progress,
 ) -> Result<u64, ProjectorError> {
     let started = std::time::Instant::now();
+    progress.phases_cleared();
     migrate(db).await?;
     let mut lock = db.acquire().await?.detach();
     let got: bool =
@@ -58,6 +59,7 @@ pub async fn rebuild_shadow(
         Err(ProjectorError::BulkRefused(e)) => {
             warn!(service = "projector", error = %e, "bulk rebuild refused; rebuilding event by event");
             progress.set_restarted();
+            progress.phase_ended("refused", started);
             build_and_swap(&config, &js, db, progress, started, false).await
         }
         other => other,
