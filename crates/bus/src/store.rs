@@ -80,13 +80,16 @@ pub enum LoadError {
     },
 }
 
-/// Handle on the event log. Cheap to clone; clones share the state cache.
+/// Handle on the event log. Cheap to clone (consumers clone it for every
+/// message they handle); clones share the state cache.
 #[derive(Clone)]
 pub struct EventStore {
     /// JetStream context: publishes go through it, acks come back on it.
-    js: jetstream::Context,
-    /// The events stream, for replay consumers.
-    stream: stream::Stream,
+    /// Shared: a context's clone is a client's (a handful of counted handles).
+    js: std::sync::Arc<jetstream::Context>,
+    /// The events stream, for replay consumers. Shared: its clone copies the
+    /// whole stream info (configuration, state, cluster), allocation by allocation.
+    stream: std::sync::Arc<stream::Stream>,
     /// Job states this process computed, keyed by the sequence they are at.
     cache: std::sync::Arc<crate::cache::StateCache>,
     /// The recent jobs' messages this process appended or read.
@@ -97,7 +100,12 @@ impl EventStore {
     /// Opens the store on a bootstrapped server.
     pub async fn open(js: jetstream::Context) -> Result<EventStore, async_nats::Error> {
         let stream = js.get_stream(EVENTS_STREAM).await?;
-        Ok(EventStore { js, stream, cache: std::sync::Arc::default(), histories: std::sync::Arc::default() })
+        Ok(EventStore {
+            js: std::sync::Arc::new(js),
+            stream: std::sync::Arc::new(stream),
+            cache: std::sync::Arc::default(),
+            histories: std::sync::Arc::default(),
+        })
     }
 
     /// This store with `other`'s state cache: services in one process each

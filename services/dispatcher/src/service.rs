@@ -47,6 +47,8 @@ pub async fn run(
     let js = deps.js.clone();
     let stop = consumer::stop_token(shutdown);
     let stopping = stop.clone();
+    // Shared by every message's handling, not cloned for each.
+    let deps = std::sync::Arc::new(deps);
     consumer::run(
         js,
         spec,

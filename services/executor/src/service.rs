@@ -33,7 +33,9 @@ pub async fn run(
 ) -> Result<(), async_nats::Error> {
     let providers = config.providers.build();
     let names: Vec<_> = providers.iter().map(|p| p.name()).collect();
-    let ctx = Ctx {
+    // Shared by every message's handling, not cloned for each (it holds
+    // object stores, each a stream handle with its whole info).
+    let ctx = Arc::new(Ctx {
         config: Arc::new(config.clone()),
         providers: Arc::new(providers.iter().map(|p| (p.name(), p.clone())).collect::<HashMap<_, _>>()),
         jobs: deps.jobs.clone(),
@@ -41,7 +43,7 @@ pub async fn run(
         output: deps.js.get_object_store(OUTPUT_BUCKET).await?,
         artifacts: deps.js.get_object_store(ARTIFACTS_BUCKET).await?,
         pause: PauseWatch::follow(deps.js.clone(), deps.nats.clone()).await?,
-    };
+    });
     let kv = deps.js.get_key_value(EXECUTORS_BUCKET).await?;
     let (stop, ended) = consumer::service_stop(shutdown);
     let running = Arc::new(AtomicU32::new(0));

@@ -101,7 +101,8 @@ pub async fn run(
     tasks.spawn(crate::upkeep::flush_usage(asking.clone(), stop.clone()));
     info!(service = SERVICE, "memory running");
     let spec = ConsumerSpec::new(EVENTS_STREAM, "memory", SERVICE, config.concurrency);
-    let handler_deps = learning;
+    // Shared by every message's handling, not cloned for each.
+    let handler_deps = std::sync::Arc::new(learning);
     let consumed = consumer::run(
         deps.js.clone(),
         spec,

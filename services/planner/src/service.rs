@@ -56,6 +56,8 @@ pub async fn run(
     let planner = Planner { config, llm, deps };
     let (stop, ended) = consumer::service_stop(shutdown);
     let previews = serve_previews(planner.clone(), stop.clone());
+    // Shared by every message's handling, not cloned for each.
+    let planner = std::sync::Arc::new(planner);
     let consume = consumer::run(
         js,
         spec,

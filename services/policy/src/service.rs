@@ -51,13 +51,14 @@ pub async fn run(
         principals: std::sync::Arc::new(skynet_bus::principals::Principals::open(&deps.js).await?),
     };
     info!(service = SERVICE, "policy running");
-    let consumer_deps = (deps.clone(), deadlines.clone());
+    // Shared by every message's handling, not cloned for each.
+    let consumer_deps = std::sync::Arc::new((deps.clone(), deadlines.clone()));
     let consume = consumer::run(
         deps.js.clone(),
         spec,
         move |msg| {
-            let (deps, deadlines) = consumer_deps.clone();
-            async move { handle_planned(&deps, &deadlines, msg).await }
+            let shared = consumer_deps.clone();
+            async move { handle_planned(&shared.0, &shared.1, msg).await }
         },
         stop.clone(),
     );

@@ -62,7 +62,9 @@ pub async fn run(
     let spec = ConsumerSpec::new(EVENTS_STREAM, "scheduler", SERVICE, config.concurrency)
         .failing_jobs(deps.jobs.clone(), skynet_contract::job::Stage::Scheduling);
     info!(service = SERVICE, weights = ?config.weights, "scheduler running");
-    let ctx = Ctx { deps: deps.clone(), signals: signals.clone(), config: config.clone(), watchdog };
+    // Shared by every message's handling, not cloned for each.
+    let ctx =
+        std::sync::Arc::new(Ctx { deps: deps.clone(), signals: signals.clone(), config: config.clone(), watchdog });
     let consume = consumer::run(
         deps.js.clone(),
         spec,

@@ -71,7 +71,8 @@ pub async fn run(
     tasks.spawn(crate::silence::serve(silences, deps.clone(), stop.clone()));
     tasks.spawn(crate::evaluate::run(deps.clone(), config.clone(), beats, stop.clone()));
     info!(service = SERVICE, sinks = config.sinks.len(), "sentinel running");
-    let handler_deps = deps.clone();
+    // Shared by every message's handling, not cloned for each.
+    let handler_deps = std::sync::Arc::new(deps.clone());
     let consumed = consumer::run(
         deps.js.clone(),
         ConsumerSpec::new(EVENTS_STREAM, DURABLE, SERVICE, 1),
