@@ -264,29 +264,10 @@ impl PolicyRules {
             .unwrap_or(Limit { per_minute: self.rate_limits.per_minute, per_hour: self.rate_limits.per_hour })
     }
 
-    /// Checks a working directory against the sandbox.
-    pub fn check_working_dir(&self, path: &str) -> Result<PathBuf, sandbox::SandboxError> {
-        let (allowed, denied) = self.sandbox_paths();
-        sandbox::check(path, &allowed, &denied)
-    }
-
-    /// Checks a step's directory `dir`: a relative one is the job's (`job_dir`),
-    /// never that of the process checking it (whose own working directory may
-    /// well be an allowed root).
-    pub fn check_step_dir(&self, dir: &str, job_dir: &str) -> Result<PathBuf, sandbox::SandboxError> {
-        let full = std::path::Path::new(job_dir).join(sandbox::expand_home(dir));
-        self.check_working_dir(&full.to_string_lossy())
-    }
-
-    /// Where a job that names no directory runs: the first sandbox root that
-    /// exists (the predecessor's default sandbox root).
-    pub fn default_job_dir(&self) -> Option<String> {
-        sandbox::canonical_roots(&self.sandbox.allowed_roots).first().map(|p| p.display().to_string())
-    }
-
-    /// The sandbox's allowed roots and denied paths, canonical.
-    pub fn sandbox_paths(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
-        (sandbox::canonical_roots(&self.sandbox.allowed_roots), sandbox::canonical_denied(&self.sandbox.denied_paths))
+    /// The sandbox as it resolves now: one snapshot per decision (see
+    /// [`sandbox::Bounds`]).
+    pub fn sandbox_now(&self) -> sandbox::Bounds {
+        sandbox::Bounds::now(&self.sandbox.allowed_roots, &self.sandbox.denied_paths)
     }
 
     /// Denies `paths` whatever the roots say (SKYNET's own data and tools).

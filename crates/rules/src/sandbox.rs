@@ -102,6 +102,54 @@ pub fn check_path(path: &str, base: &Path, allowed: &[PathBuf], denied: &[PathBu
     contain(path, resolved, allowed, denied)
 }
 
+/// The sandbox's roots and denied paths, canonicalised once: what one decision
+/// checks every directory and path of a job against.
+///
+/// Each canonical form costs a `realpath` (a system call per component), and a
+/// plan's check resolves every configured path: a job's policy decision and
+/// its spec each used to do so for the job and again for every step, which
+/// made path resolution the largest single item of the control plane's CPU.
+/// One snapshot per decision keeps what the checks mean (the configured paths
+/// as they resolve at the moment of the decision) and resolves each once.
+/// Never keep one across decisions: a link swapped in later must count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounds {
+    pub allowed: Vec<PathBuf>,
+    pub denied: Vec<PathBuf>,
+}
+
+impl Bounds {
+    /// `roots` and `denied` as they resolve now (see [`canonical_roots`] and
+    /// [`canonical_denied`]).
+    pub fn now(roots: &[String], denied: &[String]) -> Bounds {
+        Bounds { allowed: canonical_roots(roots), denied: canonical_denied(denied) }
+    }
+
+    /// [`check`] against these bounds.
+    pub fn check(&self, path: &str) -> Result<PathBuf, SandboxError> {
+        check(path, &self.allowed, &self.denied)
+    }
+
+    /// Checks a step's directory `dir`: a relative one is the job's
+    /// (`job_dir`), never that of the process checking it (whose own working
+    /// directory may well be an allowed root).
+    pub fn check_step_dir(&self, dir: &str, job_dir: &str) -> Result<PathBuf, SandboxError> {
+        let full = Path::new(job_dir).join(expand_home(dir));
+        self.check(&full.to_string_lossy())
+    }
+
+    /// [`check_path`] against these bounds.
+    pub fn check_path(&self, path: &str, base: &Path) -> Result<PathBuf, SandboxError> {
+        check_path(path, base, &self.allowed, &self.denied)
+    }
+
+    /// Where a job that names no directory runs: the first root that exists
+    /// (the predecessor's default sandbox root).
+    pub fn default_dir(&self) -> Option<String> {
+        self.allowed.first().map(|p| p.display().to_string())
+    }
+}
+
 /// Whether `path` is `root` or below it (component-wise: `/a/bc` is not under `/a/b`).
 pub fn is_within(path: &Path, root: &Path) -> bool {
     path.starts_with(root)
@@ -163,6 +211,27 @@ mod tests {
         assert!(matches!(check_path("secrets/keys/id", &proj, &allowed, &denied), Err(SandboxError::Denied { .. })));
         assert!(check_path("..", &proj, &allowed, &[]).is_ok(), "an existing `..` is just its directory");
         assert!(matches!(check_path("/etc/passwd", &proj, &allowed, &[]), Err(SandboxError::Outside { .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn each_snapshot_resolves_the_configured_paths_afresh() -> std::io::Result<()> {
+        let base = tempfile::tempdir()?;
+        let root = std::fs::canonicalize(base.path())?.join("root");
+        std::fs::create_dir_all(root.join("proj"))?;
+        let (roots, denied) = (vec![root.display().to_string()], vec![root.join("secret").display().to_string()]);
+        let before = Bounds::now(&roots, &denied);
+        let proj = root.join("proj").display().to_string();
+        assert_eq!(before.check(&proj), Ok(root.join("proj")));
+        // The denied path appears, as a link to the project: a decision taken
+        // from now on must refuse the project, whatever an older one allowed.
+        std::os::unix::fs::symlink(root.join("proj"), root.join("secret"))?;
+        let after = Bounds::now(&roots, &denied);
+        assert!(matches!(after.check(&proj), Err(SandboxError::Denied { .. })), "{:?}", after.check(&proj));
+        assert!(matches!(after.check_step_dir("proj", &root.display().to_string()), Err(SandboxError::Denied { .. })));
+        assert!(matches!(after.check_path("proj/new.txt", &root), Err(SandboxError::Denied { .. })));
+        assert_eq!(after.default_dir(), Some(root.display().to_string()));
+        assert_eq!(before.check(&proj), Ok(root.join("proj")), "a snapshot is what it was");
         Ok(())
     }
 }

@@ -16,13 +16,15 @@ pub fn build_spec(job: &Job, rules: &PolicyRules) -> Result<ExecSpec, String> {
     if approved == Risk::Blocked {
         return Err("the policy blocked this job".into());
     }
+    // Every directory and path of the spec against the sandbox as it resolves now.
+    let bounds = rules.sandbox_now();
     let job_dir = match &job.request.working_dir {
         Some(d) => d.clone(),
         // No directory asked for: the first sandbox root, like the predecessor's
         // default sandbox root.
-        None => rules.default_job_dir().ok_or("no sandbox root exists on this machine")?,
+        None => bounds.default_dir().ok_or("no sandbox root exists on this machine")?,
     };
-    let working_dir = rules.check_working_dir(&job_dir).map_err(|e| e.to_string())?.display().to_string();
+    let working_dir = bounds.check(&job_dir).map_err(|e| e.to_string())?.display().to_string();
     let mut steps = Vec::with_capacity(plan.steps.len());
     for (i, step) in plan.steps.iter().enumerate() {
         let name = format!("step {i} ({:?})", step.title);
@@ -45,7 +47,8 @@ pub fn build_spec(job: &Job, rules: &PolicyRules) -> Result<ExecSpec, String> {
             ));
         }
         catalog::check_params(entry, &step.params).map_err(|e| format!("{name}: {e}"))?;
-        let params = step_params(entry, &step.params, &working_dir, rules).map_err(|e| format!("{name}: {e}"))?;
+        let params =
+            step_params(entry, &step.params, &working_dir, rules, &bounds).map_err(|e| format!("{name}: {e}"))?;
         steps.push(ExecStep {
             index: i as u32,
             action: action.clone(),
@@ -75,12 +78,13 @@ fn step_params(
     given: &BTreeMap<String, serde_json::Value>,
     job_dir: &str,
     rules: &PolicyRules,
+    bounds: &sandbox::Bounds,
 ) -> Result<BTreeMap<String, serde_json::Value>, String> {
     let mut params = given.clone();
     for p in entry.all_params().filter(|p| p.kind == catalog::Kind::Dir) {
         match params.get(p.name).and_then(|v| v.as_str()).map(str::to_owned) {
             Some(dir) => {
-                let canonical = rules.check_step_dir(&dir, job_dir).map_err(|e| e.to_string())?;
+                let canonical = bounds.check_step_dir(&dir, job_dir).map_err(|e| e.to_string())?;
                 params.insert(p.name.into(), canonical.display().to_string().into());
             }
             // Every step names its directory in the spec, so the log says where it ran.
@@ -91,11 +95,9 @@ fn step_params(
         }
     }
     let step_dir = PathBuf::from(params.get("working_dir").and_then(|v| v.as_str()).unwrap_or(job_dir));
-    let (allowed, denied) = rules.sandbox_paths();
     for p in entry.all_params().filter(|p| p.kind == catalog::Kind::Path) {
         if let Some(path) = params.get(p.name).and_then(|v| v.as_str()).map(str::to_owned) {
-            let canonical = sandbox::check_path(&path, &step_dir, &allowed, &denied)
-                .map_err(|e| format!("parameter {:?}: {e}", p.name))?;
+            let canonical = bounds.check_path(&path, &step_dir).map_err(|e| format!("parameter {:?}: {e}", p.name))?;
             params.insert(p.name.into(), canonical.display().to_string().into());
         }
     }

@@ -12,18 +12,20 @@ pub fn decide_plan(plan: &Plan, working_dir: Option<&str>, rules: &PolicyRules) 
     let mut blocked_steps = Vec::new();
     let mut step_risks = Vec::with_capacity(plan.steps.len());
     let mut dirs_ok = true;
+    // Every directory of the plan against the sandbox as it resolves now.
+    let bounds = rules.sandbox_now();
 
     if plan.steps.is_empty() {
         reasons.push("plan has no steps: nothing to approve".to_owned());
     }
     if let Some(dir) = working_dir
-        && let Err(e) = rules.check_working_dir(dir)
+        && let Err(e) = bounds.check(dir)
     {
         dirs_ok = false;
         reasons.push(format!("job: {e}"));
     }
     // A step's relative directory is the job's, as the dispatcher will resolve it.
-    let job_dir = working_dir.map(str::to_owned).or_else(|| rules.default_job_dir()).unwrap_or_default();
+    let job_dir = working_dir.map(str::to_owned).or_else(|| bounds.default_dir()).unwrap_or_default();
     for (i, step) in plan.steps.iter().enumerate() {
         let action = step
             .action
@@ -58,7 +60,7 @@ pub fn decide_plan(plan: &Plan, working_dir: Option<&str>, rules: &PolicyRules) 
         };
         for key in dir_keys {
             if let Some(dir) = step.params.get(key).and_then(|v| v.as_str())
-                && let Err(e) = rules.check_step_dir(dir, &job_dir)
+                && let Err(e) = bounds.check_step_dir(dir, &job_dir)
             {
                 dirs_ok = false;
                 blocked_steps.push(i as u32);

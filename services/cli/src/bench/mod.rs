@@ -12,6 +12,7 @@
 //! Every run starts its own nats-server and Postgres database, so it never
 //! disturbs a live system, and fails loudly if any job is lost ([`tally`]).
 
+pub mod cpu;
 pub mod dashboard;
 pub mod log;
 pub mod memory;
@@ -230,6 +231,21 @@ pub fn render(r: &Report) -> String {
                 s.throughput_jobs_per_sec,
                 s.without_sentinel_jobs_per_sec,
                 s.throughput_jobs_per_sec / s.without_sentinel_jobs_per_sec.max(1e-9)
+            ));
+        }
+    }
+    if !r.system.is_empty() {
+        out.push_str("\nCPU per job of the throughput run, ms (until memory learned the last job)\n| mode | skynet up | nats-server | load generator | rest (Postgres) | all |\n|---|---:|---:|---:|---:|---:|\n");
+        for s in &r.system {
+            let c = &s.cpu_per_job;
+            out.push_str(&format!(
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+                s.mode,
+                c.skynet_up_ms,
+                c.nats_server_ms,
+                c.load_generator_ms,
+                c.other_ms,
+                c.skynet_up_ms + c.nats_server_ms + c.load_generator_ms + c.other_ms
             ));
         }
     }

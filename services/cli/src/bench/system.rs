@@ -67,6 +67,9 @@ pub struct SystemReport {
     /// Finished jobs the memory service learned from per second, first
     /// submission to last applied (while the throughput run was going on).
     pub memory_events_per_sec: f64,
+    /// CPU each process spent per job of the throughput run, from the first
+    /// submission until memory had learned from the last job.
+    pub cpu_per_job: super::cpu::CpuPerJob,
     /// Throughput of the same run with `skynet up --without sentinel` (a
     /// server and database of its own): what watching costs.
     pub without_sentinel_jobs_per_sec: f64,
@@ -409,6 +412,7 @@ async fn run_on(
     let mut tally = Tally::default();
     eprintln!("[bench] {mode:?}: throughput run…");
     let watcher = args.watch.then(|| super::watch::start(js.clone()));
+    let cpu_before = super::cpu::Sample::take(up.0.id(), server.pid());
     let started = Instant::now();
     for i in 0..args.jobs {
         tally.submitted(submit(client, &format!("{run_id}-t{i}")).await?, Instant::now());
@@ -456,6 +460,10 @@ async fn run_on(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // Every job's work is done once memory has learned from it (the projector
+    // keeps up well before): what the jobs cost each process, per job.
+    let cpu_per_job = cpu_before.per_job(&super::cpu::Sample::take(up.0.id(), server.pid()), args.jobs);
+    eprintln!("[bench] {mode:?}: CPU per job: {cpu_per_job:?}");
 
     // Latency at a fixed offered rate.
     let mut lat = Tally::default();
@@ -539,6 +547,7 @@ async fn run_on(
         rebuild_events: events,
         rebuild_events_per_sec: rates[rates.len() / 2],
         memory_events_per_sec,
+        cpu_per_job,
         without_sentinel_jobs_per_sec: 0.0,
         rss_idle_mib,
         rss_after_mib,

@@ -49,11 +49,13 @@ impl Default for Local {
 
 impl Local {
     pub async fn run(&self, req: &StepRequest, out: OutputSink, cancel: &CancellationToken) -> StepOutcome {
-        let dir = match self.working_dir(req) {
+        // One snapshot of the sandbox for the whole step, taken right before it runs.
+        let bounds = sandbox::Bounds::now(&self.allowed_roots, &self.denied_paths);
+        let dir = match self.working_dir(req, &bounds) {
             Ok(d) => d,
             Err(e) => return StepOutcome::error(e),
         };
-        if let Err(e) = self.check_paths(req, &dir) {
+        if let Err(e) = self.check_paths(req, &dir, &bounds) {
             return StepOutcome::error(e);
         }
         let path = |name: &str| req.params.get(name).and_then(|v| v.as_str()).map(std::path::Path::new);
@@ -76,8 +78,7 @@ impl Local {
                 return files::create_directory(d, parents);
             }
             "zip_project" => {
-                let (_, denied) = self.sandbox();
-                return archive::zip_project(dir, denied, req.timeout, cancel).await;
+                return archive::zip_project(dir, bounds.denied, req.timeout, cancel).await;
             }
             "ollama_chat" => {
                 return match &self.chat {
@@ -149,31 +150,25 @@ impl Local {
 
     /// The step's directory (its `working_dir` parameter, else the spec's),
     /// canonical and inside an allowed root.
-    fn working_dir(&self, req: &StepRequest) -> Result<PathBuf, String> {
+    fn working_dir(&self, req: &StepRequest, bounds: &sandbox::Bounds) -> Result<PathBuf, String> {
         let wanted = req
             .params
             .get("working_dir")
             .and_then(|v| v.as_str())
             .map_or_else(|| req.working_dir.display().to_string(), str::to_owned);
-        let (roots, denied) = self.sandbox();
-        sandbox::check(&wanted, &roots, &denied).map_err(|e| format!("working directory not allowed: {e}"))
-    }
-
-    fn sandbox(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
-        (sandbox::canonical_roots(&self.allowed_roots), sandbox::canonical_denied(&self.denied_paths))
+        bounds.check(&wanted).map_err(|e| format!("working directory not allowed: {e}"))
     }
 
     /// Every directory and path parameter again, right before the step runs:
     /// still inside the sandbox, and still the canonical path the dispatcher
     /// checked (a symbolic link swapped in since then is refused).
-    fn check_paths(&self, req: &StepRequest, dir: &std::path::Path) -> Result<(), String> {
+    fn check_paths(&self, req: &StepRequest, dir: &std::path::Path, bounds: &sandbox::Bounds) -> Result<(), String> {
         let Some(entry) = catalog::action(&req.action) else { return Ok(()) };
-        let (roots, denied) = self.sandbox();
         for p in entry.all_params().filter(|p| matches!(p.kind, catalog::Kind::Dir | catalog::Kind::Path)) {
             let Some(given) = req.params.get(p.name).and_then(|v| v.as_str()) else { continue };
             let now = match p.kind {
-                catalog::Kind::Dir => sandbox::check(given, &roots, &denied),
-                _ => sandbox::check_path(given, dir, &roots, &denied),
+                catalog::Kind::Dir => bounds.check(given),
+                _ => bounds.check_path(given, dir),
             }
             .map_err(|e| format!("parameter {:?} not allowed: {e}", p.name))?;
             if now.as_path() != std::path::Path::new(given) {
