@@ -252,6 +252,24 @@ mod tests {
     }
 
     #[test]
+    fn every_decision_resolves_the_sandbox_afresh() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(base.path()).expect("canonical");
+        std::fs::create_dir(root.join("proj")).expect("dir");
+        let mut rules = PolicyRules::defaults();
+        rules.sandbox.allowed_roots = vec![root.display().to_string()];
+        rules.sandbox.denied_paths = vec![root.join("secret").display().to_string()];
+        let proj = root.join("proj").display().to_string();
+        let decide = || decide_plan(&plan(vec![step("s", Some("git_status"), Risk::ReadOnly)]), Some(&proj), &rules);
+        assert!(decide().allowed, "{:?}", decide().reasons);
+        // The denied path appears as a link to the project: the next decision
+        // of the same rules refuses the project.
+        std::os::unix::fs::symlink(root.join("proj"), root.join("secret")).expect("link");
+        let d = decide();
+        assert!(!d.allowed && d.reasons.iter().any(|r| r.contains("inside denied path")), "{:?}", d.reasons);
+    }
+
+    #[test]
     fn initiative_jobs_run_only_what_needs_no_person() {
         let rules = PolicyRules::defaults();
         let decide = |steps: Vec<PlanStep>, rules: &PolicyRules| {

@@ -423,7 +423,6 @@ async fn run_on(
         w.abort();
     }
     tally.check().context("throughput run")?;
-    log_confirms(js, &tally).await.context("throughput run, in the log")?;
     let elapsed = tally.last_success().map_or(0.0, |t| t.duration_since(started).as_secs_f64());
     let throughput = args.jobs as f64 / elapsed.max(1e-9);
     let mut stream = js.get_stream(skynet_bus::definitions::EVENTS_STREAM).await?;
@@ -461,9 +460,11 @@ async fn run_on(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     // Every job's work is done once memory has learned from it (the projector
-    // keeps up well before): what the jobs cost each process, per job.
+    // keeps up well before): what the jobs cost each process, per job. The
+    // benchmark's own check of every job in the log comes after.
     let cpu_per_job = cpu_before.per_job(&super::cpu::Sample::take(up.0.id(), server.pid()), args.jobs);
     eprintln!("[bench] {mode:?}: CPU per job: {cpu_per_job:?}");
+    log_confirms(js, &tally).await.context("throughput run, in the log")?;
 
     // Latency at a fixed offered rate.
     let mut lat = Tally::default();
