@@ -547,18 +547,13 @@ async fn store_output(ctx: &Ctx, job: JobId, step: u32, lease: u64, o: &StepOutc
 
 /// Stores every artifact the plan named that exists inside the working directory.
 async fn store_artifacts(run: &mut Run<'_>, names: Vec<String>, working_dir: &str) -> Result<(), Stop> {
+    let root = std::path::PathBuf::from(working_dir);
+    // Inside the job's directory, never inside a denied path (SKYNET's own
+    // data), and never through a symbolic link in the last component: the
+    // denied paths resolved once for all of this job's artifacts.
+    let denied =
+        run.ctx.config.providers.local.as_ref().map(|l| sandbox::canonical_denied(&l.denied_paths)).unwrap_or_default();
     for name in names {
-        let root = std::path::PathBuf::from(working_dir);
-        // Inside the job's directory, never inside a denied path (SKYNET's own
-        // data), and never through a symbolic link in the last component.
-        let denied = run
-            .ctx
-            .config
-            .providers
-            .local
-            .as_ref()
-            .map(|l| sandbox::canonical_denied(&l.denied_paths))
-            .unwrap_or_default();
         let path = match sandbox::check_path(&name, &root, std::slice::from_ref(&root), &denied) {
             Ok(p) => p,
             Err(e) => {
