@@ -3,8 +3,12 @@
 /// How the memory service runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Events applied at once.
+    /// Questions answered at once.
     pub concurrency: usize,
+    /// Events of the consumer in hand at once: each is read and turned into
+    /// a change while earlier ones wait for the writer, which applies all the
+    /// changes waiting in one transaction (see `crate::group`).
+    pub learning: usize,
     /// Failure patterns returned per similar-jobs question.
     pub failures_per_query: i64,
     /// Records older than this many days are forgotten (failure patterns and
@@ -23,6 +27,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             concurrency: 8,
+            learning: 64,
             failures_per_query: 10,
             retention_days: 90,
             retention_every_secs: 3600,

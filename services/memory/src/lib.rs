@@ -15,6 +15,7 @@
 
 mod answers;
 mod config;
+pub mod group;
 mod known;
 pub mod learn;
 mod rebuild;

@@ -7,7 +7,8 @@ use skynet_bus::codec;
 use skynet_bus::definitions::EVENTS_STREAM;
 use skynet_contract::memory::{self, MemoryForgotten, MemoryRecorded};
 
-use crate::service::{Change, Deps, MemoryError, apply, learn_job, migrate};
+use crate::group::Change;
+use crate::service::{Deps, MemoryError, learn_job, migrate};
 use crate::store::LOG_TABLES;
 
 /// The terminal kinds, whose events each end a job memory learns from.
@@ -40,11 +41,11 @@ pub async fn rebuild(deps: &Deps) -> Result<usize, MemoryError> {
             }
             match env.ty.as_str() {
                 memory::RECORDED => match env.data_as::<MemoryRecorded>() {
-                    Ok(r) => apply(&deps.db, &env.id, Change::Recorded(&r, env.time)).await,
+                    Ok(r) => deps.writer.apply(&env.id, Change::Recorded(r, env.time)).await,
                     Err(_) => continue,
                 },
                 memory::FORGOTTEN => match env.data_as::<MemoryForgotten>() {
-                    Ok(f) => apply(&deps.db, &env.id, Change::Forgotten(&f)).await,
+                    Ok(f) => deps.writer.apply(&env.id, Change::Forgotten(f)).await,
                     Err(_) => continue,
                 },
                 _ => continue,

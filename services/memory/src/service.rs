@@ -18,7 +18,8 @@ use sqlx::PgPool;
 use tracing::{Instrument, info, info_span};
 
 use crate::config::Config;
-use crate::{learn, store};
+use crate::group::{Change, Writer};
+use crate::learn;
 
 pub(crate) const SERVICE: &str = "memory";
 pub(crate) const SOURCE: &str = "skynet/memory";
@@ -39,6 +40,8 @@ pub struct Deps {
     pub retrievals: crate::upkeep::Retrievals,
     /// The planner's answers about known failures, held briefly (see [`crate::known`]).
     pub known_failures: crate::known::KnownFailures,
+    /// Applies what the log teaches into `db`, in group commits.
+    pub(crate) writer: Writer,
 }
 
 impl Deps {
@@ -50,7 +53,17 @@ impl Deps {
         db: PgPool,
         principals: Arc<Principals>,
     ) -> Deps {
-        Deps { js, nats, store, db, principals, retrievals: Default::default(), known_failures: Default::default() }
+        let writer = Writer::new(db.clone());
+        Deps {
+            js,
+            nats,
+            store,
+            db,
+            principals,
+            retrievals: Default::default(),
+            known_failures: Default::default(),
+            writer,
+        }
     }
 }
 
@@ -86,7 +99,10 @@ pub async fn run(
     let options = (*deps.db.connect_options()).clone();
     let pool = |n: u32| sqlx::postgres::PgPoolOptions::new().max_connections(n).connect_lazy_with(options.clone());
     let asking = Deps { db: pool(config.query_connections), ..deps.clone() };
-    let learning = Deps { db: pool(u32::try_from(config.concurrency).unwrap_or(8).max(1)), ..deps.clone() };
+    // One writer applies what is learned (see `crate::group`); its batches wait
+    // on each other's locks only across memory processes.
+    let learning_db = pool(1);
+    let learning = Deps { writer: Writer::new(learning_db.clone()), db: learning_db, ..deps.clone() };
     let mut tasks = tokio::task::JoinSet::new();
     for subject in [memory::SIMILAR_SUBJECT, memory::QUERY_SUBJECT, memory::ADD, memory::FORGET] {
         let sub = deps
@@ -100,7 +116,7 @@ pub async fn run(
     tasks.spawn(crate::upkeep::retention(asking.clone(), config.clone(), stop.clone()));
     tasks.spawn(crate::upkeep::flush_usage(asking.clone(), stop.clone()));
     info!(service = SERVICE, "memory running");
-    let spec = ConsumerSpec::new(EVENTS_STREAM, "memory", SERVICE, config.concurrency);
+    let spec = ConsumerSpec::new(EVENTS_STREAM, "memory", SERVICE, config.learning);
     // Shared by every message's handling, not cloned for each.
     let handler_deps = std::sync::Arc::new(learning);
     let consumed = consumer::run(
@@ -147,8 +163,9 @@ pub(crate) async fn learn_job(deps: &Deps, job: JobId, event_id: &str, seq: u64)
     })?;
     let events = decode_job(&stored, seq);
     let Some(lesson) = learn::lesson(job, &events) else { return Ok(()) };
-    apply(&deps.db, event_id, Change::Lesson(&lesson)).await?;
-    if !lesson.failures.is_empty() {
+    let failed = !lesson.failures.is_empty();
+    deps.writer.apply(event_id, Change::Lesson(lesson)).await?;
+    if failed {
         deps.known_failures.forget_all();
     }
     // Learned: its messages need not be held any longer.
@@ -172,30 +189,6 @@ pub(crate) fn decode_job(
         .collect()
 }
 
-/// What one event changes.
-pub(crate) enum Change<'a> {
-    Lesson(&'a learn::Lesson),
-    Recorded(&'a MemoryRecorded, DateTime<Utc>),
-    Forgotten(&'a MemoryForgotten),
-}
-
-/// Applies `change` in a transaction that also marks `event_id` applied; a
-/// second delivery of the same event does nothing.
-pub(crate) async fn apply(db: &PgPool, event_id: &str, change: Change<'_>) -> Result<(), String> {
-    let db_err = |e: sqlx::Error| format!("memory database: {e}");
-    let mut tx = db.begin().await.map_err(db_err)?;
-    if !store::first_time(&mut tx, event_id).await.map_err(db_err)? {
-        return Ok(());
-    }
-    match change {
-        Change::Lesson(l) => store::apply_lesson(&mut tx, l).await,
-        Change::Recorded(r, at) => store::apply_recorded(&mut tx, r, at).await,
-        Change::Forgotten(f) => store::apply_forgotten(&mut tx, f).await,
-    }
-    .map_err(db_err)?;
-    tx.commit().await.map_err(db_err)
-}
-
 async fn handle_memory_event(deps: &Deps, msg: &Message) -> Disposition {
     let env = match codec::decode(msg.headers.as_ref(), &msg.payload) {
         Ok(env) => env,
@@ -208,11 +201,11 @@ async fn handle_memory_event(deps: &Deps, msg: &Message) -> Disposition {
     let at = env.time;
     let result = match env.ty.as_str() {
         memory::RECORDED => match env.data_as::<MemoryRecorded>() {
-            Ok(r) => apply(&deps.db, &env.id, Change::Recorded(&r, at)).await,
+            Ok(r) => deps.writer.apply(&env.id, Change::Recorded(r, at)).await,
             Err(e) => return Disposition::DeadLetter { code: "bad_data", reason: e.to_string() },
         },
         memory::FORGOTTEN => match env.data_as::<MemoryForgotten>() {
-            Ok(f) => apply(&deps.db, &env.id, Change::Forgotten(&f)).await,
+            Ok(f) => deps.writer.apply(&env.id, Change::Forgotten(f)).await,
             Err(e) => return Disposition::DeadLetter { code: "bad_data", reason: e.to_string() },
         },
         other => return Disposition::DeadLetter { code: "unknown_type", reason: format!("no memory event {other}") },

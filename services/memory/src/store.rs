@@ -78,7 +78,8 @@ async fn upsert(
 }
 
 /// Writes what a finished job taught: its execution, its failures (each
-/// counted once per job and step), its plan shape's run. Aggregates are
+/// counted once per job and step), its plan shape's run. The transaction
+/// must hold the locks of [`lesson_locks`]. Aggregates are
 /// updated in place, each occurrence once (constant work per job, however many
 /// came before), and only with what is commutative — counts, extremes, the
 /// latest jobs by time — so any order of application, a rebuild's included,
@@ -90,9 +91,6 @@ pub async fn apply_lesson(tx: &mut Tx<'_>, lesson: &Lesson) -> Result<(), sqlx::
     upsert(tx, &id, MemoryKind::TaskExecution, &x.text(), &x.content(), Some(x.succeeded()), dir, at, at).await?;
     for f in &lesson.failures {
         let pid = pattern_id(&f.signature());
-        // Jobs failing the same way are applied concurrently: one at a time
-        // per pattern, so each sees the others' counts.
-        lock(tx, &pid).await?;
         let new = sqlx::query(
             "INSERT INTO memory_failures (pattern_id, job_id, step, working_dir, at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT DO NOTHING",
@@ -140,9 +138,7 @@ pub async fn apply_lesson(tx: &mut Tx<'_>, lesson: &Lesson) -> Result<(), sqlx::
         upsert(tx, &pid, MemoryKind::FailurePattern, &text, &content, Some(false), None, first, last).await?;
     }
     // A plan that ran (not one denied or never planned) is a strategy's run.
-    if !x.actions.is_empty() && matches!(x.outcome.as_str(), "succeeded" | "failed" | "timed_out") {
-        let sid = strategy_id(&x.actions);
-        lock(tx, &sid).await?;
+    if let Some(sid) = strategy_of(x) {
         let new = sqlx::query(
             "INSERT INTO memory_strategy_runs (strategy_id, job_id, succeeded, duration_ms, at)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -189,9 +185,28 @@ async fn current(tx: &mut Tx<'_>, id: &str) -> Result<serde_json::Value, sqlx::E
     Ok(v.unwrap_or(serde_json::Value::Null))
 }
 
-/// Serialises writers of one aggregate record until the transaction ends.
-async fn lock(tx: &mut Tx<'_>, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(id).execute(&mut **tx).await?;
+/// The plan shape's record a finished job counts towards: a plan that ran
+/// (not one denied or never planned).
+fn strategy_of(x: &crate::learn::Execution) -> Option<String> {
+    let ran = !x.actions.is_empty() && matches!(x.outcome.as_str(), "succeeded" | "failed" | "timed_out");
+    ran.then(|| strategy_id(&x.actions))
+}
+
+/// The aggregate records `lesson` updates in place, whose locks
+/// [`apply_lesson`]'s transaction must hold ([`lock_all`]).
+pub fn lesson_locks(lesson: &Lesson) -> Vec<String> {
+    let patterns = lesson.failures.iter().map(|f| pattern_id(&f.signature()));
+    patterns.chain(strategy_of(&lesson.execution)).collect()
+}
+
+/// Serialises writers of these aggregate records until the transaction ends:
+/// jobs ending the same way are applied concurrently (and by several memory
+/// processes), and each must see the others' counts. Taken in the order
+/// given: callers sort, so that two transactions never wait on each other.
+pub async fn lock_all(tx: &mut Tx<'_>, ids: &[String]) -> Result<(), sqlx::Error> {
+    for id in ids {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(id).execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

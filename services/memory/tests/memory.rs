@@ -224,3 +224,81 @@ async fn retention_forgets_old_records_as_events_but_keeps_failure_patterns() ->
     assert!(left.iter().any(|l| l == "environment_fact: new-fact about the build host"), "{left:?}");
     Ok(())
 }
+
+fn lesson(n: u32, outcome: &str, intent: &str) -> skynet_memory::learn::Lesson {
+    let failed = outcome == "failed";
+    let execution = skynet_memory::learn::Execution {
+        job: JobId::for_request("t", &format!("burst-{n}")),
+        intent: intent.into(),
+        working_dir: Some("/srv/app".into()),
+        summary: "Run the tests".into(),
+        actions: vec!["git_status".into(), "run_tests".into()],
+        outcome: outcome.into(),
+        risk: None,
+        duration_ms: Some(u64::from(n)),
+        provider: None,
+        error: failed.then(|| "exit code 2".into()),
+        artifacts: vec![],
+        finished_at: Utc::now(),
+    };
+    let failure = skynet_memory::learn::StepFailure {
+        step: 1,
+        action: "run_tests".into(),
+        class: "exit_2".into(),
+        message: "exit code #".into(),
+    };
+    skynet_memory::learn::Lesson { execution, failures: if failed { vec![failure] } else { vec![] } }
+}
+
+async fn content(db: &sqlx::PgPool, id: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(sqlx::query_scalar("SELECT content FROM memory_records WHERE id = $1").bind(id).fetch_one(db).await?)
+}
+
+#[tokio::test]
+async fn a_burst_of_same_shaped_jobs_is_learned_in_few_transactions_and_a_refused_one_fails_alone() -> anyhow::Result<()>
+{
+    use skynet_memory::group::{Change, Writer};
+    let db = TestDb::create().await?;
+    let pool = db.pool().await?;
+    skynet_memory::migrate(&pool).await?;
+    let writer = Writer::new(pool.clone());
+
+    // Forty jobs of one plan shape end at once, every fourth failing the same
+    // way: each counts once towards the shape and the pattern, however they
+    // were grouped.
+    let outcome = |n: u32| if n.is_multiple_of(4) { "failed" } else { "succeeded" };
+    let burst = (0..40u32).map(|n| {
+        let writer = writer.clone();
+        async move { writer.apply(&format!("ev-{n}"), Change::Lesson(lesson(n, outcome(n), "run the tests"))).await }
+    });
+    let results = futures::future::join_all(burst).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let grouped = writer.transactions();
+    assert!(grouped < 40, "forty changes in {grouped} transactions: not grouped");
+    let shape = store::lesson_locks(&lesson(1, "succeeded", "x")).pop().expect("the shape's record");
+    let strategy = content(&pool, &shape).await?;
+    assert_eq!((strategy["times_used"].as_u64(), strategy["successes"].as_u64()), (Some(40), Some(30)), "{strategy}");
+    let pattern = store::lesson_locks(&lesson(0, "failed", "x")).remove(0);
+    assert_eq!(content(&pool, &pattern).await?["count"].as_u64(), Some(10));
+
+    // Delivered again (the same events) with a change Postgres refuses among
+    // them (a NUL in the text): the refused one fails alone, the others are
+    // applied once — that is, not again — and a new one beside them counts.
+    let again = (0..40u32).map(|n| {
+        let writer = writer.clone();
+        async move { writer.apply(&format!("ev-{n}"), Change::Lesson(lesson(n, outcome(n), "run the tests"))).await }
+    });
+    let poisoned = writer.apply("ev-poison", Change::Lesson(lesson(100, "succeeded", "run the\0tests")));
+    let fresh = writer.apply("ev-41", Change::Lesson(lesson(41, "succeeded", "run the tests")));
+    let (again, poisoned, fresh) = tokio::join!(futures::future::join_all(again), poisoned, fresh);
+    assert!(again.iter().all(Result::is_ok), "{again:?}");
+    let refused = poisoned.expect_err("a NUL is refused");
+    assert!(refused.starts_with("memory database:"), "{refused}");
+    fresh.map_err(|e| anyhow::anyhow!(e))?;
+    let strategy = content(&pool, &shape).await?;
+    assert_eq!((strategy["times_used"].as_u64(), strategy["successes"].as_u64()), (Some(41), Some(31)), "{strategy}");
+    assert_eq!(content(&pool, &pattern).await?["count"].as_u64(), Some(10));
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM memory_applied").fetch_one(&pool).await?;
+    assert_eq!(applied, 41, "the refused change left nothing behind");
+    Ok(())
+}
