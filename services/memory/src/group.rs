@@ -12,20 +12,28 @@
 //! result only after the transaction holding it committed (then the message is
 //! acked), and a change already applied (a redelivery) is skipped inside the
 //! batch as before. A change Postgres refuses must not take its batch with it:
-//! when a batch fails, each of its changes is applied again alone, so only the
-//! refused one fails (and is retried, then dead-lettered, by the consumer).
+//! when a batch is refused (a data or constraint error: one change's doing),
+//! each of its changes is applied again alone, so only the refused one fails
+//! (and is retried, then dead-lettered, by the consumer). When Postgres is
+//! away, restarting or in a deadlock, the whole batch fails at once and the
+//! consumer retries each change later.
 //!
-//! Locks are taken up front, sorted, for the whole batch: two memory processes
-//! applying batches that share records take them in the same order.
+//! Record locks are taken up front, sorted, for the whole batch, so two memory
+//! processes never wait on each other's aggregate records in opposite orders;
+//! rows of different events may still meet in opposite orders (a redelivery
+//! in the other process), which Postgres detects as a deadlock: that batch
+//! fails and is retried, nothing is lost.
+//!
+//! A writer task that stopped (a panic) is started again by the next change.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use skynet_contract::memory::{MemoryForgotten, MemoryRecorded};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::learn::Lesson;
 use crate::store;
@@ -52,7 +60,7 @@ struct Request {
 #[derive(Clone)]
 pub struct Writer {
     db: PgPool,
-    queue: Arc<OnceLock<mpsc::UnboundedSender<Request>>>,
+    queue: Arc<Mutex<Option<mpsc::UnboundedSender<Request>>>>,
     transactions: Arc<AtomicU64>,
 }
 
@@ -71,11 +79,20 @@ impl Writer {
     /// Applies `change` once, marking `event_id` applied in the same
     /// transaction; a change whose event was applied before does nothing.
     pub async fn apply(&self, event_id: &str, change: Change) -> Result<(), String> {
-        let queue = self.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run(self.db.clone(), rx, self.transactions.clone()));
-            tx
-        });
+        let queue = {
+            let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &*queue {
+                Some(q) if !q.is_closed() => q.clone(),
+                stopped => {
+                    if stopped.is_some() {
+                        error!(service = "memory", "the memory writer stopped; starting it again");
+                    }
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(run(self.db.clone(), rx, self.transactions.clone()));
+                    queue.insert(tx).clone()
+                }
+            }
+        };
         let (done, result) = oneshot::channel();
         queue
             .send(Request { event_id: event_id.to_owned(), change, done })
@@ -106,9 +123,20 @@ async fn run(db: PgPool, mut rx: mpsc::UnboundedReceiver<Request>, transactions:
                 let _ = r.done.send(Err(db_error(&e)));
             }),
             Err(e) => {
-                warn!(service = "memory", error = %e, changes = batch.len(), "a batch failed; applying its changes one by one");
+                warn!(service = "memory", error = %e, changes = batch.len(), "a batch was refused; applying its changes one by one");
+                // Once Postgres is away, the rest fail at once.
+                let mut away: Option<String> = None;
                 for r in batch.drain(..) {
-                    let result = retry_alone(&db, &r, &transactions).await;
+                    let result = match &away {
+                        Some(reason) => Err(reason.clone()),
+                        None => retry_alone(&db, &r, &transactions).await.map_err(|e| {
+                            let reason = db_error(&e);
+                            if !refused(&e) {
+                                away = Some(reason.clone());
+                            }
+                            reason
+                        }),
+                    };
                     let _ = r.done.send(result);
                 }
             }
@@ -116,15 +144,18 @@ async fn run(db: PgPool, mut rx: mpsc::UnboundedReceiver<Request>, transactions:
     }
 }
 
-async fn retry_alone(db: &PgPool, r: &Request, transactions: &AtomicU64) -> Result<(), String> {
+async fn retry_alone(db: &PgPool, r: &Request, transactions: &AtomicU64) -> Result<(), sqlx::Error> {
     transactions.fetch_add(1, Ordering::Relaxed);
-    apply_all(db, &[(r.event_id.as_str(), &r.change)]).await.map_err(|e| db_error(&e))
+    apply_all(db, &[(r.event_id.as_str(), &r.change)]).await
 }
 
-/// Whether Postgres answered with an error (a statement or the transaction
-/// refused, which may be one change's doing), rather than not answering.
+/// Whether Postgres refused what a change wrote — a data exception (a NUL, a
+/// number out of range), a constraint, a statement it cannot run, a limit
+/// (nesting too deep) — which may be one change's doing. Not: a connection
+/// lost, the server shutting down or read-only, a deadlock, out of resources.
 fn refused(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(_))
+    let code = e.as_database_error().and_then(|d| d.code());
+    matches!(code.as_deref().and_then(|c| c.get(..2)), Some("22" | "23" | "42" | "54"))
 }
 
 fn db_error(e: &sqlx::Error) -> String {
@@ -139,7 +170,10 @@ async fn apply_all(db: &PgPool, changes: &[(&str, &Change)]) -> Result<(), sqlx:
         .iter()
         .flat_map(|(_, c)| match c {
             Change::Lesson(l) => store::lesson_locks(l),
-            Change::Recorded(..) | Change::Forgotten(_) => vec![],
+            // A record added or forgotten may be one a lesson updates in
+            // place (forgetting a plan shape while another process counts it).
+            Change::Recorded(r, _) => vec![r.id.clone()],
+            Change::Forgotten(f) => vec![f.id.clone()],
         })
         .collect();
     locks.sort_unstable();

@@ -97,7 +97,15 @@ pub async fn run(
     // same way) and must neither starve the answers the planner waits for nor
     // the other services sharing the process's pool.
     let options = (*deps.db.connect_options()).clone();
-    let pool = |n: u32| sqlx::postgres::PgPoolOptions::new().max_connections(n).connect_lazy_with(options.clone());
+    // Waiting for a connection as long as the process's own pool does: during
+    // an outage a change fails after 5 s and is retried by the consumer, well
+    // within its ack wait.
+    let pool = |n: u32| {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(n)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_lazy_with(options.clone())
+    };
     let asking = Deps { db: pool(config.query_connections), ..deps.clone() };
     // One writer applies what is learned (see `crate::group`); its batches wait
     // on each other's locks only across memory processes.

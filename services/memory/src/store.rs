@@ -202,7 +202,8 @@ pub fn lesson_locks(lesson: &Lesson) -> Vec<String> {
 /// Serialises writers of these aggregate records until the transaction ends:
 /// jobs ending the same way are applied concurrently (and by several memory
 /// processes), and each must see the others' counts. Taken in the order
-/// given: callers sort, so that two transactions never wait on each other.
+/// given: callers sort, so that two transactions never take two of them in
+/// opposite orders.
 pub async fn lock_all(tx: &mut Tx<'_>, ids: &[String]) -> Result<(), sqlx::Error> {
     for id in ids {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(id).execute(&mut **tx).await?;
