@@ -179,15 +179,30 @@ async fn apply_all(db: &PgPool, changes: &[(&str, &Change)]) -> Result<(), sqlx:
     locks.sort_unstable();
     locks.dedup();
     store::lock_all(&mut tx, &locks).await?;
+    // Plan-shape runs commute with each other, so the batch counts them
+    // together — but not past a record added or forgotten, which may be a
+    // shape's record: those are applied in their place, after the runs
+    // before them.
+    let mut runs = Vec::new();
     for (event_id, change) in changes {
         if !store::first_time(&mut tx, event_id).await? {
             continue;
         }
         match change {
-            Change::Lesson(l) => store::apply_lesson(&mut tx, l).await?,
-            Change::Recorded(r, at) => store::apply_recorded(&mut tx, r, *at).await?,
-            Change::Forgotten(f) => store::apply_forgotten(&mut tx, f).await?,
+            Change::Lesson(l) => {
+                store::apply_execution(&mut tx, l).await?;
+                runs.push(&l.execution);
+            }
+            Change::Recorded(r, at) => {
+                store::apply_runs(&mut tx, &std::mem::take(&mut runs)).await?;
+                store::apply_recorded(&mut tx, r, *at).await?;
+            }
+            Change::Forgotten(f) => {
+                store::apply_runs(&mut tx, &std::mem::take(&mut runs)).await?;
+                store::apply_forgotten(&mut tx, f).await?;
+            }
         }
     }
+    store::apply_runs(&mut tx, &runs).await?;
     tx.commit().await
 }

@@ -10,13 +10,15 @@
 //! success (1.0, or 0.3 for a failure) + 0.35 relevance + 0.10 frequency
 //! (retrievals / 10, at most 1). Every record returned is counted as retrieved.
 
+use std::collections::{BTreeMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use skynet_contract::memory::{KnownFailure, MemoryForgotten, MemoryHit, MemoryKind, MemoryRecorded};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
-use crate::learn::Lesson;
+use crate::learn::{Execution, Lesson};
 
 type Tx<'a> = Transaction<'a, Postgres>;
 
@@ -85,6 +87,13 @@ async fn upsert(
 /// latest jobs by time — so any order of application, a rebuild's included,
 /// gives the same records.
 pub async fn apply_lesson(tx: &mut Tx<'_>, lesson: &Lesson) -> Result<(), sqlx::Error> {
+    apply_execution(tx, lesson).await?;
+    apply_runs(tx, &[&lesson.execution]).await
+}
+
+/// [`apply_lesson`] but for its plan shape's run, which is left to
+/// [`apply_runs`] (a batch counts all its runs of one shape at once).
+pub async fn apply_execution(tx: &mut Tx<'_>, lesson: &Lesson) -> Result<(), sqlx::Error> {
     let x = &lesson.execution;
     let (id, at) = (x.job.to_string(), x.finished_at);
     let dir = x.working_dir.as_deref();
@@ -137,41 +146,59 @@ pub async fn apply_lesson(tx: &mut Tx<'_>, lesson: &Lesson) -> Result<(), sqlx::
         let text = format!("{} failed ({}): {}", f.action, f.class, f.message);
         upsert(tx, &pid, MemoryKind::FailurePattern, &text, &content, Some(false), None, first, last).await?;
     }
-    // A plan that ran (not one denied or never planned) is a strategy's run.
-    if let Some(sid) = strategy_of(x) {
-        let new = sqlx::query(
+    Ok(())
+}
+
+/// Counts the runs of these finished jobs towards their plan shapes: each
+/// shape's runs inserted in one statement and its record updated once, with
+/// every run not counted before. The transaction must hold the shapes' locks
+/// ([`lesson_locks`]).
+pub async fn apply_runs(tx: &mut Tx<'_>, runs: &[&Execution]) -> Result<(), sqlx::Error> {
+    let mut shapes: BTreeMap<String, Vec<&Execution>> = BTreeMap::new();
+    for x in runs {
+        if let Some(sid) = strategy_of(x) {
+            shapes.entry(sid).or_default().push(x);
+        }
+    }
+    for (sid, xs) in shapes {
+        let new: HashSet<uuid::Uuid> = sqlx::query_scalar(
             "INSERT INTO memory_strategy_runs (strategy_id, job_id, succeeded, duration_ms, at)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+             SELECT $1, * FROM unnest($2::uuid[], $3::bool[], $4::int8[], $5::timestamptz[])
+             ON CONFLICT DO NOTHING RETURNING job_id",
         )
         .bind(&sid)
-        .bind(x.job.0)
-        .bind(x.succeeded())
-        .bind(x.duration_ms.and_then(|d| i64::try_from(d).ok()))
-        .bind(at)
-        .execute(&mut **tx)
+        .bind(xs.iter().map(|x| x.job.0).collect::<Vec<_>>())
+        .bind(xs.iter().map(|x| x.succeeded()).collect::<Vec<_>>())
+        .bind(xs.iter().map(|x| x.duration_ms.and_then(|d| i64::try_from(d).ok())).collect::<Vec<_>>())
+        .bind(xs.iter().map(|x| x.finished_at).collect::<Vec<_>>())
+        .fetch_all(&mut **tx)
         .await?
-        .rows_affected();
-        if new == 1 {
-            let old = current(tx, &sid).await?;
-            let n = old["times_used"].as_u64().unwrap_or(0) + 1;
-            let ok = old["successes"].as_u64().unwrap_or(0) + u64::from(x.succeeded());
-            let timed =
-                old["timed_successes"].as_u64().unwrap_or(0) + u64::from(x.succeeded() && x.duration_ms.is_some());
-            let total_ms = old["total_success_ms"].as_u64().unwrap_or(0)
-                + if x.succeeded() { x.duration_ms.unwrap_or(0) } else { 0 };
-            let first =
-                old["first_run"].as_str().and_then(|t| t.parse::<DateTime<Utc>>().ok()).map_or(at, |t| t.min(at));
-            let last = old["last_run"].as_str().and_then(|t| t.parse::<DateTime<Utc>>().ok()).map_or(at, |t| t.max(at));
-            let content = json!({
-                "actions": x.actions, "times_used": n, "successes": ok, "success_rate": ok as f64 / n as f64,
-                "timed_successes": timed, "total_success_ms": total_ms,
-                "mean_duration_secs": (timed > 0).then(|| total_ms as f64 / timed as f64 / 1000.0),
-                "first_run": first, "last_run": last,
-            });
-            // A shape that never succeeded is kept too, with its rate of 0.
-            let text = format!("plan {}", x.actions.join(" then "));
-            upsert(tx, &sid, MemoryKind::SuccessStrategy, &text, &content, Some(ok > 0), None, first, last).await?;
-        }
+        .into_iter()
+        .collect();
+        // A job twice in `runs` was inserted once: count its first.
+        let mut seen = HashSet::new();
+        let xs: Vec<&Execution> = xs.into_iter().filter(|x| new.contains(&x.job.0) && seen.insert(x.job.0)).collect();
+        let Some(shape) = xs.first() else { continue };
+        let old = current(tx, &sid).await?;
+        let succeeded = || xs.iter().filter(|x| x.succeeded());
+        let n = old["times_used"].as_u64().unwrap_or(0) + xs.len() as u64;
+        let ok = old["successes"].as_u64().unwrap_or(0) + succeeded().count() as u64;
+        let timed = old["timed_successes"].as_u64().unwrap_or(0)
+            + succeeded().filter(|x| x.duration_ms.is_some()).count() as u64;
+        let total_ms =
+            old["total_success_ms"].as_u64().unwrap_or(0) + succeeded().filter_map(|x| x.duration_ms).sum::<u64>();
+        let at = |key: &str| old[key].as_str().and_then(|t| t.parse::<DateTime<Utc>>().ok());
+        let first = xs.iter().map(|x| x.finished_at).chain(at("first_run")).min().unwrap_or(shape.finished_at);
+        let last = xs.iter().map(|x| x.finished_at).chain(at("last_run")).max().unwrap_or(shape.finished_at);
+        let content = json!({
+            "actions": shape.actions, "times_used": n, "successes": ok, "success_rate": ok as f64 / n as f64,
+            "timed_successes": timed, "total_success_ms": total_ms,
+            "mean_duration_secs": (timed > 0).then(|| total_ms as f64 / timed as f64 / 1000.0),
+            "first_run": first, "last_run": last,
+        });
+        // A shape that never succeeded is kept too, with its rate of 0.
+        let text = format!("plan {}", shape.actions.join(" then "));
+        upsert(tx, &sid, MemoryKind::SuccessStrategy, &text, &content, Some(ok > 0), None, first, last).await?;
     }
     Ok(())
 }
@@ -187,7 +214,7 @@ async fn current(tx: &mut Tx<'_>, id: &str) -> Result<serde_json::Value, sqlx::E
 
 /// The plan shape's record a finished job counts towards: a plan that ran
 /// (not one denied or never planned).
-fn strategy_of(x: &crate::learn::Execution) -> Option<String> {
+fn strategy_of(x: &Execution) -> Option<String> {
     let ran = !x.actions.is_empty() && matches!(x.outcome.as_str(), "succeeded" | "failed" | "timed_out");
     ran.then(|| strategy_id(&x.actions))
 }

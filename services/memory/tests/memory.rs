@@ -329,5 +329,25 @@ async fn a_burst_of_same_shaped_jobs_is_learned_in_few_transactions_and_a_refuse
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert!(other.transactions() >= 5, "the second writer ran {} transactions", other.transactions());
     assert_eq!(content(&pool, &shape).await?["times_used"].as_u64(), Some(42 + 200));
+
+    // One batch: a job learned under two events counts once; the shape
+    // forgotten between two runs counts only the run after it, as when the
+    // three are applied one by one.
+    let before = writer.transactions();
+    let forget =
+        skynet_contract::memory::MemoryForgotten { id: shape.clone(), reason: "test".into(), forgotten_by: "t".into() };
+    let run =
+        |event: &'static str, n: u32| writer.apply(event, Change::Lesson(lesson(n, "succeeded", "run the tests")));
+    let (a, b, c, d) = tokio::join!(
+        run("ev-twice-1", 2000),
+        run("ev-twice-2", 2000),
+        writer.apply("ev-forget", Change::Forgotten(forget)),
+        run("ev-after", 2001)
+    );
+    a.and(b).and(c).and(d).map_err(|e| anyhow::anyhow!(e))?;
+    assert_eq!(writer.transactions(), before + 1);
+    assert_eq!(content(&pool, &shape).await?["times_used"].as_u64(), Some(1));
+    let job = |n: u32| JobId::for_request("t", &format!("burst-{n}")).to_string();
+    assert!(rows(&pool).await?.iter().any(|(id, _, _)| *id == job(2000)), "the job's own record stays");
     Ok(())
 }
