@@ -64,12 +64,6 @@ pub struct Writer {
     transactions: Arc<AtomicU64>,
 }
 
-impl std::fmt::Debug for Writer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").field("transactions", &self.transactions()).finish_non_exhaustive()
-    }
-}
-
 impl Writer {
     /// A writer into `db` (nothing runs until the first change).
     pub fn new(db: PgPool) -> Writer {
