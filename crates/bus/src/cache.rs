@@ -28,6 +28,11 @@ use tokio::sync::Notify;
 use skynet_contract::JobId;
 use skynet_job::Job;
 
+/// How long a consumer that missed what this process holds waits for this
+/// process's own append of the job to be acknowledged: an acknowledgement
+/// comes within milliseconds, and past this the log is read.
+pub(crate) const SETTLE_WAIT: Duration = Duration::from_secs(1);
+
 /// Entries kept before the cache sheds half (finished jobs leave at once).
 const CAPACITY: usize = 50_000;
 

@@ -62,7 +62,7 @@ impl HistoryCache {
     pub fn appended(&self, job: JobId, expected: u64, msg: Stored) {
         let mut chains = self.lock();
         if msg.seq <= expected {
-            chains.remove(job);
+            chains.drop_chain(job, "out_of_order");
             return;
         }
         if expected == 0 {
@@ -79,9 +79,15 @@ impl HistoryCache {
                 chains.shed();
             }
             // A gap: another writer, or two appends recorded out of order.
-            Some(_) => chains.remove(job),
+            Some(_) => chains.drop_chain(job, "gap"),
             None => {}
         }
+    }
+
+    /// Drops `job`'s chain before its reader learned from it (see
+    /// [`Chains::drop_chain`]).
+    pub fn drop_chain(&self, job: JobId, why: &'static str) {
+        self.lock().drop_chain(job, why);
     }
 
     /// Drops `job`'s chain.
@@ -126,6 +132,16 @@ impl Chains {
         self.shed();
     }
 
+    /// Drops `job`'s chain before its reader is done with it, counted by
+    /// `why` in `skynet_job_histories_dropped_total`: each one is a job some
+    /// reader will read back from the log.
+    fn drop_chain(&mut self, job: JobId, why: &'static str) {
+        if self.jobs.contains_key(&job) {
+            metrics::counter!("skynet_job_histories_dropped_total", "why" => why).increment(1);
+            self.remove(job);
+        }
+    }
+
     fn remove(&mut self, job: JobId) {
         if let Some(chain) = self.jobs.remove(&job) {
             self.bytes -= chain.iter().map(|m| m.payload.len()).sum::<usize>();
@@ -136,7 +152,8 @@ impl Chains {
     fn shed(&mut self) {
         while self.jobs.len() > CAPACITY || self.bytes > MAX_BYTES {
             let Some(oldest) = self.order.pop_front() else { break };
-            self.remove(oldest);
+            let why = if self.jobs.len() > CAPACITY { "jobs_bound" } else { "bytes_bound" };
+            self.drop_chain(oldest, why);
         }
     }
 }

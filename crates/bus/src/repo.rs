@@ -22,11 +22,6 @@ use crate::store::{AppendError, EventStore, History, LoadError};
 /// How many times a conflicting append is retried before giving up.
 pub const MAX_CONFLICT_RETRIES: usize = 8;
 
-/// How long a consumer that missed what this process holds waits for this
-/// process's own append of the job to be acknowledged (see `crate::cache`):
-/// an acknowledgement comes within milliseconds, and past this the log is read.
-const SETTLE_WAIT: Duration = Duration::from_secs(1);
-
 /// What came of a command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -196,7 +191,7 @@ impl Jobs {
         // acknowledged to this process: wait for that, then look again.
         // (Looked at again even when there was nothing to wait for: the
         // append may have ended since the first look.)
-        self.store.cache().settled(job, SETTLE_WAIT).await;
+        self.store.cache().settled(job, crate::cache::SETTLE_WAIT).await;
         if let Some(loaded) = self.held_at(job, seq)? {
             return Ok(loaded);
         }

@@ -174,7 +174,7 @@ impl EventStore {
             } else {
                 // Not ours at that sequence, or not checked against `expected`.
                 fresh = false;
-                self.histories.forget(job);
+                self.histories.drop_chain(job, "not_stored_now");
             }
             expected = seq;
         }
@@ -229,6 +229,15 @@ impl EventStore {
     /// else read from the log (see [`crate::history`] for why that matters).
     /// `reader` (`skynet/<service>`) labels the read in `skynet_job_log_reads_total`.
     pub async fn messages_through(&self, job: JobId, seq: u64, reader: &str) -> Result<Vec<Stored>, LoadError> {
+        if let Some(held) = self.histories.through(job, seq) {
+            return Ok(held);
+        }
+        // The event at `seq` may have reached this consumer before the
+        // append that stored it was acknowledged to this process (the server
+        // answers the appender and delivers to the consumer on two
+        // connections): wait for that, then look again. Measured, one learned
+        // job in fifteen took this path in a fast burst, each a walk of the log.
+        self.cache.settled(job, crate::cache::SETTLE_WAIT).await;
         if let Some(held) = self.histories.through(job, seq) {
             return Ok(held);
         }

@@ -374,6 +374,41 @@ async fn a_consumer_ahead_of_this_processs_own_append_waits_for_it_instead_of_re
 }
 
 #[tokio::test]
+async fn a_reader_of_a_whole_history_ahead_of_this_processs_own_append_waits_for_it() -> anyhow::Result<()> {
+    let (_server, jobs) = setup().await?;
+    let r = requested("history-ahead");
+    let job = JobId::for_request(&r.request_source, &r.request_id);
+    let Outcome::Appended { seq, .. } =
+        jobs.execute(job, "open", Utc::now(), |s| decide(s, Command::Open(r.clone()))).await?
+    else {
+        anyhow::bail!("not opened")
+    };
+    // The memory service is handed the job's last event (at `seq + 1`)
+    // while the stage appending it still waits for its acknowledgement.
+    let appending = jobs.store().cache().appending(job);
+    let mut reader = tokio::spawn({
+        let store = jobs.store().clone();
+        async move { store.messages_through(job, seq + 1, "test").await }
+    });
+    // Without the wait the reader reads the log at once (a few milliseconds
+    // here) and finds the job short of the event it was handed.
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(300), &mut reader).await;
+    assert!(waited.is_err(), "the reader waits for the append in flight: {waited:?}");
+    let cancel = jobs.envelopes(
+        job,
+        "cancel",
+        Utc::now(),
+        &[JobEvent::Cancelled(Cancelled { by: "tester".into(), reason: "test".into() })],
+    );
+    let last = jobs.store().append(job, seq, &cancel).await?;
+    assert_eq!(last, seq + 1);
+    drop(appending);
+    let held = reader.await??;
+    assert_eq!(held.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![seq, seq + 1], "the whole chain, as appended");
+    Ok(())
+}
+
+#[tokio::test]
 async fn opening_a_job_assumed_new_is_safe_when_it_already_exists() -> anyhow::Result<()> {
     // What the intake does: open without reading the log first.
     let (_server, jobs) = setup().await?;
