@@ -43,7 +43,9 @@ const CAPACITY: usize = 16_384;
 const MAX_BYTES: usize = 96 << 20;
 
 /// What holding `m` costs, roughly: its payload and subject, each header's
-/// name and values, and a little for each allocation of its own.
+/// name and values, and a little for each allocation of its own. An
+/// estimate from below: the process's memory for a chain (hash-table slots,
+/// the message's own struct) is likely 1.5–2× this.
 fn size(m: &Stored) -> usize {
     const ENTRY: usize = 48;
     let headers = m.headers.as_ref().map_or(0, |h| {
@@ -65,17 +67,62 @@ struct Chains {
     order: VecDeque<JobId>,
     /// Bytes held, counted by [`size`].
     bytes: usize,
+    /// Chains dropped before their reader came, by why, not yet counted
+    /// (metrics are recorded once the lock is released).
+    dropped: Vec<&'static str>,
 }
 
 /// Job → its messages, complete from its first through the last one held.
 #[derive(Debug, Default)]
 pub struct HistoryCache {
     chains: Mutex<Chains>,
+    /// Keeps nothing: no reader in this process would use a chain (see
+    /// [`HistoryCache::off`]).
+    off: bool,
+}
+
+impl Drop for HistoryCache {
+    fn drop(&mut self) {
+        // The gauges add up every cache of the process.
+        let chains = self.lock();
+        metrics::gauge!("skynet_job_histories_held_jobs").decrement(chains.jobs.len() as f64);
+        metrics::gauge!("skynet_job_histories_held_bytes").decrement(chains.bytes as f64);
+    }
 }
 
 impl HistoryCache {
+    /// A cache that keeps nothing, for a process where no chain would ever be
+    /// read: chains start only where jobs are opened (the intake), and only
+    /// a stage or the memory service in the same process reads them. An
+    /// intake alone would hold every new job's first event until evicted.
+    pub fn off() -> HistoryCache {
+        HistoryCache { chains: Mutex::default(), off: true }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Chains> {
         self.chains.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the chains, then records what changed in the metrics,
+    /// outside the lock every stage and the memory service share.
+    fn change<R>(&self, f: impl FnOnce(&mut Chains) -> R) -> R {
+        let (result, jobs, bytes, dropped) = {
+            let mut chains = self.lock();
+            let (jobs, bytes) = (chains.jobs.len(), chains.bytes);
+            let result = f(&mut chains);
+            let dropped = std::mem::take(&mut chains.dropped);
+            (result, chains.jobs.len() as f64 - jobs as f64, chains.bytes as f64 - bytes as f64, dropped)
+        };
+        if jobs != 0.0 {
+            metrics::gauge!("skynet_job_histories_held_jobs").increment(jobs);
+        }
+        if bytes != 0.0 {
+            metrics::gauge!("skynet_job_histories_held_bytes").increment(bytes);
+        }
+        for why in dropped {
+            metrics::counter!("skynet_job_histories_dropped_total", "why" => why).increment(1);
+        }
+        result
     }
 
     /// Records `msg`, appended to `job` by an append that expected `expected`
@@ -83,43 +130,48 @@ impl HistoryCache {
     /// The caller must have seen the server store `msg` on this append (not
     /// answer it as a duplicate).
     pub fn appended(&self, job: JobId, expected: u64, msg: Stored) {
-        let mut chains = self.lock();
-        if msg.seq <= expected {
-            chains.drop_chain(job, "out_of_order");
+        if self.off {
             return;
         }
-        if expected == 0 {
-            chains.remove(job);
-            chains.start(job, msg);
-            return;
-        }
-        match chains.jobs.get(&job).and_then(|c| c.last()).map(|m| m.seq) {
-            Some(last) if last == expected => {
-                chains.bytes += size(&msg);
-                if let Some(chain) = chains.jobs.get_mut(&job) {
-                    chain.push(msg);
-                }
-                chains.shed();
+        self.change(|chains| {
+            if msg.seq <= expected {
+                chains.drop_chain(job, "out_of_order");
+                return;
             }
-            // A gap: another writer, or two appends recorded out of order.
-            Some(_) => chains.drop_chain(job, "gap"),
-            None => {}
-        }
+            if expected == 0 {
+                chains.remove(job);
+                chains.start(job, msg);
+                return;
+            }
+            match chains.jobs.get(&job).and_then(|c| c.last()).map(|m| m.seq) {
+                Some(last) if last == expected => {
+                    chains.bytes += size(&msg);
+                    if let Some(chain) = chains.jobs.get_mut(&job) {
+                        chain.push(msg);
+                    }
+                    chains.shed();
+                }
+                // A gap: another writer, or two appends recorded out of order.
+                Some(_) => chains.drop_chain(job, "gap"),
+                None => {}
+            }
+        });
     }
 
     /// Drops `job`'s chain before its reader learned from it (see
     /// [`Chains::drop_chain`]).
     pub fn drop_chain(&self, job: JobId, why: &'static str) {
-        let mut chains = self.lock();
-        chains.drop_chain(job, why);
-        chains.report();
+        self.change(|chains| chains.drop_chain(job, why));
     }
 
     /// Drops `job`'s chain.
     pub fn forget(&self, job: JobId) {
-        let mut chains = self.lock();
-        chains.remove(job);
-        chains.report();
+        self.change(|chains| chains.remove(job));
+    }
+
+    /// Whether a chain of `job` is held (however far it reaches).
+    pub fn holds(&self, job: JobId) -> bool {
+        self.lock().jobs.contains_key(&job)
     }
 
     /// Every message of `job` up to and including `seq`, if the chain held
@@ -160,11 +212,11 @@ impl Chains {
     }
 
     /// Drops `job`'s chain before its reader is done with it, counted by
-    /// `why` in `skynet_job_histories_dropped_total`: each one is a job some
-    /// reader will read back from the log.
+    /// `why` in `skynet_job_histories_dropped_total`: each one is a job its
+    /// reader (a stage, the memory service) will read back from the log.
     fn drop_chain(&mut self, job: JobId, why: &'static str) {
         if self.jobs.contains_key(&job) {
-            metrics::counter!("skynet_job_histories_dropped_total", "why" => why).increment(1);
+            self.dropped.push(why);
             self.remove(job);
         }
     }
@@ -182,13 +234,6 @@ impl Chains {
             let why = if self.jobs.len() > CAPACITY { "jobs_bound" } else { "bytes_bound" };
             self.drop_chain(oldest, why);
         }
-        self.report();
-    }
-
-    /// What is held, for `skynet_job_histories_held_{jobs,bytes}`.
-    fn report(&self) {
-        metrics::gauge!("skynet_job_histories_held_jobs").set(self.jobs.len() as f64);
-        metrics::gauge!("skynet_job_histories_held_bytes").set(self.bytes as f64);
     }
 }
 
@@ -244,6 +289,16 @@ mod tests {
         assert!(cache.lock().bytes <= MAX_BYTES);
         assert!(cache.through(jobs[0], 1).is_none(), "the oldest went");
         assert!(cache.through(jobs[3], 4).is_some());
+    }
+
+    #[test]
+    fn a_cache_that_is_off_keeps_nothing() {
+        let (cache, job) = (HistoryCache::off(), JobId(uuid::Uuid::new_v4()));
+        cache.appended(job, 0, msg(3));
+        assert!(!cache.holds(job) && cache.through(job, 3).is_none());
+        let on = HistoryCache::default();
+        on.appended(job, 0, msg(3));
+        assert!(on.holds(job) && on.through(job, 3).is_some());
     }
 
     #[test]

@@ -403,7 +403,11 @@ async fn a_reader_of_a_whole_history_ahead_of_this_processs_own_append_waits_for
     let last = jobs.store().append(job, seq, &cancel).await?;
     assert_eq!(last, seq + 1);
     drop(appending);
-    let held = reader.await??;
+    // Woken by the append's end, not by the wait's 1 s bound (which would
+    // then read the log, and find the same events).
+    let held = tokio::time::timeout(std::time::Duration::from_millis(500), reader)
+        .await
+        .map_err(|_| anyhow::anyhow!("the reader was not woken when the append ended"))???;
     assert_eq!(held.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![seq, seq + 1], "the whole chain, as appended");
     Ok(())
 }

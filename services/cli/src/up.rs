@@ -125,6 +125,20 @@ pub async fn run(
         rules,
         shutdown: shutdown.clone(),
         shared: None,
+        // Job histories start where jobs are opened and are read by the
+        // stages and memory: kept only when both run here.
+        keep_histories: services.contains(&Service::Intake)
+            && services.iter().any(|s| {
+                matches!(
+                    s,
+                    Service::Planner
+                        | Service::Policy
+                        | Service::Dispatcher
+                        | Service::Scheduler
+                        | Service::Executor
+                        | Service::Memory
+                )
+            }),
         set: JoinSet::new(),
         which: HashMap::new(),
     };
@@ -190,6 +204,8 @@ struct Supervisor<'a> {
     shutdown: CancellationToken,
     /// The first service's store: the others share its job-state cache.
     shared: Option<EventStore>,
+    /// Whether the shared store keeps job histories (see `EventStore::keeping_histories`).
+    keep_histories: bool,
     set: JoinSet<(Service, anyhow::Result<()>)>,
     which: HashMap<tokio::task::Id, Service>,
 }
@@ -208,7 +224,7 @@ impl Supervisor<'_> {
             .with_context(|| format!("opening the event log as {}", service.name()))?;
         let store = match &self.shared {
             Some(first) => store.sharing_cache_of(first),
-            None => self.shared.insert(store).clone(),
+            None => self.shared.insert(store.keeping_histories(self.keep_histories)).clone(),
         };
         let (db, rules) = (infra.db.clone(), self.rules.clone());
         let jobs = Jobs::new(store.clone(), service.name());

@@ -170,7 +170,11 @@ pub(crate) async fn learn_job(deps: &Deps, job: JobId, event_id: &str, seq: u64)
         format!("{e}: {cause}")
     })?;
     let events = decode_job(&stored, seq);
-    let Some(lesson) = learn::lesson(job, &events) else { return Ok(()) };
+    let Some(lesson) = learn::lesson(job, &events) else {
+        // Nothing to learn: its messages need not be held either.
+        deps.store.forget_history(job);
+        return Ok(());
+    };
     let failed = !lesson.failures.is_empty();
     deps.writer.apply(event_id, Change::Lesson(lesson)).await?;
     if failed {
