@@ -158,8 +158,8 @@ impl HistoryCache {
         });
     }
 
-    /// Drops `job`'s chain before its reader learned from it (see
-    /// [`Chains::drop_chain`]).
+    /// Drops `job`'s chain before its reader came, counted by `why` in
+    /// `skynet_job_histories_dropped_total`.
     pub fn drop_chain(&self, job: JobId, why: &'static str) {
         self.change(|chains| chains.drop_chain(job, why));
     }

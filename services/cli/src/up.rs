@@ -93,6 +93,24 @@ impl Service {
     }
 }
 
+/// Whether a process running `services` keeps job histories: they start where
+/// jobs are opened (the intake) and are read by the stages and the memory
+/// service, so only a process with both would ever use one.
+fn keeps_histories(services: &[Service]) -> bool {
+    services.contains(&Service::Intake)
+        && services.iter().any(|s| {
+            matches!(
+                s,
+                Service::Planner
+                    | Service::Policy
+                    | Service::Dispatcher
+                    | Service::Scheduler
+                    | Service::Executor
+                    | Service::Memory
+            )
+        })
+}
+
 /// Runs `services` until `shutdown` is cancelled. A service that fails (an
 /// error or a panic) is restarted with backoff, the others running on; only a
 /// configuration error (the rules, the schema, the first start) ends `run`.
@@ -125,20 +143,7 @@ pub async fn run(
         rules,
         shutdown: shutdown.clone(),
         shared: None,
-        // Job histories start where jobs are opened and are read by the
-        // stages and memory: kept only when both run here.
-        keep_histories: services.contains(&Service::Intake)
-            && services.iter().any(|s| {
-                matches!(
-                    s,
-                    Service::Planner
-                        | Service::Policy
-                        | Service::Dispatcher
-                        | Service::Scheduler
-                        | Service::Executor
-                        | Service::Memory
-                )
-            }),
+        keep_histories: keeps_histories(services),
         set: JoinSet::new(),
         which: HashMap::new(),
     };
@@ -352,10 +357,19 @@ impl Supervisor<'_> {
 mod tests {
     use clap::ValueEnum;
 
-    use super::Service;
+    use super::{Service, keeps_histories};
 
     #[test]
     fn up_runs_every_service() {
         assert_eq!(Service::ALL, Service::value_variants(), "`skynet up` must run every service `skynet run` knows");
+    }
+
+    #[test]
+    fn job_histories_are_kept_only_where_one_could_be_read() {
+        assert!(keeps_histories(&Service::ALL), "`skynet up`");
+        assert!(keeps_histories(&[Service::Intake, Service::Memory]));
+        assert!(!keeps_histories(&[Service::Intake]), "an intake alone: nothing reads its chains");
+        assert!(!keeps_histories(&[Service::Intake, Service::Projector, Service::Api]));
+        assert!(!keeps_histories(&[Service::Planner, Service::Memory]), "no intake: no chain ever starts");
     }
 }
