@@ -366,7 +366,7 @@ mod tests {
 
     #[test]
     fn job_histories_are_kept_only_where_one_could_be_read() {
-        assert!(keeps_histories(&Service::ALL), "`skynet up`");
+        assert!(keeps_histories(Service::ALL), "`skynet up`");
         assert!(keeps_histories(&[Service::Intake, Service::Memory]));
         assert!(!keeps_histories(&[Service::Intake]), "an intake alone: nothing reads its chains");
         assert!(!keeps_histories(&[Service::Intake, Service::Projector, Service::Api]));
