@@ -55,6 +55,63 @@ pub(crate) async fn rows<R: Sync>(
 /// Microseconds from the Unix epoch to Postgres's (2000-01-01 UTC).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
+/// `t` as Postgres stores a `timestamptz`: microseconds since 2000-01-01 UTC,
+/// rounded exactly as Postgres rounds the RFC 3339 text of `t` (its
+/// `ParseFractionalSecond`: `rint(strtod(".fraction") * 1e6)`), so a row
+/// written in binary and the same row written as text hold the same instant.
+/// `nanos / 1e9` is the double `strtod` reads from the fraction's digits:
+/// both are the exact quotient, correctly rounded. (sqlx's own encoding of a
+/// `DateTime` truncates instead.)
+///
+/// A leap second (chrono's nanoseconds past 1e9, written `:60`) is the next
+/// second plus its own fraction, as Postgres reads `:60.fraction`. Times
+/// outside years 1–9999, whose text Postgres refuses, are written as any
+/// other (audit rows and rebuilds always wrote them so).
+pub(crate) fn pg_micros(t: &DateTime<Utc>) -> i64 {
+    let nanos = t.timestamp_subsec_nanos();
+    let (leap, nanos) = (i64::from(nanos / 1_000_000_000), nanos % 1_000_000_000);
+    let fraction = f64::from(nanos) / 1e9;
+    // At most 1,000,000 (a fraction of .9999995 or more): carried into the sum.
+    let micros = (fraction * 1e6).round_ties_even() as i64;
+    (t.timestamp() + leap).saturating_mul(1_000_000) + micros - PG_EPOCH_MICROS
+}
+
+/// A `timestamptz` bound as a query parameter in binary, rounded as
+/// [`pg_micros`] rounds it (so the live writer's rows equal a rebuild's).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PgTime(i64);
+
+impl From<&DateTime<Utc>> for PgTime {
+    fn from(t: &DateTime<Utc>) -> Self {
+        PgTime(pg_micros(t))
+    }
+}
+
+impl sqlx::Type<sqlx::Postgres> for PgTime {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <DateTime<Utc> as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+}
+
+impl sqlx::postgres::PgHasArrayType for PgTime {
+    fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+        <DateTime<Utc> as sqlx::postgres::PgHasArrayType>::array_type_info()
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for PgTime {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <i64 as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&self.0, buf)
+    }
+
+    fn size_hint(&self) -> usize {
+        8
+    }
+}
+
 /// COPY data in the binary format (`FORMAT binary`): a header, then per row
 /// its field count and each field as a length and bytes, then a trailer.
 pub(crate) struct Binary {
@@ -123,7 +180,7 @@ impl Binary {
     }
 
     /// A `jsonb`: its format version (1) and the JSON text. JSON `null` is
-    /// SQL NULL, as `json_populate_recordset` makes it on the live path.
+    /// SQL NULL, as `json_populate_recordset` makes it (and `db::jsonb`).
     pub(crate) fn jsonb(&mut self, v: &serde_json::Value) {
         if v.is_null() {
             return self.null();
@@ -138,17 +195,9 @@ impl Binary {
         self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
     }
 
-    /// A `timestamptz`: microseconds since 2000-01-01 UTC, rounded exactly as
-    /// Postgres rounds the RFC 3339 text the live path sends (its
-    /// `ParseFractionalSecond`: `rint(strtod(".fraction") * 1e6)`), so a row
-    /// written here and the same row written live hold the same instant.
-    /// `nanos / 1e9` is the double `strtod` reads from the fraction's digits:
-    /// both are the exact quotient, correctly rounded.
+    /// A `timestamptz`, as [`pg_micros`] makes it.
     pub(crate) fn timestamptz(&mut self, t: &DateTime<Utc>) {
-        let fraction = f64::from(t.timestamp_subsec_nanos()) / 1e9;
-        // At most 1,000,000 (a fraction of .9999995 or more): carried into the sum.
-        let micros = (fraction * 1e6).round_ties_even() as i64;
-        self.bigint(t.timestamp().saturating_mul(1_000_000) + micros - PG_EPOCH_MICROS);
+        self.bigint(pg_micros(t));
     }
 
     /// The trailer that ends the data.
@@ -212,10 +261,13 @@ mod tests {
         assert_eq!(micros("2000-01-01T00:00:00.0000016Z"), 2);
         assert_eq!(micros("1999-12-31T23:59:59.999999Z"), -1);
         assert_eq!(micros("2000-01-01T00:00:00.9999996Z"), 1_000_000, "carried into the seconds");
+        assert_eq!(micros("1999-12-31T23:59:60.5000005Z"), 500_000, "a leap second is the next second");
+        assert_eq!(micros("1999-12-31T23:59:60.0000005Z"), 0, "its fraction rounded alone");
     }
 
-    /// Every time's microseconds, as Postgres reads the RFC 3339 text the live
-    /// path sends and as written here, agree — exact halves of a microsecond
+    /// Every time's microseconds, as Postgres reads the RFC 3339 text events
+    /// carry (and the live writer sent before it bound times in binary) and as
+    /// written here, agree — exact halves of a microsecond and leap seconds
     /// included, where a rounding of our own would differ now and then.
     #[tokio::test]
     async fn times_agree_with_postgres_reading_their_text() -> anyhow::Result<()> {
@@ -224,8 +276,13 @@ mod tests {
         let base = DateTime::<Utc>::from_timestamp(1_796_000_000, 0).unwrap_or_default();
         // Every seventh exact half below a second, and some times between.
         let nanos = (0..1_000_000u32).step_by(7).map(|n| n * 1000 + 500).chain((0..1_000_000_000).step_by(999_983));
-        let times: Vec<DateTime<Utc>> = nanos.map(|n| base + chrono::Duration::nanoseconds(i64::from(n))).collect();
-        // As the live path sends them: serde's RFC 3339.
+        let mut times: Vec<DateTime<Utc>> = nanos.map(|n| base + chrono::Duration::nanoseconds(i64::from(n))).collect();
+        // Leap seconds (`:60`) at the end of a minute: 1_796_000_039 % 60 == 59.
+        let leaps = (0..1_000_000u32).step_by(997).map(|n| 1_000_000_000 + n * 1000 + 500);
+        times.extend(leaps.filter_map(|n| DateTime::<Utc>::from_timestamp(1_796_000_039, n)));
+        assert!(times.iter().any(|t| t.timestamp_subsec_nanos() >= 1_000_000_000), "leap seconds made");
+        // As events carry them, and as the live writer sent them before it
+        // bound them in binary: serde's RFC 3339.
         let texts: Vec<String> = times
             .iter()
             .map(|t| serde_json::to_value(t).map(|v| v.as_str().unwrap_or_default().to_owned()))

@@ -1,8 +1,9 @@
 //! The read-model rows and how each event changes them. Pure: no database here.
 //!
-//! Rows travel to and from Postgres as JSON (`to_jsonb` / `jsonb_populate_recordset`),
-//! so one statement reads or writes a whole batch; that is the only reason these
-//! storage types derive serde.
+//! Rows are read from Postgres as JSON (`to_jsonb`) and the rarer ones written
+//! as JSON (`json_populate_recordset`), so one statement reads or writes a whole
+//! batch; that is the only reason these storage types derive serde. Jobs and
+//! steps are written as binary arrays (`db.rs`) or binary `COPY` (`bulk.rs`).
 
 use std::collections::HashMap;
 
