@@ -171,8 +171,10 @@ fn time(t: Option<&DateTime<Utc>>) -> Option<PgTime> {
 /// the largest item of Postgres's time in a burst of jobs.
 async fn upsert_jobs(tx: &mut Transaction<'_, Postgres>, jobs: &[&JobRow]) -> Result<(), sqlx::Error> {
     static SQL: LazyLock<String> = LazyLock::new(|| upsert_sql("jobs", &["id"], JOB_COLUMNS));
-    // In the order of `id` and `JOB_COLUMNS`; a slip is caught by the
-    // rebuild's row-for-row comparison with the live tables.
+    // In the order of `id` and `JOB_COLUMNS`; a slip is caught by
+    // `tests::rows_written_read_back_the_same_inserted_updated_and_nulled`
+    // (a careful rebuild writes through here too, so comparing it with the
+    // live tables would not see one).
     sqlx::query(SQL.as_str())
         .bind(col(jobs, |j| j.id))
         .bind(col(jobs, |j| j.status.as_str()))
