@@ -19,6 +19,7 @@ mod copy;
 mod db;
 mod projector;
 mod quarantine;
+mod reader;
 pub mod rows;
 mod shadow;
 mod writer;

@@ -4,9 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
-use skynet_bus::codec;
+use async_nats::jetstream;
 use skynet_bus::definitions::EVENTS_STREAM;
 use sqlx::PgPool;
 use tracing::{error, info, warn};
@@ -14,10 +12,11 @@ use tracing::{error, info, warn};
 use crate::audit::Row;
 use crate::config::Config;
 use crate::quarantine::Poison;
+use crate::reader::{Item, Reading};
 use crate::writer::{Projection, Writer};
 
 /// One event read from the log: a row to project, or one that cannot be.
-enum Entry {
+pub(crate) enum Entry {
     Row(Arc<Row>),
     Poison(Poison),
 }
@@ -245,14 +244,14 @@ async fn write_loop(
     let mut buf = Vec::with_capacity(max_batch);
     loop {
         if config.until.is_some_and(|until| applied >= until) || *stop.borrow() {
-            return finish(writer, applied).await;
+            return finish(writer, applied, &progress).await;
         }
         let got = tokio::select! {
             _ = stop.changed() => 0,
             n = rx.recv_many(&mut buf, max_batch) => n,
         };
         if got == 0 {
-            return finish(writer, applied).await;
+            return finish(writer, applied, &progress).await;
         }
         let (mut rows, mut poisons, mut last) = (Vec::with_capacity(buf.len()), Vec::new(), applied);
         for item in buf.drain(..) {
@@ -276,39 +275,17 @@ async fn write_loop(
 }
 
 /// Writes what a bulk writer still holds before it stops (see `crate::bulk`).
-async fn finish(mut writer: Writer, applied: u64) -> Result<u64, ProjectorError> {
+async fn finish(mut writer: Writer, applied: u64, progress: &Progress) -> Result<u64, ProjectorError> {
     if writer.holds_rows() {
         writer.apply(&[], &[], applied, true).await.map_err(|e| refused(&writer, e))?;
     }
+    progress.phase_ended_now(writer.projection.phase_written());
     Ok(applied)
 }
 
 /// A batch Postgres refused in bulk mode is the rebuild's to handle.
 fn refused(writer: &Writer, e: sqlx::Error) -> ProjectorError {
     if writer.bulk { crate::bulk::error(e) } else { e.into() }
-}
-
-/// A decoded event with its sequence, shared by both writers.
-type Item = (u64, Arc<Entry>);
-
-/// The log being read from `next` on and decoded, for the two writers.
-pub(crate) struct Reading {
-    next: u64,
-    /// Stops reading when dropped (the consumer waits for more otherwise).
-    task: tokio_util::task::AbortOnDropHandle<()>,
-    rx: [tokio::sync::mpsc::Receiver<Result<Item, ProjectorError>>; 2],
-}
-
-impl Reading {
-    /// Starts reading at `next`; up to four batches per writer are decoded
-    /// ahead of what the writers take.
-    pub(crate) fn start(stream: jetstream::stream::Stream, next: u64, config: &Config) -> Reading {
-        let max_batch = config.max_batch.max(1);
-        let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(max_batch * 4);
-        let (models_tx, models_rx) = tokio::sync::mpsc::channel(max_batch * 4);
-        let task = tokio::spawn(read_log(stream, next, max_batch, [audit_tx, models_tx]));
-        Reading { next, task: tokio_util::task::AbortOnDropHandle::new(task), rx: [audit_rx, models_rx] }
-    }
 }
 
 /// How far a projection run has got: what each writer applied and the end of
@@ -325,6 +302,8 @@ struct ProgressInner {
     restarted: std::sync::atomic::AtomicBool,
     /// When each phase of a rebuild ended, in ms from its start.
     phases: std::sync::Mutex<Vec<(&'static str, u64)>>,
+    /// When the phases began (a rebuild's start); none for a live projector.
+    began: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Progress {
@@ -357,9 +336,11 @@ impl Progress {
     /// When each phase of the latest rebuild ended, in ms from its start:
     /// `locked` (migrated, the rebuild lock taken), `created` (shadow tables
     /// made), `connected`, `projected` (the log read and written),
-    /// `indexed`, `swapped`, `dropped` (the old tables) and `unlocked`. A
-    /// bulk pass Postgres refused ends with `refused`, and the careful pass's
-    /// phases follow it. Where a rebuild's time goes besides projecting.
+    /// `indexed`, `swapped`, `dropped` (the old tables) and `unlocked`; in
+    /// each round, `audit written` and `read_models written` (each writer
+    /// done: which of the two was last). A bulk pass Postgres refused ends
+    /// with `refused`, and the careful pass's phases follow it. Where a
+    /// rebuild's time goes besides projecting.
     pub fn phases(&self) -> Vec<(&'static str, u64)> {
         self.phases_mut().clone()
     }
@@ -369,8 +350,17 @@ impl Progress {
         phases.iter().map(|(name, ms)| format!("{name} {ms}")).collect::<Vec<_>>().join(", ")
     }
 
-    pub(crate) fn phases_cleared(&self) {
+    pub(crate) fn phases_cleared(&self, began: std::time::Instant) {
         self.phases_mut().clear();
+        *self.0.began.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(began);
+    }
+
+    /// Records that `name` ended now, if phases are followed (a rebuild).
+    fn phase_ended_now(&self, name: &'static str) {
+        let began = *self.0.began.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(began) = began {
+            self.phase_ended(name, began);
+        }
     }
 
     pub(crate) fn phase_ended(&self, name: &'static str, since: std::time::Instant) {
@@ -381,99 +371,5 @@ impl Progress {
     fn phases_mut(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, u64)>> {
         // A panic while pushing leaves a usable list.
         self.0.phases.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Delivers the log from `next` on, in order and without gaps, into `tx`.
-///
-/// A plain pull consumer without acks and with large, pipelined pulls (an
-/// ordered consumer pulls 500 at a time and waits between pulls, which capped
-/// rebuilds). Order and completeness are checked here instead: the stream denies
-/// deletes, so its sequences are contiguous, and any jump means a lost delivery —
-/// the consumer is recreated at the first missing sequence.
-async fn read_log(
-    stream: async_nats::jetstream::stream::Stream,
-    mut next: u64,
-    batch: usize,
-    txs: [tokio::sync::mpsc::Sender<Result<Item, ProjectorError>>; 2],
-) {
-    loop {
-        let created = stream
-            .create_consumer(consumer::pull::Config {
-                // Named: the projector's role may create consumers on the log
-                // only by name, never under a durable's name (nats/roles.json).
-                name: Some(format!("projector-{}", uuid::Uuid::new_v4().simple())),
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: next },
-                ack_policy: consumer::AckPolicy::None,
-                // Its state (how far it delivered) is worth nothing after a
-                // restart, which makes a new one: kept in memory, never
-                // written (and fsynced, under `sync_interval: always`).
-                memory_storage: true,
-                inactive_threshold: std::time::Duration::from_secs(60),
-                ..Default::default()
-            })
-            .await;
-        let consumer = match created {
-            Ok(c) => c,
-            Err(e) => {
-                for tx in &txs {
-                    let _ = tx.send(Err(ProjectorError::Nats(async_nats::Error::from(e.to_string())))).await;
-                }
-                return;
-            }
-        };
-        let mut messages = match consumer.stream().max_messages_per_batch(batch).messages().await {
-            Ok(m) => m,
-            Err(e) => {
-                for tx in &txs {
-                    let _ = tx.send(Err(ProjectorError::Nats(async_nats::Error::from(e.to_string())))).await;
-                }
-                return;
-            }
-        };
-        // The first message of a new consumer is the first that exists at or
-        // after `next`; after that, every sequence must follow the last.
-        let mut first = true;
-        while let Some(msg) = messages.next().await {
-            let Ok(msg) = msg else { break }; // recreate from `next`
-            let Ok(seq) = msg.info().map(|i| i.stream_sequence) else { break };
-            if seq < next {
-                continue; // already delivered
-            }
-            if seq > next && !first {
-                warn!(service = SERVICE, expected = next, got = seq, "gap in delivery; re-reading from the gap");
-                break;
-            }
-            first = false;
-            let row = match codec::decode_raw(msg.headers.as_ref(), &msg.payload)
-                .and_then(|env| Row::storable(seq, &msg.subject, env))
-            {
-                Ok(row) => Entry::Row(Arc::new(row)),
-                // Only SKYNET's own services write this stream, through the
-                // contract; an undecodable event is a bug worth shouting about,
-                // but it must not stop every read model.
-                Err(e) => Entry::Poison(Poison {
-                    seq,
-                    nats_subject: msg.subject.to_string(),
-                    reason: format!("undecodable: {e}"),
-                    payload: msg.payload.to_vec(),
-                }),
-            };
-            next = seq + 1;
-            let row = Arc::new(row);
-            // A writer that stopped (it reached `until`) needs no more.
-            let mut open = 0;
-            for tx in &txs {
-                if tx.send(Ok((seq, Arc::clone(&row)))).await.is_ok() {
-                    open += 1;
-                }
-            }
-            if open == 0 {
-                return;
-            }
-        }
-        if txs.iter().all(|tx| tx.is_closed()) {
-            return;
-        }
     }
 }

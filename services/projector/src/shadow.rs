@@ -19,7 +19,8 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::db::TABLES;
-use crate::projector::{Deps, Progress, ProjectorError, Reading, migrate, project};
+use crate::projector::{Deps, Progress, ProjectorError, migrate, project};
+use crate::reader::Reading;
 
 const SHADOW: &str = "skynet_shadow";
 const OLD: &str = "skynet_replaced";
@@ -43,7 +44,7 @@ pub async fn rebuild_shadow(
     progress: &Progress,
 ) -> Result<u64, ProjectorError> {
     let started = std::time::Instant::now();
-    progress.phases_cleared();
+    progress.phases_cleared(started);
     migrate(db).await?;
     let mut lock = db.acquire().await?.detach();
     let got: bool =

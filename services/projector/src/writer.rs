@@ -35,6 +35,14 @@ impl Projection {
             Projection::ReadModels => "read_models",
         }
     }
+
+    /// A rebuild's phase of this writer having written its round.
+    pub fn phase_written(self) -> &'static str {
+        match self {
+            Projection::Audit => "audit written",
+            Projection::ReadModels => "read_models written",
+        }
+    }
 }
 
 /// A projection's writer and what it keeps between batches.
