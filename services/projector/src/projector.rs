@@ -21,7 +21,7 @@ pub(crate) enum Entry {
     Poison(Poison),
 }
 
-const SERVICE: &str = "projector";
+pub(crate) const SERVICE: &str = "projector";
 
 /// What the projector needs.
 #[derive(Clone)]
@@ -279,7 +279,7 @@ async fn finish(mut writer: Writer, applied: u64, progress: &Progress) -> Result
     if writer.holds_rows() {
         writer.apply(&[], &[], applied, true).await.map_err(|e| refused(&writer, e))?;
     }
-    progress.phase_ended_now(writer.projection.phase_written());
+    progress.phase_ended(writer.projection.phase_written());
     Ok(applied)
 }
 
@@ -350,22 +350,19 @@ impl Progress {
         phases.iter().map(|(name, ms)| format!("{name} {ms}")).collect::<Vec<_>>().join(", ")
     }
 
-    pub(crate) fn phases_cleared(&self, began: std::time::Instant) {
+    /// Starts following a rebuild's phases afresh, from now.
+    pub(crate) fn phases_begun(&self) {
         self.phases_mut().clear();
-        *self.0.began.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(began);
+        *self.0.began.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
     }
 
     /// Records that `name` ended now, if phases are followed (a rebuild).
-    fn phase_ended_now(&self, name: &'static str) {
+    pub(crate) fn phase_ended(&self, name: &'static str) {
         let began = *self.0.began.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(began) = began {
-            self.phase_ended(name, began);
+            let ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.phases_mut().push((name, ms));
         }
-    }
-
-    pub(crate) fn phase_ended(&self, name: &'static str, since: std::time::Instant) {
-        let ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.phases_mut().push((name, ms));
     }
 
     fn phases_mut(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, u64)>> {

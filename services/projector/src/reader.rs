@@ -16,10 +16,9 @@ use tracing::warn;
 
 use crate::audit::Row;
 use crate::config::Config;
-use crate::projector::{Entry, ProjectorError};
+use crate::projector::{Entry, ProjectorError, SERVICE};
 use crate::quarantine::Poison;
 
-const SERVICE: &str = "projector";
 /// Messages handed to the decoder at once at most: fewer when no more are
 /// waiting, which is also what the stream says when tokio's cooperative
 /// budget (128 polls) makes it yield.
@@ -126,7 +125,7 @@ async fn receive(stream: async_nats::jetstream::stream::Stream, mut next: u64, b
             let msg = match messages.next().now_or_never() {
                 Some(msg) => msg,
                 None => {
-                    if !chunk.is_empty() && tx.send(Chunk::Messages(std::mem::take(&mut chunk))).await.is_err() {
+                    if !hand_on(&tx, &mut chunk).await {
                         return;
                     }
                     messages.next().await
@@ -144,18 +143,20 @@ async fn receive(stream: async_nats::jetstream::stream::Stream, mut next: u64, b
             first = false;
             next = seq + 1;
             chunk.push((seq, msg));
-            if chunk.len() >= CHUNK && tx.send(Chunk::Messages(std::mem::take(&mut chunk))).await.is_err() {
+            if chunk.len() >= CHUNK && !hand_on(&tx, &mut chunk).await {
                 return;
             }
         }
         // Everything before `next` is in order: it goes before the re-reading.
-        if !chunk.is_empty() && tx.send(Chunk::Messages(chunk)).await.is_err() {
-            return;
-        }
-        if tx.is_closed() {
+        if !hand_on(&tx, &mut chunk).await || tx.is_closed() {
             return;
         }
     }
+}
+
+/// Hands `chunk`'s messages (if any) to the decoder; `false` once it is gone.
+async fn hand_on(tx: &mpsc::Sender<Chunk>, chunk: &mut Vec<(u64, Message)>) -> bool {
+    chunk.is_empty() || tx.send(Chunk::Messages(std::mem::take(chunk))).await.is_ok()
 }
 
 /// The decoding half: each message decoded once, shared by both writers.

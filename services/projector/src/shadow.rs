@@ -43,8 +43,7 @@ pub async fn rebuild_shadow(
     db: &PgPool,
     progress: &Progress,
 ) -> Result<u64, ProjectorError> {
-    let started = std::time::Instant::now();
-    progress.phases_cleared(started);
+    progress.phases_begun();
     migrate(db).await?;
     let mut lock = db.acquire().await?.detach();
     let got: bool =
@@ -52,16 +51,16 @@ pub async fn rebuild_shadow(
     if !got {
         return Err(ProjectorError::Busy);
     }
-    progress.phase_ended("locked", started);
-    let result = match build_and_swap(&config, &js, db, progress, started, true).await {
+    progress.phase_ended("locked");
+    let result = match build_and_swap(&config, &js, db, progress, true).await {
         // Something in the log Postgres refuses (an event, or an index entry
         // built from one): start over in the careful mode, which quarantines
         // it event by event as the live projector does.
         Err(ProjectorError::BulkRefused(e)) => {
             warn!(service = "projector", error = %e, "bulk rebuild refused; rebuilding event by event");
             progress.set_restarted();
-            progress.phase_ended("refused", started);
-            build_and_swap(&config, &js, db, progress, started, false).await
+            progress.phase_ended("refused");
+            build_and_swap(&config, &js, db, progress, false).await
         }
         other => other,
     };
@@ -70,7 +69,7 @@ pub async fn rebuild_shadow(
     // right after this one (the bench runs three) found it still held.
     let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(REBUILD_LOCK).execute(&mut lock).await;
     let _ = lock.close().await;
-    progress.phase_ended("unlocked", started);
+    progress.phase_ended("unlocked");
     result
 }
 
@@ -82,10 +81,9 @@ async fn build_and_swap(
     js: &jetstream::Context,
     db: &PgPool,
     progress: &Progress,
-    started: std::time::Instant,
     bulk: bool,
 ) -> Result<u64, ProjectorError> {
-    let step = |name| progress.phase_ended(name, started);
+    let step = |name| progress.phase_ended(name);
     // The shadow starts empty, so its first round reads the log from the
     // start: begun now, the reader decodes the log's head while Postgres
     // makes the tables.

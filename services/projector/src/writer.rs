@@ -17,7 +17,7 @@ use crate::audit::{self, Row};
 use crate::quarantine::{self, Poison};
 use crate::rows::RowCache;
 
-const SERVICE: &str = "projector";
+use crate::projector::SERVICE;
 
 /// One of the projections, named as in `projection_checkpoint`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
